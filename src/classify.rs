@@ -1,0 +1,1029 @@
+//! The classifier: compiled category lists and the lookup that turns a request target
+//! into the set of categories it belongs to.
+//!
+//! Lists are compiled once into structures built for the request path:
+//!
+//! * domains — an [`fst`] map keyed by the *reversed* name (`moc.elpmaxe`) with a
+//!   category bitset as value. One walk over the reversed host finds every listed suffix
+//!   that ends on a label boundary, so `www.example.com` matches an `example.com` entry
+//!   without building any substring. IP entries sit in a small hash map beside it.
+//! * URL prefixes — per host, a short list of path prefixes (`bbc.co.uk/bitesize`), plus
+//!   SHA-256 digests for feeds distributed as hashes (the IWF's members' list).
+//! * expressions — one [`regex::RegexSet`] over `host/path?query`.
+//! * search terms — one Aho-Corasick automaton over the query typed into a known search
+//!   engine, matched on word boundaries.
+//!
+//! Pure: no I/O and no clock. Reading list files and the compiled cache lives in
+//! [`crate::lists`].
+
+#![deny(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use fst::raw::Output;
+use regex::RegexSet;
+use sha2::{Digest, Sha256};
+
+use crate::category::{CategoryId, CategorySet};
+use crate::host::{Host, Target};
+
+/// Errors building compiled lists.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// An expression is not a valid regular expression.
+    #[error("invalid expression {pattern:?}: {message}")]
+    Expression {
+        /// The pattern as written.
+        pattern: String,
+        /// What the regex compiler said.
+        message: String,
+    },
+    /// The expressions together are too large to compile.
+    #[error("expressions too large to compile: {0}")]
+    ExpressionSet(String),
+    /// The search terms could not be compiled.
+    #[error("search terms could not be compiled: {0}")]
+    SearchTerms(String),
+    /// Building the domain index failed.
+    #[error("building the domain index failed: {0}")]
+    Domains(String),
+    /// A compiled index is damaged or from another version.
+    #[error("compiled domain index is unreadable: {0}")]
+    BadIndex(String),
+}
+
+// ---------------------------------------------------------------------------------------
+// Domains
+
+/// Every listed domain and IP address with the categories that list it.
+pub struct DomainIndex {
+    names: fst::Map<Vec<u8>>,
+    ips: HashMap<IpAddr, u64>,
+}
+
+/// Collects domain entries before they are compiled into a [`DomainIndex`].
+///
+/// Keys are kept reversed in one contiguous buffer (not a `String` each): for millions
+/// of entries that halves the build's memory and time.
+#[derive(Default)]
+pub struct DomainIndexBuilder {
+    buf: Vec<u8>,
+    keys: Vec<(u32, u32, u64)>,
+    ips: HashMap<IpAddr, u64>,
+}
+
+impl DomainIndexBuilder {
+    /// An empty builder.
+    pub fn new() -> DomainIndexBuilder {
+        DomainIndexBuilder::default()
+    }
+
+    /// Adds a normalised host with the categories `bits`.
+    pub fn insert(&mut self, host: &Host, bits: u64) -> Result<(), CompileError> {
+        match host {
+            Host::Name(name) => self.insert_name(name, bits),
+            Host::V4(ip) => {
+                *self.ips.entry(IpAddr::V4(*ip)).or_default() |= bits;
+                Ok(())
+            }
+            Host::V6(ip) => {
+                *self.ips.entry(IpAddr::V6(*ip)).or_default() |= bits;
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds an already normalised name (lowercase ASCII, no trailing dot).
+    pub fn insert_name(&mut self, name: &str, bits: u64) -> Result<(), CompileError> {
+        let start = u32::try_from(self.buf.len())
+            .map_err(|_| CompileError::Domains("more than 4 GiB of domain names".into()))?;
+        self.buf.extend(name.bytes().rev());
+        let len = u32::try_from(name.len())
+            .map_err(|_| CompileError::Domains("domain name too long".into()))?;
+        self.keys.push((start, len, bits));
+        Ok(())
+    }
+
+    /// Number of entries added so far (duplicates included).
+    pub fn len(&self) -> usize {
+        self.keys.len() + self.ips.len()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sorts, merges duplicate entries (OR-ing their categories) and builds the index.
+    pub fn build(mut self) -> Result<DomainIndex, CompileError> {
+        let buf = &self.buf;
+        let key = |&(start, len, _): &(u32, u32, u64)| {
+            &buf[start as usize..start as usize + len as usize]
+        };
+        self.keys.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        let mut builder = fst::MapBuilder::memory();
+        let mut i = 0;
+        while i < self.keys.len() {
+            let k = key(&self.keys[i]);
+            let mut bits = self.keys[i].2;
+            let mut j = i + 1;
+            while j < self.keys.len() && key(&self.keys[j]) == k {
+                bits |= self.keys[j].2;
+                j += 1;
+            }
+            builder
+                .insert(k, bits)
+                .map_err(|e| CompileError::Domains(e.to_string()))?;
+            i = j;
+        }
+        let bytes = builder
+            .into_inner()
+            .map_err(|e| CompileError::Domains(e.to_string()))?;
+        let names = fst::Map::new(bytes).map_err(|e| CompileError::Domains(e.to_string()))?;
+        Ok(DomainIndex {
+            names,
+            ips: self.ips,
+        })
+    }
+}
+
+const INDEX_MAGIC: &[u8; 8] = b"GHDIDX01";
+
+impl DomainIndex {
+    /// An index with no entries.
+    pub fn empty() -> DomainIndex {
+        DomainIndex {
+            names: fst::Map::default(),
+            ips: HashMap::new(),
+        }
+    }
+
+    /// Categories of every listed domain that `name` equals or is a subdomain of.
+    ///
+    /// Walks the reversed name through the automaton once; whenever the walk stands on a
+    /// final state just before a `.`, the suffix consumed so far is a listed parent.
+    #[inline]
+    pub fn lookup_name(&self, name: &str) -> u64 {
+        let fst = self.names.as_fst();
+        let mut node = fst.root();
+        let mut out = Output::zero();
+        let mut bits = 0;
+        for &b in name.as_bytes().iter().rev() {
+            if b == b'.' && node.is_final() {
+                bits |= out.cat(node.final_output()).value();
+            }
+            match node.find_input(b) {
+                Some(i) => {
+                    let t = node.transition(i);
+                    out = out.cat(t.out);
+                    node = fst.node(t.addr);
+                }
+                None => return bits,
+            }
+        }
+        if node.is_final() {
+            bits |= out.cat(node.final_output()).value();
+        }
+        bits
+    }
+
+    /// Categories listing `host`: suffix match for names, exact match for addresses.
+    pub fn lookup(&self, host: &Host) -> u64 {
+        match host {
+            Host::Name(name) => self.lookup_name(name),
+            Host::V4(ip) => self.ips.get(&IpAddr::V4(*ip)).copied().unwrap_or(0),
+            Host::V6(ip) => self.ips.get(&IpAddr::V6(*ip)).copied().unwrap_or(0),
+        }
+    }
+
+    /// Number of distinct names and addresses.
+    pub fn len(&self) -> usize {
+        self.names.len() + self.ips.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory the index holds (the automaton plus the address table).
+    pub fn heap_bytes(&self) -> usize {
+        self.names.as_fst().as_bytes().len() + self.ips.capacity() * 32
+    }
+
+    /// Count of entries per category bit (for `gatehouse check` and metrics).
+    pub fn counts_per_bit(&self) -> [u64; 64] {
+        let mut counts = [0u64; 64];
+        let mut add = |bits: u64| {
+            let set = CategorySet::from_bits(bits);
+            for id in set.iter() {
+                counts[id.index()] += 1;
+            }
+        };
+        let mut stream = self.names.stream();
+        while let Some((_, bits)) = fst::Streamer::next(&mut stream) {
+            add(bits);
+        }
+        for &bits in self.ips.values() {
+            add(bits);
+        }
+        counts
+    }
+
+    /// Serialises the index: magic, fingerprint of the sources, addresses, automaton.
+    pub fn to_bytes(&self, fingerprint: u64) -> Vec<u8> {
+        let fst = self.names.as_fst().as_bytes();
+        let mut out = Vec::with_capacity(fst.len() + 32 + self.ips.len() * 25);
+        out.extend_from_slice(INDEX_MAGIC);
+        out.extend_from_slice(&fingerprint.to_le_bytes());
+        out.extend_from_slice(&(self.ips.len() as u64).to_le_bytes());
+        for (ip, bits) in &self.ips {
+            match ip {
+                IpAddr::V4(v4) => {
+                    out.push(4);
+                    out.extend_from_slice(&v4.octets());
+                }
+                IpAddr::V6(v6) => {
+                    out.push(6);
+                    out.extend_from_slice(&v6.octets());
+                }
+            }
+            out.extend_from_slice(&bits.to_le_bytes());
+        }
+        out.extend_from_slice(fst);
+        out
+    }
+
+    /// The fingerprint stored in serialised bytes, if they are an index at all.
+    pub fn fingerprint_of(bytes: &[u8]) -> Option<u64> {
+        if bytes.len() < 24 || &bytes[..8] != INDEX_MAGIC {
+            return None;
+        }
+        Some(u64::from_le_bytes(bytes[8..16].try_into().ok()?))
+    }
+
+    /// Reads an index written by [`DomainIndex::to_bytes`]. Takes the buffer so the
+    /// automaton is used in place, without a copy.
+    pub fn from_bytes(mut bytes: Vec<u8>) -> Result<DomainIndex, CompileError> {
+        let bad = |m: &str| CompileError::BadIndex(m.to_string());
+        if DomainIndex::fingerprint_of(&bytes).is_none() {
+            return Err(bad("not a Gatehouse domain index (bad magic)"));
+        }
+        let n_ips = u64::from_le_bytes(
+            bytes[16..24]
+                .try_into()
+                .map_err(|_| bad("truncated header"))?,
+        );
+        let mut pos = 24usize;
+        let mut ips = HashMap::new();
+        for _ in 0..n_ips {
+            let kind = *bytes
+                .get(pos)
+                .ok_or_else(|| bad("truncated address table"))?;
+            pos += 1;
+            let ip = match kind {
+                4 => {
+                    let o: [u8; 4] = bytes
+                        .get(pos..pos + 4)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| bad("truncated address"))?;
+                    pos += 4;
+                    IpAddr::from(o)
+                }
+                6 => {
+                    let o: [u8; 16] = bytes
+                        .get(pos..pos + 16)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| bad("truncated address"))?;
+                    pos += 16;
+                    IpAddr::from(o)
+                }
+                _ => return Err(bad("bad address kind")),
+            };
+            let b: [u8; 8] = bytes
+                .get(pos..pos + 8)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| bad("truncated address bits"))?;
+            pos += 8;
+            ips.insert(ip, u64::from_le_bytes(b));
+        }
+        bytes.drain(..pos);
+        bytes.shrink_to_fit();
+        let names = fst::Map::new(bytes).map_err(|e| CompileError::BadIndex(e.to_string()))?;
+        Ok(DomainIndex { names, ips })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// URL prefixes and hashes
+
+/// Lowercases `host/path` and decodes percent-escapes of unreserved characters, so that
+/// `/Bad%2Dpage` and `/bad-page` are the same URL to every list. Reserved characters
+/// (`%2F` …) stay encoded: decoding them would change which resource is named.
+pub fn normalise_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = (h * 16 + l) as u8;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    out.push(c.to_ascii_lowercase() as char);
+                } else {
+                    out.push('%');
+                    out.push(bytes[i + 1].to_ascii_uppercase() as char);
+                    out.push(bytes[i + 2].to_ascii_uppercase() as char);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b.to_ascii_lowercase() as char);
+        i += 1;
+    }
+    out
+}
+
+/// Host-and-path prefixes (`example.com/forum/`), matched on the host and its subdomains.
+#[derive(Default)]
+pub struct UrlPrefixes {
+    by_host: HashMap<String, Vec<(String, u64)>>,
+    len: usize,
+}
+
+impl UrlPrefixes {
+    /// Adds `host` + `path_prefix` (already normalised: lowercase, starts with `/`).
+    pub fn insert(&mut self, host: &Host, path_prefix: &str, bits: u64) {
+        let path = normalise_path(path_prefix);
+        let entries = self.by_host.entry(host.to_string()).or_default();
+        match entries.iter_mut().find(|(p, _)| *p == path) {
+            Some(existing) => existing.1 |= bits,
+            None => {
+                entries.push((path, bits));
+                self.len += 1;
+            }
+        }
+    }
+
+    /// Number of prefixes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Categories whose prefixes match `host` (or a parent domain) and `path`
+    /// (normalised with [`normalise_path`]).
+    pub fn lookup(&self, host: &Host, path: &str) -> u64 {
+        let mut bits = 0;
+        let host = host.to_string();
+        for suffix in suffixes(&host) {
+            if let Some(entries) = self.by_host.get(suffix) {
+                for (prefix, b) in entries {
+                    if path.starts_with(prefix.as_str()) {
+                        bits |= b;
+                    }
+                }
+            }
+        }
+        bits
+    }
+}
+
+/// `www.example.com`, `example.com`, `com`: the name and each parent, for suffix lookups
+/// in hash maps. An IP literal (dotted or bracketed) yields only itself.
+pub fn suffixes(host: &str) -> impl Iterator<Item = &str> {
+    let is_ip = host.starts_with('[') || host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let mut rest = Some(host);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        rest = if is_ip {
+            None
+        } else {
+            current.find('.').map(|i| &current[i + 1..])
+        };
+        Some(current)
+    })
+}
+
+/// SHA-256 digests of `host/path` strings, for lists distributed as hashes.
+#[derive(Default)]
+pub struct UrlHashes {
+    digests: HashMap<[u8; 32], u64>,
+}
+
+impl UrlHashes {
+    /// Adds a digest.
+    pub fn insert(&mut self, digest: [u8; 32], bits: u64) {
+        *self.digests.entry(digest).or_default() |= bits;
+    }
+
+    /// Number of digests.
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// The digest of a `host/path` string as the lists hold it.
+    pub fn digest(host_path: &str) -> [u8; 32] {
+        Sha256::digest(host_path.as_bytes()).into()
+    }
+
+    /// Categories whose digests match the URL: the host with (and without) a leading
+    /// `www.`, with the whole path and query, the path alone, and each prefix of the path
+    /// that ends in `/`.
+    pub fn lookup(&self, host: &Host, path: &str, query: Option<&str>) -> u64 {
+        if self.digests.is_empty() {
+            return 0;
+        }
+        let host = host.to_string();
+        let bare = host.strip_prefix("www.").unwrap_or(&host);
+        let mut bits = 0;
+        let mut check = |s: &str| {
+            if let Some(b) = self.digests.get(&UrlHashes::digest(s)) {
+                bits |= b;
+            }
+        };
+        for h in [host.as_str(), bare] {
+            if let Some(q) = query {
+                check(&format!("{h}{path}?{q}"));
+            }
+            check(&format!("{h}{path}"));
+            if path.len() > 1 {
+                check(&format!("{h}{}", path.trim_end_matches('/')));
+            }
+            for (i, _) in path.match_indices('/') {
+                check(&format!("{h}{}", &path[..=i]));
+                if i > 0 {
+                    check(&format!("{h}{}", &path[..i]));
+                }
+            }
+            check(h);
+            if h == bare {
+                break;
+            }
+        }
+        bits
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Expressions
+
+/// Regular expressions over `host/path?query`, compiled into one set.
+pub struct Expressions {
+    set: RegexSet,
+    bits: Vec<u64>,
+}
+
+impl Expressions {
+    /// Compiles `(pattern, categories)` pairs. Patterns are case-insensitive.
+    pub fn new(patterns: &[(String, u64)]) -> Result<Expressions, CompileError> {
+        for (p, _) in patterns {
+            if let Err(e) = regex::Regex::new(p) {
+                return Err(CompileError::Expression {
+                    pattern: p.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let set = regex::RegexSetBuilder::new(patterns.iter().map(|(p, _)| p))
+            .case_insensitive(true)
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| CompileError::ExpressionSet(e.to_string()))?;
+        Ok(Expressions {
+            set,
+            bits: patterns.iter().map(|(_, b)| *b).collect(),
+        })
+    }
+
+    /// Number of expressions.
+    pub fn len(&self) -> usize {
+        self.bits.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.bits.is_empty()
+    }
+
+    /// Categories whose expressions match `url` (`host/path?query`, normalised).
+    pub fn lookup(&self, url: &str) -> u64 {
+        self.set
+            .matches(url)
+            .iter()
+            .fold(0, |acc, i| acc | self.bits[i])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Search terms
+
+/// A search engine whose query Gatehouse reads: the host's registrable label, the path
+/// its results live under, and the query parameter.
+struct SearchEngine {
+    /// A label the host must contain (`google` matches `www.google.co.uk`).
+    label: &'static str,
+    path_prefix: &'static str,
+    param: &'static str,
+}
+
+/// The search engines pupils use, and where each keeps the query.
+const SEARCH_ENGINES: &[SearchEngine] = &[
+    SearchEngine {
+        label: "google",
+        path_prefix: "/search",
+        param: "q",
+    },
+    SearchEngine {
+        label: "bing",
+        path_prefix: "/search",
+        param: "q",
+    },
+    SearchEngine {
+        label: "bing",
+        path_prefix: "/images/search",
+        param: "q",
+    },
+    SearchEngine {
+        label: "bing",
+        path_prefix: "/videos/search",
+        param: "q",
+    },
+    SearchEngine {
+        label: "duckduckgo",
+        path_prefix: "/",
+        param: "q",
+    },
+    SearchEngine {
+        label: "yahoo",
+        path_prefix: "/search",
+        param: "p",
+    },
+    SearchEngine {
+        label: "youtube",
+        path_prefix: "/results",
+        param: "search_query",
+    },
+    SearchEngine {
+        label: "ecosia",
+        path_prefix: "/search",
+        param: "q",
+    },
+    SearchEngine {
+        label: "brave",
+        path_prefix: "/search",
+        param: "q",
+    },
+    SearchEngine {
+        label: "startpage",
+        path_prefix: "/",
+        param: "query",
+    },
+    SearchEngine {
+        label: "startpage",
+        path_prefix: "/",
+        param: "q",
+    },
+    SearchEngine {
+        label: "yandex",
+        path_prefix: "/search",
+        param: "text",
+    },
+    SearchEngine {
+        label: "baidu",
+        path_prefix: "/s",
+        param: "wd",
+    },
+    SearchEngine {
+        label: "ask",
+        path_prefix: "/web",
+        param: "q",
+    },
+    SearchEngine {
+        label: "kiddle",
+        path_prefix: "/s.php",
+        param: "q",
+    },
+    SearchEngine {
+        label: "tiktok",
+        path_prefix: "/search",
+        param: "q",
+    },
+    SearchEngine {
+        label: "pinterest",
+        path_prefix: "/search",
+        param: "q",
+    },
+];
+
+/// Extracts the search typed into a known search engine, decoded and lowercased with
+/// runs of whitespace collapsed; `None` when the URL is not a search.
+pub fn search_query(host: &Host, path: &str, query: Option<&str>) -> Option<String> {
+    let name = host.as_name()?;
+    let query = query?;
+    let labels: Vec<&str> = name.split('.').collect();
+    for engine in SEARCH_ENGINES {
+        if !labels.contains(&engine.label) || !path.starts_with(engine.path_prefix) {
+            continue;
+        }
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key == engine.param && !value.is_empty() {
+                let decoded = percent_decode_form(value).to_lowercase();
+                let collapsed = decoded.split_whitespace().collect::<Vec<_>>().join(" ");
+                return (!collapsed.is_empty()).then_some(collapsed);
+            }
+        }
+    }
+    None
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
+fn percent_decode_form(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One search term found in a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermMatch {
+    /// The term as listed.
+    pub term: String,
+    /// The category whose list holds it.
+    pub category: CategoryId,
+}
+
+/// Search-term lists compiled into one Aho-Corasick automaton.
+pub struct SearchTerms {
+    automaton: AhoCorasick,
+    terms: Vec<(String, CategoryId)>,
+}
+
+impl SearchTerms {
+    /// Compiles `(term, category)` pairs. Terms are lowercased and whitespace-collapsed.
+    pub fn new(terms: Vec<(String, CategoryId)>) -> Result<SearchTerms, CompileError> {
+        let terms: Vec<(String, CategoryId)> = terms
+            .into_iter()
+            .map(|(t, c)| {
+                (
+                    t.split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .to_lowercase(),
+                    c,
+                )
+            })
+            .filter(|(t, _)| !t.is_empty())
+            .collect();
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(terms.iter().map(|(t, _)| t))
+            .map_err(|e| CompileError::SearchTerms(e.to_string()))?;
+        Ok(SearchTerms { automaton, terms })
+    }
+
+    /// Number of terms.
+    pub fn len(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// Every listed term that occurs in `search` as whole words.
+    pub fn find(&self, search: &str) -> Vec<TermMatch> {
+        let bytes = search.as_bytes();
+        let is_word = |i: usize| bytes.get(i).is_some_and(|b| b.is_ascii_alphanumeric());
+        let mut found: Vec<TermMatch> = Vec::new();
+        for m in self.automaton.find_overlapping_iter(search) {
+            let before_ok = m.start() == 0 || !is_word(m.start() - 1);
+            if !before_ok || is_word(m.end()) {
+                continue;
+            }
+            let (term, category) = &self.terms[m.pattern().as_usize()];
+            if !found
+                .iter()
+                .any(|f| f.term == *term && f.category == *category)
+            {
+                found.push(TermMatch {
+                    term: term.clone(),
+                    category: *category,
+                });
+            }
+        }
+        found
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The classifier
+
+/// What the lists say about one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Classification {
+    /// Every category that matched, by any list.
+    pub categories: CategorySet,
+    /// The categories that matched only because of search terms.
+    pub search_categories: CategorySet,
+    /// The search typed, when the URL is a search-engine query.
+    pub search: Option<String>,
+    /// The listed search terms found in it.
+    pub terms: Vec<TermMatch>,
+}
+
+/// All compiled lists of one policy: the value a reload swaps in whole.
+pub struct CompiledLists {
+    /// Domains and IP addresses.
+    pub domains: DomainIndex,
+    /// Host-and-path prefixes.
+    pub urls: UrlPrefixes,
+    /// Hashed host-and-path entries.
+    pub hashes: UrlHashes,
+    /// Regular expressions over the URL.
+    pub expressions: Option<Expressions>,
+    /// Search terms.
+    pub terms: Option<SearchTerms>,
+}
+
+impl CompiledLists {
+    /// Lists with nothing in them.
+    pub fn empty() -> CompiledLists {
+        CompiledLists {
+            domains: DomainIndex::empty(),
+            urls: UrlPrefixes::default(),
+            hashes: UrlHashes::default(),
+            expressions: None,
+            terms: None,
+        }
+    }
+
+    /// Classifies a request target against every list.
+    pub fn classify(&self, target: &Target) -> Classification {
+        let mut bits = self.domains.lookup(&target.host);
+        let needs_path =
+            !self.urls.is_empty() || !self.hashes.is_empty() || self.expressions.is_some();
+        if needs_path {
+            let path = normalise_path(&target.path);
+            bits |= self.urls.lookup(&target.host, &path);
+            bits |= self
+                .hashes
+                .lookup(&target.host, &path, target.query.as_deref());
+            if let Some(expressions) = &self.expressions {
+                let mut url = target.host.to_string();
+                url.push_str(&path);
+                if let Some(q) = &target.query {
+                    url.push('?');
+                    url.push_str(&q.to_ascii_lowercase());
+                }
+                bits |= expressions.lookup(&url);
+            }
+        }
+        let mut classification = Classification {
+            categories: CategorySet::from_bits(bits),
+            ..Classification::default()
+        };
+        if let Some(terms) = &self.terms {
+            if let Some(search) = search_query(&target.host, &target.path, target.query.as_deref())
+            {
+                let found = terms.find(&search);
+                let search_bits: CategorySet = found.iter().map(|m| m.category).collect();
+                classification.search_categories =
+                    search_bits.difference(classification.categories);
+                classification.categories = classification.categories.union(search_bits);
+                classification.terms = found;
+                classification.search = Some(search);
+            }
+        }
+        classification
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(s: &str) -> Host {
+        Host::parse(s).expect("test host parses")
+    }
+
+    fn index(entries: &[(&str, u64)]) -> DomainIndex {
+        let mut b = DomainIndexBuilder::new();
+        for (name, bits) in entries {
+            b.insert(&host(name), *bits).expect("insert");
+        }
+        b.build().expect("build")
+    }
+
+    #[test]
+    fn domain_lookup_table() {
+        let idx = index(&[
+            ("example.com", 1),
+            ("ads.example.com", 2),
+            ("ample.com", 4),
+            ("co.uk", 8),
+            ("example.com", 16), // duplicate entry in another category: OR-ed
+            ("10.0.0.1", 32),
+            ("2001:db8::1", 64),
+        ]);
+        let rows: &[(&str, u64)] = &[
+            ("example.com", 1 | 16),
+            ("www.example.com", 1 | 16),
+            ("a.b.c.example.com", 1 | 16),
+            ("ads.example.com", 1 | 2 | 16),
+            ("x.ads.example.com", 1 | 2 | 16),
+            ("badexample.com", 0), // not a label boundary
+            ("ample.com", 4),
+            ("sample.com", 0),
+            ("example.co", 0),
+            ("com", 0),
+            ("bbc.co.uk", 8),
+            ("10.0.0.1", 32),
+            ("10.0.0.2", 0),
+            ("[2001:db8::1]", 64),
+            ("0x0a000001", 32), // hex IPv4 literal normalises to 10.0.0.1
+        ];
+        for (input, want) in rows {
+            assert_eq!(idx.lookup(&host(input)), *want, "lookup {input}");
+        }
+    }
+
+    #[test]
+    fn index_round_trips_through_bytes() {
+        let idx = index(&[("example.com", 1), ("10.0.0.1", 2), ("::1", 4)]);
+        let bytes = idx.to_bytes(42);
+        assert_eq!(DomainIndex::fingerprint_of(&bytes), Some(42));
+        let back = DomainIndex::from_bytes(bytes).expect("reads back");
+        assert_eq!(back.lookup(&host("www.example.com")), 1);
+        assert_eq!(back.lookup(&host("10.0.0.1")), 2);
+        assert_eq!(back.lookup(&host("[::1]")), 4);
+        assert!(
+            DomainIndex::from_bytes(b"GHDIDX01\0\0\0\0\0\0\0\0\xff\0\0\0\0\0\0\0".to_vec())
+                .is_err()
+        );
+        assert!(DomainIndex::from_bytes(b"nonsense".to_vec()).is_err());
+    }
+
+    #[test]
+    fn url_prefixes_match_host_suffix_and_path_prefix() {
+        let mut urls = UrlPrefixes::default();
+        urls.insert(&host("bbc.co.uk"), "/bitesize", 1);
+        urls.insert(&host("example.com"), "/forum/", 2);
+        let rows: &[(&str, &str, u64)] = &[
+            ("bbc.co.uk", "/bitesize/maths", 1),
+            ("www.bbc.co.uk", "/bitesize", 1),
+            ("bbc.co.uk", "/news", 0),
+            ("example.com", "/forum/thread/1", 2),
+            ("example.com", "/forum", 0),
+            ("example.com", &normalise_path("/FORUM/%74hread"), 2),
+        ];
+        for (h, p, want) in rows {
+            assert_eq!(urls.lookup(&host(h), p), *want, "{h}{p}");
+        }
+    }
+
+    #[test]
+    fn normalise_path_table() {
+        let rows = [
+            ("/Foo/Bar", "/foo/bar"),
+            ("/a%2Db", "/a-b"),
+            ("/a%2fb", "/a%2Fb"), // reserved stays encoded
+            ("/%7Euser", "/~user"),
+            ("/100%", "/100%"),
+            ("/%zz", "/%zz"),
+            ("/x%4", "/x%4"),
+        ];
+        for (input, want) in rows {
+            assert_eq!(normalise_path(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn hashed_urls_match_prefixes() {
+        let mut hashes = UrlHashes::default();
+        hashes.insert(UrlHashes::digest("bad.example/dir/"), 1);
+        hashes.insert(UrlHashes::digest("img.example/a.jpg"), 2);
+        assert_eq!(
+            hashes.lookup(&host("bad.example"), "/dir/page.html", None),
+            1
+        );
+        assert_eq!(hashes.lookup(&host("www.bad.example"), "/dir/x", None), 1);
+        assert_eq!(hashes.lookup(&host("bad.example"), "/other", None), 0);
+        assert_eq!(
+            hashes.lookup(&host("img.example"), "/a.jpg", Some("x=1")),
+            2
+        );
+    }
+
+    #[test]
+    fn search_query_extraction() {
+        let rows: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+            (
+                "www.google.co.uk",
+                "/search",
+                Some("q=how+to%20Self+Harm&hl=en"),
+                Some("how to self harm"),
+            ),
+            (
+                "www.bing.com",
+                "/search",
+                Some("form=x&q=Hello"),
+                Some("hello"),
+            ),
+            (
+                "www.youtube.com",
+                "/results",
+                Some("search_query=cats"),
+                Some("cats"),
+            ),
+            ("search.yahoo.com", "/search", Some("p=x"), Some("x")),
+            ("duckduckgo.com", "/", Some("q=a++b"), Some("a b")),
+            ("www.google.com", "/maps", Some("q=x"), None),
+            ("example.com", "/search", Some("q=x"), None),
+            ("www.google.com", "/search", Some("q="), None),
+            ("www.google.com", "/search", None, None),
+        ];
+        for (h, p, q, want) in rows {
+            assert_eq!(
+                search_query(&host(h), p, *q).as_deref(),
+                *want,
+                "{h}{p}?{q:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn search_terms_match_whole_words() {
+        let c0 = CategoryId::new(0).expect("id");
+        let c1 = CategoryId::new(1).expect("id");
+        let terms = SearchTerms::new(vec![
+            ("self harm".into(), c0),
+            ("anal".into(), c1),
+            ("Kill  Myself".into(), c0),
+        ])
+        .expect("compiles");
+        let rows: &[(&str, &[&str])] = &[
+            ("how to self harm", &["self harm"]),
+            ("self harming", &[]),
+            ("data analysis", &[]),
+            ("anal", &["anal"]),
+            ("i want to kill myself", &["kill myself"]),
+            ("", &[]),
+        ];
+        for (search, want) in rows {
+            let got: Vec<String> = terms.find(search).into_iter().map(|m| m.term).collect();
+            assert_eq!(got, *want, "{search}");
+        }
+    }
+
+    #[test]
+    fn expressions_match_the_url() {
+        let ex = Expressions::new(&[(r"(^|[-/_.?=&])(porn|xxx)([-/_.?=&]|$)".into(), 1)])
+            .expect("compiles");
+        assert_eq!(ex.lookup("example.com/xxx/videos"), 1);
+        assert_eq!(ex.lookup("essex.example.com/sussex"), 0);
+        assert!(Expressions::new(&[("(unclosed".into(), 1)]).is_err());
+    }
+
+    #[test]
+    fn suffixes_of_names_and_ips() {
+        assert_eq!(suffixes("a.b.c").collect::<Vec<_>>(), ["a.b.c", "b.c", "c"]);
+        assert_eq!(suffixes("10.0.0.1").collect::<Vec<_>>(), ["10.0.0.1"]);
+        assert_eq!(suffixes("[::1]").collect::<Vec<_>>(), ["[::1]"]);
+    }
+}

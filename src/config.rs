@@ -1,0 +1,346 @@
+//! The policy file as written: raw TOML structures with source positions.
+//!
+//! This module only *parses* (serde, `deny_unknown_fields`, so a misspelt key is an error
+//! rather than a silently ignored setting). Meaning — which names exist, what may be
+//! allowed — is checked when [`crate::policy`] compiles these structures, using the spans
+//! kept here to name the file and line of every problem.
+//!
+//! Pure: it parses text handed to it; reading the file is the caller's job.
+
+#![deny(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One problem in a configuration file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file with the problem.
+    pub file: PathBuf,
+    /// 1-based line, when the problem has a place.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub kind: ConfigErrorKind,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.kind),
+            None => write!(f, "{}: {}", self.file.display(), self.kind),
+        }
+    }
+}
+
+/// What is wrong, one variant per kind of fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigErrorKind {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Io(String),
+    /// TOML syntax or a field of the wrong type or name.
+    #[error("{0}")]
+    Syntax(String),
+    /// A category name that the policy does not define.
+    #[error("unknown category {name:?} (defined categories: {known})")]
+    UnknownCategory {
+        /// The name used.
+        name: String,
+        /// The names defined, for the message.
+        known: String,
+    },
+    /// A schedule name that the policy does not define.
+    #[error("unknown schedule {name:?} (defined schedules: {known})")]
+    UnknownSchedule {
+        /// The name used.
+        name: String,
+        /// The names defined.
+        known: String,
+    },
+    /// A group name that the policy does not define.
+    #[error("unknown group {name:?} (defined groups: {known})")]
+    UnknownGroup {
+        /// The name used.
+        name: String,
+        /// The names defined.
+        known: String,
+    },
+    /// An attempt to let a group reach an `illegal` category.
+    #[error("{0}")]
+    IllegalAllowed(String),
+    /// The same thing said twice, or two settings that contradict each other.
+    #[error("{0}")]
+    Duplicate(String),
+    /// A value that is out of range or malformed.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// A category list that could not be read or compiled.
+    #[error("{0}")]
+    List(String),
+}
+
+/// Every problem found in one pass, so a technician can fix them all at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// Turns byte offsets into line numbers for one file's text.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file's path, as given.
+    pub path: PathBuf,
+    line_starts: Vec<usize>,
+}
+
+impl Source {
+    /// Indexes `text`, read from `path`.
+    pub fn new(path: &Path, text: &str) -> Source {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Source {
+            path: path.to_path_buf(),
+            line_starts,
+        }
+    }
+
+    /// The 1-based line holding byte `offset`.
+    pub fn line_of(&self, offset: usize) -> usize {
+        match self.line_starts.binary_search(&offset) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+
+    /// An error at the start of `span`.
+    pub fn error_at(&self, span: std::ops::Range<usize>, kind: ConfigErrorKind) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            line: Some(self.line_of(span.start)),
+            kind,
+        }
+    }
+
+    /// An error with no particular line.
+    pub fn error(&self, kind: ConfigErrorKind) -> ConfigError {
+        ConfigError {
+            file: self.path.clone(),
+            line: None,
+            kind,
+        }
+    }
+
+    /// Parses `text` as `T`, turning a TOML error into a [`ConfigError`] with its line.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<T, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| self.line_of(s.start));
+            ConfigError {
+                file: self.path.clone(),
+                line,
+                kind: ConfigErrorKind::Syntax(e.message().trim().to_string()),
+            }
+        })
+    }
+}
+
+/// A spanned string, the type of every name that refers to something else.
+pub type Name = Spanned<String>;
+
+/// The whole policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Who this policy is for.
+    pub school: RawSchool,
+    /// Where category lists live.
+    #[serde(default)]
+    pub lists: RawLists,
+    /// Category definitions, by name.
+    #[serde(default)]
+    pub categories: BTreeMap<Name, RawCategory>,
+    /// Named weekly time windows.
+    #[serde(default)]
+    pub schedules: BTreeMap<Name, RawSchedule>,
+    /// How requesters are put into groups.
+    pub identity: RawIdentity,
+    /// Filtering levels, by name.
+    #[serde(default)]
+    pub groups: BTreeMap<Name, RawGroup>,
+}
+
+/// `[school]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchool {
+    /// School or trust name, for the block page and the report.
+    pub name: String,
+    /// Default time zone for schedules and reports.
+    #[serde(default = "default_timezone")]
+    pub timezone: Spanned<String>,
+}
+
+fn default_timezone() -> Spanned<String> {
+    Spanned::new(0..0, "Europe/London".to_string())
+}
+
+/// `[lists]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLists {
+    /// Directory holding `<category>/domains|urls|expressions|search_terms`.
+    pub dir: Option<String>,
+    /// Where the compiled domain index is cached.
+    pub cache: Option<String>,
+}
+
+/// `[categories.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCategory {
+    /// How serious the category is.
+    pub severity: Spanned<String>,
+    /// What belongs in it.
+    #[serde(default)]
+    pub description: String,
+    /// Directory of this category's lists, instead of `<lists.dir>/<name>`.
+    pub list: Option<String>,
+}
+
+/// `[schedules.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    /// Time zone, default the school's.
+    pub timezone: Option<Spanned<String>>,
+    /// Windows like `"Mon-Fri 10:30-10:45"`.
+    pub windows: Vec<Spanned<String>>,
+}
+
+/// `[identity]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// Group for clients that match no subnet and did not authenticate.
+    pub default_group: Name,
+    /// Users file: proxy-authenticated users and their groups.
+    pub users_file: Option<String>,
+    /// Source subnets and their groups.
+    #[serde(default)]
+    pub subnets: Vec<RawSubnet>,
+}
+
+/// `[[identity.subnets]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubnet {
+    /// Network in CIDR form.
+    pub cidr: Spanned<String>,
+    /// Group for clients in it.
+    pub group: Name,
+    /// `"none"` (default) or `"required"`: whether clients must authenticate.
+    #[serde(default)]
+    pub auth: Option<Spanned<String>>,
+    /// What this subnet is (for people).
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `[groups.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    /// Who is in it (for people).
+    #[serde(default)]
+    pub description: String,
+    /// `"blocklist"` or `"allowlist"`.
+    pub mode: Spanned<String>,
+    /// Categories blocked at all times.
+    #[serde(default)]
+    pub block: Vec<Name>,
+    /// Categories allowed explicitly (the walled garden in allowlist mode).
+    #[serde(default)]
+    pub allow: Vec<Name>,
+    /// Category → schedule: blocked except inside the schedule's windows.
+    #[serde(default)]
+    pub allow_during: BTreeMap<Name, Name>,
+    /// Sites (domains or host/path prefixes) always allowed for this group.
+    #[serde(default)]
+    pub allow_sites: Vec<Spanned<String>>,
+    /// Sites always blocked for this group.
+    #[serde(default)]
+    pub block_sites: Vec<Spanned<String>>,
+    /// Block requests whose host is an IP address.
+    #[serde(default)]
+    pub block_ip_literals: bool,
+}
+
+/// The users file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsers {
+    /// `[[user]]` entries.
+    #[serde(default)]
+    pub user: Vec<RawUser>,
+}
+
+/// `[[user]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// Login name.
+    pub name: Name,
+    /// Group the user belongs to.
+    pub group: Name,
+    /// Password hash (argon2 PHC string); never a plain password.
+    pub password_hash: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_from_offsets() {
+        let text = "a\nbb\n\nccc";
+        let s = Source::new(Path::new("p.toml"), text);
+        assert_eq!(s.line_of(0), 1);
+        assert_eq!(s.line_of(1), 1);
+        assert_eq!(s.line_of(2), 2);
+        assert_eq!(s.line_of(5), 3);
+        assert_eq!(s.line_of(6), 4);
+        assert_eq!(s.line_of(8), 4);
+    }
+
+    #[test]
+    fn unknown_key_is_a_syntax_error_with_line() {
+        let text = "[school]\nname = \"x\"\ncolour = \"red\"\n";
+        let s = Source::new(Path::new("p.toml"), text);
+        let e = s.parse::<RawPolicy>(text).expect_err("unknown field");
+        assert_eq!(e.line, Some(3));
+        assert!(
+            e.to_string()
+                .starts_with("p.toml:3: unknown field `colour`"),
+            "{e}"
+        );
+    }
+}

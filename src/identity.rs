@@ -1,0 +1,163 @@
+//! Who is asking: source subnets, proxy-authenticated users, and the group each maps to.
+//!
+//! Identity comes only from what a client cannot forge at will: the address of its
+//! connection, or credentials checked against the users file. Never from
+//! `X-Forwarded-For`, `Forwarded` or `X-Real-IP`.
+//!
+//! Pure: the users file's text is parsed by the caller.
+
+#![deny(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::policy::GroupId;
+
+/// Whether clients in a subnet must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRequirement {
+    /// The subnet's group applies; a client may still authenticate as a user.
+    None,
+    /// Clients must authenticate (`407` until they do).
+    Required,
+}
+
+/// A source subnet and the group of the clients in it.
+#[derive(Debug, Clone)]
+pub struct SubnetRule {
+    /// The network.
+    pub net: IpNet,
+    /// Its group.
+    pub group: GroupId,
+    /// Whether authentication is required.
+    pub auth: AuthRequirement,
+    /// What it is, for people.
+    pub description: String,
+}
+
+/// A proxy user from the users file.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Their group.
+    pub group: GroupId,
+    /// Argon2 PHC password hash, if the user may authenticate.
+    pub password_hash: Option<String>,
+}
+
+/// The identity rules of a policy.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Group of clients that match no subnet.
+    pub default_group: GroupId,
+    /// Subnets, most specific first.
+    subnets: Vec<SubnetRule>,
+    /// Users by login name.
+    users: HashMap<String, User>,
+}
+
+/// Where a requester's group came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSource {
+    /// The longest matching subnet (its index in policy order is not kept).
+    Subnet,
+    /// No subnet matched.
+    Default,
+    /// The authenticated user's entry.
+    User,
+}
+
+impl Identity {
+    /// Builds the rules; sorts subnets so the longest prefix is found first.
+    pub fn new(default_group: GroupId, mut subnets: Vec<SubnetRule>, users: Vec<User>) -> Identity {
+        subnets.sort_by_key(|s| std::cmp::Reverse(s.net.prefix_len()));
+        Identity {
+            default_group,
+            subnets,
+            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+        }
+    }
+
+    /// The most specific subnet holding `client`, if any. IPv4-mapped IPv6 addresses
+    /// (`::ffff:10.0.0.1`, as a dual-stack socket reports IPv4 clients) count as IPv4.
+    pub fn subnet_for(&self, client: IpAddr) -> Option<&SubnetRule> {
+        let client = canonical_ip(client);
+        self.subnets.iter().find(|s| s.net.contains(&client))
+    }
+
+    /// The group for an unauthenticated client at `client`.
+    pub fn group_for_client(&self, client: IpAddr) -> (GroupId, GroupSource) {
+        match self.subnet_for(client) {
+            Some(rule) => (rule.group, GroupSource::Subnet),
+            None => (self.default_group, GroupSource::Default),
+        }
+    }
+
+    /// A user by login name.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    /// All users, in no particular order.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    /// The subnets, most specific first.
+    pub fn subnets(&self) -> &[SubnetRule] {
+        &self.subnets
+    }
+}
+
+/// IPv4-mapped IPv6 → IPv4; everything else unchanged.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("test CIDR")
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let g = |i| GroupId::new(i);
+        let rule = |cidr: &str, group| SubnetRule {
+            net: net(cidr),
+            group,
+            auth: AuthRequirement::None,
+            description: String::new(),
+        };
+        let id = Identity::new(
+            g(0),
+            vec![
+                rule("10.0.0.0/8", g(1)),
+                rule("10.20.0.0/16", g(2)),
+                rule("10.20.5.0/24", g(3)),
+                rule("fd00::/8", g(4)),
+            ],
+            vec![],
+        );
+        let rows: &[(&str, usize, GroupSource)] = &[
+            ("10.1.1.1", 1, GroupSource::Subnet),
+            ("10.20.1.1", 2, GroupSource::Subnet),
+            ("10.20.5.9", 3, GroupSource::Subnet),
+            ("::ffff:10.20.5.9", 3, GroupSource::Subnet),
+            ("fd12::1", 4, GroupSource::Subnet),
+            ("192.168.1.1", 0, GroupSource::Default),
+        ];
+        for (ip, want, source) in rows {
+            let ip: IpAddr = ip.parse().expect("test IP");
+            assert_eq!(id.group_for_client(ip), (g(*want), *source), "{ip}");
+        }
+    }
+}

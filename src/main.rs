@@ -1,0 +1,379 @@
+//! The `gatehouse` command: the only place that prints to the terminal and uses `anyhow`.
+
+#![allow(clippy::disallowed_methods)] // the shell reads the clock and files; the core may not
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use gatehouse::host::Target;
+use gatehouse::lists::CacheMode;
+use gatehouse::policy::{Action, GroupId, Policy, Requester};
+use gatehouse::snapshot::{self, Snapshot};
+
+/// The shipped example policy, used when `--config` is not given.
+const DEFAULT_CONFIG: &str = "policy/gatehouse.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "A web-filtering forward proxy for school networks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the policy, its users file and its lists; print a summary.
+    Check(ConfigArg),
+    /// Print the verdict for each URL, for a group, user or client address.
+    Classify(ClassifyArgs),
+    /// Manage category lists.
+    Lists {
+        #[command(subcommand)]
+        command: ListsCommand,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Policy file.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Decide for this group.
+    #[arg(long, group = "who")]
+    group: Option<String>,
+    /// Decide for this user (from the users file).
+    #[arg(long, group = "who")]
+    user: Option<String>,
+    /// Decide for a client at this address (its subnet's group).
+    #[arg(long, group = "who")]
+    client: Option<std::net::IpAddr>,
+    /// Decide as at this time: RFC 3339 (`2026-11-23T10:35:00Z`) or local school time
+    /// (`2026-11-23 10:35`). Default: now.
+    #[arg(long)]
+    at: Option<String>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// URLs (`http://…`, `https://…`, or a bare `host/path`, taken as http).
+    #[arg(required = true)]
+    urls: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ListsCommand {
+    /// Compile the domain lists and write the cache that start-up loads.
+    Compile(ConfigArg),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => check(&args.config),
+        Command::Classify(args) => classify(&args),
+        Command::Lists {
+            command: ListsCommand::Compile(args),
+        } => compile(&args.config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a snapshot, printing every configuration error on its own line.
+fn load(config: &Path, cache: CacheMode) -> Result<Snapshot> {
+    snapshot::load(config, cache).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        anyhow!(
+            "{} error{} in the policy; nothing was loaded",
+            errors.0.len(),
+            if errors.0.len() == 1 { "" } else { "s" }
+        )
+    })
+}
+
+fn print_list_warnings(snap: &Snapshot) {
+    for w in &snap.report.warnings {
+        if w.line == 0 {
+            eprintln!("warning: {}: {}", w.file.display(), w.message);
+        } else {
+            eprintln!(
+                "warning: {}:{}: skipped {}",
+                w.file.display(),
+                w.line,
+                w.message
+            );
+        }
+    }
+    let unshown = snap.report.skipped as usize - snap.report.warnings.len();
+    if unshown > 0 {
+        eprintln!("warning: … and {unshown} more list lines skipped");
+    }
+    if let Some(e) = &snap.report.cache_error {
+        eprintln!("warning: compiled lists not cached: {e}");
+    }
+}
+
+fn check(config: &Path) -> Result<ExitCode> {
+    let snap = load(config, CacheMode::Use)?;
+    print_list_warnings(&snap);
+    let p = &snap.policy;
+    println!("policy {}: OK", p.path.display());
+    println!("school: {} (time zone {})", p.school, p.timezone.name());
+    println!(
+        "lists: {} ({} in {} ms)",
+        p.lists_dir.display(),
+        if snap.report.from_cache {
+            "compiled cache"
+        } else {
+            "compiled from text"
+        },
+        snap.report.elapsed.as_millis()
+    );
+    println!("categories: {}", p.categories().count());
+    println!(
+        "  {:<20} {:<14} {:>9} {:>6} {:>6} {:>6}",
+        "name", "severity", "domains", "urls", "exprs", "terms"
+    );
+    for (id, def) in p.categories() {
+        let c = &snap.report.counts[id.index()];
+        println!(
+            "  {:<20} {:<14} {:>9} {:>6} {:>6} {:>6}",
+            def.category.name,
+            def.category.severity,
+            c.domains,
+            c.urls + c.hashes,
+            c.expressions,
+            c.terms
+        );
+    }
+    println!("schedules:");
+    for s in p.schedules() {
+        let windows: Vec<String> = s.windows.iter().map(|w| w.to_string()).collect();
+        println!("  {:<12} {} ({})", s.name, windows.join(", "), s.tz.name());
+    }
+    println!("groups:");
+    for (_, g) in p.groups() {
+        let mut parts = vec![format!("{} mode", g.mode)];
+        let blocked = p.category_names(g.block);
+        if !blocked.is_empty() {
+            parts.push(format!("blocks {}", blocked.join(" ")));
+        }
+        for (c, s) in &g.allow_during {
+            parts.push(format!(
+                "{} only during {}",
+                p.category(*c).name,
+                p.schedule(*s).name
+            ));
+        }
+        let allowed = p.category_names(g.allow);
+        if !allowed.is_empty() {
+            parts.push(format!("allows {}", allowed.join(" ")));
+        }
+        if !g.allow_sites.is_empty() || !g.block_sites.is_empty() {
+            parts.push(format!(
+                "{} allowed / {} blocked sites",
+                g.allow_sites.entries().len(),
+                g.block_sites.entries().len()
+            ));
+        }
+        if g.block_ip_literals {
+            parts.push("IP-address hosts blocked".to_string());
+        }
+        println!("  {:<12} {}", g.name, parts.join("; "));
+    }
+    let id = &p.identity;
+    println!(
+        "identity: default group {}; {} subnets; {} users",
+        p.group(id.default_group).name,
+        id.subnets().len(),
+        id.users().count()
+    );
+    for s in id.subnets() {
+        println!(
+            "  {:<20} → {}{}{}",
+            s.net.to_string(),
+            p.group(s.group).name,
+            if s.auth == gatehouse::identity::AuthRequirement::Required {
+                " (authentication required)"
+            } else {
+                ""
+            },
+            if s.description.is_empty() {
+                String::new()
+            } else {
+                format!("  # {}", s.description)
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compile(config: &Path) -> Result<ExitCode> {
+    let snap = load(config, CacheMode::Rebuild)?;
+    print_list_warnings(&snap);
+    if snap.report.cache_error.is_some() {
+        bail!("the compiled lists could not be written");
+    }
+    println!(
+        "compiled {} domain entries into {} in {} ms",
+        snap.lists.domains.len(),
+        snap.policy.lists_cache.display(),
+        snap.report.elapsed.as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--at`: RFC 3339, or a local date and time in the school's zone.
+fn parse_at(text: &str, policy: &Policy) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return policy
+                .timezone
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{text} does not exist in {} (clocks went forward)",
+                        policy.timezone.name()
+                    )
+                });
+        }
+    }
+    bail!("--at {text:?}: use RFC 3339 (2026-11-23T10:35:00Z) or local time (2026-11-23 10:35)")
+}
+
+fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
+    let snap = load(&args.config.config, CacheMode::Use)?;
+    let p = &snap.policy;
+    let at = match &args.at {
+        Some(text) => parse_at(text, p)?,
+        None => Utc::now(),
+    };
+    let (group, user): (GroupId, Option<&str>) = match (&args.group, &args.user, &args.client) {
+        (Some(g), _, _) => (
+            p.group_id(g).with_context(|| {
+                let names: Vec<&str> = p.groups().map(|(_, g)| g.name.as_str()).collect();
+                format!("no group {g:?} (groups: {})", names.join(", "))
+            })?,
+            None,
+        ),
+        (_, Some(u), _) => (
+            p.identity
+                .user(u)
+                .map(|user| user.group)
+                .with_context(|| format!("no user {u:?} in the users file"))?,
+            Some(u.as_str()),
+        ),
+        (_, _, Some(ip)) => (p.identity.group_for_client(*ip).0, None),
+        (None, None, None) => bail!("say who is asking: --group G, --user U or --client IP"),
+    };
+    let requester = Requester {
+        group,
+        user,
+        client: args.client,
+    };
+    let mut bad = 0;
+    for url in &args.urls {
+        let text = if url.contains("://") {
+            url.clone()
+        } else {
+            format!("http://{url}")
+        };
+        let target = match Target::parse(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{url}: {e}");
+                bad += 1;
+                continue;
+            }
+        };
+        let classification = snap.classify(&target);
+        let verdict = p.decide(&requester, &target, &classification, &[], at);
+        let categories = p.category_names(verdict.categories);
+        if args.json {
+            let terms: Vec<serde_json::Value> = classification
+                .terms
+                .iter()
+                .map(|m| serde_json::json!({"term": m.term, "category": p.category(m.category).name}))
+                .collect();
+            let line = serde_json::json!({
+                "url": url,
+                "normalised": format!("{}://{}:{}{}", scheme_name(&target), target.host, target.port, target.path),
+                "group": p.group(verdict.group).name,
+                "user": user,
+                "at": at.to_rfc3339(),
+                "action": verdict.action.as_str(),
+                "categories": categories,
+                "reason": Policy::reason_code(&verdict.reason),
+                "explanation": p.explain(&verdict),
+                "grant": verdict.grant.as_ref().map(|g| serde_json::json!({"id": &*g.id, "ticket": &*g.ticket})),
+                "search": classification.search,
+                "search_terms": terms,
+            });
+            println!("{line}");
+        } else {
+            let action = match verdict.action {
+                Action::Allow => "ALLOW",
+                Action::Block => "BLOCK",
+            };
+            let cats = if categories.is_empty() {
+                "-".to_string()
+            } else {
+                categories.join(",")
+            };
+            println!("{action}  {url}  [{cats}]  {}", p.explain(&verdict));
+            if !classification.terms.is_empty() {
+                let terms: Vec<&str> = classification
+                    .terms
+                    .iter()
+                    .map(|m| m.term.as_str())
+                    .collect();
+                println!("       search terms of concern: {}", terms.join(", "));
+            }
+        }
+    }
+    Ok(if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn scheme_name(target: &Target) -> &'static str {
+    use gatehouse::host::Scheme;
+    match target.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+        Scheme::Ws => "ws",
+        Scheme::Wss => "wss",
+    }
+}

@@ -1,0 +1,1132 @@
+//! The policy: a validated, immutable picture of who may reach what, and [`Policy::decide`].
+//!
+//! [`Policy::compile`] turns the raw file ([`crate::config`]) into typed rules, collecting
+//! every problem with its file and line. Once a value is a `Policy` it is valid: names
+//! resolve, no group can reach an `illegal` category, schedules parse.
+//!
+//! `decide` is a pure function of (policy, requester, target, classification, grants,
+//! time). It applies DESIGN.md's precedence:
+//!
+//! 1. an `illegal` category blocks, for every group, always;
+//! 2. an active grant covering the requester and the request allows it;
+//! 3. the group's `block_sites` block, its `allow_sites` allow; then, for groups that
+//!    block them, IP-literal hosts are blocked;
+//! 4. a category the group blocks at this moment blocks, naming the most severe;
+//! 5. otherwise the group's mode decides (`blocklist` allows; `allowlist` allows only
+//!    categories the group `allow`s and its `allow_sites`).
+//!
+//! Pure: no I/O, no clock.
+
+#![deny(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+
+use crate::category::{Category, CategoryId, CategorySet, Severity, MAX_CATEGORIES};
+use crate::classify::{suffixes, Classification, CompiledLists};
+use crate::config::{
+    ConfigError, ConfigErrorKind, ConfigErrors, Name, RawPolicy, RawUsers, Source,
+};
+use crate::grants::Grant;
+use crate::host::{Host, Target};
+use crate::identity::{AuthRequirement, Identity, SubnetRule, User};
+use crate::schedule::{parse_tz, Schedule, Window};
+
+/// A group's index in its policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId(u16);
+
+impl GroupId {
+    /// The id of the `index`th group.
+    pub fn new(index: usize) -> GroupId {
+        GroupId(index as u16)
+    }
+
+    /// Index into the policy's group table.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// A schedule's index in its policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScheduleId(u16);
+
+impl ScheduleId {
+    /// Index into the policy's schedule table.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// What a group gets when no earlier rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything not blocked is allowed.
+    Blocklist,
+    /// Only allowed categories and sites are reachable (a walled garden).
+    Allowlist,
+}
+
+impl Mode {
+    /// The name used in policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Blocklist => "blocklist",
+            Mode::Allowlist => "allowlist",
+        }
+    }
+}
+
+/// One site entry: a domain (matching its subdomains) or a host with a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteEntry {
+    /// As written.
+    pub text: String,
+    /// The host, normalised.
+    pub host: Host,
+    /// Path prefix (lowercase, starting with `/`), if the entry has one.
+    pub path: Option<String>,
+}
+
+impl SiteEntry {
+    /// Parses `example.com`, `example.com/path`, `http://example.com/path` or an IP.
+    pub fn parse(text: &str) -> Result<SiteEntry, String> {
+        let trimmed = text.trim();
+        let without_scheme = trimmed
+            .strip_prefix("http://")
+            .or_else(|| trimmed.strip_prefix("https://"))
+            .unwrap_or(trimmed);
+        let (host_part, path) = match without_scheme.find('/') {
+            Some(i) if !without_scheme.starts_with('[') || without_scheme[..i].contains(']') => {
+                (&without_scheme[..i], Some(&without_scheme[i..]))
+            }
+            _ => (without_scheme, None),
+        };
+        let host = Host::parse(host_part).map_err(|e| e.to_string())?;
+        let path = path
+            .filter(|p| *p != "/")
+            .map(crate::classify::normalise_path);
+        Ok(SiteEntry {
+            text: trimmed.to_string(),
+            host,
+            path,
+        })
+    }
+}
+
+/// A short list of sites, for a group's `allow_sites`/`block_sites` and grants.
+#[derive(Debug, Clone, Default)]
+pub struct SiteList {
+    entries: Vec<SiteEntry>,
+    by_host: HashMap<String, Vec<usize>>,
+}
+
+impl SiteList {
+    /// Parses entries; the error names the first bad entry and why.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<SiteList, (String, String)> {
+        let mut list = SiteList::default();
+        for e in entries {
+            let entry =
+                SiteEntry::parse(e.as_ref()).map_err(|why| (e.as_ref().to_string(), why))?;
+            list.push(entry);
+        }
+        Ok(list)
+    }
+
+    fn push(&mut self, entry: SiteEntry) {
+        self.by_host
+            .entry(entry.host.to_string())
+            .or_default()
+            .push(self.entries.len());
+        self.entries.push(entry);
+    }
+
+    /// The entries, in order.
+    pub fn entries(&self) -> &[SiteEntry] {
+        &self.entries
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The first entry covering `target` (its host or a parent domain, and its path
+    /// prefix if it has one), by index.
+    pub fn find(&self, target: &Target) -> Option<usize> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let owned;
+        let host: &str = match &target.host {
+            Host::Name(name) => name,
+            other => {
+                owned = other.to_string();
+                &owned
+            }
+        };
+        let mut path: Option<String> = None;
+        for suffix in suffixes(host) {
+            let Some(indices) = self.by_host.get(suffix) else {
+                continue;
+            };
+            for &i in indices {
+                match &self.entries[i].path {
+                    None => return Some(i),
+                    Some(prefix) => {
+                        let p = path
+                            .get_or_insert_with(|| crate::classify::normalise_path(&target.path));
+                        if p.starts_with(prefix.as_str()) {
+                            return Some(i);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A filtering level.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Name (`ks2`, `staff`).
+    pub name: String,
+    /// Who is in it.
+    pub description: String,
+    /// Blocklist or allowlist.
+    pub mode: Mode,
+    /// Categories blocked at all times.
+    pub block: CategorySet,
+    /// Categories allowed explicitly.
+    pub allow: CategorySet,
+    /// Categories blocked except inside a schedule's windows.
+    pub allow_during: Vec<(CategoryId, ScheduleId)>,
+    /// Sites always allowed.
+    pub allow_sites: SiteList,
+    /// Sites always blocked.
+    pub block_sites: SiteList,
+    /// Whether IP-literal hosts are blocked.
+    pub block_ip_literals: bool,
+}
+
+/// Where one category's lists are.
+#[derive(Debug, Clone)]
+pub struct CategoryDef {
+    /// Name, severity, description.
+    pub category: Category,
+    /// Directory holding its `domains`, `urls`, `expressions`, `search_terms`.
+    pub list_dir: PathBuf,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The policy file.
+    pub path: PathBuf,
+    /// School or trust name.
+    pub school: String,
+    /// The school's time zone.
+    pub timezone: chrono_tz::Tz,
+    /// The lists directory.
+    pub lists_dir: PathBuf,
+    /// Where the compiled domain index is cached.
+    pub lists_cache: PathBuf,
+    categories: Vec<CategoryDef>,
+    illegal: CategorySet,
+    schedules: Vec<Schedule>,
+    groups: Vec<Group>,
+    /// Identity rules.
+    pub identity: Identity,
+    /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
+    allow_site_lines: Vec<(GroupId, usize, usize)>,
+    source: Source,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester<'a> {
+    /// Their group.
+    pub group: GroupId,
+    /// Their login, if they authenticated.
+    pub user: Option<&'a str>,
+    /// Their address.
+    pub client: Option<IpAddr>,
+}
+
+/// Allow or block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The request may go ahead.
+    Allow,
+    /// The request is refused with the block page.
+    Block,
+}
+
+impl Action {
+    /// `allow` / `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Block => "block",
+        }
+    }
+}
+
+/// Which rule decided, with what it needs to be explained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Rule 1: an illegal category.
+    Illegal {
+        /// The category.
+        category: CategoryId,
+    },
+    /// Rule 2: an active grant (see [`Verdict::grant`]).
+    Grant,
+    /// Rule 3: the group's `block_sites` entry.
+    BlockedSite {
+        /// Index into the group's `block_sites`.
+        entry: usize,
+    },
+    /// Rule 3: the group's `allow_sites` entry.
+    AllowedSite {
+        /// Index into the group's `allow_sites`.
+        entry: usize,
+    },
+    /// Rule 3: an IP-literal host, for a group that blocks them.
+    IpLiteral,
+    /// Rule 4: a category the group blocks now.
+    Category {
+        /// The most severe such category.
+        category: CategoryId,
+        /// Set when the category is allowed only inside this schedule, and it is outside.
+        outside: Option<ScheduleId>,
+    },
+    /// Rule 4 did not block because the request falls inside the schedule that allows
+    /// the category.
+    AllowedDuring {
+        /// The category.
+        category: CategoryId,
+        /// The schedule.
+        schedule: ScheduleId,
+    },
+    /// Rule 5, allowlist mode: a category the group allows.
+    AllowedCategory {
+        /// The category.
+        category: CategoryId,
+    },
+    /// Rule 5: the mode's default.
+    Mode(Mode),
+}
+
+/// A grant's identity as carried by a verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRef {
+    /// Grant id.
+    pub id: Arc<str>,
+    /// Helpdesk ticket.
+    pub ticket: Arc<str>,
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Allow or block.
+    pub action: Action,
+    /// Which rule decided.
+    pub reason: Reason,
+    /// Every category the request matched.
+    pub categories: CategorySet,
+    /// The group the decision was made for.
+    pub group: GroupId,
+    /// The grant that allowed it, if one did.
+    pub grant: Option<GrantRef>,
+}
+
+impl Policy {
+    /// Compiles a parsed policy (and users file) into a `Policy`, collecting every error.
+    pub fn compile(
+        raw: RawPolicy,
+        source: &Source,
+        users: Option<(RawUsers, &Source)>,
+    ) -> Result<Policy, ConfigErrors> {
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let base = source.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+
+        let timezone = match parse_tz(raw.school.timezone.get_ref()) {
+            Ok(tz) => tz,
+            Err(e) => {
+                errors.push(source.error_at(
+                    raw.school.timezone.span(),
+                    ConfigErrorKind::InvalidValue(e.to_string()),
+                ));
+                chrono_tz::Europe::London
+            }
+        };
+        let lists_dir = base.join(raw.lists.dir.as_deref().unwrap_or("../blocklists"));
+        let lists_cache = match &raw.lists.cache {
+            Some(c) => base.join(c),
+            None => lists_dir.join(".compiled").join("domains.idx"),
+        };
+
+        // Categories, in the order the file declares them (the tie-break for "most severe").
+        let mut raw_categories: Vec<_> = raw.categories.into_iter().collect();
+        raw_categories.sort_by_key(|(name, _)| name.span().start);
+        if raw_categories.len() > MAX_CATEGORIES {
+            errors.push(source.error(ConfigErrorKind::InvalidValue(format!(
+                "{} categories defined; at most {MAX_CATEGORIES} are supported",
+                raw_categories.len()
+            ))));
+            raw_categories.truncate(MAX_CATEGORIES);
+        }
+        let mut categories = Vec::new();
+        let mut illegal = CategorySet::EMPTY;
+        for (i, (name, cat)) in raw_categories.into_iter().enumerate() {
+            let severity = match cat.severity.get_ref().as_str() {
+                "illegal" => Severity::Illegal,
+                "safeguarding" => Severity::Safeguarding,
+                "inappropriate" => Severity::Inappropriate,
+                "productivity" => Severity::Productivity,
+                other => {
+                    errors.push(source.error_at(
+                        cat.severity.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "severity {other:?} of category {:?} is not one of illegal, safeguarding, inappropriate, productivity",
+                            name.get_ref()
+                        )),
+                    ));
+                    Severity::Productivity
+                }
+            };
+            if let Err(why) = check_name(name.get_ref()) {
+                errors.push(source.error_at(
+                    name.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "category name {:?}: {why}",
+                        name.get_ref()
+                    )),
+                ));
+            }
+            if severity == Severity::Illegal {
+                if let Some(id) = CategoryId::new(i) {
+                    illegal.insert(id);
+                }
+            }
+            let list_dir = match &cat.list {
+                Some(dir) => base.join(dir),
+                None => lists_dir.join(name.get_ref()),
+            };
+            categories.push(CategoryDef {
+                category: Category {
+                    name: name.into_inner(),
+                    severity,
+                    description: cat.description,
+                },
+                list_dir,
+            });
+        }
+        let category_ids: HashMap<String, CategoryId> = categories
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((c.category.name.clone(), CategoryId::new(i)?)))
+            .collect();
+        let known_categories = known(categories.iter().map(|c| c.category.name.as_str()));
+
+        // Schedules.
+        let mut schedules = Vec::new();
+        let mut schedule_ids = HashMap::new();
+        for (name, sched) in raw.schedules {
+            let tz = match &sched.timezone {
+                Some(tz) => match parse_tz(tz.get_ref()) {
+                    Ok(tz) => tz,
+                    Err(e) => {
+                        errors.push(
+                            source
+                                .error_at(tz.span(), ConfigErrorKind::InvalidValue(e.to_string())),
+                        );
+                        continue;
+                    }
+                },
+                None => timezone,
+            };
+            let mut windows = Vec::new();
+            for w in &sched.windows {
+                match Window::parse(w.get_ref()) {
+                    Ok(window) => windows.push(window),
+                    Err(e) => errors.push(source.error_at(
+                        w.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "schedule {:?}: {e}",
+                            name.get_ref()
+                        )),
+                    )),
+                }
+            }
+            if sched.windows.is_empty() {
+                errors.push(source.error_at(
+                    name.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "schedule {:?} has no windows",
+                        name.get_ref()
+                    )),
+                ));
+            }
+            schedule_ids.insert(name.get_ref().clone(), ScheduleId(schedules.len() as u16));
+            schedules.push(Schedule {
+                name: name.into_inner(),
+                tz,
+                windows,
+            });
+        }
+        let known_schedules = known(schedules.iter().map(|s| s.name.as_str()));
+
+        // Groups.
+        let mut raw_groups: Vec<_> = raw.groups.into_iter().collect();
+        raw_groups.sort_by_key(|(name, _)| name.span().start);
+        let group_ids: HashMap<String, GroupId> = raw_groups
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.get_ref().clone(), GroupId::new(i)))
+            .collect();
+        let known_groups = known(raw_groups.iter().map(|(n, _)| n.get_ref().as_str()));
+        let category_of = |name: &Name, errors: &mut Vec<ConfigError>| -> Option<CategoryId> {
+            let id = category_ids.get(name.get_ref()).copied();
+            if id.is_none() {
+                errors.push(source.error_at(
+                    name.span(),
+                    ConfigErrorKind::UnknownCategory {
+                        name: name.get_ref().clone(),
+                        known: known_categories.clone(),
+                    },
+                ));
+            }
+            id
+        };
+        let mut groups = Vec::new();
+        let mut allow_site_lines = Vec::new();
+        for (gi, (name, g)) in raw_groups.into_iter().enumerate() {
+            let gname = name.get_ref().clone();
+            if let Err(why) = check_name(&gname) {
+                errors.push(source.error_at(
+                    name.span(),
+                    ConfigErrorKind::InvalidValue(format!("group name {gname:?}: {why}")),
+                ));
+            }
+            let mode = match g.mode.get_ref().as_str() {
+                "blocklist" => Mode::Blocklist,
+                "allowlist" => Mode::Allowlist,
+                other => {
+                    errors.push(source.error_at(
+                        g.mode.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "group {gname:?}: mode {other:?} is not \"blocklist\" or \"allowlist\""
+                        )),
+                    ));
+                    Mode::Blocklist
+                }
+            };
+            let mut seen: HashMap<CategoryId, &'static str> = HashMap::new();
+            let mut note = |id: CategoryId,
+                            field: &'static str,
+                            at: &Name,
+                            errors: &mut Vec<ConfigError>|
+             -> bool {
+                if let Some(prev) = seen.insert(id, field) {
+                    let what = if prev == field {
+                        format!(
+                            "group {gname:?}: category {:?} is listed twice in {field}",
+                            at.get_ref()
+                        )
+                    } else {
+                        format!(
+                            "group {gname:?}: category {:?} is in both {prev} and {field}; say once what the group gets",
+                            at.get_ref()
+                        )
+                    };
+                    errors.push(source.error_at(at.span(), ConfigErrorKind::Duplicate(what)));
+                    return false;
+                }
+                true
+            };
+            let mut block = CategorySet::EMPTY;
+            for c in &g.block {
+                if let Some(id) = category_of(c, &mut errors) {
+                    if note(id, "block", c, &mut errors) {
+                        block.insert(id);
+                    }
+                }
+            }
+            let mut allow = CategorySet::EMPTY;
+            for c in &g.allow {
+                if let Some(id) = category_of(c, &mut errors) {
+                    if illegal.contains(id) {
+                        errors.push(source.error_at(
+                            c.span(),
+                            ConfigErrorKind::IllegalAllowed(format!(
+                                "group {gname:?} allows {:?}, an illegal category: illegal categories are blocked for every group",
+                                c.get_ref()
+                            )),
+                        ));
+                    } else if note(id, "allow", c, &mut errors) {
+                        allow.insert(id);
+                    }
+                }
+            }
+            let mut allow_during = Vec::new();
+            for (c, s) in &g.allow_during {
+                let Some(id) = category_of(c, &mut errors) else {
+                    continue;
+                };
+                if illegal.contains(id) {
+                    errors.push(source.error_at(
+                        c.span(),
+                        ConfigErrorKind::IllegalAllowed(format!(
+                            "group {gname:?} allows {:?} during {:?}, but it is an illegal category: illegal categories are blocked for every group at all times",
+                            c.get_ref(),
+                            s.get_ref()
+                        )),
+                    ));
+                    continue;
+                }
+                if !note(id, "allow_during", c, &mut errors) {
+                    continue;
+                }
+                match schedule_ids.get(s.get_ref()) {
+                    Some(&sid) => allow_during.push((id, sid)),
+                    None => errors.push(source.error_at(
+                        s.span(),
+                        ConfigErrorKind::UnknownSchedule {
+                            name: s.get_ref().clone(),
+                            known: known_schedules.clone(),
+                        },
+                    )),
+                }
+            }
+            let mut site_list =
+                |entries: &[toml::Spanned<String>], field: &str, errors: &mut Vec<ConfigError>| {
+                    let mut list = SiteList::default();
+                    for e in entries {
+                        match SiteEntry::parse(e.get_ref()) {
+                            Ok(entry) => {
+                                if field == "allow_sites" {
+                                    allow_site_lines.push((
+                                        GroupId::new(gi),
+                                        list.entries.len(),
+                                        source.line_of(e.span().start),
+                                    ));
+                                }
+                                list.push(entry)
+                            }
+                            Err(why) => errors.push(source.error_at(
+                                e.span(),
+                                ConfigErrorKind::InvalidValue(format!(
+                                    "group {gname:?}: {field} entry {:?}: {why}",
+                                    e.get_ref()
+                                )),
+                            )),
+                        }
+                    }
+                    list
+                };
+            let allow_sites = site_list(&g.allow_sites, "allow_sites", &mut errors);
+            let block_sites = site_list(&g.block_sites, "block_sites", &mut errors);
+            for (i, a) in allow_sites.entries.iter().enumerate() {
+                if let Some(b) = block_sites
+                    .entries
+                    .iter()
+                    .find(|b| b.host == a.host && b.path == a.path)
+                {
+                    let span = g.allow_sites[i].span();
+                    errors.push(source.error_at(
+                        span,
+                        ConfigErrorKind::Duplicate(format!(
+                            "group {gname:?}: {:?} is in both allow_sites and block_sites ({:?})",
+                            a.text, b.text
+                        )),
+                    ));
+                }
+            }
+            groups.push(Group {
+                name: gname,
+                description: g.description,
+                mode,
+                block,
+                allow,
+                allow_during,
+                allow_sites,
+                block_sites,
+                block_ip_literals: g.block_ip_literals,
+            });
+        }
+        let group_of =
+            |name: &Name, errors: &mut Vec<ConfigError>, src: &Source| -> Option<GroupId> {
+                let id = group_ids.get(name.get_ref()).copied();
+                if id.is_none() {
+                    errors.push(src.error_at(
+                        name.span(),
+                        ConfigErrorKind::UnknownGroup {
+                            name: name.get_ref().clone(),
+                            known: known_groups.clone(),
+                        },
+                    ));
+                }
+                id
+            };
+
+        // Identity.
+        let default_group = group_of(&raw.identity.default_group, &mut errors, source);
+        let mut subnets = Vec::new();
+        let mut seen_nets: BTreeMap<IpNet, usize> = BTreeMap::new();
+        for s in &raw.identity.subnets {
+            let net: Option<IpNet> = match s.cidr.get_ref().parse::<IpNet>() {
+                Ok(n) => Some(n.trunc()),
+                Err(_) => match s.cidr.get_ref().parse::<IpAddr>() {
+                    Ok(ip) => Some(IpNet::from(ip)),
+                    Err(_) => {
+                        errors.push(source.error_at(
+                            s.cidr.span(),
+                            ConfigErrorKind::InvalidValue(format!(
+                                "subnet {:?} is not a network in CIDR form (e.g. \"10.20.0.0/16\")",
+                                s.cidr.get_ref()
+                            )),
+                        ));
+                        None
+                    }
+                },
+            };
+            if let Some(net) = net {
+                let line = source.line_of(s.cidr.span().start);
+                if let Some(prev) = seen_nets.insert(net, line) {
+                    errors.push(source.error_at(
+                        s.cidr.span(),
+                        ConfigErrorKind::Duplicate(format!(
+                            "subnet {net} is already defined on line {prev}"
+                        )),
+                    ));
+                }
+            }
+            let auth = match s.auth.as_ref().map(|a| a.get_ref().as_str()) {
+                None | Some("none") => AuthRequirement::None,
+                Some("required") => AuthRequirement::Required,
+                Some(other) => {
+                    let span = s.auth.as_ref().map(|a| a.span()).unwrap_or(0..0);
+                    errors.push(source.error_at(
+                        span,
+                        ConfigErrorKind::InvalidValue(format!(
+                            "auth {other:?} is not \"none\" or \"required\""
+                        )),
+                    ));
+                    AuthRequirement::None
+                }
+            };
+            let group = group_of(&s.group, &mut errors, source);
+            if let (Some(net), Some(group)) = (net, group) {
+                subnets.push(SubnetRule {
+                    net,
+                    group,
+                    auth,
+                    description: s.description.clone(),
+                });
+            }
+        }
+        let mut user_list = Vec::new();
+        if let Some((raw_users, users_source)) = users {
+            let mut seen_users: HashMap<String, usize> = HashMap::new();
+            for u in raw_users.user {
+                let line = users_source.line_of(u.name.span().start);
+                if let Some(prev) = seen_users.insert(u.name.get_ref().clone(), line) {
+                    errors.push(users_source.error_at(
+                        u.name.span(),
+                        ConfigErrorKind::Duplicate(format!(
+                            "user {:?} is already defined on line {prev}",
+                            u.name.get_ref()
+                        )),
+                    ));
+                    continue;
+                }
+                if let Some(group) = group_of(&u.group, &mut errors, users_source) {
+                    user_list.push(User {
+                        name: u.name.into_inner(),
+                        group,
+                        password_hash: u.password_hash,
+                    });
+                }
+            }
+        }
+
+        if !errors.is_empty() {
+            errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            return Err(ConfigErrors(errors));
+        }
+        let default_group = default_group.expect("no errors means the default group resolved");
+        Ok(Policy {
+            path: source.path.clone(),
+            school: raw.school.name,
+            timezone,
+            lists_dir,
+            lists_cache,
+            categories,
+            illegal,
+            schedules,
+            groups,
+            identity: Identity::new(default_group, subnets, user_list),
+            allow_site_lines,
+            source: source.clone(),
+        })
+    }
+
+    /// Checks the policy against its compiled lists: an `allow_sites` entry that an
+    /// illegal list matches would be a way round rule 1, so it is refused.
+    pub fn check_lists(&self, lists: &CompiledLists) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for &(group, entry, line) in &self.allow_site_lines {
+            let group = &self.groups[group.index()];
+            let site = &group.allow_sites.entries[entry];
+            if let Some(c) = self.illegal_bits_of_site(lists, site).iter().next() {
+                errors.push(ConfigError {
+                    file: self.source.path.clone(),
+                    line: Some(line),
+                    kind: ConfigErrorKind::IllegalAllowed(format!(
+                        "group {:?}: allow_sites entry {:?} is on the list of {:?}, an illegal category: it cannot be allowed",
+                        group.name, site.text, self.categories[c.index()].category.name
+                    )),
+                });
+            }
+        }
+        errors
+    }
+
+    /// The illegal categories whose lists match a site entry.
+    pub fn illegal_bits_of_site(&self, lists: &CompiledLists, site: &SiteEntry) -> CategorySet {
+        let target = Target {
+            scheme: crate::host::Scheme::Http,
+            host: site.host.clone(),
+            port: 80,
+            path: site.path.clone().unwrap_or_else(|| "/".to_string()),
+            query: None,
+        };
+        lists
+            .classify(&target)
+            .categories
+            .intersection(self.illegal)
+    }
+
+    /// The categories, in declaration order.
+    pub fn categories(&self) -> impl Iterator<Item = (CategoryId, &CategoryDef)> {
+        self.categories
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((CategoryId::new(i)?, c)))
+    }
+
+    /// One category.
+    pub fn category(&self, id: CategoryId) -> &Category {
+        &self.categories[id.index()].category
+    }
+
+    /// A category by name.
+    pub fn category_id(&self, name: &str) -> Option<CategoryId> {
+        self.categories
+            .iter()
+            .position(|c| c.category.name == name)
+            .and_then(CategoryId::new)
+    }
+
+    /// The set of `illegal` categories.
+    pub fn illegal(&self) -> CategorySet {
+        self.illegal
+    }
+
+    /// The groups, in declaration order.
+    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &Group)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (GroupId::new(i), g))
+    }
+
+    /// One group.
+    pub fn group(&self, id: GroupId) -> &Group {
+        &self.groups[id.index()]
+    }
+
+    /// A group by name.
+    pub fn group_id(&self, name: &str) -> Option<GroupId> {
+        self.groups
+            .iter()
+            .position(|g| g.name == name)
+            .map(GroupId::new)
+    }
+
+    /// The schedules.
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.schedules
+    }
+
+    /// One schedule.
+    pub fn schedule(&self, id: ScheduleId) -> &Schedule {
+        &self.schedules[id.index()]
+    }
+
+    /// A schedule by name.
+    pub fn schedule_named(&self, name: &str) -> Option<&Schedule> {
+        self.schedules.iter().find(|s| s.name == name)
+    }
+
+    /// The most severe category of a set (ties: the one declared first).
+    pub fn most_severe(&self, set: CategorySet) -> Option<CategoryId> {
+        set.iter().max_by(|a, b| {
+            self.category(*a)
+                .severity
+                .cmp(&self.category(*b).severity)
+                .then(b.cmp(a))
+        })
+    }
+
+    /// The categories `group` blocks at `at`, and for each category allowed only in a
+    /// schedule, whether we are outside it.
+    fn blocked_now(&self, group: &Group, at: DateTime<Utc>) -> CategorySet {
+        let mut blocked = group.block.union(self.illegal);
+        for &(category, schedule) in &group.allow_during {
+            if !self.schedules[schedule.index()].contains(at) {
+                blocked.insert(category);
+            }
+        }
+        blocked
+    }
+
+    /// Decides one request. See the module documentation for the precedence.
+    pub fn decide(
+        &self,
+        requester: &Requester<'_>,
+        target: &Target,
+        classification: &Classification,
+        grants: &[Grant],
+        at: DateTime<Utc>,
+    ) -> Verdict {
+        let categories = classification.categories;
+        let group_id = requester.group;
+        let group = &self.groups[group_id.index()];
+        let verdict = |action, reason| Verdict {
+            action,
+            reason,
+            categories,
+            group: group_id,
+            grant: None,
+        };
+
+        // 1. Illegal content: nothing below can change this.
+        if let Some(category) = self.most_severe(categories.intersection(self.illegal)) {
+            return verdict(Action::Block, Reason::Illegal { category });
+        }
+
+        // 2. Grants.
+        let blocked_now = self.blocked_now(group, at);
+        let blocked_here = categories.intersection(blocked_now);
+        for grant in grants {
+            if !grant.active_at(at)
+                || !grant.covers_requester(group_id, requester.user, requester.client)
+            {
+                continue;
+            }
+            let by_site = grant.covers_site(target);
+            // A category grant lifts only the categories it names: a site that is also in
+            // another blocked category stays blocked.
+            let by_category = !grant.categories.intersection(categories).is_empty()
+                && blocked_here.difference(grant.categories).is_empty();
+            if by_site || by_category {
+                return Verdict {
+                    grant: Some(GrantRef {
+                        id: grant.id.clone(),
+                        ticket: grant.ticket.clone(),
+                    }),
+                    ..verdict(Action::Allow, Reason::Grant)
+                };
+            }
+        }
+
+        // 3. The group's own site lists, then IP literals.
+        if let Some(entry) = group.block_sites.find(target) {
+            return verdict(Action::Block, Reason::BlockedSite { entry });
+        }
+        if let Some(entry) = group.allow_sites.find(target) {
+            return verdict(Action::Allow, Reason::AllowedSite { entry });
+        }
+        if group.block_ip_literals && target.host.is_ip() {
+            return verdict(Action::Block, Reason::IpLiteral);
+        }
+
+        // 4. Categories blocked at this moment.
+        if let Some(category) = self.most_severe(blocked_here) {
+            let outside = group
+                .allow_during
+                .iter()
+                .find(|(c, _)| *c == category)
+                .map(|(_, s)| *s);
+            return verdict(Action::Block, Reason::Category { category, outside });
+        }
+
+        // 5. The mode.
+        match group.mode {
+            Mode::Allowlist => match self.most_severe(categories.intersection(group.allow)) {
+                Some(category) => verdict(Action::Allow, Reason::AllowedCategory { category }),
+                None => match allowed_by_schedule(group, categories) {
+                    Some((category, schedule)) => {
+                        verdict(Action::Allow, Reason::AllowedDuring { category, schedule })
+                    }
+                    None => verdict(Action::Block, Reason::Mode(Mode::Allowlist)),
+                },
+            },
+            Mode::Blocklist => match allowed_by_schedule(group, categories) {
+                Some((category, schedule)) => {
+                    verdict(Action::Allow, Reason::AllowedDuring { category, schedule })
+                }
+                None => verdict(Action::Allow, Reason::Mode(Mode::Blocklist)),
+            },
+        }
+    }
+
+    /// One line a technician can read: why this verdict.
+    pub fn explain(&self, verdict: &Verdict) -> String {
+        let group = &self.groups[verdict.group.index()];
+        let cat = |c: CategoryId| {
+            let c = self.category(c);
+            format!("{} ({})", c.name, c.severity)
+        };
+        match verdict.reason {
+            Reason::Illegal { category } => format!(
+                "illegal category {}: blocked for every group, always",
+                cat(category)
+            ),
+            Reason::Grant => match &verdict.grant {
+                Some(g) => format!("allowed by grant {} (ticket {})", g.id, g.ticket),
+                None => "allowed by a grant".to_string(),
+            },
+            Reason::BlockedSite { entry } => format!(
+                "group {} blocks site {:?} (block_sites)",
+                group.name, group.block_sites.entries[entry].text
+            ),
+            Reason::AllowedSite { entry } => format!(
+                "group {} allows site {:?} (allow_sites)",
+                group.name, group.allow_sites.entries[entry].text
+            ),
+            Reason::IpLiteral => format!(
+                "group {} blocks IP-address hosts (block_ip_literals)",
+                group.name
+            ),
+            Reason::Category {
+                category,
+                outside: None,
+            } => {
+                format!(
+                    "category {} is blocked for group {}",
+                    cat(category),
+                    group.name
+                )
+            }
+            Reason::Category {
+                category,
+                outside: Some(s),
+            } => format!(
+                "category {} is blocked for group {} outside schedule {}",
+                cat(category),
+                group.name,
+                self.schedules[s.index()].name
+            ),
+            Reason::AllowedDuring { category, schedule } => format!(
+                "category {} is allowed for group {} during schedule {}",
+                cat(category),
+                group.name,
+                self.schedules[schedule.index()].name
+            ),
+            Reason::AllowedCategory { category } => format!(
+                "category {} is allowed for group {} (allowlist mode)",
+                cat(category),
+                group.name
+            ),
+            Reason::Mode(Mode::Blocklist) => {
+                format!("no category blocked for group {} matched", group.name)
+            }
+            Reason::Mode(Mode::Allowlist) => format!(
+                "group {} is in allowlist mode and this site is not on its allow list",
+                group.name
+            ),
+        }
+    }
+
+    /// Short machine-friendly name of a reason (`illegal`, `grant`, `category`, …).
+    pub fn reason_code(reason: &Reason) -> &'static str {
+        match reason {
+            Reason::Illegal { .. } => "illegal",
+            Reason::Grant => "grant",
+            Reason::BlockedSite { .. } => "block_sites",
+            Reason::AllowedSite { .. } => "allow_sites",
+            Reason::IpLiteral => "ip_literal",
+            Reason::Category { .. } => "category",
+            Reason::AllowedDuring { .. } => "allow_during",
+            Reason::AllowedCategory { .. } => "allowed_category",
+            Reason::Mode(_) => "mode",
+        }
+    }
+
+    /// Category names of a set, most severe first.
+    pub fn category_names(&self, set: CategorySet) -> Vec<&str> {
+        let mut ids: Vec<CategoryId> = set.iter().collect();
+        ids.sort_by(|a, b| {
+            self.category(*b)
+                .severity
+                .cmp(&self.category(*a).severity)
+                .then(a.cmp(b))
+        });
+        ids.into_iter()
+            .map(|c| self.category(c).name.as_str())
+            .collect()
+    }
+}
+
+/// A matched category that the group may reach inside one of its schedules (we are
+/// inside it, or rule 4 would have blocked).
+fn allowed_by_schedule(group: &Group, categories: CategorySet) -> Option<(CategoryId, ScheduleId)> {
+    group
+        .allow_during
+        .iter()
+        .find(|(c, _)| categories.contains(*c))
+        .copied()
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let list: Vec<&str> = names.collect();
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Names of groups and categories appear in paths, metrics labels and URLs.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err("names use lowercase letters, digits, '-' and '_', start with a letter or digit, and are at most 64 characters")
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

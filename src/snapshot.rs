@@ -1,0 +1,97 @@
+//! A snapshot: one policy with its compiled lists, loaded whole, swapped whole.
+//!
+//! [`load`] is the one path from files to a usable snapshot, for start-up, `check`,
+//! `classify` and every reload: read the policy and users files, compile, load the lists,
+//! check the policy against them. Any error leaves nothing half-built. [`Live`] holds the
+//! snapshot in force behind an [`arc_swap::ArcSwap`]: a request takes the snapshot once
+//! and finishes on it, a reload replaces it in one store, and the request path never
+//! takes a lock.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::classify::{Classification, CompiledLists};
+use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, RawPolicy, RawUsers, Source};
+use crate::lists::{self, CacheMode, ListReport};
+use crate::policy::Policy;
+
+/// A policy and its lists, valid together.
+pub struct Snapshot {
+    /// The policy.
+    pub policy: Policy,
+    /// Its compiled lists.
+    pub lists: CompiledLists,
+    /// What loading the lists found.
+    pub report: ListReport,
+}
+
+impl Snapshot {
+    /// Classifies a target against this snapshot's lists.
+    pub fn classify(&self, target: &crate::host::Target) -> Classification {
+        self.lists.classify(target)
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        kind: ConfigErrorKind::Io(e.to_string()),
+    })
+}
+
+/// Loads the policy at `path`, its users file and its lists.
+pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
+    let text = read(path)?;
+    let source = Source::new(path, &text);
+    let raw: RawPolicy = source.parse(&text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let users_path: Option<PathBuf> = raw.identity.users_file.as_ref().map(|f| base.join(f));
+    let (raw_users, users_source) = match &users_path {
+        Some(p) => {
+            let text = read(p)?;
+            let users_source = Source::new(p, &text);
+            let raw_users: RawUsers = users_source.parse(&text)?;
+            (Some(raw_users), Some(users_source))
+        }
+        None => (None, None),
+    };
+    let policy = Policy::compile(raw, &source, raw_users.zip(users_source.as_ref()))?;
+    let (lists, report) = lists::load(&policy, cache).map_err(ConfigErrors)?;
+    let errors = policy.check_lists(&lists);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Snapshot {
+        policy,
+        lists,
+        report,
+    })
+}
+
+/// The snapshot in force, swapped atomically on reload.
+pub struct Live {
+    current: ArcSwap<Snapshot>,
+}
+
+impl Live {
+    /// Starts with `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Live {
+        Live {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The snapshot in force now. Hold the `Arc` for the whole request.
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot in force; requests already holding the old one finish on it.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
