@@ -157,7 +157,7 @@ impl Source {
             ConfigError {
                 file: self.path.clone(),
                 line,
-                kind: ConfigErrorKind::Syntax(e.message().trim().to_string()),
+                kind: ConfigErrorKind::Syntax(e.message().trim().replace('\n', ": ")),
             }
         })
     }

@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 
 use crate::category::{CategoryId, CategorySet};
 use crate::classify::{
-    CompiledLists, DomainIndex, DomainIndexBuilder, Expressions, SearchTerms, UrlHashes,
-    UrlPrefixes,
+    CompileError, CompiledLists, DomainIndex, DomainIndexBuilder, Expressions, SearchTerms,
+    UrlHashes, UrlPrefixes,
 };
 use crate::config::{ConfigError, ConfigErrorKind};
 use crate::host::Host;
@@ -73,6 +73,8 @@ pub struct ListReport {
     pub warnings: Vec<ListWarning>,
     /// Total skipped lines.
     pub skipped: u64,
+    /// Category list directories that do not exist (the category matches nothing).
+    pub missing_dirs: Vec<PathBuf>,
     /// Whether the domain index came from the cache.
     pub from_cache: bool,
     /// Why the cache could not be written, if it could not.
@@ -114,29 +116,24 @@ pub fn load(
         .collect();
     report.counts = vec![CategoryCounts::default(); categories.len()];
 
-    for (_, dir) in &categories {
-        if !dir.is_dir() {
-            report.warn(
-                dir,
-                0,
-                "no list directory: the category matches nothing".to_string(),
-            );
-        }
-    }
+    report.missing_dirs = categories
+        .iter()
+        .filter(|(_, dir)| !dir.is_dir())
+        .map(|(_, dir)| dir.clone())
+        .collect();
 
     // Domains: from the cache when it matches the sources, else from text.
     let fingerprint = fingerprint(&categories);
     let mut domains = None;
     if cache == CacheMode::Use {
-        if let Ok(bytes) = fs::read(&policy.lists_cache) {
-            if DomainIndex::fingerprint_of(&bytes) == Some(fingerprint) {
-                match DomainIndex::from_bytes(bytes) {
-                    Ok(index) => {
-                        domains = Some(index);
-                        report.from_cache = true;
-                    }
-                    Err(e) => report.warn(&policy.lists_cache, 0, format!("{e}; rebuilding")),
+        if let Ok(file) = fs::File::open(&policy.lists_cache) {
+            match DomainIndex::read(std::io::BufReader::new(file), Some(fingerprint)) {
+                Ok(index) => {
+                    domains = Some(index);
+                    report.from_cache = true;
                 }
+                Err(CompileError::Stale) => {}
+                Err(e) => report.warn(&policy.lists_cache, 0, format!("{e}; rebuilding")),
             }
         }
     }
@@ -320,8 +317,7 @@ pub fn load(
     ))
 }
 
-/// Non-comment, non-blank lines with their 1-based numbers; an entry ends at the first
-/// whitespace (UT1 files sometimes carry trailing notes).
+/// Non-comment, non-blank lines, trimmed, with their 1-based numbers.
 fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().filter_map(|(i, line)| {
         let line = line.trim();
@@ -339,8 +335,7 @@ fn add_domains(
     report: &mut ListReport,
 ) {
     for (line_no, line) in entries(text) {
-        let entry = line.split_whitespace().next().unwrap_or(line);
-        let entry = entry.strip_prefix("*.").unwrap_or(entry);
+        let entry = line.strip_prefix("*.").unwrap_or(line);
         let entry = entry.strip_prefix('.').unwrap_or(entry);
         let result = if is_plain_name(entry) {
             builder.insert_name(entry, bits).map_err(|e| e.to_string())

@@ -112,6 +112,12 @@ fn load(config: &Path, cache: CacheMode) -> Result<Snapshot> {
 }
 
 fn print_list_warnings(snap: &Snapshot) {
+    for dir in &snap.report.missing_dirs {
+        eprintln!(
+            "warning: {}: no list directory; the category matches nothing",
+            dir.display()
+        );
+    }
     for w in &snap.report.warnings {
         if w.line == 0 {
             eprintln!("warning: {}: {}", w.file.display(), w.message);
@@ -124,7 +130,7 @@ fn print_list_warnings(snap: &Snapshot) {
             );
         }
     }
-    let unshown = snap.report.skipped as usize - snap.report.warnings.len();
+    let unshown = (snap.report.skipped as usize).saturating_sub(snap.report.warnings.len());
     if unshown > 0 {
         eprintln!("warning: … and {unshown} more list lines skipped");
     }

@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests: the shipped policy, temporary policies, the
+//! real binary.
+
+#![allow(dead_code, clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::{DateTime, Utc};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped example policy.
+pub fn example_policy() -> PathBuf {
+    root().join("policy/gatehouse.toml")
+}
+
+/// A `Command` for the real `gatehouse` binary.
+pub fn gatehouse() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+}
+
+/// A UTC instant from RFC 3339 text.
+pub fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("test time")
+        .with_timezone(&Utc)
+}
+
+/// A temporary directory holding `files` (relative path → contents).
+pub fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    dir
+}
+
+/// Path of `name` inside `dir`.
+pub fn at(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

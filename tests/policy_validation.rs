@@ -1,0 +1,201 @@
+//! A bad policy is refused with every problem named by file and line, and nothing loads.
+
+mod common;
+
+use common::tree;
+use gatehouse::lists::CacheMode;
+use gatehouse::snapshot;
+
+/// A small valid policy; each row below breaks it in one place.
+const BASE: &str = r#"[school]
+name = "Test School"
+
+[lists]
+dir = "lists"
+
+[categories.csam]
+severity = "illegal"
+
+[categories.games]
+severity = "productivity"
+
+[categories.social]
+severity = "productivity"
+
+[schedules.breaks]
+windows = ["Mon-Fri 10:30-10:45"]
+
+[identity]
+default_group = "pupils"
+
+[[identity.subnets]]
+cidr = "10.0.0.0/8"
+group = "staff"
+
+[groups.pupils]
+mode = "blocklist"
+block = ["games"]
+allow_during = { social = "breaks" }
+
+[groups.staff]
+mode = "blocklist"
+"#;
+
+fn errors_for(policy: &str) -> Vec<String> {
+    let dir = tree(&[
+        ("policy.toml", policy),
+        ("lists/csam/domains", "illegal.example\n"),
+        ("lists/games/domains", "games.example\n"),
+        ("lists/social/domains", "social.example\n"),
+    ]);
+    match snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off) {
+        Ok(_) => vec![],
+        Err(e) => {
+            e.0.iter()
+                // Paths differ per run: keep "policy.toml:LINE: message".
+                .map(|e| {
+                    e.to_string()
+                        .replace(&format!("{}/", dir.path().display()), "")
+                })
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn base_policy_is_valid() {
+    assert_eq!(errors_for(BASE), Vec::<String>::new());
+}
+
+#[test]
+fn each_error_names_file_line_and_problem() {
+    // (what to replace, replacement, expected "file:line: message" prefix)
+    let rows: &[(&str, &str, &str)] = &[
+        ("block = [\"games\"]", "block = [\"gamez\"]", "policy.toml:28: unknown category \"gamez\""),
+        ("{ social = \"breaks\" }", "{ social = \"lunch\" }", "policy.toml:29: unknown schedule \"lunch\""),
+        ("{ social = \"breaks\" }", "{ csam = \"breaks\" }", "policy.toml:29: group \"pupils\" allows \"csam\" during \"breaks\", but it is an illegal category"),
+        ("block = [\"games\"]", "block = [\"games\"]\nallow = [\"csam\"]", "policy.toml:29: group \"pupils\" allows \"csam\", an illegal category"),
+        ("block = [\"games\"]", "block = [\"games\", \"games\"]", "policy.toml:28: group \"pupils\": category \"games\" is listed twice in block"),
+        ("block = [\"games\"]", "block = [\"games\", \"social\"]", "policy.toml:29: group \"pupils\": category \"social\" is in both block and allow_during"),
+        ("block = [\"games\"]", "block = [\"games\"]\nallow_sites = [\"x.example\"]\nblock_sites = [\"x.example\"]", "policy.toml:29: group \"pupils\": \"x.example\" is in both allow_sites and block_sites"),
+        ("block = [\"games\"]", "block = [\"games\"]\nallow_sites = [\"www.illegal.example\"]", "policy.toml:29: group \"pupils\": allow_sites entry \"www.illegal.example\" is on the list of \"csam\", an illegal category"),
+        ("block = [\"games\"]", "block = [\"games\"]\nallow_sites = [\"bad host!\"]", "policy.toml:29: group \"pupils\": allow_sites entry \"bad host!\""),
+        ("mode = \"blocklist\"\nblock", "mode = \"walled\"\nblock", "policy.toml:27: group \"pupils\": mode \"walled\" is not"),
+        ("severity = \"illegal\"", "severity = \"awful\"", "policy.toml:8: severity \"awful\" of category \"csam\""),
+        ("default_group = \"pupils\"", "default_group = \"everyone\"", "policy.toml:20: unknown group \"everyone\""),
+        ("group = \"staff\"", "group = \"teachers\"", "policy.toml:24: unknown group \"teachers\""),
+        ("cidr = \"10.0.0.0/8\"", "cidr = \"10.0.0.0/33\"", "policy.toml:23: subnet \"10.0.0.0/33\" is not a network"),
+        ("group = \"staff\"\n", "group = \"staff\"\n\n[[identity.subnets]]\ncidr = \"10.0.0.0/8\"\ngroup = \"pupils\"\n", "policy.toml:27: subnet 10.0.0.0/8 is already defined on line 23"),
+        ("\"Mon-Fri 10:30-10:45\"", "\"Mon-Fri 10:45-10:30\"", "policy.toml:17: schedule \"breaks\": window \"Mon-Fri 10:45-10:30\" crosses midnight"),
+        ("\"Mon-Fri 10:30-10:45\"", "\"Someday 10:30-10:45\"", "policy.toml:17: schedule \"breaks\": \"Someday\" is not a day"),
+        ("name = \"Test School\"", "name = \"Test School\"\ntimezone = \"Europe/Londn\"", "policy.toml:3: unknown time zone \"Europe/Londn\""),
+        ("[groups.staff]", "[groups.pupils]", "policy.toml:31: invalid table header: duplicate key `pupils`"),
+        ("[groups.staff]\nmode = \"blocklist\"\n", "[groups.staff]\nmode = \"blocklist\"\ncolour = \"red\"\n", "policy.toml:33: unknown field `colour`"),
+        ("block = [\"games\"]", "block = \"games\"", "policy.toml:28: invalid type: string \"games\", expected a sequence"),
+    ];
+    for (from, to, want) in rows {
+        assert!(
+            BASE.contains(from),
+            "row pattern {from:?} is in the base policy"
+        );
+        let policy = BASE.replacen(from, to, 1);
+        let errors = errors_for(&policy);
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "replacing {from:?} with {to:?}: expected an error starting {want:?}, got {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_error_is_reported_in_one_pass() {
+    let policy = BASE
+        .replacen("block = [\"games\"]", "block = [\"gamez\"]", 1)
+        .replacen(
+            "default_group = \"pupils\"",
+            "default_group = \"nobody\"",
+            1,
+        )
+        .replacen("{ social = \"breaks\" }", "{ social = \"lunch\" }", 1);
+    let errors = errors_for(&policy);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    // Sorted by line.
+    assert!(errors[0].starts_with("policy.toml:20:"), "{errors:#?}");
+    assert!(errors[1].starts_with("policy.toml:28:"), "{errors:#?}");
+    assert!(errors[2].starts_with("policy.toml:29:"), "{errors:#?}");
+}
+
+#[test]
+fn bad_expression_names_list_file_and_line() {
+    let dir = tree(&[
+        ("policy.toml", BASE),
+        ("lists/csam/domains", "illegal.example\n"),
+        (
+            "lists/games/expressions",
+            "# comment\n(ok|fine)\n(unclosed\n",
+        ),
+    ]);
+    let err = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off)
+        .err()
+        .expect("a bad expression is an error");
+    let text = err.to_string();
+    assert!(
+        text.contains("lists/games/expressions:3: invalid expression \"(unclosed\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn malformed_domain_lines_are_skipped_with_warnings() {
+    let dir = tree(&[
+        ("policy.toml", BASE),
+        ("lists/games/domains", "# games\ngood.example\n*.wild.example\n.dot.example\nGOOD2.Example.\n  spaced.example  \n"),
+    ]);
+    let snap = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).expect("loads");
+    assert_eq!(
+        snap.report.skipped, 0,
+        "{:?}: wildcards, leading dots, case and spaces are normalised",
+        snap.report.warnings
+    );
+    let games = snap.policy.category_id("games").expect("category");
+    assert_eq!(snap.report.counts[games.index()].domains, 5);
+
+    let dir = tree(&[
+        ("policy.toml", BASE),
+        (
+            "lists/games/domains",
+            "good.example\nbad!host.example\nfoo.123\n0.0.0.0 hosts-format.example\n",
+        ),
+    ]);
+    let snap = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).expect("loads");
+    assert_eq!(snap.report.skipped, 3);
+    assert_eq!(snap.report.warnings[0].line, 2);
+    assert!(snap.report.warnings[0]
+        .file
+        .ends_with("lists/games/domains"));
+}
+
+#[test]
+fn users_file_errors_name_the_users_file() {
+    let policy = BASE.replacen(
+        "default_group = \"pupils\"",
+        "default_group = \"pupils\"\nusers_file = \"users.toml\"",
+        1,
+    );
+    let dir = tree(&[
+        ("policy.toml", &policy),
+        ("users.toml", "[[user]]\nname = \"a\"\ngroup = \"pupils\"\n\n[[user]]\nname = \"a\"\ngroup = \"staff\"\n\n[[user]]\nname = \"b\"\ngroup = \"wizards\"\n"),
+    ]);
+    let err = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off)
+        .err()
+        .expect("bad users file");
+    let text = err.to_string();
+    assert!(
+        text.contains("users.toml:6: user \"a\" is already defined on line 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("users.toml:11: unknown group \"wizards\""),
+        "{text}"
+    );
+}
