@@ -477,7 +477,7 @@ impl DomainIndex {
         // A damaged file must not make a lookup index past the palette or spin forever.
         if slots
             .iter()
-            .any(|&s| s != 0 && (s & mask) as usize >= n_palette || s != 0 && s & mask == 0)
+            .any(|&s| s != 0 && ((s & mask) as usize >= n_palette || s & mask == 0))
             || !slots.contains(&0)
         {
             return Err(bad("corrupt slot table"));
