@@ -165,7 +165,7 @@ fn check(config: &Path) -> Result<ExitCode> {
         println!(
             "  {:<20} {:<14} {:>9} {:>6} {:>6} {:>6}",
             def.category.name,
-            def.category.severity,
+            def.category.severity.as_str(),
             c.domains,
             c.urls + c.hashes,
             c.expressions,

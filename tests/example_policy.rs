@@ -2,6 +2,8 @@
 //! `breaks`, in winter (GMT) and summer (BST). One row per category: the expected action
 //! for each group, read straight from the Online Safety Policy's table in the issue.
 
+#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+
 mod common;
 
 use common::{example_policy, utc};

@@ -1,0 +1,544 @@
+//! `decide` by table: precedence, grants, schedules, allowlist mode. One row per case,
+//! the expected verdict beside the input.
+
+#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::{tree, utc};
+use gatehouse::category::CategorySet;
+use gatehouse::grants::{Grant, GrantError, GrantRequest, GrantScope};
+use gatehouse::host::Target;
+use gatehouse::lists::CacheMode;
+use gatehouse::policy::{Action, Requester};
+use gatehouse::snapshot::{self, Snapshot};
+
+const POLICY: &str = r#"[school]
+name = "Decide School"
+[lists]
+dir = "lists"
+[categories.csam]
+severity = "illegal"
+[categories.porn]
+severity = "safeguarding"
+[categories.gambling]
+severity = "inappropriate"
+[categories.games]
+severity = "productivity"
+[categories.social]
+severity = "productivity"
+[categories.learning]
+severity = "productivity"
+[schedules.lunch]
+windows = ["Mon-Fri 12:00-13:00"]
+[identity]
+default_group = "ks2"
+[groups.early]
+mode = "allowlist"
+allow = ["learning"]
+allow_sites = ["garden.example", "mixed.example/kids/"]
+[groups.ks2]
+mode = "blocklist"
+block = ["porn", "gambling", "games", "social"]
+block_sites = ["blocked-for-ks2.example"]
+allow_sites = ["www.casino-history.example"]
+block_ip_literals = true
+[groups.ks4]
+mode = "blocklist"
+block = ["porn", "gambling", "games"]
+allow_during = { social = "lunch" }
+block_ip_literals = true
+[groups.staff]
+mode = "blocklist"
+block = ["porn"]
+"#;
+
+fn snapshot() -> (tempfile::TempDir, Snapshot) {
+    let dir = tree(&[
+        ("policy.toml", POLICY),
+        ("lists/csam/domains", "csam.example\n"),
+        ("lists/csam/urls", "mixed.example/bad/\n"),
+        ("lists/porn/domains", "porn.example\nboth.example\n"),
+        (
+            "lists/gambling/domains",
+            "casino.example\ncasino-history.example\n",
+        ),
+        ("lists/games/domains", "games.example\nboth.example\n"),
+        ("lists/social/domains", "social.example\n"),
+        ("lists/learning/domains", "learn.example\n"),
+    ]);
+    let snap =
+        snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).expect("test policy loads");
+    (dir, snap)
+}
+
+fn grant(
+    snap: &Snapshot,
+    id: &str,
+    groups: &[&str],
+    sites: &[&str],
+    categories: &[&str],
+    starts: DateTime<Utc>,
+    hours: i64,
+) -> Result<Grant, GrantError> {
+    let p = &snap.policy;
+    Grant::new(
+        GrantRequest {
+            id: id.to_string(),
+            ticket: format!("HD-{}", 4400 + id.len()),
+            issued_by: "j.smith".into(),
+            reason: "GCSE RE unit on extremism".into(),
+            scope: GrantScope {
+                groups: groups
+                    .iter()
+                    .map(|g| p.group_id(g).expect("group"))
+                    .collect(),
+                ..GrantScope::default()
+            },
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            categories: categories
+                .iter()
+                .map(|c| p.category_id(c).expect("category"))
+                .collect::<CategorySet>(),
+            starts,
+            expires: starts + Duration::hours(hours),
+        },
+        p,
+        &snap.lists,
+    )
+}
+
+#[test]
+fn precedence_table() {
+    let (_dir, snap) = snapshot();
+    let p = &snap.policy;
+    let monday_lesson = utc("2026-01-12T10:00:00Z");
+    let monday_lunch = utc("2026-01-12T12:30:00Z");
+    let grants = vec![
+        grant(
+            &snap,
+            "g-site",
+            &["ks4"],
+            &["games.example"],
+            &[],
+            utc("2026-01-12T09:00:00Z"),
+            4,
+        )
+        .expect("valid"),
+        grant(
+            &snap,
+            "g-cat",
+            &["ks2"],
+            &[],
+            &["gambling"],
+            utc("2026-01-12T09:00:00Z"),
+            4,
+        )
+        .expect("valid"),
+        grant(
+            &snap,
+            "g-future",
+            &["ks2"],
+            &["social.example"],
+            &[],
+            utc("2026-02-01T00:00:00Z"),
+            4,
+        )
+        .expect("valid"),
+        grant(
+            &snap,
+            "g-expired",
+            &["ks2"],
+            &["games.example"],
+            &[],
+            utc("2026-01-01T00:00:00Z"),
+            4,
+        )
+        .expect("valid"),
+        grant(
+            &snap,
+            "g-mixed",
+            &["ks2"],
+            &[],
+            &["games"],
+            utc("2026-01-12T09:00:00Z"),
+            4,
+        )
+        .expect("valid"),
+    ];
+    // (group, URL, time, expected action, expected reason code, expected grant id)
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        DateTime<Utc>,
+        Action,
+        &'a str,
+        Option<&'a str>,
+    );
+    let rows: &[Row] = &[
+        // 1. illegal beats everything, including allow_sites and grants
+        (
+            "staff",
+            "http://csam.example/",
+            monday_lesson,
+            Action::Block,
+            "illegal",
+            None,
+        ),
+        (
+            "early",
+            "http://mixed.example/bad/x",
+            monday_lesson,
+            Action::Block,
+            "illegal",
+            None,
+        ),
+        (
+            "early",
+            "http://mixed.example/kids/x",
+            monday_lesson,
+            Action::Allow,
+            "allow_sites",
+            None,
+        ),
+        // 2. grants: scope, target, time window
+        (
+            "ks4",
+            "http://games.example/",
+            monday_lesson,
+            Action::Allow,
+            "grant",
+            Some("g-site"),
+        ),
+        (
+            "ks4",
+            "http://www.games.example/x",
+            monday_lesson,
+            Action::Allow,
+            "grant",
+            Some("g-site"),
+        ),
+        (
+            "ks2",
+            "http://games.example/",
+            monday_lesson,
+            Action::Allow,
+            "grant",
+            Some("g-mixed"),
+        ),
+        (
+            "ks4",
+            "http://games.example/",
+            utc("2026-01-12T13:00:00Z"),
+            Action::Block,
+            "category",
+            None,
+        ),
+        (
+            "ks2",
+            "http://casino.example/",
+            monday_lesson,
+            Action::Allow,
+            "grant",
+            Some("g-cat"),
+        ),
+        (
+            "ks4",
+            "http://casino.example/",
+            monday_lesson,
+            Action::Block,
+            "category",
+            None,
+        ),
+        (
+            "ks2",
+            "http://social.example/",
+            monday_lesson,
+            Action::Block,
+            "category",
+            None,
+        ),
+        // a category grant does not open a site that is also in another blocked category
+        (
+            "ks2",
+            "http://both.example/",
+            monday_lesson,
+            Action::Block,
+            "category",
+            None,
+        ),
+        // 3. the group's own site lists, then IP literals
+        (
+            "ks2",
+            "http://blocked-for-ks2.example/",
+            monday_lesson,
+            Action::Block,
+            "block_sites",
+            None,
+        ),
+        (
+            "ks2",
+            "http://www.casino-history.example/",
+            monday_lesson,
+            Action::Allow,
+            "grant",
+            Some("g-cat"),
+        ),
+        (
+            "ks2",
+            "http://www.casino-history.example/",
+            utc("2026-01-12T20:00:00Z"),
+            Action::Allow,
+            "allow_sites",
+            None,
+        ),
+        (
+            "ks2",
+            "http://casino-history.example/",
+            utc("2026-01-12T20:00:00Z"),
+            Action::Block,
+            "category",
+            None,
+        ),
+        (
+            "ks2",
+            "http://192.0.2.1/",
+            monday_lesson,
+            Action::Block,
+            "ip_literal",
+            None,
+        ),
+        (
+            "staff",
+            "http://192.0.2.1/",
+            monday_lesson,
+            Action::Allow,
+            "mode",
+            None,
+        ),
+        // 4. categories, most severe named; schedules
+        (
+            "ks4",
+            "http://social.example/",
+            monday_lesson,
+            Action::Block,
+            "category",
+            None,
+        ),
+        (
+            "ks4",
+            "http://social.example/",
+            monday_lunch,
+            Action::Allow,
+            "allow_during",
+            None,
+        ),
+        (
+            "staff",
+            "http://both.example/",
+            monday_lesson,
+            Action::Block,
+            "category",
+            None,
+        ),
+        // 5. mode
+        (
+            "ks2",
+            "http://wikipedia.example/",
+            monday_lesson,
+            Action::Allow,
+            "mode",
+            None,
+        ),
+        (
+            "early",
+            "http://wikipedia.example/",
+            monday_lesson,
+            Action::Block,
+            "mode",
+            None,
+        ),
+        (
+            "early",
+            "http://learn.example/",
+            monday_lesson,
+            Action::Allow,
+            "allowed_category",
+            None,
+        ),
+        (
+            "early",
+            "http://www.garden.example/",
+            monday_lesson,
+            Action::Allow,
+            "allow_sites",
+            None,
+        ),
+        (
+            "early",
+            "http://mixed.example/other",
+            monday_lesson,
+            Action::Block,
+            "mode",
+            None,
+        ),
+    ];
+    for (group, url, at, action, reason, grant_id) in rows {
+        let target = Target::parse(url).expect("URL");
+        let c = snap.classify(&target);
+        let requester = Requester {
+            group: p.group_id(group).expect("group"),
+            user: None,
+            client: None,
+        };
+        let v = p.decide(&requester, &target, &c, &grants, *at);
+        let got = (
+            v.action,
+            gatehouse::policy::Policy::reason_code(&v.reason),
+            v.grant.as_ref().map(|g| g.id.to_string()),
+        );
+        let want = (*action, *reason, grant_id.map(str::to_string));
+        assert_eq!(got, want, "{group} {url} at {at}: {}", p.explain(&v));
+    }
+
+    // The most severe category is the one named.
+    let target = Target::parse("http://both.example/").expect("URL");
+    let c = snap.classify(&target);
+    let v = p.decide(
+        &Requester {
+            group: p.group_id("ks2").expect("group"),
+            user: None,
+            client: None,
+        },
+        &target,
+        &c,
+        &[],
+        monday_lesson,
+    );
+    assert!(
+        p.explain(&v).contains("porn (safeguarding)"),
+        "{}",
+        p.explain(&v)
+    );
+    assert_eq!(p.category_names(v.categories), vec!["porn", "games"]);
+}
+
+#[test]
+fn grants_scoped_to_users_and_subnets() {
+    let (_dir, snap) = snapshot();
+    let p = &snap.policy;
+    let at = utc("2026-01-12T10:00:00Z");
+    let g = Grant::new(
+        GrantRequest {
+            id: "g-user".into(),
+            ticket: "HD-4411".into(),
+            issued_by: "tech".into(),
+            reason: "Media studies coursework".into(),
+            scope: GrantScope {
+                users: vec!["a.pupil".into()],
+                subnets: vec!["10.31.4.0/24".parse().expect("net")],
+                ..GrantScope::default()
+            },
+            sites: vec!["social.example".into()],
+            categories: CategorySet::EMPTY,
+            starts: at - Duration::hours(1),
+            expires: at + Duration::hours(1),
+        },
+        p,
+        &snap.lists,
+    )
+    .expect("valid");
+    let target = Target::parse("http://social.example/").expect("URL");
+    let c = snap.classify(&target);
+    let ks2 = p.group_id("ks2").expect("group");
+    let decide = |user, client: Option<&str>| {
+        let requester = Requester {
+            group: ks2,
+            user,
+            client: client.map(|c| c.parse().expect("ip")),
+        };
+        p.decide(&requester, &target, &c, std::slice::from_ref(&g), at)
+            .action
+    };
+    assert_eq!(decide(Some("a.pupil"), None), Action::Allow);
+    assert_eq!(decide(Some("someone.else"), None), Action::Block);
+    assert_eq!(decide(None, Some("10.31.4.20")), Action::Allow);
+    assert_eq!(decide(None, Some("10.31.5.20")), Action::Block);
+}
+
+#[test]
+fn grants_that_reach_illegal_content_are_refused() {
+    let (_dir, snap) = snapshot();
+    let start = utc("2026-01-12T09:00:00Z");
+    let rows: &[(&[&str], &[&str], &str)] = &[
+        (&[], &["csam"], "category csam"),
+        (&["csam.example"], &[], "csam.example"),
+        (&["www.csam.example"], &[], "www.csam.example"),
+        (&["mixed.example/bad/page"], &[], "mixed.example/bad/page"),
+    ];
+    for (sites, categories, what) in rows {
+        match grant(&snap, "g", &["staff"], sites, categories, start, 1) {
+            Err(GrantError::Illegal(entry, _)) => assert!(entry.contains(what), "{entry}"),
+            other => panic!("{sites:?} {categories:?}: expected refusal, got {other:?}"),
+        }
+    }
+    // The rest of mixed.example is not illegal and may be granted.
+    assert!(grant(
+        &snap,
+        "g",
+        &["staff"],
+        &["mixed.example/kids/"],
+        &[],
+        start,
+        1
+    )
+    .is_ok());
+}
+
+#[test]
+fn grant_validation_table() {
+    let (_dir, snap) = snapshot();
+    let p = &snap.policy;
+    let at = utc("2026-01-12T09:00:00Z");
+    let base = || GrantRequest {
+        id: "g1".into(),
+        ticket: "HD-4411".into(),
+        issued_by: "j.smith".into(),
+        reason: "GCSE RE unit on extremism".into(),
+        scope: GrantScope {
+            groups: vec![p.group_id("ks4").expect("group")],
+            ..GrantScope::default()
+        },
+        sites: vec!["games.example".into()],
+        categories: CategorySet::EMPTY,
+        starts: at,
+        expires: at + Duration::days(14),
+    };
+    type Edit = fn(&mut GrantRequest);
+    let rows: &[(Edit, Option<&str>)] = &[
+        (|_| {}, None),
+        (|g| g.ticket = String::new(), Some("ticket")),
+        (|g| g.ticket = "4411".into(), Some("ticket")),
+        (|g| g.reason = "  ".into(), Some("reason")),
+        (|g| g.reason = "TBC".into(), Some("reason")),
+        (|g| g.issued_by = String::new(), Some("issued")),
+        (
+            |g| g.scope = GrantScope::default(),
+            Some("group, user or subnet"),
+        ),
+        (|g| g.sites.clear(), Some("site, URL or category")),
+        (|g| g.expires = g.starts, Some("expire after")),
+        (|g| g.sites = vec!["bad host!".into()], Some("site")),
+    ];
+    for (edit, want) in rows {
+        let mut req = base();
+        edit(&mut req);
+        let result = Grant::new(req, p, &snap.lists);
+        match (result, want) {
+            (Ok(_), None) => {}
+            (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{e} should mention {w}"),
+            (r, w) => panic!("expected {w:?}, got {r:?}"),
+        }
+    }
+}
