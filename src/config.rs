@@ -186,6 +186,54 @@ pub struct RawPolicy {
     /// Filtering levels, by name.
     #[serde(default)]
     pub groups: BTreeMap<Name, RawGroup>,
+    /// The proxy listener and its limits.
+    #[serde(default)]
+    pub server: RawServer,
+}
+
+/// `[server]`: every field optional; defaults are in [`crate::policy::ServerSettings`].
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Proxy listen address.
+    pub listen: Option<Spanned<String>>,
+    /// Largest request head in bytes.
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields in a request.
+    pub max_headers: Option<usize>,
+    /// Longest request target in bytes.
+    pub max_uri_bytes: Option<usize>,
+    /// Seconds to receive a request head.
+    pub head_timeout_secs: Option<u64>,
+    /// Seconds a keep-alive connection may be idle.
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds without progress receiving a request body.
+    pub body_idle_timeout_secs: Option<u64>,
+    /// Seconds a write to the client may stall.
+    pub write_idle_timeout_secs: Option<u64>,
+    /// Seconds to connect upstream.
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds to wait for an upstream's response head.
+    pub upstream_timeout_secs: Option<u64>,
+    /// Seconds a tunnel may be idle.
+    pub tunnel_idle_timeout_secs: Option<u64>,
+    /// Longest life of a tunnel, in seconds.
+    pub tunnel_max_lifetime_secs: Option<u64>,
+    /// Seconds to wait for a ClientHello in a tunnel.
+    pub client_hello_timeout_secs: Option<u64>,
+    /// Most client connections at once (0: derived from the file-descriptor limit).
+    pub max_connections: Option<usize>,
+    /// Most connections from one client address.
+    pub max_connections_per_client: Option<usize>,
+    /// Ports CONNECT may reach.
+    pub tunnel_ports: Option<Vec<u16>>,
+    /// Destination networks allowed although internal (CIDRs).
+    pub allow_internal_destinations: Option<Vec<Spanned<String>>>,
+    /// Seconds to let requests finish at shutdown.
+    pub shutdown_grace_secs: Option<u64>,
+    /// Static name → address overrides.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, Spanned<String>>,
 }
 
 /// `[school]`
@@ -292,6 +340,8 @@ pub struct RawGroup {
     /// Block requests whose host is an IP address.
     #[serde(default)]
     pub block_ip_literals: bool,
+    /// Refuse TLS tunnels whose ClientHello names no server (default true).
+    pub require_sni: Option<bool>,
 }
 
 /// The users file.

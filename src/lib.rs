@@ -15,6 +15,8 @@
 //! | [`grants`] | ticketed, time-boxed unblocks (the type; file and commands come later) |
 //! | [`lists`] | shell: reading list files and the compiled cache |
 //! | [`snapshot`] | shell: loading a policy with its lists; the live, swappable snapshot |
+//! | [`decision`] | shell: decision records and the hand-off to the decision log |
+//! | [`proxy`] | shell: `gatehouse run` — listener, limits, forwarding, tunnels, block page |
 //!
 //! Core modules deny `clippy::disallowed_methods`, which `clippy.toml` sets to the clock
 //! and file-system calls: the compiler keeps I/O out of the core.
@@ -24,10 +26,12 @@
 pub mod category;
 pub mod classify;
 pub mod config;
+pub mod decision;
 pub mod grants;
 pub mod host;
 pub mod identity;
 pub mod lists;
 pub mod policy;
+pub mod proxy;
 pub mod schedule;
 pub mod snapshot;

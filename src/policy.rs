@@ -215,6 +215,51 @@ pub struct Group {
     pub block_sites: SiteList,
     /// Whether IP-literal hosts are blocked.
     pub block_ip_literals: bool,
+    /// Whether TLS tunnels must name their server (SNI).
+    pub require_sni: bool,
+}
+
+/// The proxy listener's settings and limits (`[server]`), with their defaults.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Proxy listen address. Default `127.0.0.1:3128`: a first run exposes nothing.
+    pub listen: std::net::SocketAddr,
+    /// Largest request head. Default 64 KiB (→ `431`).
+    pub max_header_bytes: usize,
+    /// Most header fields. Default 100 (→ `431`).
+    pub max_headers: usize,
+    /// Longest request target. Default 8 KiB (→ `414`).
+    pub max_uri_bytes: usize,
+    /// Time to receive a head once started. Default 15 s (→ `408`).
+    pub head_timeout: std::time::Duration,
+    /// Keep-alive idle time. Default 60 s.
+    pub idle_timeout: std::time::Duration,
+    /// Request-body stall. Default 30 s.
+    pub body_idle_timeout: std::time::Duration,
+    /// Response-write stall. Default 30 s.
+    pub write_idle_timeout: std::time::Duration,
+    /// Upstream connect. Default 10 s (→ `504`).
+    pub connect_timeout: std::time::Duration,
+    /// Upstream response head. Default 60 s (→ `504`).
+    pub upstream_timeout: std::time::Duration,
+    /// Tunnel idle. Default 10 min.
+    pub tunnel_idle_timeout: std::time::Duration,
+    /// Tunnel lifetime. Default 8 h.
+    pub tunnel_max_lifetime: std::time::Duration,
+    /// ClientHello wait. Default 10 s.
+    pub client_hello_timeout: std::time::Duration,
+    /// Connection cap; 0 = from the file-descriptor limit.
+    pub max_connections: usize,
+    /// Per-client-address cap. Default 256.
+    pub max_connections_per_client: usize,
+    /// CONNECT ports. Default `[443]`.
+    pub tunnel_ports: Vec<u16>,
+    /// Internal networks that may be dialled anyway. Default none.
+    pub allow_internal_destinations: Vec<IpNet>,
+    /// Shutdown grace. Default 10 s.
+    pub shutdown_grace: std::time::Duration,
+    /// Static resolution overrides.
+    pub resolve: HashMap<String, IpAddr>,
 }
 
 /// Where one category's lists are.
@@ -239,12 +284,16 @@ pub struct Policy {
     pub lists_dir: PathBuf,
     /// Where the compiled domain index is cached.
     pub lists_cache: PathBuf,
+    /// The users file, if the policy names one.
+    pub users_file: Option<PathBuf>,
     categories: Vec<CategoryDef>,
     illegal: CategorySet,
     schedules: Vec<Schedule>,
     groups: Vec<Group>,
     /// Identity rules.
     pub identity: Identity,
+    /// The proxy's listener settings.
+    pub server: ServerSettings,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
@@ -663,6 +712,7 @@ impl Policy {
                 allow_sites,
                 block_sites,
                 block_ip_literals: g.block_ip_literals,
+                require_sni: g.require_sni.unwrap_or(true),
             });
         }
         let group_of =
@@ -761,6 +811,8 @@ impl Policy {
             }
         }
 
+        let server = compile_server(&raw.server, source, &mut errors);
+
         if !errors.is_empty() {
             errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             return Err(ConfigErrors(errors));
@@ -772,11 +824,13 @@ impl Policy {
             timezone,
             lists_dir,
             lists_cache,
+            users_file: raw.identity.users_file.as_ref().map(|f| base.join(f)),
             categories,
             illegal,
             schedules,
             groups,
             identity: Identity::new(default_group, subnets, user_list),
+            server,
             allow_site_lines,
             source: source.clone(),
         })
@@ -1099,6 +1153,91 @@ fn allowed_by_schedule(group: &Group, categories: CategorySet) -> Option<(Catego
         .iter()
         .find(|(c, _)| categories.contains(*c))
         .copied()
+}
+
+fn compile_server(
+    raw: &crate::config::RawServer,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> ServerSettings {
+    use std::time::Duration;
+    let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
+    let listen = match &raw.listen {
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], 3128)),
+        Some(l) => match l.get_ref().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                errors.push(source.error_at(
+                    l.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "listen {:?} is not an address:port such as \"127.0.0.1:3128\"",
+                        l.get_ref()
+                    )),
+                ));
+                std::net::SocketAddr::from(([127, 0, 0, 1], 3128))
+            }
+        },
+    };
+    let mut allow_internal = Vec::new();
+    for c in raw.allow_internal_destinations.iter().flatten() {
+        match c
+            .get_ref()
+            .parse::<IpNet>()
+            .or_else(|_| c.get_ref().parse::<IpAddr>().map(IpNet::from))
+        {
+            Ok(n) => allow_internal.push(n.trunc()),
+            Err(_) => errors.push(source.error_at(
+                c.span(),
+                ConfigErrorKind::InvalidValue(format!(
+                    "allow_internal_destinations entry {:?} is not a CIDR",
+                    c.get_ref()
+                )),
+            )),
+        }
+    }
+    let mut resolve = HashMap::new();
+    for (name, addr) in &raw.resolve {
+        let host = Host::parse(name);
+        match (host, addr.get_ref().parse::<IpAddr>()) {
+            (Ok(Host::Name(n)), Ok(ip)) => {
+                resolve.insert(n, ip);
+            }
+            _ => errors.push(source.error_at(
+                addr.span(),
+                ConfigErrorKind::InvalidValue(format!(
+                    "resolve {name:?} = {:?}: expected a host name and an IP address",
+                    addr.get_ref()
+                )),
+            )),
+        }
+    }
+    let tunnel_ports = raw.tunnel_ports.clone().unwrap_or_else(|| vec![443]);
+    if tunnel_ports.contains(&0) {
+        errors.push(source.error(ConfigErrorKind::InvalidValue(
+            "tunnel_ports cannot contain 0".into(),
+        )));
+    }
+    ServerSettings {
+        listen,
+        max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024).max(1024),
+        max_headers: raw.max_headers.unwrap_or(100).max(8),
+        max_uri_bytes: raw.max_uri_bytes.unwrap_or(8 * 1024).max(256),
+        head_timeout: secs(raw.head_timeout_secs, 15),
+        idle_timeout: secs(raw.idle_timeout_secs, 60),
+        body_idle_timeout: secs(raw.body_idle_timeout_secs, 30),
+        write_idle_timeout: secs(raw.write_idle_timeout_secs, 30),
+        connect_timeout: secs(raw.connect_timeout_secs, 10),
+        upstream_timeout: secs(raw.upstream_timeout_secs, 60),
+        tunnel_idle_timeout: secs(raw.tunnel_idle_timeout_secs, 600),
+        tunnel_max_lifetime: secs(raw.tunnel_max_lifetime_secs, 8 * 3600),
+        client_hello_timeout: secs(raw.client_hello_timeout_secs, 10),
+        max_connections: raw.max_connections.unwrap_or(0),
+        max_connections_per_client: raw.max_connections_per_client.unwrap_or(256).max(1),
+        tunnel_ports,
+        allow_internal_destinations: allow_internal,
+        shutdown_grace: secs(raw.shutdown_grace_secs, 10),
+        resolve,
+    }
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a str>) -> String {

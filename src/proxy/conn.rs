@@ -1,0 +1,644 @@
+//! The client connection's guard: request-head validation and the time limits that
+//! hyper does not enforce by itself.
+//!
+//! [`GuardedIo`] sits between the client's socket and hyper. It reads the byte stream as
+//! a sequence of request heads and bodies and:
+//!
+//! * validates every head *before* hyper sees it: size (→ `431`), header count (→ `431`),
+//!   URI length (→ `414`), and framing — duplicate or conflicting `Content-Length`,
+//!   `Content-Length` with `Transfer-Encoding`, any `Transfer-Encoding` other than exactly
+//!   `chunked` (→ `400`). A bad head gets its status written straight to the socket and
+//!   the connection is closed, so no byte of it reaches an upstream connection;
+//! * counts `Content-Length` bodies, so a pipelined next head is validated too; after a
+//!   chunked body, a `CONNECT` or an `Upgrade` the rest is passed through and the
+//!   connection is marked to close after the response;
+//! * times the connection by phase: idle between requests (keep-alive), receiving a head
+//!   (→ `408`), receiving a body (slow POST), and a stalled write (slow read).
+//!
+//! hyper's own `header_read_timeout` runs from the moment it starts waiting for a head,
+//! idle keep-alive time included, and answers no status; hence this layer.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// Limits applied to each client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Largest request head, in bytes.
+    pub head_bytes: usize,
+    /// Most header fields in one head.
+    pub headers: usize,
+    /// Longest request target, in bytes.
+    pub uri_bytes: usize,
+    /// Time to receive a whole head once its first byte has arrived.
+    pub head_timeout: Duration,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Time without progress while receiving a request body.
+    pub body_idle_timeout: Duration,
+    /// Time a write to the client may stall.
+    pub write_idle_timeout: Duration,
+}
+
+const PHASE_IDLE: u8 = 0;
+const PHASE_REQUEST: u8 = 1;
+
+/// State shared between the guard and the request handler.
+#[derive(Debug)]
+pub struct ConnSignal {
+    started: Instant,
+    phase: AtomicU8,
+    idle_since_ms: AtomicU64,
+    close: AtomicBool,
+}
+
+impl ConnSignal {
+    fn new() -> ConnSignal {
+        ConnSignal {
+            started: Instant::now(),
+            phase: AtomicU8::new(PHASE_IDLE),
+            idle_since_ms: AtomicU64::new(0),
+            close: AtomicBool::new(false),
+        }
+    }
+
+    /// The response has been sent: the connection is idle until the next head.
+    pub fn response_done(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.idle_since_ms.store(ms, Ordering::Relaxed);
+        self.phase.store(PHASE_IDLE, Ordering::Release);
+    }
+
+    /// Whether the handler must close the connection after this response (the guard
+    /// stopped following the request stream).
+    pub fn must_close(&self) -> bool {
+        self.close.load(Ordering::Relaxed)
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Head larger than the limit, or too many header fields.
+    TooLarge,
+    /// Request target longer than the limit.
+    UriTooLong,
+    /// Malformed, or ambiguous framing.
+    Bad(&'static str),
+}
+
+impl HeadError {
+    fn response(self) -> &'static [u8] {
+        match self {
+            HeadError::TooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            HeadError::UriTooLong => b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            HeadError::Bad(_) => b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        }
+    }
+}
+
+/// How the bytes after a validated head are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length: n` (0 when absent).
+    Length(u64),
+    /// Chunked body: passed through; the connection closes after the response.
+    Chunked,
+    /// `CONNECT` or `Upgrade`: raw bytes follow if the request succeeds.
+    Passthrough,
+}
+
+/// Validates one complete request head (`head` ends with the blank line).
+pub fn validate_head(head: &[u8], limits: &ConnLimits) -> Result<Framing, HeadError> {
+    if head.len() > limits.head_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.headers];
+    let mut req = httparse::Request::new(&mut storage);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HeadError::Bad("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Bad("malformed request head")),
+    }
+    if req.path.is_some_and(|p| p.len() > limits.uri_bytes) {
+        return Err(HeadError::UriTooLong);
+    }
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut upgrade = false;
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if content_length.is_some() {
+                return Err(HeadError::Bad("more than one Content-Length"));
+            }
+            let text =
+                std::str::from_utf8(h.value).map_err(|_| HeadError::Bad("bad Content-Length"))?;
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 18 {
+                return Err(HeadError::Bad("bad Content-Length"));
+            }
+            content_length = Some(
+                text.parse()
+                    .map_err(|_| HeadError::Bad("bad Content-Length"))?,
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only exactly `chunked` is unambiguous; `chunked, chunked`, `xchunked`,
+            // `chunked;x`, `identity` are the stuff of request smuggling.
+            if transfer_encoding || !h.value.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::Bad(
+                    "Transfer-Encoding other than a single \"chunked\"",
+                ));
+            }
+            transfer_encoding = true;
+        } else if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    if hosts > 1 {
+        return Err(HeadError::Bad("more than one Host"));
+    }
+    if transfer_encoding && content_length.is_some() {
+        return Err(HeadError::Bad("both Content-Length and Transfer-Encoding"));
+    }
+    if transfer_encoding && req.version == Some(0) {
+        return Err(HeadError::Bad("Transfer-Encoding in HTTP/1.0"));
+    }
+    if req.method == Some("CONNECT") || upgrade {
+        return Ok(Framing::Passthrough);
+    }
+    if transfer_encoding {
+        return Ok(Framing::Chunked);
+    }
+    Ok(Framing::Length(content_length.unwrap_or(0)))
+}
+
+/// What the guard expects next in the client's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Head,
+    Body(u64),
+    Passthrough,
+}
+
+/// Which time limit fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// Idle keep-alive.
+    Idle,
+    /// Head not received in time (`408` sent).
+    Head,
+    /// Request body stalled.
+    Body,
+    /// Client not reading the response.
+    Write,
+}
+
+/// The client socket, guarded. See the module documentation.
+pub struct GuardedIo {
+    stream: TcpStream,
+    limits: ConnLimits,
+    signal: Arc<ConnSignal>,
+    expect: Expect,
+    /// Bytes of a head not yet complete.
+    head: Vec<u8>,
+    head_started: Option<Instant>,
+    /// Validated bytes waiting for hyper.
+    ready: Vec<u8>,
+    ready_pos: usize,
+    last_read: Instant,
+    read_timer: Pin<Box<Sleep>>,
+    write_stalled_since: Option<Instant>,
+    write_timer: Pin<Box<Sleep>>,
+    /// Set when a limit closed the connection, for the caller's accounting.
+    pub fired: Option<Timeout>,
+    /// Set when a head was refused.
+    pub refused: Option<HeadError>,
+}
+
+impl GuardedIo {
+    /// Guards `stream`; returns the guard and the signal the handler uses.
+    pub fn new(stream: TcpStream, limits: ConnLimits) -> (GuardedIo, Arc<ConnSignal>) {
+        let signal = Arc::new(ConnSignal::new());
+        let now = Instant::now();
+        (
+            GuardedIo {
+                stream,
+                limits,
+                signal: signal.clone(),
+                expect: Expect::Head,
+                head: Vec::new(),
+                head_started: None,
+                ready: Vec::new(),
+                ready_pos: 0,
+                last_read: now,
+                read_timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+                write_stalled_since: None,
+                write_timer: Box::pin(tokio::time::sleep_until(now + limits.write_idle_timeout)),
+                fired: None,
+                refused: None,
+            },
+            signal,
+        )
+    }
+
+    /// The deadline for the read in progress, and which limit it is; `None` while the
+    /// request is with the upstream (its own timeouts apply).
+    fn read_deadline(&self) -> Option<(Instant, Timeout)> {
+        match self.expect {
+            Expect::Passthrough => None,
+            Expect::Body(_) => Some((
+                self.last_read + self.limits.body_idle_timeout,
+                Timeout::Body,
+            )),
+            Expect::Head => {
+                if let Some(started) = self.head_started {
+                    return Some((started + self.limits.head_timeout, Timeout::Head));
+                }
+                if self.signal.phase.load(Ordering::Acquire) == PHASE_IDLE {
+                    Some((
+                        self.signal.idle_since() + self.limits.idle_timeout,
+                        Timeout::Idle,
+                    ))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Feeds freshly read bytes through the head/body tracker into `ready`.
+    fn absorb(&mut self, mut data: &[u8]) -> Result<(), HeadError> {
+        while !data.is_empty() {
+            match self.expect {
+                Expect::Passthrough => {
+                    self.ready.extend_from_slice(data);
+                    return Ok(());
+                }
+                Expect::Body(left) => {
+                    let n = (left as usize).min(data.len());
+                    self.ready.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    let left = left - n as u64;
+                    self.expect = if left == 0 {
+                        Expect::Head
+                    } else {
+                        Expect::Body(left)
+                    };
+                }
+                Expect::Head => {
+                    // Blank lines before a request are allowed (RFC 9112 §2.2).
+                    if self.head.is_empty() {
+                        let skip = data
+                            .iter()
+                            .take_while(|&&b| b == b'\r' || b == b'\n')
+                            .count();
+                        self.ready.extend_from_slice(&data[..skip]);
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            return Ok(());
+                        }
+                        self.head_started = Some(Instant::now());
+                    }
+                    let before = self.head.len();
+                    self.head.extend_from_slice(data);
+                    // Look for the end of the head, starting a little before the new bytes.
+                    let from = before.saturating_sub(3);
+                    match find_head_end(&self.head[from..]) {
+                        None => {
+                            if self.head.len() > self.limits.head_bytes {
+                                return Err(HeadError::TooLarge);
+                            }
+                            return Ok(());
+                        }
+                        Some(end) => {
+                            let end = from + end;
+                            let framing = validate_head(&self.head[..end], &self.limits)?;
+                            let rest = self.head.split_off(end);
+                            self.ready.extend_from_slice(&self.head);
+                            self.head.clear();
+                            self.head_started = None;
+                            self.signal.phase.store(PHASE_REQUEST, Ordering::Release);
+                            self.expect = match framing {
+                                Framing::Length(0) => Expect::Head,
+                                Framing::Length(n) => Expect::Body(n),
+                                Framing::Chunked | Framing::Passthrough => {
+                                    self.signal.close.store(true, Ordering::Relaxed);
+                                    Expect::Passthrough
+                                }
+                            };
+                            // `rest` holds whatever followed the head in this read.
+                            return self.absorb(&rest);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+impl Read for GuardedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.ready_pos < this.ready.len() {
+                let avail = &this.ready[this.ready_pos..];
+                let n = avail.len().min(buf.remaining());
+                buf.put_slice(&avail[..n]);
+                this.ready_pos += n;
+                if this.ready_pos == this.ready.len() {
+                    this.ready.clear();
+                    this.ready_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let data = rb.filled();
+                    if data.is_empty() {
+                        if !this.head.is_empty() {
+                            // The client closed mid-head: nothing to answer.
+                            this.head.clear();
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.last_read = Instant::now();
+                    let owned = data.to_vec();
+                    if let Err(e) = this.absorb(&owned) {
+                        this.refused = Some(e);
+                        // Best effort: the socket has room for a few bytes on a live
+                        // connection; if not, closing says enough.
+                        let _ = this.stream.try_write(e.response());
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "request head refused",
+                        )));
+                    }
+                    continue;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let Some((deadline, which)) = this.read_deadline() else {
+                        return Poll::Pending;
+                    };
+                    if this.read_timer.deadline() != deadline {
+                        this.read_timer.as_mut().reset(deadline);
+                    }
+                    match this.read_timer.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) => {
+                            // Deadlines move (the phase may have changed): re-check.
+                            if this
+                                .read_deadline()
+                                .is_some_and(|(d, _)| d > Instant::now())
+                            {
+                                continue;
+                            }
+                            this.fired = Some(which);
+                            if which == Timeout::Head {
+                                let _ = this.stream.try_write(
+                                    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                                );
+                            }
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "client timed out",
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl GuardedIo {
+    fn check_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let now = Instant::now();
+        let since = *self.write_stalled_since.get_or_insert(now);
+        let deadline = since + self.limits.write_idle_timeout;
+        if self.write_timer.deadline() != deadline {
+            self.write_timer.as_mut().reset(deadline);
+        }
+        match self.write_timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.fired = Some(Timeout::Write);
+                Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                ))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Write for GuardedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.write_stalled_since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.check_write_stall(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_flush(cx) {
+            Poll::Ready(r) => {
+                this.write_stalled_since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.check_write_stall(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.write_stalled_since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.check_write_stall(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ConnLimits {
+        ConnLimits {
+            head_bytes: 1024,
+            headers: 8,
+            uri_bytes: 64,
+            head_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            body_idle_timeout: Duration::from_secs(1),
+            write_idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn head_validation_table() {
+        let l = limits();
+        let get = "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n";
+        let many: String = (0..9).map(|i| format!("X-{i}: y\r\n")).collect();
+        let rows: Vec<(String, Result<Framing, HeadError>)> = vec![
+            (format!("{get}\r\n"), Ok(Framing::Length(0))),
+            (
+                format!("{get}Content-Length: 5\r\n\r\n"),
+                Ok(Framing::Length(5)),
+            ),
+            (
+                format!("{get}Transfer-Encoding: chunked\r\n\r\n"),
+                Ok(Framing::Chunked),
+            ),
+            (
+                format!("{get}transfer-encoding: CHUNKED\r\n\r\n"),
+                Ok(Framing::Chunked),
+            ),
+            (
+                "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n".into(),
+                Ok(Framing::Passthrough),
+            ),
+            (
+                format!("{get}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+                Ok(Framing::Passthrough),
+            ),
+            (
+                format!("{get}Content-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+                Err(HeadError::Bad("more than one Content-Length")),
+            ),
+            (
+                format!("{get}Content-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+                Err(HeadError::Bad("more than one Content-Length")),
+            ),
+            (
+                format!("{get}Content-Length: 5, 5\r\n\r\n"),
+                Err(HeadError::Bad("bad Content-Length")),
+            ),
+            (
+                format!("{get}Content-Length: -1\r\n\r\n"),
+                Err(HeadError::Bad("bad Content-Length")),
+            ),
+            (
+                format!("{get}Content-Length: +5\r\n\r\n"),
+                Err(HeadError::Bad("bad Content-Length")),
+            ),
+            (
+                format!("{get}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                Err(HeadError::Bad("both Content-Length and Transfer-Encoding")),
+            ),
+            (
+                format!("{get}Transfer-Encoding: chunked, chunked\r\n\r\n"),
+                Err(HeadError::Bad(
+                    "Transfer-Encoding other than a single \"chunked\"",
+                )),
+            ),
+            (
+                format!("{get}Transfer-Encoding: xchunked\r\n\r\n"),
+                Err(HeadError::Bad(
+                    "Transfer-Encoding other than a single \"chunked\"",
+                )),
+            ),
+            (
+                format!("{get}Transfer-Encoding: gzip, chunked\r\n\r\n"),
+                Err(HeadError::Bad(
+                    "Transfer-Encoding other than a single \"chunked\"",
+                )),
+            ),
+            (
+                format!("{get}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                Err(HeadError::Bad(
+                    "Transfer-Encoding other than a single \"chunked\"",
+                )),
+            ),
+            (
+                format!("{get}Transfer-Encoding : chunked\r\n\r\n"),
+                Err(HeadError::Bad("malformed request head")),
+            ),
+            (
+                format!("{get}Host: b.example\r\n\r\n"),
+                Err(HeadError::Bad("more than one Host")),
+            ),
+            (format!("{get}{many}\r\n"), Err(HeadError::TooLarge)),
+            (
+                format!("GET http://a.example/{} HTTP/1.1\r\n\r\n", "x".repeat(100)),
+                Err(HeadError::UriTooLong),
+            ),
+            (
+                format!("{get}X: {}\r\n\r\n", "y".repeat(2000)),
+                Err(HeadError::TooLarge),
+            ),
+            (
+                "GET http://a.example/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+                Err(HeadError::Bad("Transfer-Encoding in HTTP/1.0")),
+            ),
+            (
+                "NOT A REQUEST\r\n\r\n".into(),
+                Err(HeadError::Bad("malformed request head")),
+            ),
+        ];
+        for (head, want) in rows {
+            assert_eq!(validate_head(head.as_bytes(), &l), want, "{head:?}");
+        }
+    }
+}

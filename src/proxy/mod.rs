@@ -1,0 +1,1022 @@
+//! The proxy: `gatehouse run`. Accepts connections, identifies the requester, classifies
+//! and decides every request, records the verdict, then forwards it, tunnels it, or
+//! answers with the block page.
+//!
+//! One [`Proxy`] value is shared by every connection. The policy and lists are read from
+//! the [`Live`] snapshot once per request, so a reload never changes the rules under a
+//! request in flight. Nothing is forwarded without a verdict: `forward` and the tunnel
+//! both take the [`Verdict`] that allowed them, and the record of it is handed to the
+//! decision log first.
+
+pub mod auth;
+pub mod conn;
+pub mod pages;
+pub mod tunnel;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::decision::{format_reference, DecisionLog, DecisionRecord};
+use crate::host::{parse_authority, Scheme, Target};
+use crate::identity::{canonical_ip, AuthRequirement};
+use crate::lists::CacheMode;
+use crate::policy::{Action, GroupId, Policy, Requester, Verdict};
+use crate::snapshot::{self, Live, Snapshot};
+
+use self::auth::{AuthCache, AuthResult};
+use self::conn::{ConnLimits, ConnSignal, GuardedIo};
+use self::upstream::{upstream_error, Connector, Dialer, UpstreamError};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body type: upstream bodies and our own pages alike.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Counters the proxy keeps (exposed as metrics by the admin listener when it lands).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections open now.
+    pub connections: AtomicU64,
+    /// Tunnels open now.
+    pub tunnels: AtomicU64,
+    /// Connections refused by a cap.
+    pub refused_connections: AtomicU64,
+    /// `407` challenges sent.
+    pub auth_challenges: AtomicU64,
+    /// Failed authentications.
+    pub auth_failures: AtomicU64,
+}
+
+/// Decrements a gauge when dropped.
+pub struct GaugeGuard<'a>(&'a AtomicU64);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Stats {
+    /// Counts a tunnel open until the guard drops.
+    pub fn tunnel_open(&self) -> GaugeGuard<'_> {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(&self.tunnels)
+    }
+}
+
+/// Everything the connections share.
+pub struct Proxy {
+    live: Arc<Live>,
+    config: PathBuf,
+    /// Where verdicts go before anything is forwarded.
+    pub log: DecisionLog,
+    auth: AuthCache,
+    client: Client<Connector, Incoming>,
+    /// Counters.
+    pub stats: Stats,
+    tracker: TaskTracker,
+    own: Arc<Vec<SocketAddr>>,
+}
+
+/// Who is asking and what they see, fixed for one request.
+#[derive(Clone)]
+pub struct RequestContext {
+    snapshot: Arc<Snapshot>,
+    client: IpAddr,
+    user: Option<String>,
+    group: GroupId,
+    now: DateTime<Utc>,
+}
+
+impl RequestContext {
+    fn requester(&self) -> Requester<'_> {
+        Requester {
+            group: self.group,
+            user: self.user.as_deref(),
+            client: Some(self.client),
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own, removed before forwarding.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. With
+/// `upgrading`, `Upgrade` and `Connection: upgrade` are kept for the upstream.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    if upgrading {
+        if let Some(u) = upgrade {
+            headers.insert(header::UPGRADE, u);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+}
+
+const VIA: &str = "1.1 gatehouse";
+
+fn add_via(headers: &mut HeaderMap) {
+    headers.append(header::VIA, HeaderValue::from_static(VIA));
+}
+
+/// A response body that tells the connection guard when the response is complete, so
+/// that the keep-alive idle limit starts then and not before.
+struct Tracked {
+    inner: Body,
+    signal: Option<Arc<ConnSignal>>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            if let Some(s) = self.signal.take() {
+                s.response_done();
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(s) = self.signal.take() {
+            s.response_done();
+        }
+    }
+}
+
+impl Proxy {
+    fn dialer(&self, snap: &Snapshot) -> Dialer {
+        Dialer::for_snapshot(snap, self.own.clone())
+    }
+
+    fn local_time(&self, snap: &Snapshot, at: DateTime<Utc>) -> String {
+        at.with_timezone(&snap.policy.timezone)
+            .format("%a %-d %b %Y %H:%M:%S")
+            .to_string()
+    }
+
+    fn page(status: StatusCode, html: String) -> Response<Body> {
+        let mut resp = Response::new(full(html));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    fn text(status: StatusCode, text: String) -> Response<Body> {
+        let mut resp = Response::new(full(text));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+
+    fn bad_request(&self, ctx: &RequestContext, why: &str) -> Response<Body> {
+        let mut resp = Proxy::page(
+            StatusCode::BAD_REQUEST,
+            pages::error_page(&ctx.snapshot.policy.school, "Bad request", "-", why),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+
+    /// Records a refusal that is not a policy verdict (a port, a protocol, a missing SNI).
+    #[allow(clippy::too_many_arguments)]
+    async fn record_refusal(
+        &self,
+        ctx: &RequestContext,
+        method: &str,
+        url: &str,
+        sni: Option<String>,
+        categories: Vec<String>,
+        reason: &'static str,
+        explanation: String,
+        status: u16,
+    ) -> Option<u64> {
+        let record = DecisionRecord {
+            time: ctx.now,
+            client: ctx.client,
+            user: ctx.user.clone(),
+            group: ctx.snapshot.policy.group(ctx.group).name.clone(),
+            method: method.to_string(),
+            url: url.to_string(),
+            sni,
+            categories,
+            action: "block",
+            reason,
+            explanation,
+            grant_ticket: None,
+            status,
+            search_terms: Vec::new(),
+        };
+        self.log.record(&record).await.ok()
+    }
+
+    /// Refuses with the block page (HTML) or its text (CONNECT), recording it first.
+    #[allow(clippy::too_many_arguments)]
+    async fn refuse(
+        &self,
+        ctx: &RequestContext,
+        method: &str,
+        url: &str,
+        category: Option<&str>,
+        categories: Vec<String>,
+        reason: &'static str,
+        explanation: String,
+        as_text: bool,
+    ) -> Response<Body> {
+        let Some(reference) = self
+            .record_refusal(
+                ctx,
+                method,
+                url,
+                None,
+                categories,
+                reason,
+                explanation.clone(),
+                403,
+            )
+            .await
+        else {
+            return self.log_unavailable(ctx);
+        };
+        let snap = &ctx.snapshot;
+        let reference = format_reference(reference);
+        let time = self.local_time(snap, ctx.now);
+        let info = pages::BlockInfo {
+            school: &snap.policy.school,
+            site: url,
+            category,
+            explanation: &explanation,
+            group: &snap.policy.group(ctx.group).name,
+            time: &time,
+            reference: &reference,
+        };
+        let mut resp = if as_text {
+            Proxy::text(StatusCode::FORBIDDEN, pages::block_text(&info))
+        } else {
+            Proxy::page(StatusCode::FORBIDDEN, pages::block_page(&info))
+        };
+        if let Ok(v) = HeaderValue::from_str(&reference) {
+            resp.headers_mut().insert("x-gatehouse-reference", v);
+        }
+        resp
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn refuse_verdict(
+        &self,
+        ctx: &RequestContext,
+        method: &str,
+        url: &str,
+        host_note: Option<&str>,
+        verdict: &Verdict,
+        classification: &crate::classify::Classification,
+        as_text: bool,
+    ) -> Response<Body> {
+        let policy = &ctx.snapshot.policy;
+        let names: Vec<String> = policy
+            .category_names(verdict.categories)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let shown = match verdict.reason {
+            crate::policy::Reason::Illegal { category }
+            | crate::policy::Reason::Category { category, .. } => {
+                Some(policy.category(category).name.as_str())
+            }
+            _ => None,
+        };
+        let mut explanation = policy.explain(verdict);
+        if let Some(note) = host_note {
+            explanation.push_str("; ");
+            explanation.push_str(note);
+        }
+        let mut resp = self
+            .refuse(
+                ctx,
+                method,
+                url,
+                shown,
+                names,
+                Policy::reason_code(&verdict.reason),
+                explanation,
+                as_text,
+            )
+            .await;
+        if !classification.terms.is_empty() {
+            tracing::info!(target: "gatehouse::decision", url, terms = ?classification.terms.iter().map(|t| &t.term).collect::<Vec<_>>(), "search terms of concern");
+        }
+        if as_text {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    fn log_unavailable(&self, ctx: &RequestContext) -> Response<Body> {
+        Proxy::page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::error_page(
+                &ctx.snapshot.policy.school,
+                "Filtering is unavailable",
+                "-",
+                "The web filter cannot record requests at the moment, so it is not letting any through.",
+            ),
+        )
+    }
+
+    async fn upstream_failure(
+        &self,
+        ctx: &RequestContext,
+        method: &str,
+        url: &str,
+        e: &UpstreamError,
+        as_text: bool,
+    ) -> Response<Body> {
+        let (status, title) = match e {
+            UpstreamError::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The site took too long to answer",
+            ),
+            UpstreamError::Internal { .. } => (
+                StatusCode::FORBIDDEN,
+                "This address is on the school's own network",
+            ),
+            UpstreamError::Dns { .. } => (StatusCode::BAD_GATEWAY, "The site could not be found"),
+            UpstreamError::Refused { .. } => {
+                (StatusCode::BAD_GATEWAY, "The site could not be reached")
+            }
+        };
+        tracing::info!(target: "gatehouse::upstream", kind = e.kind(), method, url, error = %e, "upstream failure");
+        if let UpstreamError::Internal { .. } = e {
+            // A pivot attempt is a decision worth keeping.
+            let _ = self
+                .record_refusal(
+                    ctx,
+                    method,
+                    url,
+                    None,
+                    Vec::new(),
+                    "internal_destination",
+                    e.to_string(),
+                    403,
+                )
+                .await;
+        }
+        if as_text {
+            let mut r = Proxy::text(status, format!("{title}: {e}\n"));
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        Proxy::page(
+            status,
+            pages::error_page(&ctx.snapshot.policy.school, title, url, &e.to_string()),
+        )
+    }
+
+    fn challenge(&self, snap: &Snapshot) -> Response<Body> {
+        self.stats.auth_challenges.fetch_add(1, Ordering::Relaxed);
+        let mut resp = Proxy::page(
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            pages::auth_page(&snap.policy.school),
+        );
+        let realm = format!(
+            "Basic realm=\"Gatehouse ({})\"",
+            snap.policy.school.replace('"', "'")
+        );
+        if let Ok(v) = HeaderValue::from_str(&realm) {
+            resp.headers_mut().insert(header::PROXY_AUTHENTICATE, v);
+        }
+        resp
+    }
+
+    /// Handles one request from a client connection.
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        signal: Arc<ConnSignal>,
+    ) -> Result<Response<Body>, Infallible> {
+        let snapshot = self.live.get();
+        let client = canonical_ip(peer.ip());
+        let identity = &snapshot.policy.identity;
+        let auth_header = req
+            .headers()
+            .get(header::PROXY_AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let subnet = identity.subnet_for(client);
+        let (group, user) = match self.auth.check(auth_header, identity).await {
+            AuthResult::User(name) => match identity.user(&name) {
+                Some(u) => (u.group, Some(name)),
+                None => return Ok(self.challenge(&snapshot)),
+            },
+            AuthResult::Failed => {
+                self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "gatehouse::auth", client = %client, "proxy authentication failed");
+                return Ok(self.challenge(&snapshot));
+            }
+            AuthResult::Missing => match subnet {
+                Some(rule) if rule.auth == AuthRequirement::Required => {
+                    return Ok(self.challenge(&snapshot))
+                }
+                Some(rule) => (rule.group, None),
+                None => (identity.default_group, None),
+            },
+        };
+        let ctx = RequestContext {
+            snapshot: snapshot.clone(),
+            client,
+            user,
+            group,
+            now: Utc::now(),
+        };
+        let is_connect = req.method() == Method::CONNECT;
+        let mut resp = if is_connect {
+            tunnel::handle(self.clone(), req, ctx).await
+        } else {
+            self.http(req, ctx).await
+        };
+        // After a chunked body, a CONNECT or an Upgrade the guard no longer follows the
+        // request stream, so the connection must not carry another request — but a
+        // tunnel or upgrade that succeeded is no longer HTTP at all.
+        let switching = (is_connect && resp.status() == StatusCode::OK)
+            || resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if signal.must_close() && !switching {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let (parts, body) = resp.into_parts();
+        let body = Tracked {
+            inner: body,
+            signal: Some(signal),
+        }
+        .boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn http(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        ctx: RequestContext,
+    ) -> Response<Body> {
+        let uri = req.uri().clone();
+        if uri.scheme().is_none() || uri.authority().is_none() {
+            return self.bad_request(
+                &ctx,
+                "This is a web proxy: requests must name the whole address (absolute-form), as browsers do when set to use a proxy.",
+            );
+        }
+        let target = match Target::parse(&uri.to_string()) {
+            Ok(t) => t,
+            Err(e) => return self.bad_request(&ctx, &e.to_string()),
+        };
+        if target.scheme != Scheme::Http {
+            return self.bad_request(
+                &ctx,
+                "Only http:// addresses are forwarded this way; browsers use CONNECT for https.",
+            );
+        }
+        // RFC 9112 §3.2.2: for absolute-form the target wins over Host; a Host naming
+        // another host is rewritten, and noted in the record.
+        let host_note = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| match parse_authority(h) {
+                Ok((host, _)) if host == target.host => None,
+                _ => Some(format!("Host header {h:?} rewritten to {}", target.host)),
+            });
+        let snap = ctx.snapshot.clone();
+        let policy = &snap.policy;
+        let classification = snap.classify(&target);
+        let verdict = policy.decide(&ctx.requester(), &target, &classification, &[], ctx.now);
+        let url = format!(
+            "http://{}{}",
+            host_port(&target),
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        );
+        if verdict.action == Action::Block {
+            return self
+                .refuse_verdict(
+                    &ctx,
+                    req.method().as_str(),
+                    &url,
+                    host_note.as_deref(),
+                    &verdict,
+                    &classification,
+                    false,
+                )
+                .await;
+        }
+        let mut explanation = policy.explain(&verdict);
+        if let Some(note) = &host_note {
+            explanation.push_str("; ");
+            explanation.push_str(note);
+        }
+        let record = DecisionRecord {
+            time: ctx.now,
+            client: ctx.client,
+            user: ctx.user.clone(),
+            group: policy.group(ctx.group).name.clone(),
+            method: req.method().to_string(),
+            url: url.clone(),
+            sni: None,
+            categories: policy
+                .category_names(verdict.categories)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            action: "allow",
+            reason: Policy::reason_code(&verdict.reason),
+            explanation,
+            grant_ticket: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+            status: 0,
+            search_terms: classification
+                .terms
+                .iter()
+                .map(|t| t.term.clone())
+                .collect(),
+        };
+        let Ok(reference) = self.log.record(&record).await else {
+            return self.log_unavailable(&ctx);
+        };
+
+        // Forward.
+        let upgrading = req.headers().contains_key(header::UPGRADE);
+        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers, upgrading);
+        if let Ok(v) = HeaderValue::from_str(&host_port(&target)) {
+            parts.headers.insert(header::HOST, v);
+        }
+        add_via(&mut parts.headers);
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        parts.uri = match Uri::try_from(format!("http://{}{}", host_port(&target), path)) {
+            Ok(u) => u,
+            Err(e) => return self.bad_request(&ctx, &e.to_string()),
+        };
+        let started = std::time::Instant::now();
+        let timeout = policy.server.upstream_timeout;
+        let result = tokio::time::timeout(
+            timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        let mut resp = match result {
+            Err(_) => {
+                let e = UpstreamError::Timeout {
+                    host: target.host.to_string(),
+                };
+                return self.upstream_failure(&ctx, "GET", &url, &e, false).await;
+            }
+            Ok(Err(e)) => {
+                let err = match upstream_error(&e) {
+                    Some(u) => clone_upstream(u),
+                    None => UpstreamError::Refused {
+                        host: target.host.to_string(),
+                        detail: error_chain(&e),
+                    },
+                };
+                return self.upstream_failure(&ctx, "GET", &url, &err, false).await;
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                let settings = policy.server.clone();
+                self.tracker.spawn(async move {
+                    if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                        tunnel::splice(
+                            TokioIo::new(c),
+                            TokioIo::new(u),
+                            settings.tunnel_idle_timeout,
+                            settings.tunnel_max_lifetime,
+                        )
+                        .await;
+                    }
+                });
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(
+            &mut parts.headers,
+            status == StatusCode::SWITCHING_PROTOCOLS,
+        );
+        add_via(&mut parts.headers);
+        self.log
+            .completed(reference, status.as_u16(), 0, 0, started.elapsed());
+        Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+    }
+}
+
+fn host_port(target: &Target) -> String {
+    let default = match target.scheme {
+        Scheme::Http | Scheme::Ws => 80,
+        Scheme::Https | Scheme::Wss => 443,
+    };
+    if target.port == default {
+        target.host.to_string()
+    } else {
+        format!("{}:{}", target.host, target.port)
+    }
+}
+
+fn clone_upstream(e: &UpstreamError) -> UpstreamError {
+    match e {
+        UpstreamError::Dns { host, detail } => UpstreamError::Dns {
+            host: host.clone(),
+            detail: detail.clone(),
+        },
+        UpstreamError::Refused { host, detail } => UpstreamError::Refused {
+            host: host.clone(),
+            detail: detail.clone(),
+        },
+        UpstreamError::Timeout { host } => UpstreamError::Timeout { host: host.clone() },
+        UpstreamError::Internal { host, addr } => UpstreamError::Internal {
+            host: host.clone(),
+            addr: *addr,
+        },
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Why `gatehouse run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The policy did not load.
+    #[error("{0}")]
+    Policy(#[from] crate::config::ConfigErrors),
+    /// The listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime or a signal handler failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The connection caps: a global limit derived from the file-descriptor limit, and one
+/// per client address, both refusing excess connections at once.
+struct Caps {
+    global: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    per_client_max: usize,
+}
+
+struct ClientSlot<'a> {
+    caps: &'a Caps,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.caps.per_client.lock() {
+            if let Some(n) = map.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Caps {
+    fn take(&self, ip: IpAddr) -> Option<ClientSlot<'_>> {
+        let mut map = self.per_client.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.per_client_max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { caps: self, ip })
+    }
+}
+
+/// The file-descriptor limit, raised to the hard limit, and the connection cap it allows:
+/// each proxied connection may hold two descriptors (client and upstream), and some are
+/// kept back for lists, logs and the admin listener.
+fn connection_cap(configured: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let derived = (limit.saturating_sub(64) / 2).max(16) as usize;
+    if configured == 0 {
+        derived
+    } else {
+        configured.min(derived)
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT. Returns when in-flight work has finished or
+/// the grace period has passed.
+pub async fn run(config: PathBuf) -> Result<(), RunError> {
+    let path = config.clone();
+    let snap = tokio::task::spawn_blocking(move || snapshot::load(&path, CacheMode::Use))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    for w in &snap.report.warnings {
+        tracing::warn!(file = %w.file.display(), line = w.line, "{}", w.message);
+    }
+    let settings = snap.policy.server.clone();
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    let own = Arc::new(vec![local]);
+    let live = Arc::new(Live::new(snap));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(Connector {
+            live: live.clone(),
+            own: own.clone(),
+        });
+    let base = Utc::now().timestamp_millis().max(0) as u64;
+    let cap = connection_cap(settings.max_connections);
+    let proxy = Arc::new(Proxy {
+        live,
+        config,
+        log: DecisionLog::new(base),
+        auth: AuthCache::default(),
+        client,
+        stats: Stats::default(),
+        tracker: TaskTracker::new(),
+        own,
+    });
+    let caps = Arc::new(Caps {
+        global: Arc::new(Semaphore::new(cap)),
+        per_client: Mutex::new(HashMap::new()),
+        per_client_max: settings.max_connections_per_client,
+    });
+    tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
+
+    let shutdown = CancellationToken::new();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+    let accept = {
+        let proxy = proxy.clone();
+        let caps = caps.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { accept_loop(listener, proxy, caps, shutdown).await })
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => proxy.reload().await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(
+        grace_secs = settings.shutdown_grace.as_secs(),
+        "shutting down: no new connections; finishing requests in flight"
+    );
+    shutdown.cancel();
+    let _ = accept.await;
+    proxy.tracker.close();
+    if tokio::time::timeout(settings.shutdown_grace, proxy.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+    tracing::info!("gatehouse stopped");
+    Ok(())
+}
+
+impl Proxy {
+    /// Reloads policy and lists; a failure leaves the snapshot in force untouched.
+    async fn reload(&self) {
+        let path = self.config.clone();
+        let result =
+            tokio::task::spawn_blocking(move || snapshot::load(&path, CacheMode::Use)).await;
+        match result {
+            Ok(Ok(snap)) => {
+                let old_listen = self.live.get().policy.server.listen;
+                if snap.policy.server.listen != old_listen {
+                    tracing::warn!(old = %old_listen, new = %snap.policy.server.listen, "the listen address changes only at restart");
+                }
+                let entries = snap.lists.domains.len();
+                self.live.replace(snap);
+                tracing::info!(
+                    kind = "policy",
+                    result = "ok",
+                    domains = entries,
+                    "reloaded policy and lists"
+                );
+            }
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!(kind = "policy", result = "error", "{e}");
+                }
+                tracing::error!(
+                    kind = "policy",
+                    result = "error",
+                    "reload refused; the previous policy stays in force"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "reload task failed"),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    caps: Arc<Caps>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a transient error: back off
+                // rather than spin; connections in flight free descriptors as they end.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = caps.global.clone().try_acquire_owned() else {
+            proxy
+                .stats
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            refuse_connection(stream, "the proxy is at its connection limit");
+            continue;
+        };
+        let proxy = proxy.clone();
+        let caps = caps.clone();
+        let shutdown = shutdown.clone();
+        proxy.clone().tracker.spawn(async move {
+            let _permit = permit;
+            let ip = canonical_ip(peer.ip());
+            let Some(_slot) = caps.take(ip) else {
+                proxy
+                    .stats
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                refuse_connection(stream, "too many connections from this address");
+                return;
+            };
+            proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
+            let _open = GaugeGuard(&proxy.stats.connections);
+            serve_connection(proxy.clone(), stream, peer, shutdown).await;
+        });
+    }
+}
+
+/// Answers `503` without reading the request and closes: excess connections are refused
+/// at once, never queued.
+fn refuse_connection(stream: TcpStream, why: &str) {
+    let body = format!("{why}\n");
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(msg.as_bytes());
+}
+
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let settings = proxy.live.get().policy.server.clone();
+    let limits = ConnLimits {
+        head_bytes: settings.max_header_bytes,
+        headers: settings.max_headers,
+        uri_bytes: settings.max_uri_bytes,
+        head_timeout: settings.head_timeout,
+        idle_timeout: settings.idle_timeout,
+        body_idle_timeout: settings.body_idle_timeout,
+        write_idle_timeout: settings.write_idle_timeout,
+    };
+    let (io, signal) = GuardedIo::new(stream, limits);
+    let service = {
+        let proxy = proxy.clone();
+        service_fn(move |req| proxy.clone().handle(req, peer, signal.clone()))
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024))
+        .max_headers(settings.max_headers);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(client = %peer, error = %e, "connection ended");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! HTTPS through `CONNECT`: decide on the CONNECT target, dial it, answer `200`, read
+//! the TLS ClientHello (parsed by rustls's `Acceptor`, not by hand), decide again on its
+//! SNI, then replay the ClientHello upstream and splice the two sockets.
+//!
+//! The second decision is what stops domain fronting and IP-literal tunnels: a tunnel to
+//! an allowed host, or to a bare address, whose ClientHello names a blocked host is
+//! closed before a byte of it reaches the upstream. Bytes that are not a ClientHello
+//! (SSH, OpenVPN over TCP) close the tunnel too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{Body, Proxy, RequestContext};
+use crate::decision::DecisionRecord;
+use crate::host::{Host, Target};
+use crate::policy::Action;
+
+/// Largest ClientHello we wait for (post-quantum key shares make them a few KiB).
+const MAX_HELLO: usize = 64 * 1024;
+
+/// What the start of a tunnel turned out to be.
+enum Hello {
+    /// A ClientHello, with its SNI if it had one.
+    Tls(Option<String>),
+    /// Not TLS.
+    NotTls,
+    /// The client went away or took too long.
+    Gone,
+}
+
+async fn read_client_hello<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+    wait: Duration,
+) -> Hello {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let deadline = Instant::now() + wait;
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Hello::Gone,
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut fresh: &[u8] = &chunk[..n];
+        while !fresh.is_empty() {
+            if acceptor.read_tls(&mut fresh).is_err() {
+                return Hello::NotTls;
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                return Hello::Tls(accepted.client_hello().server_name().map(str::to_string))
+            }
+            Ok(None) if buf.len() < MAX_HELLO => continue,
+            Ok(None) | Err(_) => return Hello::NotTls,
+        }
+    }
+}
+
+/// Copies both ways until both sides finish, the tunnel has been idle for `idle`, or it
+/// has lived for `lifetime`. Returns bytes (client → upstream, upstream → client).
+pub async fn splice<A, B>(a: A, b: B, idle: Duration, lifetime: Duration) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let mut up = vec![0u8; 16 * 1024];
+    let mut down = vec![0u8; 16 * 1024];
+    let (mut sent, mut received) = (0u64, 0u64);
+    let (mut a_open, mut b_open) = (true, true);
+    let end = Instant::now() + lifetime;
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    while a_open || b_open {
+        tokio::select! {
+            r = ar.read(&mut up), if a_open => match r {
+                Ok(0) | Err(_) => { a_open = false; let _ = bw.shutdown().await; }
+                Ok(n) => {
+                    if bw.write_all(&up[..n]).await.is_err() { break; }
+                    sent += n as u64;
+                    idle_timer.as_mut().reset(Instant::now() + idle);
+                }
+            },
+            r = br.read(&mut down), if b_open => match r {
+                Ok(0) | Err(_) => { b_open = false; let _ = aw.shutdown().await; }
+                Ok(n) => {
+                    if aw.write_all(&down[..n]).await.is_err() { break; }
+                    received += n as u64;
+                    idle_timer.as_mut().reset(Instant::now() + idle);
+                }
+            },
+            _ = &mut idle_timer => break,
+            _ = tokio::time::sleep_until(end) => break,
+        }
+    }
+    (sent, received)
+}
+
+/// Handles one `CONNECT`.
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+    ctx: RequestContext,
+) -> Response<Body> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let target = match Target::from_authority(&authority) {
+        Ok(t) => t,
+        Err(e) => return proxy.bad_request(&ctx, &format!("CONNECT target {authority:?}: {e}")),
+    };
+    let snap = ctx.snapshot.clone();
+    let policy = &snap.policy;
+    let settings = &policy.server;
+    let url = format!("{}:{}", target.host, target.port);
+
+    if !settings.tunnel_ports.contains(&target.port) {
+        let explanation = format!(
+            "tunnels may only reach ports {:?}; port {} is not allowed",
+            settings.tunnel_ports, target.port
+        );
+        return proxy
+            .refuse(
+                &ctx,
+                "CONNECT",
+                &url,
+                None,
+                Vec::new(),
+                "port",
+                explanation,
+                true,
+            )
+            .await;
+    }
+
+    let classification = snap.classify(&target);
+    let verdict = policy.decide(&ctx.requester(), &target, &classification, &[], ctx.now);
+    if verdict.action == Action::Block {
+        return proxy
+            .refuse_verdict(&ctx, "CONNECT", &url, None, &verdict, &classification, true)
+            .await;
+    }
+
+    let upstream = match proxy
+        .dialer(&snap)
+        .connect(&target.host.to_string(), target.port)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return proxy
+                .upstream_failure(&ctx, "CONNECT", &url, &e, true)
+                .await
+        }
+    };
+
+    let on_upgrade = hyper::upgrade::on(req);
+    let tracker = proxy.tracker.clone();
+    tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(upgraded);
+        run_tunnel(proxy, ctx, target, verdict, &mut client, upstream).await;
+    });
+    let mut resp = Response::new(super::empty());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
+    proxy: Arc<Proxy>,
+    ctx: RequestContext,
+    target: Target,
+    connect_verdict: crate::policy::Verdict,
+    client: &mut C,
+    mut upstream: TcpStream,
+) {
+    let snap = ctx.snapshot.clone();
+    let policy = &snap.policy;
+    let settings = &policy.server;
+    let group = policy.group(ctx.group);
+    let url = format!("{}:{}", target.host, target.port);
+    let mut hello = Vec::new();
+    let sni = match read_client_hello(client, &mut hello, settings.client_hello_timeout).await {
+        Hello::Gone => return,
+        Hello::NotTls => {
+            let _ = proxy
+                .record_refusal(&ctx, "CONNECT", &url, None, Vec::new(), "not_tls", "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)".into(), 403)
+                .await;
+            return;
+        }
+        Hello::Tls(sni) => sni,
+    };
+    let mut verdict = connect_verdict;
+    let mut classification_terms = Vec::new();
+    let mut categories = policy
+        .category_names(verdict.categories)
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    match &sni {
+        None if group.require_sni => {
+            let _ = proxy
+                .record_refusal(
+                    &ctx,
+                    "CONNECT",
+                    &url,
+                    None,
+                    categories,
+                    "no_sni",
+                    format!(
+                        "group {} requires TLS tunnels to name their server (SNI)",
+                        group.name
+                    ),
+                    403,
+                )
+                .await;
+            return;
+        }
+        None => {}
+        Some(name) => {
+            let host = match Host::parse(name) {
+                Ok(h) => h,
+                Err(_) => {
+                    let _ = proxy
+                        .record_refusal(
+                            &ctx,
+                            "CONNECT",
+                            &url,
+                            Some(name.clone()),
+                            categories,
+                            "bad_sni",
+                            format!("the ClientHello names an invalid server {name:?}"),
+                            403,
+                        )
+                        .await;
+                    return;
+                }
+            };
+            let sni_target = Target {
+                host,
+                ..target.clone()
+            };
+            let c = snap.classify(&sni_target);
+            let v = policy.decide(&ctx.requester(), &sni_target, &c, &[], ctx.now);
+            categories = policy
+                .category_names(v.categories.union(verdict.categories))
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            classification_terms = c.terms.iter().map(|m| m.term.clone()).collect();
+            if v.action == Action::Block {
+                let mut explanation = policy.explain(&v);
+                if sni_target.host != target.host {
+                    explanation = format!(
+                        "the ClientHello names {}, not {}: {explanation}",
+                        sni_target.host, target.host
+                    );
+                }
+                let _ = proxy
+                    .record_refusal(
+                        &ctx,
+                        "CONNECT",
+                        &url,
+                        Some(name.clone()),
+                        categories,
+                        crate::policy::Policy::reason_code(&v.reason),
+                        explanation,
+                        403,
+                    )
+                    .await;
+                return;
+            }
+            verdict = v;
+        }
+    }
+    let record = DecisionRecord {
+        time: ctx.now,
+        client: ctx.client,
+        user: ctx.user.clone(),
+        group: group.name.clone(),
+        method: "CONNECT".into(),
+        url: url.clone(),
+        sni: sni.clone(),
+        categories,
+        action: "allow",
+        reason: crate::policy::Policy::reason_code(&verdict.reason),
+        explanation: policy.explain(&verdict),
+        grant_ticket: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+        status: 200,
+        search_terms: classification_terms,
+    };
+    if proxy.log.record(&record).await.is_err() {
+        return;
+    }
+    if upstream.write_all(&hello).await.is_err() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let _tunnel = proxy.stats.tunnel_open();
+    let (up, down) = splice(
+        client,
+        upstream,
+        settings.tunnel_idle_timeout,
+        settings.tunnel_max_lifetime,
+    )
+    .await;
+    tracing::debug!(target: "gatehouse::decision", url = %url, bytes_up = up + hello.len() as u64, bytes_down = down, duration_ms = started.elapsed().as_millis() as u64, "tunnel closed");
+}
