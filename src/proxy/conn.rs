@@ -9,9 +9,10 @@
 //!   `Content-Length` with `Transfer-Encoding`, any `Transfer-Encoding` other than exactly
 //!   `chunked` (→ `400`). A bad head gets its status written straight to the socket and
 //!   the connection is closed, so no byte of it reaches an upstream connection;
-//! * counts `Content-Length` bodies, so a pipelined next head is validated too; after a
-//!   chunked body, a `CONNECT` or an `Upgrade` the rest is passed through and the
-//!   connection is marked to close after the response;
+//! * follows `Content-Length` and chunked bodies (refusing malformed chunking with
+//!   `400`), so a pipelined next head is validated too; after a `CONNECT` or an
+//!   `Upgrade` the rest is passed through and the connection is marked to close after
+//!   the response unless it became a tunnel;
 //! * times the connection by phase: idle between requests (keep-alive), receiving a head
 //!   (→ `408`), receiving a body (slow POST), and a stalled write (slow read).
 //!
@@ -116,7 +117,7 @@ impl HeadError {
 pub enum Framing {
     /// `Content-Length: n` (0 when absent).
     Length(u64),
-    /// Chunked body: passed through; the connection closes after the response.
+    /// Chunked body: its framing is followed to find where it ends.
     Chunked,
     /// `CONNECT` or `Upgrade`: raw bytes follow if the request succeeds.
     Passthrough,
@@ -194,7 +195,103 @@ pub fn validate_head(head: &[u8], limits: &ConnLimits) -> Result<Framing, HeadEr
 enum Expect {
     Head,
     Body(u64),
+    Chunked(Chunk),
     Passthrough,
+}
+
+/// Where a chunked body's scanner is (RFC 9112 §7.1). It only follows the framing, to
+/// find where the body ends and to refuse a malformed one; hyper decodes the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading the hex size; `digits` so far, `value` so far.
+    Size { digits: u8, value: u64 },
+    /// After the size: extensions up to CR.
+    Extension { value: u64 },
+    /// Expecting LF after the size line's CR.
+    SizeLf { value: u64 },
+    /// Inside chunk data.
+    Data { left: u64 },
+    /// Expecting CR after data.
+    DataCr,
+    /// Expecting LF after data.
+    DataLf,
+    /// In the trailer section: at the start of a line (`true`) or inside one.
+    Trailer { line_start: bool },
+    /// Expecting LF after a trailer line's CR.
+    TrailerLf { empty_line: bool },
+}
+
+/// What one byte does to a chunked body's framing.
+enum ChunkStep {
+    Continue(Chunk),
+    End,
+    Bad,
+}
+
+fn chunk_step(state: Chunk, b: u8) -> ChunkStep {
+    use Chunk::*;
+    use ChunkStep::{Bad, Continue, End};
+    match state {
+        Size { digits, value } => match (b as char).to_digit(16) {
+            Some(d) if digits < 15 => Continue(Size {
+                digits: digits + 1,
+                value: value * 16 + u64::from(d),
+            }),
+            Some(_) => Bad,
+            None if digits == 0 => Bad,
+            None => match b {
+                b'\r' => Continue(SizeLf { value }),
+                b';' | b' ' | b'\t' => Continue(Extension { value }),
+                _ => Bad,
+            },
+        },
+        Extension { value } => match b {
+            b'\r' => Continue(SizeLf { value }),
+            b'\n' => Bad,
+            _ => Continue(Extension { value }),
+        },
+        SizeLf { value } => match b {
+            b'\n' if value == 0 => Continue(Trailer { line_start: true }),
+            b'\n' => Continue(Data { left: value }),
+            _ => Bad,
+        },
+        Data { left } => {
+            if left > 1 {
+                Continue(Data { left: left - 1 })
+            } else {
+                Continue(DataCr)
+            }
+        }
+        DataCr => {
+            if b == b'\r' {
+                Continue(DataLf)
+            } else {
+                Bad
+            }
+        }
+        DataLf => {
+            if b == b'\n' {
+                Continue(Size {
+                    digits: 0,
+                    value: 0,
+                })
+            } else {
+                Bad
+            }
+        }
+        Trailer { line_start } => match b {
+            b'\r' => Continue(TrailerLf {
+                empty_line: line_start,
+            }),
+            b'\n' => Bad,
+            _ => Continue(Trailer { line_start: false }),
+        },
+        TrailerLf { empty_line } => match b {
+            b'\n' if empty_line => End,
+            b'\n' => Continue(Trailer { line_start: true }),
+            _ => Bad,
+        },
+    }
 }
 
 /// Which time limit fired.
@@ -263,7 +360,7 @@ impl GuardedIo {
     fn read_deadline(&self) -> Option<(Instant, Timeout)> {
         match self.expect {
             Expect::Passthrough => None,
-            Expect::Body(_) => Some((
+            Expect::Body(_) | Expect::Chunked(_) => Some((
                 self.last_read + self.limits.body_idle_timeout,
                 Timeout::Body,
             )),
@@ -290,6 +387,41 @@ impl GuardedIo {
                 Expect::Passthrough => {
                     self.ready.extend_from_slice(data);
                     return Ok(());
+                }
+                Expect::Chunked(mut state) => {
+                    // Chunk data is skipped in bulk; only the framing bytes are stepped.
+                    let mut used = 0;
+                    let mut end = false;
+                    while used < data.len() {
+                        if let Chunk::Data { left } = state {
+                            let n = (left as usize).min(data.len() - used);
+                            used += n;
+                            state = if n as u64 == left {
+                                Chunk::DataCr
+                            } else {
+                                Chunk::Data {
+                                    left: left - n as u64,
+                                }
+                            };
+                            continue;
+                        }
+                        match chunk_step(state, data[used]) {
+                            ChunkStep::Continue(next) => state = next,
+                            ChunkStep::End => end = true,
+                            ChunkStep::Bad => return Err(HeadError::Bad("malformed chunked body")),
+                        }
+                        used += 1;
+                        if end {
+                            break;
+                        }
+                    }
+                    self.ready.extend_from_slice(&data[..used]);
+                    data = &data[used..];
+                    self.expect = if end {
+                        Expect::Head
+                    } else {
+                        Expect::Chunked(state)
+                    };
                 }
                 Expect::Body(left) => {
                     let n = (left as usize).min(data.len());
@@ -338,7 +470,11 @@ impl GuardedIo {
                             self.expect = match framing {
                                 Framing::Length(0) => Expect::Head,
                                 Framing::Length(n) => Expect::Body(n),
-                                Framing::Chunked | Framing::Passthrough => {
+                                Framing::Chunked => Expect::Chunked(Chunk::Size {
+                                    digits: 0,
+                                    value: 0,
+                                }),
+                                Framing::Passthrough => {
                                     self.signal.close.store(true, Ordering::Relaxed);
                                     Expect::Passthrough
                                 }
@@ -533,6 +669,42 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             body_idle_timeout: Duration::from_secs(1),
             write_idle_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn scan(body: &[u8]) -> Result<usize, ()> {
+        let mut state = Chunk::Size {
+            digits: 0,
+            value: 0,
+        };
+        for (i, &b) in body.iter().enumerate() {
+            match chunk_step(state, b) {
+                ChunkStep::Continue(next) => state = next,
+                ChunkStep::End => return Ok(i + 1),
+                ChunkStep::Bad => return Err(()),
+            }
+        }
+        Err(())
+    }
+
+    #[test]
+    fn chunked_framing_table() {
+        let rows: &[(&[u8], Result<usize, ()>)] = &[
+            (b"0\r\n\r\n", Ok(5)),
+            (b"5\r\nhello\r\n0\r\n\r\nNEXT", Ok(15)),
+            (
+                b"A;ext=1\r\n0123456789\r\n0\r\nX-Trailer: y\r\n\r\n",
+                Ok(40),
+            ),
+            (b"zz\r\nbad\r\n0\r\n\r\n", Err(())),
+            (b"5\r\nhelloX\r\n0\r\n\r\n", Err(())),
+            (b"5\nhello\r\n0\r\n\r\n", Err(())),
+            (b"\r\n", Err(())),
+            (b"10000000000000000\r\n", Err(())),
+            (b"-1\r\n", Err(())),
+        ];
+        for (body, want) in rows {
+            assert_eq!(scan(body), *want, "{:?}", String::from_utf8_lossy(body));
         }
     }
 

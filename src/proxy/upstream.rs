@@ -249,6 +249,12 @@ pub fn upstream_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'
         if let Some(u) = err.downcast_ref::<UpstreamError>() {
             return Some(u);
         }
+        // io::Error's `source()` skips the error it wraps; look inside it.
+        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(u) = inner.downcast_ref::<UpstreamError>() {
+                return Some(u);
+            }
+        }
         cur = err.source();
     }
     None

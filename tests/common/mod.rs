@@ -45,3 +45,4 @@ pub fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
 pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+pub mod servers;

@@ -1,0 +1,713 @@
+//! `gatehouse run` as a real process, driven by curl and raw sockets, in front of real
+//! origin servers on loopback (plain HTTP, and TLS with a CA minted for the test).
+//! Groups are told apart by source address: `curl --interface 127.0.0.N` against subnets
+//! `127.0.0.N/32` in the test policy.
+
+#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::servers::{curl, raw_exchange, Gatehouse, Origin, TestCa};
+
+const PUPIL: &str = "127.0.0.1"; // default group: pupils
+const STAFF: &str = "127.0.0.2";
+const LIBRARY: &str = "127.0.0.3"; // authentication required
+
+fn policy(tls_port: u16, extra_server: &str) -> String {
+    format!(
+        r#"[school]
+name = "Test Academy"
+[lists]
+dir = "lists"
+[categories.csam]
+severity = "illegal"
+[categories.gambling]
+severity = "inappropriate"
+[categories.social]
+severity = "productivity"
+[identity]
+default_group = "pupils"
+users_file = "users.toml"
+[[identity.subnets]]
+cidr = "127.0.0.2/32"
+group = "staff"
+[[identity.subnets]]
+cidr = "127.0.0.3/32"
+group = "pupils"
+auth = "required"
+[groups.pupils]
+mode = "blocklist"
+block = ["gambling", "social"]
+block_ip_literals = true
+[groups.staff]
+mode = "blocklist"
+block = ["gambling"]
+require_sni = false
+[server]
+listen = "127.0.0.1:0"
+allow_internal_destinations = ["127.0.0.1/32"]
+tunnel_ports = [443, {tls_port}]
+head_timeout_secs = 1
+upstream_timeout_secs = 2
+{extra_server}
+[server.resolve]
+"origin.test" = "127.0.0.1"
+"bet.test" = "127.0.0.1"
+"social.test" = "127.0.0.1"
+"csam.test" = "127.0.0.1"
+"intranet.test" = "10.1.2.3"
+"sneaky.test" = "127.0.0.9"
+"#
+    )
+}
+
+fn start(tls_port: u16, extra_server: &str, users: &str) -> Gatehouse {
+    let policy = policy(tls_port, extra_server);
+    Gatehouse::start(&[
+        ("policy.toml", policy.as_str()),
+        ("users.toml", users),
+        ("lists/csam/domains", "csam.test\n"),
+        ("lists/gambling/domains", "bet.test\n"),
+        ("lists/social/domains", "social.test\n"),
+    ])
+}
+
+fn proxy_addr(g: &Gatehouse) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], g.port))
+}
+
+#[test]
+fn plain_http_allowed_blocked_and_per_group() {
+    let origin = Origin::http();
+    let g = start(1, "", "");
+    let url = |host: &str, path: &str| format!("http://{host}:{}{path}", origin.port);
+
+    let r = curl(&["-x", &g.url(), &url("origin.test", "/")]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "hello from origin"),
+        "{r:?}"
+    );
+
+    let r = curl(&["-x", &g.url(), &url("www.bet.test", "/odds")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    for needle in [
+        "This page is blocked",
+        "gambling",
+        "pupils",
+        "Test Academy",
+        "helpdesk ticket quoting reference",
+    ] {
+        assert!(
+            r.body.contains(needle),
+            "block page lacks {needle:?}: {}",
+            r.body
+        );
+    }
+    let reference = r
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-gatehouse-reference: "))
+        .expect("reference header")
+        .trim()
+        .to_string();
+    assert!(r.body.contains(&reference));
+    assert!(
+        g.wait_for_log(&format!("reference={reference}"), Duration::from_secs(2)),
+        "the reference finds the decision"
+    );
+
+    // Staff may reach social media; pupils may not. Nobody reaches gambling.
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        STAFF,
+        &url("social.test", "/"),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        PUPIL,
+        &url("social.test", "/"),
+    ]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = curl(&["-x", &g.url(), "--interface", STAFF, &url("bet.test", "/")]);
+    assert_eq!(r.status, 403, "{r:?}");
+
+    // IP literals: blocked for pupils in every spelling, allowed for staff.
+    for host in ["127.0.0.1", "2130706433", "0x7f.1"] {
+        let r = curl(&["-x", &g.url(), &url(host, "/")]);
+        assert_eq!(r.status, 403, "{host}: {r:?}");
+    }
+    let r = curl(&["-x", &g.url(), "--interface", STAFF, &url("127.0.0.1", "/")]);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Spoofed identity headers change nothing.
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "-H",
+        "X-Forwarded-For: 127.0.0.2",
+        "-H",
+        "X-Real-IP: 127.0.0.2",
+        "-H",
+        "Forwarded: for=127.0.0.2",
+        &url("social.test", "/"),
+    ]);
+    assert_eq!(r.status, 403, "{r:?}");
+}
+
+#[test]
+fn forwarding_rewrites_headers_and_streams_bodies() {
+    let origin = Origin::http();
+    let g = start(1, "", "");
+    let url = format!("http://origin.test:{}/echo", origin.port);
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "-H",
+        "Connection: X-Secret",
+        "-H",
+        "X-Secret: hop",
+        "-H",
+        "Keep-Alive: timeout=5",
+        "-H",
+        "X-Kept: end-to-end",
+        "-H",
+        "Host: elsewhere.test",
+        "--data-binary",
+        "posted body",
+        &url,
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let echo = r.body.to_ascii_lowercase();
+    assert!(echo.starts_with("post /echo"), "{echo}");
+    assert!(
+        echo.contains(&format!("host: origin.test:{}", origin.port)),
+        "Host rewritten from the target: {echo}"
+    );
+    assert!(echo.contains("via: 1.1 gatehouse"), "{echo}");
+    assert!(echo.contains("x-kept: end-to-end"), "{echo}");
+    for gone in ["x-secret", "keep-alive"] {
+        assert!(
+            !echo.contains(gone),
+            "{gone} must not reach the origin: {echo}"
+        );
+    }
+    assert!(echo.contains("body: posted body"), "{echo}");
+    assert!(r
+        .headers
+        .to_ascii_lowercase()
+        .contains("via: 1.1 gatehouse"));
+
+    // A chunked upload and a 1 MiB download pass through whole.
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "chunky",
+        &url,
+    ]);
+    assert!(r.body.contains("body: chunky"), "{r:?}");
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        &format!("http://origin.test:{}/big", origin.port),
+    ]);
+    assert_eq!((r.status, r.body.len()), (200, 1 << 20));
+    assert!(
+        g.wait_for_log(
+            "Host header \"elsewhere.test\" rewritten to origin.test",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        g.log()
+    );
+}
+
+#[test]
+fn https_through_connect_with_sni_checks() {
+    let ca = TestCa::new();
+    let tls = Origin::https(&ca, &["origin.test", "bet.test"]);
+    let g = start(tls.port, "", "");
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("write CA");
+    let ca_arg = ca_file.to_str().expect("path");
+
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--cacert",
+        ca_arg,
+        &format!("https://origin.test:{}/", tls.port),
+    ]);
+    assert_eq!(
+        (r.exit, r.status, r.body.as_str()),
+        (0, 200, "hello from origin"),
+        "{r:?}"
+    );
+
+    // Blocked on the CONNECT line: 403 with the block text, no tunnel.
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--cacert",
+        ca_arg,
+        &format!("https://bet.test:{}/", tls.port),
+    ]);
+    assert_ne!(r.exit, 0);
+    assert!(r.headers.contains("403"), "{r:?}");
+
+    // A port that may not be tunnelled.
+    let raw = raw_exchange(
+        proxy_addr(&g),
+        b"CONNECT origin.test:22 HTTP/1.1\r\nHost: origin.test:22\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+
+    // Domain fronting: the CONNECT names an allowed host, the ClientHello a blocked one.
+    assert!(tunnel_handshake(
+        &g,
+        &format!("origin.test:{}", tls.port),
+        "bet.test",
+        None,
+        &ca
+    )
+    .is_err());
+    // The same with an allowed SNI works, so the refusal above was the SNI's doing.
+    assert!(tunnel_handshake(
+        &g,
+        &format!("origin.test:{}", tls.port),
+        "origin.test",
+        None,
+        &ca
+    )
+    .is_ok());
+    // Staff may tunnel to a bare address, but not with a blocked SNI.
+    assert!(tunnel_handshake(
+        &g,
+        &format!("127.0.0.1:{}", tls.port),
+        "origin.test",
+        Some(STAFF),
+        &ca
+    )
+    .is_ok());
+    assert!(tunnel_handshake(
+        &g,
+        &format!("127.0.0.1:{}", tls.port),
+        "bet.test",
+        Some(STAFF),
+        &ca
+    )
+    .is_err());
+    // Pupils may not tunnel to bare addresses at all.
+    assert!(tunnel_handshake(
+        &g,
+        &format!("127.0.0.1:{}", tls.port),
+        "origin.test",
+        None,
+        &ca
+    )
+    .is_err());
+    assert!(
+        g.wait_for_log(
+            "the ClientHello names bet.test, not origin.test",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        g.log()
+    );
+
+    // Something that is not TLS (an SSH client) is refused on a TLS port.
+    let mut s = connect_tunnel(&g, &format!("origin.test:{}", tls.port), None);
+    s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").expect("write");
+    let mut rest = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "nothing comes back through a refused tunnel"
+    );
+    assert!(g.wait_for_log("not_tls", Duration::from_secs(2)));
+}
+
+/// A connection to the proxy from `source` (a loopback address), or 127.0.0.1.
+fn open_from(g: &Gatehouse, source: Option<&str>) -> Result<TcpStream, String> {
+    let stream = match source {
+        Some(ip) => {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .map_err(|e| e.to_string())?;
+            let addr: SocketAddr = format!("{ip}:0")
+                .parse()
+                .map_err(|e: std::net::AddrParseError| e.to_string())?;
+            s.bind(&addr.into()).map_err(|e| e.to_string())?;
+            s.connect(&proxy_addr(g).into())
+                .map_err(|e| e.to_string())?;
+            TcpStream::from(s)
+        }
+        None => TcpStream::connect(proxy_addr(g)).map_err(|e| e.to_string())?,
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends `CONNECT authority` and reads the answer's head; the socket once it is `200`.
+fn open_tunnel(g: &Gatehouse, authority: &str, source: Option<&str>) -> Result<TcpStream, String> {
+    let mut s = open_from(g, source)?;
+    write!(
+        s,
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).map_err(|e| e.to_string())? == 0 {
+            return Err("closed before the CONNECT answer".into());
+        }
+        head.push(byte[0]);
+    }
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(s)
+    } else {
+        Err(format!(
+            "CONNECT refused: {}",
+            String::from_utf8_lossy(&head)
+        ))
+    }
+}
+
+/// Opens a CONNECT tunnel that must be accepted.
+fn connect_tunnel(g: &Gatehouse, authority: &str, source: Option<&str>) -> TcpStream {
+    open_tunnel(g, authority, source).expect("tunnel opens")
+}
+
+/// CONNECTs to `authority` and runs a TLS handshake naming `sni`; Ok when an HTTP
+/// request through it gets an answer.
+fn tunnel_handshake(
+    g: &Gatehouse,
+    authority: &str,
+    sni: &str,
+    source: Option<&str>,
+    ca: &TestCa,
+) -> Result<(), String> {
+    let s = open_tunnel(g, authority, source)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&ca.pem) {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, s);
+    tls.write_all(format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let _ = tls.read_to_string(&mut out);
+    if out.contains("hello from origin") {
+        Ok(())
+    } else {
+        Err(format!("no answer through the tunnel: {out:?}"))
+    }
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
+}
+
+#[test]
+fn proxy_authentication_407_flow() {
+    let origin = Origin::http();
+    // A user whose hash is made by `gatehouse user add`, as a technician would.
+    let g0 = start(1, "", "");
+    let policy = g0.dir.path().join("policy.toml");
+    let mut add = common::gatehouse()
+        .args(["user", "add", "a.pupil", "--group", "staff", "--config"])
+        .arg(&policy)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("user add runs");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse battery\n")
+        .expect("password");
+    assert!(add.wait().expect("waits").success());
+    let users = std::fs::read_to_string(g0.dir.path().join("users.toml")).expect("users file");
+    assert!(
+        users.contains("$argon2id$") && !users.contains("correct horse"),
+        "{users}"
+    );
+    g0.signal("HUP");
+    assert!(g0.wait_for_log("reloaded policy and lists", Duration::from_secs(5)));
+
+    let url = format!("http://social.test:{}/", origin.port);
+    let g = &g0;
+    let r = curl(&["-x", &g.url(), "--interface", LIBRARY, &url]);
+    assert_eq!(r.status, 407, "{r:?}");
+    assert!(
+        r.headers
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: basic realm=\"gatehouse (test academy)\""),
+        "{r:?}"
+    );
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        LIBRARY,
+        "--proxy-user",
+        "a.pupil:wrong",
+        &url,
+    ]);
+    assert_eq!(r.status, 407, "wrong password: {r:?}");
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        LIBRARY,
+        "--proxy-user",
+        "nobody:x",
+        &url,
+    ]);
+    assert_eq!(r.status, 407, "unknown user: {r:?}");
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        LIBRARY,
+        "--proxy-user",
+        "a.pupil:correct horse battery",
+        &url,
+    ]);
+    assert_eq!(r.status, 200, "the user's own group (staff) applies: {r:?}");
+    // The credentials are for the proxy: they never reach the origin.
+    let echo = format!("http://origin.test:{}/echo", origin.port);
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        LIBRARY,
+        "--proxy-user",
+        "a.pupil:correct horse battery",
+        &echo,
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        !r.body.to_ascii_lowercase().contains("proxy-authorization"),
+        "{}",
+        r.body
+    );
+    // Garbage credentials are a 407, never a crash.
+    let raw = raw_exchange(
+        proxy_addr(g),
+        format!(
+            "GET {url} HTTP/1.1\r\nHost: social.test\r\nProxy-Authorization: Basic %%%\r\n\r\n"
+        )
+        .as_bytes(),
+        Duration::from_secs(2),
+    );
+    assert!(raw.starts_with("HTTP/1.1 407"), "{raw}");
+}
+
+#[test]
+fn upstream_failures_are_honest() {
+    let origin = Origin::http();
+    let g = start(1, "", "");
+    // Nothing listens on this port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let r = curl(&["-x", &g.url(), &format!("http://origin.test:{closed}/")]);
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.contains("could not be reached"), "{r:?}");
+    // The origin accepts but never answers: 504 after upstream_timeout_secs.
+    let started = Instant::now();
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        &format!("http://origin.test:{}/hang", origin.port),
+    ]);
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A name that does not resolve.
+    let r = curl(&["-x", &g.url(), "http://does-not-exist.invalid/"]);
+    assert_eq!(r.status, 502, "{r:?}");
+    // No pivot into the school's network: internal addresses refused, by name or number.
+    let r = curl(&["-x", &g.url(), "http://intranet.test/"]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        STAFF,
+        &format!("http://sneaky.test:{}/", origin.port),
+    ]);
+    assert_eq!(
+        r.status, 403,
+        "127.0.0.9 is not in allow_internal_destinations: {r:?}"
+    );
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--interface",
+        STAFF,
+        &format!("http://127.0.0.1:{}/", g.port),
+    ]);
+    assert_eq!(r.status, 403, "the proxy never dials itself: {r:?}");
+}
+
+#[test]
+fn malformed_and_oversized_requests() {
+    let origin = Origin::http();
+    let g = start(1, "", "");
+    let url = format!("http://origin.test:{}/", origin.port);
+    let big = format!("X-Big: {}", "a".repeat(70 * 1024));
+    let r = curl(&["-x", &g.url(), "-H", &big, &url]);
+    assert_eq!(r.status, 431, "{:?}", r.status);
+    let mut args: Vec<String> = vec!["-x".into(), g.url()];
+    for i in 0..120 {
+        args.push("-H".into());
+        args.push(format!("X-H{i}: v"));
+    }
+    args.push(url.clone());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(curl(&refs).status, 431);
+    let long = format!("{url}{}", "p".repeat(9000));
+    assert_eq!(curl(&["-x", &g.url(), &long]).status, 414);
+
+    let addr = proxy_addr(&g);
+    let rows: &[(&str, &str)] = &[
+        ("GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n", "HTTP/1.1 400"),
+        ("POST URL HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", "HTTP/1.1 400"),
+        ("POST URL HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "HTTP/1.1 400"),
+        ("POST URL HTTP/1.1\r\nHost: origin.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.1 400"),
+        ("POST URL HTTP/1.1\r\nHost: origin.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", "HTTP/1.1 400"),
+        ("POST URL HTTP/1.1\r\nHost: origin.test\r\nTransfer-Encoding:\tchunked\r\nTransfer-Encoding: x\r\n\r\n", "HTTP/1.1 400"),
+        ("POST URL HTTP/1.1\r\nHost: origin.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbad\r\n0\r\n\r\n", "HTTP/1.1 400"),
+        ("GET URL HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "HTTP/1.1 400"),
+        ("GARBAGE\r\n\r\n", "HTTP/1.1 400"),
+    ];
+    for (request, want) in rows {
+        let request = request.replace("URL", &url);
+        let answer = raw_exchange(addr, request.as_bytes(), Duration::from_secs(3));
+        assert!(answer.starts_with(want), "{request:?} → {answer:?}");
+    }
+    // The proxy is still serving.
+    assert_eq!(curl(&["-x", &g.url(), &url]).status, 200);
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let g = start(1, "", "");
+    // A client that never finishes its head gets 408 after head_timeout_secs (1 s).
+    let started = Instant::now();
+    let answer = raw_exchange(
+        proxy_addr(&g),
+        b"GET http://origin.test/ HTTP/1.1\r\nHost: origin",
+        Duration::from_secs(5),
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn sighup_with_a_broken_policy_keeps_the_old_one() {
+    let origin = Origin::http();
+    let g = start(1, "", "");
+    let url = format!("http://social.test:{}/", origin.port);
+    assert_eq!(curl(&["-x", &g.url(), &url]).status, 403);
+    let path = g.dir.path().join("policy.toml");
+    let good = std::fs::read_to_string(&path).expect("policy");
+    std::fs::write(
+        &path,
+        good.replace(
+            "block = [\"gambling\", \"social\"]",
+            "block = [\"gambling\", \"sociall\"]",
+        ),
+    )
+    .expect("break it");
+    g.signal("HUP");
+    assert!(
+        g.wait_for_log(
+            "reload refused; the previous policy stays in force",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        g.log()
+    );
+    assert!(
+        g.log().contains("unknown category \"sociall\""),
+        "{}",
+        g.log()
+    );
+    assert_eq!(
+        curl(&["-x", &g.url(), &url]).status,
+        403,
+        "old policy still in force"
+    );
+    // A good change applies.
+    std::fs::write(
+        &path,
+        good.replace(
+            "block = [\"gambling\", \"social\"]",
+            "block = [\"gambling\"]",
+        ),
+    )
+    .expect("fix it");
+    g.signal("HUP");
+    assert!(g.wait_for_log("reloaded policy and lists", Duration::from_secs(5)));
+    assert_eq!(curl(&["-x", &g.url(), &url]).status, 200);
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    let origin = Origin::http();
+    let mut g = start(1, "", "");
+    let url = format!("http://origin.test:{}/slow/1500", origin.port);
+    let proxy = g.url();
+    let slow = std::thread::spawn(move || curl(&["-x", &proxy, &url]));
+    std::thread::sleep(Duration::from_millis(400));
+    g.signal("TERM");
+    let r = slow.join().expect("curl thread");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "slow response"),
+        "the request in flight finished"
+    );
+    assert_eq!(g.wait_exit(Duration::from_secs(10)), Some(0));
+    // New connections are no longer accepted.
+    assert!(TcpStream::connect(proxy_addr(&g)).is_err());
+}
