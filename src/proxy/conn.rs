@@ -323,6 +323,8 @@ pub struct GuardedIo {
     read_timer: Pin<Box<Sleep>>,
     write_stalled_since: Option<Instant>,
     write_timer: Pin<Box<Sleep>>,
+    /// Reused read buffer (allocated once per connection, not zeroed per read).
+    scratch: Box<[u8]>,
     /// Set when a limit closed the connection, for the caller's accounting.
     pub fired: Option<Timeout>,
     /// Set when a head was refused.
@@ -348,6 +350,7 @@ impl GuardedIo {
                 read_timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
                 write_stalled_since: None,
                 write_timer: Box::pin(tokio::time::sleep_until(now + limits.write_idle_timeout)),
+                scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
                 fired: None,
                 refused: None,
             },
@@ -513,62 +516,69 @@ impl Read for GuardedIo {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.stream).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let data = rb.filled();
-                    if data.is_empty() {
-                        if !this.head.is_empty() {
-                            // The client closed mid-head: nothing to answer.
-                            this.head.clear();
-                        }
-                        return Poll::Ready(Ok(()));
-                    }
-                    this.last_read = Instant::now();
-                    let owned = data.to_vec();
-                    if let Err(e) = this.absorb(&owned) {
-                        this.refused = Some(e);
-                        // Best effort: the socket has room for a few bytes on a live
-                        // connection; if not, closing says enough.
-                        let _ = this.stream.try_write(e.response());
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "request head refused",
-                        )));
-                    }
-                    continue;
+            let mut scratch = std::mem::take(&mut this.scratch);
+            let mut rb = ReadBuf::new(&mut scratch);
+            let polled = Pin::new(&mut this.stream).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            let was_ready = polled.is_ready();
+            let result = match polled {
+                Poll::Ready(Ok(())) if n == 0 => {
+                    // End of stream (a client gone mid-head has nothing to answer).
+                    this.head.clear();
+                    Some(Ok(()))
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    let Some((deadline, which)) = this.read_deadline() else {
-                        return Poll::Pending;
-                    };
-                    if this.read_timer.deadline() != deadline {
-                        this.read_timer.as_mut().reset(deadline);
-                    }
-                    match this.read_timer.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(()) => {
-                            // Deadlines move (the phase may have changed): re-check.
-                            if this
-                                .read_deadline()
-                                .is_some_and(|(d, _)| d > Instant::now())
-                            {
-                                continue;
-                            }
-                            this.fired = Some(which);
-                            if which == Timeout::Head {
-                                let _ = this.stream.try_write(
-                                    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-                                );
-                            }
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "client timed out",
-                            )));
+                Poll::Ready(Ok(())) => {
+                    this.last_read = Instant::now();
+                    match this.absorb(&scratch[..n]) {
+                        Ok(()) => None,
+                        Err(e) => {
+                            this.refused = Some(e);
+                            // Best effort: a live connection has room for a few bytes;
+                            // if not, closing says enough.
+                            let _ = this.stream.try_write(e.response());
+                            Some(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "request head refused",
+                            )))
                         }
                     }
+                }
+                Poll::Ready(Err(e)) => Some(Err(e)),
+                Poll::Pending => None,
+            };
+            this.scratch = scratch;
+            if let Some(r) = result {
+                return Poll::Ready(r);
+            }
+            if was_ready {
+                continue;
+            }
+            let Some((deadline, which)) = this.read_deadline() else {
+                return Poll::Pending;
+            };
+            if this.read_timer.deadline() != deadline {
+                this.read_timer.as_mut().reset(deadline);
+            }
+            match this.read_timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    // Deadlines move (the phase may have changed): re-check.
+                    if this
+                        .read_deadline()
+                        .is_some_and(|(d, _)| d > Instant::now())
+                    {
+                        continue;
+                    }
+                    this.fired = Some(which);
+                    if which == Timeout::Head {
+                        let _ = this.stream.try_write(
+                                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                            );
+                    }
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client timed out",
+                    )));
                 }
             }
         }
