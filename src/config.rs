@@ -189,6 +189,29 @@ pub struct RawPolicy {
     /// The proxy listener and its limits.
     #[serde(default)]
     pub server: RawServer,
+    /// The decision log.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[log]`: every field optional; defaults in [`crate::policy::LogSettings`].
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// Directory of segments.
+    pub dir: Option<String>,
+    /// This node's name.
+    pub node: Option<String>,
+    /// Milliseconds between fsyncs.
+    pub fsync_interval_ms: Option<u64>,
+    /// Segment size in MiB.
+    pub segment_mib: Option<u64>,
+    /// Days to keep; 0 keeps everything.
+    pub retention_days: Option<u32>,
+    /// Entries that may wait for the writer.
+    pub queue: Option<usize>,
+    /// Milliseconds a request waits for room in the queue.
+    pub queue_timeout_ms: Option<u64>,
 }
 
 /// `[server]`: every field optional; defaults are in [`crate::policy::ServerSettings`].
@@ -342,6 +365,8 @@ pub struct RawGroup {
     pub block_ip_literals: bool,
     /// Refuse TLS tunnels whose ClientHello names no server (default true).
     pub require_sni: Option<bool>,
+    /// `"block"` (default) or `"allow"`: what the group gets when the log cannot be written.
+    pub on_log_failure: Option<Spanned<String>>,
 }
 
 /// The users file.

@@ -2,14 +2,10 @@
 //!
 //! Every verdict the proxy makes becomes a [`DecisionRecord`], handed to
 //! [`DecisionLog::record`] *before* the response or tunnel it describes goes ahead. The
-//! call is `async` and returns the record's reference (the number on the block page) so
-//! that the append-only store can plug in behind it — a writer task with a bounded queue
-//! that acknowledges once the record is with the operating system — without any change
-//! to the request path. Until that store exists, the record is one structured line in
-//! the tracing log (target `gatehouse::decision`).
+//! call returns once the decision log's writer has the record with the operating system,
+//! with its sequence number: the reference on the block page.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
@@ -46,36 +42,44 @@ pub struct DecisionRecord {
     pub search_terms: Vec<String>,
 }
 
-/// Why a record could not be logged.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// The log cannot take records now.
-    #[error("the decision log is not accepting records: {0}")]
-    Unavailable(String),
-}
+pub use crate::decision_log::writer::LogError;
+use crate::decision_log::writer::LogHandle;
+use crate::decision_log::{Body, Decision, StoredAction};
 
-/// The decision log as the request path sees it.
-#[derive(Debug)]
+/// The decision log as the request path sees it: records go to the log writer, and a
+/// debug-level line to the tracing log (`RUST_LOG=gatehouse::decision=debug`).
+#[derive(Clone)]
 pub struct DecisionLog {
-    next: AtomicU64,
+    /// The writer's handle.
+    pub handle: LogHandle,
 }
 
 impl DecisionLog {
-    /// A log whose references start at `base` (the start time in milliseconds, so
-    /// references do not repeat across restarts of one node).
-    pub fn new(base: u64) -> DecisionLog {
-        DecisionLog {
-            next: AtomicU64::new(base << 12),
-        }
-    }
-
-    /// Records a decision; returns its reference once the record is accepted.
+    /// Records a decision; returns its sequence number (the reference) once the record
+    /// is with the operating system.
     pub async fn record(&self, record: &DecisionRecord) -> Result<u64, LogError> {
-        let reference = self.next.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
+        let decision = Decision {
+            client: record.client,
+            user: record.user.clone(),
+            group: record.group.clone(),
+            method: record.method.clone(),
+            url: record.url.clone(),
+            sni: record.sni.clone(),
+            categories: record.categories.clone(),
+            action: if record.action == "allow" {
+                StoredAction::Allow
+            } else {
+                StoredAction::Block
+            },
+            reason: record.reason.to_string(),
+            grant: record.grant_ticket.clone(),
+            status: record.status,
+            terms: record.search_terms.clone(),
+        };
+        let result = self.handle.append(Body::Decision(decision)).await;
+        tracing::debug!(
             target: "gatehouse::decision",
-            reference = %format_reference(reference),
-            time = %record.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            reference = %result.as_ref().map(|s| format_reference(*s)).unwrap_or_else(|_| "unlogged".into()),
             client = %record.client,
             user = record.user.as_deref().unwrap_or("-"),
             group = %record.group,
@@ -87,14 +91,13 @@ impl DecisionLog {
             reason = record.reason,
             grant = record.grant_ticket.as_deref().unwrap_or("-"),
             status = record.status,
-            search_terms = %record.search_terms.join(","),
             "{}",
             record.explanation
         );
-        Ok(reference)
+        result
     }
 
-    /// Records how a forwarded request ended.
+    /// Records how a request ended (not waited for).
     pub fn completed(
         &self,
         reference: u64,
@@ -103,15 +106,13 @@ impl DecisionLog {
         bytes_down: u64,
         duration: std::time::Duration,
     ) {
-        tracing::debug!(
-            target: "gatehouse::decision",
-            reference = %format_reference(reference),
+        self.handle.append_nowait(Body::Completion {
+            of: reference,
             status,
             bytes_up,
             bytes_down,
-            duration_ms = duration.as_millis() as u64,
-            "completed"
-        );
+            duration_us: duration.as_micros() as u64,
+        });
     }
 }
 

@@ -16,6 +16,7 @@
 //! | [`lists`] | shell: reading list files and the compiled cache |
 //! | [`snapshot`] | shell: loading a policy with its lists; the live, swappable snapshot |
 //! | [`decision`] | shell: decision records and the hand-off to the decision log |
+//! | [`decision_log`] | shell: the append-only, checksummed, hash-chained decision log |
 //! | [`proxy`] | shell: `gatehouse run` — listener, limits, forwarding, tunnels, block page |
 //!
 //! Core modules deny `clippy::disallowed_methods`, which `clippy.toml` sets to the clock
@@ -27,6 +28,7 @@ pub mod category;
 pub mod classify;
 pub mod config;
 pub mod decision;
+pub mod decision_log;
 pub mod grants;
 pub mod host;
 pub mod identity;

@@ -47,6 +47,11 @@ enum Command {
     Check(ConfigArg),
     /// Print the verdict for each URL, for a group, user or client address.
     Classify(ClassifyArgs),
+    /// Check, export and follow the decision log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Manage category lists.
     Lists {
         #[command(subcommand)]
@@ -121,6 +126,55 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum LogCommand {
+    /// Check every checksum, the sequence and the whole hash chain; exit 1 on any fault.
+    Verify {
+        /// Log directory (default: the policy's).
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Export entries as JSON lines, CSV or Squid's native access.log format.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log directory (default: the policy's); repeat for several nodes.
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+        /// From this time (RFC 3339 or local `YYYY-MM-DD HH:MM`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Print the latest decisions; with -f, keep printing new ones.
+    Tail {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log directory (default: the policy's).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How many to print first.
+        #[arg(short = 'n', default_value_t = 20)]
+        lines: usize,
+        /// Follow.
+        #[arg(short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+    Squid,
+}
+
+#[derive(Subcommand)]
 enum ListsCommand {
     /// Compile the domain lists and write the cache that start-up loads.
     Compile(ConfigArg),
@@ -131,6 +185,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, log_format } => run(&config.config, log_format),
         Command::User { command } => user(command),
+        Command::Log { command } => log_command(command),
         Command::Check(args) => check(&args.config),
         Command::Classify(args) => classify(&args),
         Command::Lists {
@@ -561,4 +616,160 @@ fn user(command: UserCommand) -> Result<ExitCode> {
         path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy's log directory, without loading the lists.
+fn policy_log_dir(config: &Path) -> Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let source = gatehouse::config::Source::new(config, &text);
+    let raw: gatehouse::config::RawPolicy = source.parse(&text).map_err(|e| anyhow!("{e}"))?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    Ok(base.join(raw.log.dir.as_deref().unwrap_or("../var/decisions")))
+}
+
+fn timezone_of(config: &Path) -> chrono_tz::Tz {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| toml::from_str::<gatehouse::config::RawPolicy>(&text).ok())
+        .and_then(|raw| raw.school.timezone.get_ref().parse().ok())
+        .unwrap_or(chrono_tz::Europe::London)
+}
+
+fn parse_time_arg(text: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or_else(|| anyhow!("{text} does not exist in {}", tz.name()));
+        }
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let naive = date.and_hms_opt(0, 0, 0).context("midnight")?;
+        return tz
+            .from_local_datetime(&naive)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| anyhow!("{text} does not exist in {}", tz.name()));
+    }
+    bail!("{text:?}: use RFC 3339 (2026-11-23T10:35:00Z), local time (2026-11-23 10:35) or a date")
+}
+
+fn log_command(command: LogCommand) -> Result<ExitCode> {
+    use gatehouse::decision_log::reader;
+    match command {
+        LogCommand::Verify { dir, config } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => policy_log_dir(&config.config)?,
+            };
+            let report = reader::verify(&dir).map_err(|e| anyhow!(e))?;
+            println!(
+                "{}: {} segments, {} entries ({}), {} seals checked",
+                dir.display(),
+                report.segments,
+                report.entries,
+                match (report.first_seq, report.last_seq) {
+                    (Some(a), Some(b)) => format!("sequence {a}..{b}"),
+                    _ => "empty".to_string(),
+                },
+                report.seals
+            );
+            match report.fault {
+                None => {
+                    println!("OK: every checksum, the sequence and the hash chain are intact");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(fault) => {
+                    println!("FAULT: {fault}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        LogCommand::Export {
+            config,
+            dirs,
+            since,
+            until,
+            format,
+        } => {
+            let tz = timezone_of(&config.config);
+            let since = since
+                .map(|t| parse_time_arg(&t, tz))
+                .transpose()?
+                .map(|t| t.timestamp_micros());
+            let until = until
+                .map(|t| parse_time_arg(&t, tz))
+                .transpose()?
+                .map(|t| t.timestamp_micros());
+            let dirs = if dirs.is_empty() {
+                vec![policy_log_dir(&config.config)?]
+            } else {
+                dirs
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut exporter = gatehouse::decision_log::export::Exporter::new(match format {
+                ExportFormat::Jsonl => gatehouse::decision_log::export::Format::Jsonl,
+                ExportFormat::Csv => gatehouse::decision_log::export::Format::Csv,
+                ExportFormat::Squid => gatehouse::decision_log::export::Format::Squid,
+            });
+            exporter.header(&mut out)?;
+            for dir in &dirs {
+                for (node, entry) in reader::entries(dir).map_err(|e| anyhow!(e))? {
+                    if since.is_some_and(|s| entry.time_us < s)
+                        || until.is_some_and(|u| entry.time_us >= u)
+                    {
+                        continue;
+                    }
+                    exporter.entry(&node, &entry, &mut out)?;
+                }
+                exporter.flush_pending(&mut out)?;
+            }
+            std::io::Write::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Tail {
+            config,
+            dir,
+            lines,
+            follow,
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => policy_log_dir(&config.config)?,
+            };
+            let mut last = 0u64;
+            let mut recent = std::collections::VecDeque::with_capacity(lines);
+            for (_, entry) in reader::entries(&dir).map_err(|e| anyhow!(e))? {
+                last = entry.seq;
+                if let Some(line) = gatehouse::decision_log::export::human_line(&entry) {
+                    if recent.len() == lines {
+                        recent.pop_front();
+                    }
+                    recent.push_back(line);
+                }
+            }
+            for line in recent {
+                println!("{line}");
+            }
+            if follow {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    for (_, entry) in reader::entries_after(&dir, last).map_err(|e| anyhow!(e))? {
+                        last = entry.seq;
+                        if let Some(line) = gatehouse::decision_log::export::human_line(&entry) {
+                            println!("{line}");
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

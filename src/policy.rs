@@ -217,6 +217,27 @@ pub struct Group {
     pub block_ip_literals: bool,
     /// Whether TLS tunnels must name their server (SNI).
     pub require_sni: bool,
+    /// Whether the group is refused (`503`) while the decision log cannot be written.
+    pub fail_closed: bool,
+}
+
+/// The decision log's settings (`[log]`).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Directory of segments. Default `../var/decisions` beside the policy.
+    pub dir: PathBuf,
+    /// This node's name; empty means the host name (filled in at start).
+    pub node: String,
+    /// Time between fsyncs. Default 100 ms: a power cut loses at most that.
+    pub fsync_interval: std::time::Duration,
+    /// Segment size at which a new one starts. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Entries that may wait for the writer. Default 65 536.
+    pub queue: usize,
+    /// Wait for room in the queue before failing. Default 2 s.
+    pub queue_timeout: std::time::Duration,
+    /// Days to keep whole segments; 0 keeps all. Default 0.
+    pub retention_days: u32,
 }
 
 /// The proxy listener's settings and limits (`[server]`), with their defaults.
@@ -294,6 +315,8 @@ pub struct Policy {
     pub identity: Identity,
     /// The proxy's listener settings.
     pub server: ServerSettings,
+    /// The decision log's settings.
+    pub log: LogSettings,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
@@ -702,6 +725,20 @@ impl Policy {
                     ));
                 }
             }
+            let fail_closed = match g.on_log_failure.as_ref().map(|v| v.get_ref().as_str()) {
+                None | Some("block") => true,
+                Some("allow") => false,
+                Some(other) => {
+                    let span = g.on_log_failure.as_ref().map(|v| v.span()).unwrap_or(0..0);
+                    errors.push(source.error_at(
+                        span,
+                        ConfigErrorKind::InvalidValue(format!(
+                            "group {gname:?}: on_log_failure {other:?} is not \"block\" or \"allow\""
+                        )),
+                    ));
+                    true
+                }
+            };
             groups.push(Group {
                 name: gname,
                 description: g.description,
@@ -713,6 +750,7 @@ impl Policy {
                 block_sites,
                 block_ip_literals: g.block_ip_literals,
                 require_sni: g.require_sni.unwrap_or(true),
+                fail_closed,
             });
         }
         let group_of =
@@ -812,6 +850,19 @@ impl Policy {
         }
 
         let server = compile_server(&raw.server, source, &mut errors);
+        let log = LogSettings {
+            dir: base.join(raw.log.dir.as_deref().unwrap_or("../var/decisions")),
+            node: raw.log.node.clone().unwrap_or_default(),
+            fsync_interval: std::time::Duration::from_millis(
+                raw.log.fsync_interval_ms.unwrap_or(100).clamp(1, 60_000),
+            ),
+            segment_bytes: raw.log.segment_mib.unwrap_or(64).clamp(1, 4096) << 20,
+            queue: raw.log.queue.unwrap_or(65_536).clamp(16, 1 << 22),
+            queue_timeout: std::time::Duration::from_millis(
+                raw.log.queue_timeout_ms.unwrap_or(2000),
+            ),
+            retention_days: raw.log.retention_days.unwrap_or(0),
+        };
 
         if !errors.is_empty() {
             errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -831,6 +882,7 @@ impl Policy {
             groups,
             identity: Identity::new(default_group, subnets, user_list),
             server,
+            log,
             allow_site_lines,
             source: source.clone(),
         })

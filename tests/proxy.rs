@@ -48,6 +48,9 @@ block_ip_literals = true
 mode = "blocklist"
 block = ["gambling"]
 require_sni = false
+on_log_failure = "allow"
+[log]
+dir = "log"
 [server]
 listen = "127.0.0.1:0"
 allow_internal_destinations = ["127.0.0.1/32"]

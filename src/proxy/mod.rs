@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::decision::{format_reference, DecisionLog, DecisionRecord};
+use crate::decision_log::writer::LogSettings;
 use crate::host::{parse_authority, Scheme, Target};
 use crate::identity::{canonical_ip, AuthRequirement};
 use crate::lists::CacheMode;
@@ -103,7 +104,7 @@ pub struct Proxy {
     /// Where verdicts go before anything is forwarded.
     pub log: DecisionLog,
     auth: AuthCache,
-    client: Client<Connector, Incoming>,
+    client: Client<Connector, CountUp>,
     /// Counters.
     pub stats: Stats,
     tracker: TaskTracker,
@@ -207,6 +208,102 @@ impl HttpBody for Tracked {
     }
 }
 
+/// A request body that counts the bytes it carries upstream.
+pub struct CountUp {
+    inner: Incoming,
+    count: Arc<AtomicU64>,
+}
+
+impl HttpBody for CountUp {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r {
+            if let Some(data) = frame.data_ref() {
+                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that counts the bytes it carries to the client and records the
+/// request's completion when it ends (or is dropped, if the client went away).
+struct CountDown {
+    inner: Incoming,
+    bytes: u64,
+    completion: Option<(DecisionLog, u64, u16, std::time::Instant, Arc<AtomicU64>)>,
+}
+
+impl CountDown {
+    fn finish(&mut self) {
+        if let Some((log, reference, status, started, up)) = self.completion.take() {
+            log.completed(
+                reference,
+                status,
+                up.load(Ordering::Relaxed),
+                self.bytes,
+                started.elapsed(),
+            );
+        }
+    }
+}
+
+impl HttpBody for CountDown {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.finish();
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                self.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountDown {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(s) = self.signal.take() {
@@ -303,7 +400,8 @@ impl Proxy {
         explanation: String,
         as_text: bool,
     ) -> Response<Body> {
-        let Some(reference) = self
+        // A refusal stands even when it cannot be logged; only its reference is missing.
+        let reference = match self
             .record_refusal(
                 ctx,
                 method,
@@ -315,11 +413,11 @@ impl Proxy {
                 403,
             )
             .await
-        else {
-            return self.log_unavailable(ctx);
+        {
+            Some(seq) => format_reference(seq),
+            None => "unavailable (the log could not be written)".to_string(),
         };
         let snap = &ctx.snapshot;
-        let reference = format_reference(reference);
         let time = self.local_time(snap, ctx.now);
         let info = pages::BlockInfo {
             school: &snap.policy.school,
@@ -617,8 +715,15 @@ impl Proxy {
                 .map(|t| t.term.clone())
                 .collect(),
         };
-        let Ok(reference) = self.log.record(&record).await else {
-            return self.log_unavailable(&ctx);
+        let reference = match self.log.record(&record).await {
+            Ok(seq) => seq,
+            Err(e) if policy.group(ctx.group).fail_closed => {
+                tracing::warn!(target: "gatehouse::decision", group = %record.group, error = %e, "refused: the decision log cannot be written");
+                return self.log_unavailable(&ctx);
+            }
+            // Groups configured `on_log_failure = "allow"` keep working; the record is
+            // counted as lost.
+            Err(_) => 0,
         };
 
         // Forward.
@@ -637,6 +742,11 @@ impl Proxy {
         };
         let started = std::time::Instant::now();
         let timeout = policy.server.upstream_timeout;
+        let up = Arc::new(AtomicU64::new(0));
+        let body = CountUp {
+            inner: body,
+            count: up.clone(),
+        };
         let result = tokio::time::timeout(
             timeout,
             self.client.request(Request::from_parts(parts, body)),
@@ -685,9 +795,12 @@ impl Proxy {
             status == StatusCode::SWITCHING_PROTOCOLS,
         );
         add_via(&mut parts.headers);
-        self.log
-            .completed(reference, status.as_u16(), 0, 0, started.elapsed());
-        Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+        let body = CountDown {
+            inner: body,
+            bytes: 0,
+            completion: Some((self.log.clone(), reference, status.as_u16(), started, up)),
+        };
+        Response::from_parts(parts, body.boxed())
     }
 }
 
@@ -745,6 +858,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// The decision log could not be opened.
+    #[error("decision log: {0}")]
+    Log(String),
     /// The runtime or a signal handler failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -828,12 +944,20 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
             live: live.clone(),
             own: own.clone(),
         });
-    let base = Utc::now().timestamp_millis().max(0) as u64;
     let cap = connection_cap(settings.max_connections);
+    let mut log_settings: LogSettings = live.get().policy.log.clone();
+    if log_settings.node.is_empty() {
+        log_settings.node = node_name();
+    }
+    // A file-size limit (RLIMIT_FSIZE) must make writes fail, not kill the process.
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))?;
+    let log_dir = log_settings.dir.clone();
+    let handle = crate::decision_log::writer::open(log_settings).map_err(RunError::Log)?;
+    tracing::info!(dir = %log_dir.display(), "decision log open");
     let proxy = Arc::new(Proxy {
         live,
         config,
-        log: DecisionLog::new(base),
+        log: DecisionLog { handle },
         auth: AuthCache::default(),
         client,
         stats: Stats::default(),
@@ -878,8 +1002,18 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
     {
         tracing::warn!("grace period over; closing the remaining connections");
     }
+    proxy.log.handle.close().await;
     tracing::info!("gatehouse stopped");
     Ok(())
+}
+
+/// This node's name: the host name.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gatehouse".to_string())
 }
 
 impl Proxy {

@@ -307,9 +307,11 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         status: 200,
         search_terms: classification_terms,
     };
-    if proxy.log.record(&record).await.is_err() {
-        return;
-    }
+    let reference = match proxy.log.record(&record).await {
+        Ok(seq) => seq,
+        Err(_) if group.fail_closed => return,
+        Err(_) => 0,
+    };
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
@@ -322,5 +324,11 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         settings.tunnel_max_lifetime,
     )
     .await;
-    tracing::debug!(target: "gatehouse::decision", url = %url, bytes_up = up + hello.len() as u64, bytes_down = down, duration_ms = started.elapsed().as_millis() as u64, "tunnel closed");
+    proxy.log.completed(
+        reference,
+        200,
+        up + hello.len() as u64,
+        down,
+        started.elapsed(),
+    );
 }

@@ -24,7 +24,7 @@ pub struct Gatehouse {
     child: Child,
     /// The proxy's port.
     pub port: u16,
-    /// The directory holding its policy and files.
+    /// The directory holding its policy and files (and its decision log).
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -32,7 +32,11 @@ pub struct Gatehouse {
 impl Gatehouse {
     /// Writes `files` (the policy as `policy.toml`, users, lists) and starts the proxy.
     pub fn start(files: &[(&str, &str)]) -> Gatehouse {
-        let dir = super::tree(files);
+        Gatehouse::start_in(super::tree(files))
+    }
+
+    /// Starts the proxy on the policy already in `dir` (for restarts).
+    pub fn start_in(dir: tempfile::TempDir) -> Gatehouse {
         let mut child = gatehouse()
             .args(["run", "--config"])
             .arg(dir.path().join("policy.toml"))
@@ -48,13 +52,15 @@ impl Gatehouse {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("listen=").nth(1) {
-                        let addr = rest
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string();
-                        let _ = tx.send(addr);
+                    if line.contains("gatehouse proxy listening") {
+                        if let Some(rest) = line.split("listen=").nth(1) {
+                            let addr = rest
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .to_string();
+                            let _ = tx.send(addr);
+                        }
                     }
                     log.lock().expect("log lock").push(line);
                 }
@@ -81,6 +87,34 @@ impl Gatehouse {
             dir,
             log,
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`: no flush, no seal. Returns the directory for a restart.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.take_dir()
+    }
+
+    /// SIGTERM, and waits for the exit. Returns the directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.signal("TERM");
+        assert_eq!(
+            self.wait_exit(Duration::from_secs(15)),
+            Some(0),
+            "clean exit"
+        );
+        self.take_dir()
+    }
+
+    fn take_dir(&mut self) -> tempfile::TempDir {
+        let empty = tempfile::tempdir().expect("placeholder dir");
+        std::mem::replace(&mut self.dir, empty)
     }
 
     /// `http://127.0.0.1:PORT`, for curl's `-x`.

@@ -1,0 +1,284 @@
+//! The decision log: an append-only, segmented, checksummed and hash-chained store of
+//! every decision, grant change and reload — the evidence a safeguarding lead relies on.
+//!
+//! # On-disk format (version 1)
+//!
+//! A log directory holds segments named `decisions-<first seq, 20 digits>.ghlog`.
+//! A segment is a header followed by frames:
+//!
+//! ```text
+//! header: "GHLOGv01" | node name length (u16 LE) | node name (UTF-8) | first seq (u64 LE)
+//!         | previous chain hash (32 bytes) | created (i64 LE, µs since the Unix epoch)
+//!         | crc32c of everything before it (u32 LE)
+//! frame:  payload length (u32 LE) | crc32c of payload (u32 LE) | payload
+//! ```
+//!
+//! A payload is one [`Entry`] encoded with postcard (serde, varint integers). Sequence
+//! numbers start at 1 and rise by one per entry, across segments and restarts. The chain
+//! is `c_0 = BLAKE3("gatehouse decision log v1\0" ‖ node)`, `c_i = BLAKE3(c_{i-1} ‖
+//! payload_i)`; a segment's header carries the chain value before its first entry, and a
+//! [`Body::Seal`] entry, written at every fsync, carries the value before itself. Editing,
+//! deleting or reordering any entry breaks the checksums, the sequence, the chain or a
+//! seal, and `gatehouse log verify` names the first entry that does not fit.
+//!
+//! A decision is written before the response it describes (the proxy waits for the
+//! writer's acknowledgement that the bytes are with the operating system); how the
+//! request ended (status, bytes, duration) follows as a [`Body::Completion`] entry.
+
+pub mod export;
+pub mod reader;
+pub mod writer;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Segment file magic and version.
+pub const MAGIC: &[u8; 8] = b"GHLOGv01";
+/// Largest payload accepted when reading (anything larger is corruption).
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// One entry in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Sequence number: never repeats, never goes back.
+    pub seq: u64,
+    /// Microseconds since the Unix epoch, UTC.
+    pub time_us: i64,
+    /// What happened.
+    pub body: Body,
+}
+
+/// Allow or block, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredAction {
+    /// Allowed.
+    Allow,
+    /// Blocked.
+    Block,
+}
+
+impl StoredAction {
+    /// `allow` / `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredAction::Allow => "allow",
+            StoredAction::Block => "block",
+        }
+    }
+}
+
+/// A decision about one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Client address.
+    pub client: IpAddr,
+    /// Authenticated user.
+    pub user: Option<String>,
+    /// Group decided for.
+    pub group: String,
+    /// HTTP method (`CONNECT` for tunnels).
+    pub method: String,
+    /// URL for plain HTTP (scheme, host, port, path, query); `host:port` for tunnels.
+    pub url: String,
+    /// A tunnel's SNI.
+    pub sni: Option<String>,
+    /// Categories matched, most severe first.
+    pub categories: Vec<String>,
+    /// Allow or block.
+    pub action: StoredAction,
+    /// Reason code (`category`, `illegal`, `grant`, `ip_literal`, `no_sni`, …).
+    pub reason: String,
+    /// Ticket of the grant that allowed it.
+    pub grant: Option<String>,
+    /// Status answered (0 for forwarded requests: see the completion).
+    pub status: u16,
+    /// Search terms of concern found in the query.
+    pub terms: Vec<String>,
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// A verdict.
+    Decision(Decision),
+    /// How a forwarded request ended.
+    Completion {
+        /// The decision's sequence number.
+        of: u64,
+        /// Upstream status.
+        status: u16,
+        /// Bytes client → upstream.
+        bytes_up: u64,
+        /// Bytes upstream → client.
+        bytes_down: u64,
+        /// Duration in microseconds.
+        duration_us: u64,
+    },
+    /// A policy, list or grants reload, good or refused.
+    Reload {
+        /// What was reloaded (`policy`, `grants`).
+        what: String,
+        /// Whether it took effect.
+        ok: bool,
+        /// Errors, or a summary.
+        detail: String,
+    },
+    /// A grant added, revoked, expired or refused.
+    Grant {
+        /// `added`, `revoked`, `expired`, `refused`.
+        action: String,
+        /// Grant id.
+        id: String,
+        /// Ticket.
+        ticket: String,
+        /// Who.
+        by: String,
+        /// What, and why.
+        detail: String,
+    },
+    /// The chain value before this entry, written at every fsync.
+    Seal {
+        /// Chain hash.
+        chain: [u8; 32],
+    },
+    /// Segments deleted by retention.
+    Retention {
+        /// Their file names.
+        deleted: Vec<String>,
+    },
+    /// The proxy started (or the log was opened) with this version.
+    Start {
+        /// Gatehouse version.
+        version: String,
+    },
+}
+
+/// The chain's starting value for a node.
+pub fn genesis(node: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"gatehouse decision log v1\0");
+    h.update(node.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// The next chain value.
+pub fn chain_next(prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(prev);
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+/// A segment's file name.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("decisions-{first_seq:020}.ghlog")
+}
+
+/// The first sequence number from a segment's file name.
+pub fn segment_first_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("decisions-")?
+        .strip_suffix(".ghlog")?
+        .parse()
+        .ok()
+}
+
+/// A segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Node that wrote it.
+    pub node: String,
+    /// Sequence number of its first entry.
+    pub first_seq: u64,
+    /// Chain value before its first entry.
+    pub prev_chain: [u8; 32],
+    /// When it was created (µs).
+    pub created_us: i64,
+}
+
+impl SegmentHeader {
+    /// Encodes the header with its checksum.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.node.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.node.len() as u16).to_le_bytes());
+        out.extend_from_slice(self.node.as_bytes());
+        out.extend_from_slice(&self.first_seq.to_le_bytes());
+        out.extend_from_slice(&self.prev_chain);
+        out.extend_from_slice(&self.created_us.to_le_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes a header from the start of `bytes`; its length in bytes.
+    pub fn decode(bytes: &[u8]) -> Result<(SegmentHeader, usize), String> {
+        if bytes.len() < 10 || &bytes[..8] != MAGIC {
+            return Err("not a Gatehouse decision-log segment (bad magic or version)".into());
+        }
+        let node_len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+        let len = 10 + node_len + 8 + 32 + 8 + 4;
+        if bytes.len() < len {
+            return Err("segment header is truncated".into());
+        }
+        let crc = u32::from_le_bytes(bytes[len - 4..len].try_into().map_err(|_| "header")?);
+        if crc32c::crc32c(&bytes[..len - 4]) != crc {
+            return Err("segment header checksum does not match".into());
+        }
+        let node = String::from_utf8(bytes[10..10 + node_len].to_vec())
+            .map_err(|_| "node name is not UTF-8")?;
+        let mut pos = 10 + node_len;
+        let first_seq = u64::from_le_bytes(bytes[pos..pos + 8].try_into().map_err(|_| "header")?);
+        pos += 8;
+        let mut prev_chain = [0u8; 32];
+        prev_chain.copy_from_slice(&bytes[pos..pos + 32]);
+        pos += 32;
+        let created_us = i64::from_le_bytes(bytes[pos..pos + 8].try_into().map_err(|_| "header")?);
+        Ok((
+            SegmentHeader {
+                node,
+                first_seq,
+                prev_chain,
+                created_us,
+            },
+            len,
+        ))
+    }
+}
+
+/// Frames a payload: length, checksum, bytes.
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_detects_damage() {
+        let h = SegmentHeader {
+            node: "gh-1".into(),
+            first_seq: 42,
+            prev_chain: [7; 32],
+            created_us: 1_700_000_000_000_000,
+        };
+        let bytes = h.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok((h, bytes.len())));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 1;
+            assert!(SegmentHeader::decode(&bad).is_err(), "byte {i}");
+        }
+        assert!(SegmentHeader::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(segment_name(7), "decisions-00000000000000000007.ghlog");
+        assert_eq!(segment_first_seq(&segment_name(7)), Some(7));
+        assert_eq!(segment_first_seq("other.txt"), None);
+    }
+}

@@ -1,0 +1,454 @@
+//! The single writer of the decision log.
+//!
+//! One thread owns the open segment. The request path sends it entries over a bounded
+//! queue and, for decisions, waits for its acknowledgement: the writer takes every entry
+//! waiting (group write), frames them into one buffer, hands the buffer to the operating
+//! system with one `write`, and only then acknowledges each with its sequence number. So
+//! a `kill -9` loses no acknowledged decision; `fsync` runs on a timer (default every
+//! 100 ms) and at shutdown, after a seal entry, so a power cut loses at most that window.
+//!
+//! When a write fails (disk full, file-size limit, I/O error) the partial bytes are cut
+//! off, the batch is refused (the proxy then fails closed for the groups configured to),
+//! and every later batch tries again: the condition clears itself when writing works.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use super::reader::{list_segments, scan_tail};
+use super::{chain_next, frame, genesis, segment_name, Body, Entry, SegmentHeader};
+
+pub use crate::policy::LogSettings;
+
+/// Why an entry was not logged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// The log cannot be written now.
+    #[error("the decision log cannot be written: {0}")]
+    Unavailable(String),
+}
+
+/// Counters and state shared with metrics and the proxy.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Entries written.
+    pub written: AtomicU64,
+    /// Failed writes.
+    pub write_failures: AtomicU64,
+    /// Entries that could not be logged.
+    pub lost: AtomicU64,
+    /// Whether the log is failing now.
+    pub failing: AtomicBool,
+    /// Torn or corrupt tails cut off at start.
+    pub tails_repaired: AtomicU64,
+    /// Last fsync duration in microseconds.
+    pub last_fsync_us: AtomicU64,
+    /// fsyncs done.
+    pub fsyncs: AtomicU64,
+}
+
+/// Where the writer acknowledges an entry.
+type Ack = oneshot::Sender<Result<u64, LogError>>;
+/// An entry waiting to be written: body, time, acknowledgement.
+type Pending = (Body, i64, Option<Ack>);
+
+// Entries travel by value through the queue's slots: boxing each would cost an
+// allocation per request for no gain.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Entry(Body, i64, Option<Ack>),
+    Tick,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The request path's handle on the writer.
+#[derive(Clone)]
+pub struct LogHandle {
+    tx: mpsc::Sender<Msg>,
+    /// Counters.
+    pub stats: Arc<LogStats>,
+    queue_timeout: Duration,
+}
+
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+impl LogHandle {
+    /// Appends an entry and waits until it is with the operating system; its sequence
+    /// number.
+    pub async fn append(&self, body: Body) -> Result<u64, LogError> {
+        let (tx, rx) = oneshot::channel();
+        let msg = Msg::Entry(body, now_us(), Some(tx));
+        if self.tx.send_timeout(msg, self.queue_timeout).await.is_err() {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            self.stats.failing.store(true, Ordering::Relaxed);
+            return Err(LogError::Unavailable(
+                "the writer's queue stayed full".into(),
+            ));
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(LogError::Unavailable("the writer stopped".into())),
+        }
+    }
+
+    /// Appends an entry without waiting (completions). Counted as lost if the queue is
+    /// full.
+    pub fn append_nowait(&self, body: Body) {
+        if self.tx.try_send(Msg::Entry(body, now_us(), None)).is_err() {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Seals, fsyncs and stops the writer.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Writer {
+    settings: LogSettings,
+    stats: Arc<LogStats>,
+    file: File,
+    path: PathBuf,
+    len: u64,
+    next_seq: u64,
+    chain: [u8; 32],
+    day: (i32, u32),
+    dirty: bool,
+    last_fsync: Instant,
+    last_retention: Instant,
+}
+
+/// Opens (or creates) the log, repairs a torn tail, and starts the writer thread.
+pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
+    std::fs::create_dir_all(&settings.dir)
+        .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
+    let stats = Arc::new(LogStats::default());
+    let mut writer = Writer::open(settings.clone(), stats.clone())?;
+    let (tx, mut rx) = mpsc::channel::<Msg>(settings.queue.max(16));
+    // The timer only turns time into messages; the writer does the work.
+    {
+        let tx = tx.clone();
+        let interval = settings.fsync_interval;
+        std::thread::Builder::new()
+            .name("gatehouse-log-tick".into())
+            .spawn(move || loop {
+                std::thread::sleep(interval);
+                if tx.blocking_send(Msg::Tick).is_err() {
+                    return;
+                }
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    writer.append_batch(vec![(
+        Body::Start {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        now_us(),
+        None,
+    )]);
+    std::thread::Builder::new()
+        .name("gatehouse-log".into())
+        .spawn(move || {
+            let mut batch = Vec::with_capacity(1024);
+            while let Some(first) = rx.blocking_recv() {
+                let mut tick = false;
+                let mut shutdown = None;
+                let mut push = |m: Msg, batch: &mut Vec<_>| match m {
+                    Msg::Entry(body, t, ack) => batch.push((body, t, ack)),
+                    Msg::Tick => tick = true,
+                    Msg::Shutdown(done) => shutdown = Some(done),
+                };
+                push(first, &mut batch);
+                while batch.len() < 4096 {
+                    match rx.try_recv() {
+                        Ok(m) => push(m, &mut batch),
+                        Err(_) => break,
+                    }
+                }
+                if !batch.is_empty() {
+                    writer.append_batch(std::mem::take(&mut batch));
+                }
+                if tick || shutdown.is_some() {
+                    writer.maintain(shutdown.is_some());
+                }
+                if let Some(done) = shutdown {
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            writer.maintain(true);
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(LogHandle {
+        tx,
+        stats,
+        queue_timeout: settings.queue_timeout,
+    })
+}
+
+fn utc_day(us: i64) -> (i32, u32) {
+    let t = DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
+    (t.year(), t.ordinal())
+}
+
+impl Writer {
+    fn open(settings: LogSettings, stats: Arc<LogStats>) -> Result<Writer, String> {
+        let dir = settings.dir.clone();
+        loop {
+            let segments = list_segments(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let Some(last) = segments.last() else {
+                let node = settings.node.clone();
+                return Writer::create(settings, stats, 1, genesis(&node));
+            };
+            match scan_tail(last) {
+                Ok(tail) => {
+                    if let Some(damage) = &tail.damage {
+                        tracing::warn!(segment = %last.display(), cut_at = tail.good_len, "decision log tail damaged ({damage}); cutting it off");
+                        stats.tails_repaired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(last)
+                        .map_err(|e| format!("{}: {e}", last.display()))?;
+                    file.set_len(tail.good_len)
+                        .map_err(|e| format!("{}: {e}", last.display()))?;
+                    file.sync_all()
+                        .map_err(|e| format!("{}: {e}", last.display()))?;
+                    let mut file = file;
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::End(0))
+                        .map_err(|e| e.to_string())?;
+                    return Ok(Writer {
+                        day: utc_day(tail.last_time_us),
+                        settings,
+                        stats,
+                        file,
+                        path: last.clone(),
+                        len: tail.good_len,
+                        next_seq: tail.last_seq + 1,
+                        chain: tail.chain,
+                        dirty: false,
+                        last_fsync: Instant::now(),
+                        last_retention: Instant::now() - Duration::from_secs(24 * 3600),
+                    });
+                }
+                Err(e) => {
+                    // A segment whose header never made it to disk whole holds nothing:
+                    // set it aside and continue from the one before.
+                    let aside = last.with_extension("ghlog.damaged");
+                    tracing::warn!(segment = %last.display(), "decision log segment unreadable ({e}); moved to {}", aside.display());
+                    std::fs::rename(last, &aside)
+                        .map_err(|e| format!("{}: {e}", last.display()))?;
+                    stats.tails_repaired.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn create(
+        settings: LogSettings,
+        stats: Arc<LogStats>,
+        first_seq: u64,
+        prev_chain: [u8; 32],
+    ) -> Result<Writer, String> {
+        let path = settings.dir.join(segment_name(first_seq));
+        let created_us = now_us();
+        let header = SegmentHeader {
+            node: settings.node.clone(),
+            first_seq,
+            prev_chain,
+            created_us,
+        }
+        .encode();
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all(&header)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.sync_all()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Ok(d) = File::open(&settings.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Writer {
+            day: utc_day(created_us),
+            settings,
+            stats,
+            file,
+            path,
+            len: header.len() as u64,
+            next_seq: first_seq,
+            chain: prev_chain,
+            dirty: false,
+            last_fsync: Instant::now(),
+            last_retention: Instant::now() - Duration::from_secs(24 * 3600),
+        })
+    }
+
+    /// Frames and writes a batch in one `write`, then acknowledges it.
+    fn append_batch(&mut self, batch: Vec<Pending>) {
+        if let Some((_, t, _)) = batch.first() {
+            if (self.len >= self.settings.segment_bytes || utc_day(*t) != self.day) && self.len > 0
+            {
+                self.roll();
+            }
+        }
+        let mut buf = Vec::with_capacity(batch.len() * 128);
+        let (start_seq, start_chain) = (self.next_seq, self.chain);
+        let mut seqs = Vec::with_capacity(batch.len());
+        for (body, time_us, _) in &batch {
+            let entry = Entry {
+                seq: self.next_seq,
+                time_us: *time_us,
+                body: body.clone(),
+            };
+            let Ok(payload) = postcard::to_stdvec(&entry) else {
+                seqs.push(None);
+                continue;
+            };
+            frame(&payload, &mut buf);
+            self.chain = chain_next(&self.chain, &payload);
+            seqs.push(Some(self.next_seq));
+            self.next_seq += 1;
+        }
+        match self.file.write_all(&buf) {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                self.dirty = true;
+                self.stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if self.stats.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(kind = "decision_log", "decision log writable again");
+                }
+                for ((_, _, ack), seq) in batch.into_iter().zip(seqs) {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(seq.ok_or_else(|| {
+                            LogError::Unavailable("entry could not be encoded".into())
+                        }));
+                    }
+                }
+            }
+            Err(e) => {
+                // Cut off whatever part of the batch reached the file, so the log never
+                // holds half an entry, and refuse the whole batch.
+                let _ = self.file.set_len(self.len);
+                self.next_seq = start_seq;
+                self.chain = start_chain;
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .lost
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if !self.stats.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(kind = "decision_log", error = %e, segment = %self.path.display(), "decision log write failed; failing closed for the groups configured to");
+                }
+                let err = LogError::Unavailable(e.to_string());
+                for (_, _, ack) in batch {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seal and fsync when due (or at shutdown); apply retention once an hour.
+    fn maintain(&mut self, closing: bool) {
+        if self.dirty && (closing || self.last_fsync.elapsed() >= self.settings.fsync_interval) {
+            self.seal_and_sync();
+        }
+        if self.settings.retention_days > 0
+            && self.last_retention.elapsed() >= Duration::from_secs(3600)
+        {
+            self.last_retention = Instant::now();
+            self.retention();
+        }
+    }
+
+    fn seal_and_sync(&mut self) {
+        let seal = Body::Seal { chain: self.chain };
+        self.append_batch(vec![(seal, now_us(), None)]);
+        let started = Instant::now();
+        if self.file.sync_data().is_ok() {
+            self.dirty = false;
+            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_fsync_us
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        self.last_fsync = Instant::now();
+    }
+
+    fn roll(&mut self) {
+        self.seal_and_sync();
+        match Writer::create(
+            self.settings.clone(),
+            self.stats.clone(),
+            self.next_seq,
+            self.chain,
+        ) {
+            Ok(next) => *self = next,
+            Err(e) => {
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(kind = "decision_log", error = %e, "cannot start a new decision-log segment; continuing in the current one");
+            }
+        }
+    }
+
+    /// Deletes whole segments older than the retention period (never the open one) and
+    /// records what it deleted.
+    fn retention(&mut self) {
+        let cutoff = std::time::SystemTime::now()
+            - Duration::from_secs(u64::from(self.settings.retention_days) * 86_400);
+        let Ok(segments) = list_segments(&self.settings.dir) else {
+            return;
+        };
+        let mut deleted = Vec::new();
+        // A segment's last write time is when its newest entry was written.
+        for path in segments.iter().filter(|p| **p != self.path) {
+            let old = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .map(|t| t < cutoff)
+                .unwrap_or(false);
+            if !old {
+                break; // segments are in order: the rest are newer
+            }
+            if std::fs::remove_file(path).is_ok() {
+                deleted.push(
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("?")
+                        .to_string(),
+                );
+            }
+        }
+        if !deleted.is_empty() {
+            tracing::info!(
+                kind = "decision_log",
+                segments = deleted.len(),
+                "retention deleted old segments"
+            );
+            self.append_batch(vec![(Body::Retention { deleted }, now_us(), None)]);
+        }
+    }
+}
