@@ -305,14 +305,18 @@ impl Writer {
         })
     }
 
-    /// Frames and writes a batch in one `write`, then acknowledges it.
+    /// Starts a new segment first if this one is full or from another day, then writes.
     fn append_batch(&mut self, batch: Vec<Pending>) {
         if let Some((_, t, _)) = batch.first() {
-            if (self.len >= self.settings.segment_bytes || utc_day(*t) != self.day) && self.len > 0
-            {
+            if self.len >= self.settings.segment_bytes || utc_day(*t) != self.day {
                 self.roll();
             }
         }
+        self.write_batch(batch);
+    }
+
+    /// Frames and writes a batch in one `write`, then acknowledges it.
+    fn write_batch(&mut self, batch: Vec<Pending>) {
         let mut buf = Vec::with_capacity(batch.len() * 128);
         let (start_seq, start_chain) = (self.next_seq, self.chain);
         let mut seqs = Vec::with_capacity(batch.len());
@@ -387,7 +391,7 @@ impl Writer {
 
     fn seal_and_sync(&mut self) {
         let seal = Body::Seal { chain: self.chain };
-        self.append_batch(vec![(seal, now_us(), None)]);
+        self.write_batch(vec![(seal, now_us(), None)]);
         let started = Instant::now();
         if self.file.sync_data().is_ok() {
             self.dirty = false;
