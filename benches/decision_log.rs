@@ -38,7 +38,7 @@ fn decision(i: u64) -> Body {
         host,
         "www.instagram.com" | "www.tiktok.com" | "www.pokerstars.com" | "www.roblox.com"
     );
-    let tunnel = i % 3 != 0;
+    let tunnel = !i.is_multiple_of(3);
     Body::Decision(Decision {
         client: IpAddr::V4(Ipv4Addr::new(10, 30, (i / 250 % 4) as u8, (i % 250) as u8)),
         user: None,
