@@ -1,50 +1,13 @@
 //! Decision records and the hand-off to the decision log.
 //!
-//! Every verdict the proxy makes becomes a [`DecisionRecord`], handed to
+//! Every verdict the proxy makes becomes a [`Decision`] record, handed to
 //! [`DecisionLog::record`] *before* the response or tunnel it describes goes ahead. The
 //! call returns once the decision log's writer has the record with the operating system,
 //! with its sequence number: the reference on the block page.
 
-use std::net::IpAddr;
-
-use chrono::{DateTime, Utc};
-
-/// What the proxy did with a request.
-#[derive(Debug, Clone)]
-pub struct DecisionRecord {
-    /// When the decision was made.
-    pub time: DateTime<Utc>,
-    /// Client address.
-    pub client: IpAddr,
-    /// Authenticated user, if any.
-    pub user: Option<String>,
-    /// Group decided for.
-    pub group: String,
-    /// HTTP method (`CONNECT` for tunnels).
-    pub method: String,
-    /// URL for plain HTTP, `host:port` for tunnels.
-    pub url: String,
-    /// SNI of a tunnel's ClientHello, when read.
-    pub sni: Option<String>,
-    /// Categories matched, most severe first.
-    pub categories: Vec<String>,
-    /// `allow` or `block`.
-    pub action: &'static str,
-    /// Short reason code (`category`, `illegal`, `ip_literal`, `no_sni`, …).
-    pub reason: &'static str,
-    /// One line a technician can read.
-    pub explanation: String,
-    /// Ticket of the grant that allowed it.
-    pub grant_ticket: Option<String>,
-    /// Status sent to the client (`0` until known, for forwarded requests).
-    pub status: u16,
-    /// Search terms of concern found in the query.
-    pub search_terms: Vec<String>,
-}
-
 pub use crate::decision_log::writer::LogError;
 use crate::decision_log::writer::LogHandle;
-use crate::decision_log::{Body, Decision, StoredAction};
+use crate::decision_log::{Body, Decision};
 
 /// The decision log as the request path sees it: records go to the log writer, and a
 /// debug-level line to the tracing log (`RUST_LOG=gatehouse::decision=debug`).
@@ -57,26 +20,11 @@ pub struct DecisionLog {
 impl DecisionLog {
     /// Records a decision; returns its sequence number (the reference) once the record
     /// is with the operating system.
-    pub async fn record(&self, record: &DecisionRecord) -> Result<u64, LogError> {
-        let decision = Decision {
-            client: record.client,
-            user: record.user.clone(),
-            group: record.group.clone(),
-            method: record.method.clone(),
-            url: record.url.clone(),
-            sni: record.sni.clone(),
-            categories: record.categories.clone(),
-            action: if record.action == "allow" {
-                StoredAction::Allow
-            } else {
-                StoredAction::Block
-            },
-            reason: record.reason.to_string(),
-            grant: record.grant_ticket.clone(),
-            status: record.status,
-            terms: record.search_terms.clone(),
-        };
+    pub async fn record(&self, decision: Decision, explanation: &str) -> Result<u64, LogError> {
+        let line = tracing::enabled!(target: "gatehouse::decision", tracing::Level::DEBUG)
+            .then(|| decision.clone());
         let result = self.handle.append(Body::Decision(decision)).await;
+        let Some(record) = line else { return result };
         tracing::debug!(
             target: "gatehouse::decision",
             reference = %result.as_ref().map(|s| format_reference(*s)).unwrap_or_else(|_| "unlogged".into()),
@@ -87,12 +35,11 @@ impl DecisionLog {
             url = %record.url,
             sni = record.sni.as_deref().unwrap_or("-"),
             categories = %record.categories.join(","),
-            action = record.action,
-            reason = record.reason,
-            grant = record.grant_ticket.as_deref().unwrap_or("-"),
+            action = record.action.as_str(),
+            reason = %record.reason,
+            grant = record.grant.as_deref().unwrap_or("-"),
             status = record.status,
-            "{}",
-            record.explanation
+            "{explanation}"
         );
         result
     }

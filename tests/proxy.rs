@@ -280,50 +280,25 @@ fn https_through_connect_with_sni_checks() {
     );
     assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
 
-    // Domain fronting: the CONNECT names an allowed host, the ClientHello a blocked one.
-    assert!(tunnel_handshake(
-        &g,
-        &format!("origin.test:{}", tls.port),
-        "bet.test",
-        None,
-        &ca
-    )
-    .is_err());
-    // The same with an allowed SNI works, so the refusal above was the SNI's doing.
-    assert!(tunnel_handshake(
-        &g,
-        &format!("origin.test:{}", tls.port),
-        "origin.test",
-        None,
-        &ca
-    )
-    .is_ok());
-    // Staff may tunnel to a bare address, but not with a blocked SNI.
-    assert!(tunnel_handshake(
-        &g,
-        &format!("127.0.0.1:{}", tls.port),
-        "origin.test",
-        Some(STAFF),
-        &ca
-    )
-    .is_ok());
-    assert!(tunnel_handshake(
-        &g,
-        &format!("127.0.0.1:{}", tls.port),
-        "bet.test",
-        Some(STAFF),
-        &ca
-    )
-    .is_err());
-    // Pupils may not tunnel to bare addresses at all.
-    assert!(tunnel_handshake(
-        &g,
-        &format!("127.0.0.1:{}", tls.port),
-        "origin.test",
-        None,
-        &ca
-    )
-    .is_err());
+    // (CONNECT target, SNI, source, tunnel works?) — the SNI is decided as well as the
+    // CONNECT line: domain fronting and IP-literal tunnels with a blocked SNI are closed.
+    let named = format!("origin.test:{}", tls.port);
+    let bare = format!("127.0.0.1:{}", tls.port);
+    let rows: &[(&str, &str, Option<&str>, bool)] = &[
+        (&named, "bet.test", None, false), // fronting: allowed CONNECT, blocked SNI
+        (&named, "origin.test", None, true), // the same with an allowed SNI
+        (&bare, "origin.test", Some(STAFF), true), // staff may tunnel to an address...
+        (&bare, "bet.test", Some(STAFF), false), // ...but not with a blocked SNI
+        (&bare, "origin.test", None, false), // pupils may not tunnel to addresses
+    ];
+    for (authority, sni, source, works) in rows {
+        let result = tunnel_handshake(&g, authority, sni, *source, &ca);
+        assert_eq!(
+            result.is_ok(),
+            *works,
+            "CONNECT {authority} SNI {sni} from {source:?}: {result:?}"
+        );
+    }
     assert!(
         g.wait_for_log(
             "the ClientHello names bet.test, not origin.test",

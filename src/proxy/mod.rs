@@ -39,8 +39,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::decision::{format_reference, DecisionLog, DecisionRecord};
+use crate::decision::{format_reference, DecisionLog};
 use crate::decision_log::writer::LogSettings;
+use crate::decision_log::{Decision, StoredAction};
 use crate::host::{parse_authority, Scheme, Target};
 use crate::identity::{canonical_ip, AuthRequirement};
 use crate::lists::CacheMode;
@@ -175,11 +176,42 @@ fn add_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
-/// A response body that tells the connection guard when the response is complete, so
-/// that the keep-alive idle limit starts then and not before.
+/// How a forwarded request is recorded when its response ends.
+#[derive(Clone)]
+struct Completion {
+    log: DecisionLog,
+    reference: u64,
+    status: u16,
+    started: std::time::Instant,
+    up: Arc<AtomicU64>,
+}
+
+/// Every response body goes out through this: it tells the connection guard when the
+/// response is complete (so the keep-alive idle limit starts then, not before), and for
+/// forwarded requests counts the bytes and records the completion when the body ends or
+/// is dropped (the client went away).
 struct Tracked {
     inner: Body,
     signal: Option<Arc<ConnSignal>>,
+    bytes: u64,
+    completion: Option<Completion>,
+}
+
+impl Tracked {
+    fn finish(&mut self) {
+        if let Some(s) = self.signal.take() {
+            s.response_done();
+        }
+        if let Some(c) = self.completion.take() {
+            c.log.completed(
+                c.reference,
+                c.status,
+                c.up.load(Ordering::Relaxed),
+                self.bytes,
+                c.started.elapsed(),
+            );
+        }
+    }
 }
 
 impl HttpBody for Tracked {
@@ -191,10 +223,14 @@ impl HttpBody for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            if let Some(s) = self.signal.take() {
-                s.response_done();
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
             }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
         }
         r
     }
@@ -240,75 +276,9 @@ impl HttpBody for CountUp {
     }
 }
 
-/// A response body that counts the bytes it carries to the client and records the
-/// request's completion when it ends (or is dropped, if the client went away).
-struct CountDown {
-    inner: Incoming,
-    bytes: u64,
-    completion: Option<(DecisionLog, u64, u16, std::time::Instant, Arc<AtomicU64>)>,
-}
-
-impl CountDown {
-    fn finish(&mut self) {
-        if let Some((log, reference, status, started, up)) = self.completion.take() {
-            log.completed(
-                reference,
-                status,
-                up.load(Ordering::Relaxed),
-                self.bytes,
-                started.elapsed(),
-            );
-        }
-    }
-}
-
-impl HttpBody for CountDown {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.finish();
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                self.finish();
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for CountDown {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if let Some(s) = self.signal.take() {
-            s.response_done();
-        }
+        self.finish();
     }
 }
 
@@ -368,8 +338,7 @@ impl Proxy {
         explanation: String,
         status: u16,
     ) -> Option<u64> {
-        let record = DecisionRecord {
-            time: ctx.now,
+        let record = Decision {
             client: ctx.client,
             user: ctx.user.clone(),
             group: ctx.snapshot.policy.group(ctx.group).name.clone(),
@@ -377,14 +346,13 @@ impl Proxy {
             url: url.to_string(),
             sni,
             categories,
-            action: "block",
-            reason,
-            explanation,
-            grant_ticket: None,
+            action: StoredAction::Block,
+            reason: reason.to_string(),
+            grant: None,
             status,
-            search_terms: Vec::new(),
+            terms: Vec::new(),
         };
-        self.log.record(&record).await.ok()
+        self.log.record(record, &explanation).await.ok()
     }
 
     /// Refuses with the block page (HTML) or its text (CONNECT), recording it first.
@@ -623,10 +591,13 @@ impl Proxy {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let completion = resp.extensions_mut().remove::<Completion>();
         let (parts, body) = resp.into_parts();
         let body = Tracked {
             inner: body,
             signal: Some(signal),
+            bytes: 0,
+            completion,
         }
         .boxed();
         Ok(Response::from_parts(parts, body))
@@ -691,8 +662,7 @@ impl Proxy {
             explanation.push_str("; ");
             explanation.push_str(note);
         }
-        let record = DecisionRecord {
-            time: ctx.now,
+        let record = Decision {
             client: ctx.client,
             user: ctx.user.clone(),
             group: policy.group(ctx.group).name.clone(),
@@ -704,21 +674,20 @@ impl Proxy {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            action: "allow",
-            reason: Policy::reason_code(&verdict.reason),
-            explanation,
-            grant_ticket: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+            action: StoredAction::Allow,
+            reason: Policy::reason_code(&verdict.reason).to_string(),
+            grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
             status: 0,
-            search_terms: classification
+            terms: classification
                 .terms
                 .iter()
                 .map(|t| t.term.clone())
                 .collect(),
         };
-        let reference = match self.log.record(&record).await {
+        let reference = match self.log.record(record, &explanation).await {
             Ok(seq) => seq,
             Err(e) if policy.group(ctx.group).fail_closed => {
-                tracing::warn!(target: "gatehouse::decision", group = %record.group, error = %e, "refused: the decision log cannot be written");
+                tracing::warn!(target: "gatehouse::decision", group = %policy.group(ctx.group).name, error = %e, "refused: the decision log cannot be written");
                 return self.log_unavailable(&ctx);
             }
             // Groups configured `on_log_failure = "allow"` keep working; the record is
@@ -795,12 +764,16 @@ impl Proxy {
             status == StatusCode::SWITCHING_PROTOCOLS,
         );
         add_via(&mut parts.headers);
-        let body = CountDown {
-            inner: body,
-            bytes: 0,
-            completion: Some((self.log.clone(), reference, status.as_u16(), started, up)),
-        };
-        Response::from_parts(parts, body.boxed())
+        let mut resp =
+            Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
+        resp.extensions_mut().insert(Completion {
+            log: self.log.clone(),
+            reference,
+            status: status.as_u16(),
+            started,
+            up,
+        });
+        resp
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Body, Proxy, RequestContext};
-use crate::decision::DecisionRecord;
+use crate::decision_log::{Decision, StoredAction};
 use crate::host::{Host, Target};
 use crate::policy::Action;
 
@@ -291,8 +291,8 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             verdict = v;
         }
     }
-    let record = DecisionRecord {
-        time: ctx.now,
+    let explanation: String = policy.explain(&verdict);
+    let record = Decision {
         client: ctx.client,
         user: ctx.user.clone(),
         group: group.name.clone(),
@@ -300,14 +300,13 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         url: url.clone(),
         sni: sni.clone(),
         categories,
-        action: "allow",
-        reason: crate::policy::Policy::reason_code(&verdict.reason),
-        explanation: policy.explain(&verdict),
-        grant_ticket: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+        action: StoredAction::Allow,
+        reason: crate::policy::Policy::reason_code(&verdict.reason).to_string(),
+        grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
         status: 200,
-        search_terms: classification_terms,
+        terms: classification_terms,
     };
-    let reference = match proxy.log.record(&record).await {
+    let reference = match proxy.log.record(record, &explanation).await {
         Ok(seq) => seq,
         Err(_) if group.fail_closed => return,
         Err(_) => 0,
