@@ -345,3 +345,71 @@ fn export_round_trips_in_every_format() {
     ]);
     assert!(none.trim().is_empty(), "{none}");
 }
+
+#[test]
+fn retention_deletes_whole_old_segments_and_records_it() {
+    let origin = Origin::http();
+    let small = policy().replace(
+        "fsync_interval_ms = 50",
+        "fsync_interval_ms = 50\nsegment_mib = 1\nretention_days = 30",
+    );
+    let g = Gatehouse::start(&[
+        ("policy.toml", small.as_str()),
+        ("lists/gambling/domains", "bet.test\n"),
+    ]);
+    // ~20 000 refusals on one keep-alive connection: more than a 1 MiB segment holds.
+    let config = g.dir.path().join("urls.curl");
+    let lines: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "url = \"http://bet.test:{}/{i}\"\noutput = \"/dev/null\"\n",
+                origin.port
+            )
+        })
+        .collect();
+    std::fs::write(&config, lines).expect("curl config");
+    let status = Command::new("curl")
+        .args(["-s", "-x", &g.url(), "-K"])
+        .arg(&config)
+        .status()
+        .expect("curl runs");
+    assert!(status.success());
+    let dir = g.stop();
+    let log = dir.path().join("log");
+    let segments = reader::list_segments(&log).expect("segments");
+    assert!(segments.len() >= 2, "{segments:?}");
+    // The oldest segment was last written 400 days ago.
+    let old = &segments[0];
+    let touched = Command::new("touch")
+        .args(["-d", "400 days ago"])
+        .arg(old)
+        .status()
+        .expect("touch runs");
+    assert!(touched.success());
+    let g = Gatehouse::start_in(dir);
+    assert!(
+        g.wait_for_log("retention deleted old segments", Duration::from_secs(5)),
+        "{}",
+        g.log()
+    );
+    let dir = g.stop();
+    let log = dir.path().join("log");
+    assert!(!old.exists(), "the old segment is gone");
+    let (code, text) = verify(&log);
+    assert_eq!(
+        code, 0,
+        "the chain verifies from the oldest kept segment: {text}"
+    );
+    let (_, tail) = gatehouse_cmd(&[
+        "log",
+        "tail",
+        "--dir",
+        log.to_str().expect("path"),
+        "-n",
+        "50",
+    ]);
+    assert!(
+        tail.contains("retention deleted decisions-00000000000000000001.ghlog"),
+        "{tail}"
+    );
+}
