@@ -217,6 +217,33 @@ async fn origin_service(
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(Response::new(Full::new(Bytes::from("slow response"))));
     }
+    if path == "/ws" && req.headers().contains_key(hyper::header::UPGRADE) {
+        // A minimal upgrade: after 101 the connection echoes what it receives.
+        let upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("websocket"),
+        );
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("upgrade"),
+        );
+        return Ok(resp);
+    }
     if path == "/hang" {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
