@@ -192,6 +192,21 @@ pub struct RawPolicy {
     /// The decision log.
     #[serde(default)]
     pub log: RawLog,
+    /// Grants: where they are and the rules they must follow.
+    #[serde(default)]
+    pub grants: RawGrantRules,
+}
+
+/// `[grants]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrantRules {
+    /// The grants file, relative to the policy.
+    pub file: Option<String>,
+    /// A regular expression every ticket must match.
+    pub ticket_pattern: Option<Spanned<String>>,
+    /// The longest a grant may last, in days.
+    pub max_days: Option<u32>,
 }
 
 /// `[log]`: every field optional; defaults in [`crate::policy::LogSettings`].

@@ -19,15 +19,16 @@ use ipnet::IpNet;
 
 use crate::category::CategorySet;
 use crate::classify::CompiledLists;
+use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, Source};
 use crate::host::Target;
 use crate::policy::{GroupId, Policy, SiteList};
 
 /// Why a grant was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrantError {
-    /// No ticket, or one that does not look like a helpdesk ticket.
-    #[error("ticket {0:?} is not a helpdesk ticket reference")]
-    Ticket(String),
+    /// No ticket, or one that does not match the policy's ticket pattern.
+    #[error("ticket {0:?} does not look like a helpdesk ticket (it must match {1})")]
+    Ticket(String, String),
     /// The reason is empty or a placeholder.
     #[error("a grant needs a real reason (got {0:?})")]
     Reason(String),
@@ -43,6 +44,9 @@ pub enum GrantError {
     /// `expires` not after `starts`.
     #[error("a grant must expire after it starts")]
     Period,
+    /// Longer than the policy allows.
+    #[error("a grant may last at most {0} days (the policy's max_days)")]
+    TooLong(i64),
     /// A site or URL that is not a valid host or host/path.
     #[error("site {entry:?}: {reason}")]
     Site {
@@ -126,14 +130,11 @@ impl Grant {
         policy: &Policy,
         lists: &CompiledLists,
     ) -> Result<Grant, GrantError> {
-        let ticket_ok = !req.ticket.is_empty()
-            && req.ticket.contains('-')
-            && req
-                .ticket
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if !ticket_ok {
-            return Err(GrantError::Ticket(req.ticket));
+        if !policy.grant_rules.ticket_pattern.is_match(&req.ticket) {
+            return Err(GrantError::Ticket(
+                req.ticket,
+                policy.grant_rules.ticket_pattern.as_str().to_string(),
+            ));
         }
         let reason = req.reason.trim();
         if PLACEHOLDER_REASONS.contains(&reason.to_lowercase().as_str()) || reason.len() < 4 {
@@ -151,6 +152,11 @@ impl Grant {
         }
         if req.expires <= req.starts {
             return Err(GrantError::Period);
+        }
+        if req.expires - req.starts > policy.grant_rules.max_duration {
+            return Err(GrantError::TooLong(
+                policy.grant_rules.max_duration.num_days(),
+            ));
         }
         if let Some(c) = req.categories.intersection(policy.illegal()).iter().next() {
             let name = policy.category(c).name.clone();
@@ -200,5 +206,233 @@ impl Grant {
     /// Whether the grant's sites cover the target.
     pub fn covers_site(&self, target: &Target) -> bool {
         self.sites.find(target).is_some()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The grants file
+
+/// One `[[grant]]` (or `[[archived]]`) as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    /// Identifier, unique in the file.
+    pub id: toml::Spanned<String>,
+    /// Helpdesk ticket.
+    pub ticket: toml::Spanned<String>,
+    /// Technician who issued it.
+    pub issued_by: toml::Spanned<String>,
+    /// Why.
+    pub reason: toml::Spanned<String>,
+    /// When it was issued (RFC 3339).
+    pub issued_at: Option<String>,
+    /// Groups it applies to.
+    #[serde(default)]
+    pub groups: Vec<toml::Spanned<String>>,
+    /// Users it applies to.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Client networks it applies to.
+    #[serde(default)]
+    pub subnets: Vec<toml::Spanned<String>>,
+    /// Sites or host/path prefixes it opens.
+    #[serde(default)]
+    pub sites: Vec<toml::Spanned<String>>,
+    /// Categories it opens.
+    #[serde(default)]
+    pub categories: Vec<toml::Spanned<String>>,
+    /// Start (RFC 3339); default: when the file is loaded.
+    pub starts: Option<toml::Spanned<String>>,
+    /// Expiry (RFC 3339).
+    pub expires: toml::Spanned<String>,
+    /// For archived grants: when it was revoked.
+    pub revoked_at: Option<String>,
+    /// For archived grants: by whom.
+    pub revoked_by: Option<String>,
+    /// For archived grants: why.
+    pub revoke_reason: Option<String>,
+}
+
+/// The grants file as written.
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrantsFile {
+    /// Grants in force (or to come, or lapsed but not yet archived).
+    #[serde(default)]
+    pub grant: Vec<RawGrant>,
+    /// Revoked and archived grants, kept for the record.
+    #[serde(default)]
+    pub archived: Vec<RawGrant>,
+}
+
+/// A grants file, validated.
+#[derive(Debug, Clone, Default)]
+pub struct GrantSet {
+    /// Every `[[grant]]`, valid.
+    pub grants: Vec<Grant>,
+    /// Ids and revokers of archived grants, for the audit trail.
+    pub archived: Vec<(String, Option<String>)>,
+}
+
+fn parse_time(
+    text: &toml::Spanned<String>,
+    source: &Source,
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<DateTime<Utc>> {
+    match DateTime::parse_from_rfc3339(text.get_ref()) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            errors.push(source.error_at(
+                text.span(),
+                ConfigErrorKind::InvalidValue(format!(
+                    "{field} {:?} is not a time in RFC 3339 form (e.g. \"2026-12-07T15:15:00Z\")",
+                    text.get_ref()
+                )),
+            ));
+            None
+        }
+    }
+}
+
+/// Compiles a grants file's text against a policy and its lists, collecting every error
+/// with its line. `now` stands in for a missing `starts`.
+pub fn compile_file(
+    text: &str,
+    source: &Source,
+    policy: &Policy,
+    lists: &CompiledLists,
+    now: DateTime<Utc>,
+) -> Result<GrantSet, ConfigErrors> {
+    let raw: RawGrantsFile = source.parse(text)?;
+    let mut errors = Vec::new();
+    let mut set = GrantSet::default();
+    let mut ids = std::collections::HashMap::new();
+    for g in raw.grant {
+        let line = source.line_of(g.id.span().start);
+        if let Some(prev) = ids.insert(g.id.get_ref().clone(), line) {
+            errors.push(source.error_at(
+                g.id.span(),
+                ConfigErrorKind::Duplicate(format!(
+                    "grant id {:?} is already used on line {prev}",
+                    g.id.get_ref()
+                )),
+            ));
+            continue;
+        }
+        let mut scope = GrantScope::default();
+        for name in &g.groups {
+            match policy.group_id(name.get_ref()) {
+                Some(id) => scope.groups.push(id),
+                None => errors.push(
+                    source.error_at(
+                        name.span(),
+                        ConfigErrorKind::UnknownGroup {
+                            name: name.get_ref().clone(),
+                            known: policy
+                                .groups()
+                                .map(|(_, g)| g.name.clone())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        },
+                    ),
+                ),
+            }
+        }
+        for user in &g.users {
+            if policy.identity.user(user).is_none() {
+                errors.push(source.error_at(
+                    g.id.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "grant {:?}: no user {user:?} in the users file",
+                        g.id.get_ref()
+                    )),
+                ));
+            }
+        }
+        scope.users = g.users.clone();
+        for net in &g.subnets {
+            match net
+                .get_ref()
+                .parse::<IpNet>()
+                .or_else(|_| net.get_ref().parse::<IpAddr>().map(IpNet::from))
+            {
+                Ok(n) => scope.subnets.push(n.trunc()),
+                Err(_) => errors.push(source.error_at(
+                    net.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "subnet {:?} is not a network in CIDR form",
+                        net.get_ref()
+                    )),
+                )),
+            }
+        }
+        let mut categories = CategorySet::EMPTY;
+        for c in &g.categories {
+            match policy.category_id(c.get_ref()) {
+                Some(id) => categories.insert(id),
+                None => errors.push(
+                    source.error_at(
+                        c.span(),
+                        ConfigErrorKind::UnknownCategory {
+                            name: c.get_ref().clone(),
+                            known: policy
+                                .categories()
+                                .map(|(_, d)| d.category.name.clone())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        },
+                    ),
+                ),
+            }
+        }
+        let starts = match &g.starts {
+            Some(t) => parse_time(t, source, "starts", &mut errors),
+            None => Some(now),
+        };
+        let expires = parse_time(&g.expires, source, "expires", &mut errors);
+        let (Some(starts), Some(expires)) = (starts, expires) else {
+            continue;
+        };
+        let request = GrantRequest {
+            id: g.id.get_ref().clone(),
+            ticket: g.ticket.get_ref().clone(),
+            issued_by: g.issued_by.get_ref().clone(),
+            reason: g.reason.get_ref().clone(),
+            scope,
+            sites: g.sites.iter().map(|s| s.get_ref().clone()).collect(),
+            categories,
+            starts,
+            expires,
+        };
+        match Grant::new(request, policy, lists) {
+            Ok(grant) => set.grants.push(grant),
+            Err(e) => {
+                let span = match &e {
+                    GrantError::Ticket(..) => g.ticket.span(),
+                    GrantError::Reason(_) => g.reason.span(),
+                    GrantError::IssuedBy => g.issued_by.span(),
+                    GrantError::Period | GrantError::TooLong(_) => g.expires.span(),
+                    _ => g.id.span(),
+                };
+                let kind = match e {
+                    GrantError::Illegal(..) => {
+                        ConfigErrorKind::IllegalAllowed(format!("grant {:?}: {e}", g.id.get_ref()))
+                    }
+                    _ => ConfigErrorKind::InvalidValue(format!("grant {:?}: {e}", g.id.get_ref())),
+                };
+                errors.push(source.error_at(span, kind));
+            }
+        }
+    }
+    for a in raw.archived {
+        set.archived
+            .push((a.id.get_ref().clone(), a.revoked_by.clone()));
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        errors.sort_by_key(|e| e.line);
+        Err(ConfigErrors(errors))
     }
 }

@@ -221,6 +221,17 @@ pub struct Group {
     pub fail_closed: bool,
 }
 
+/// The rules grants must follow (`[grants]`).
+#[derive(Debug, Clone)]
+pub struct GrantRules {
+    /// The grants file. Default `grants.toml` beside the policy.
+    pub file: PathBuf,
+    /// Tickets must match this. Default `^[A-Z]+-[0-9]+$` (`HD-4411`).
+    pub ticket_pattern: regex::Regex,
+    /// The longest a grant may last. Default 30 days.
+    pub max_duration: chrono::Duration,
+}
+
 /// The decision log's settings (`[log]`).
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -317,6 +328,8 @@ pub struct Policy {
     pub server: ServerSettings,
     /// The decision log's settings.
     pub log: LogSettings,
+    /// The rules for grants.
+    pub grant_rules: GrantRules,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
@@ -850,6 +863,35 @@ impl Policy {
         }
 
         let server = compile_server(&raw.server, source, &mut errors);
+        let pattern_text = raw
+            .grants
+            .ticket_pattern
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_else(|| "^[A-Z]+-[0-9]+$".to_string());
+        let ticket_pattern = match regex::Regex::new(&pattern_text) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = raw
+                    .grants
+                    .ticket_pattern
+                    .as_ref()
+                    .map(|p| p.span())
+                    .unwrap_or(0..0);
+                errors.push(source.error_at(
+                    span,
+                    ConfigErrorKind::InvalidValue(format!("ticket_pattern: {e}")),
+                ));
+                regex::Regex::new("^$").expect("the empty pattern compiles")
+            }
+        };
+        let grant_rules = GrantRules {
+            file: base.join(raw.grants.file.as_deref().unwrap_or("grants.toml")),
+            ticket_pattern,
+            max_duration: chrono::Duration::days(i64::from(
+                raw.grants.max_days.unwrap_or(30).max(1),
+            )),
+        };
         let log = LogSettings {
             dir: base.join(raw.log.dir.as_deref().unwrap_or("../var/decisions")),
             node: raw.log.node.clone().unwrap_or_default(),
@@ -883,6 +925,7 @@ impl Policy {
             identity: Identity::new(default_group, subnets, user_list),
             server,
             log,
+            grant_rules,
             allow_site_lines,
             source: source.clone(),
         })

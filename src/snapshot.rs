@@ -15,20 +15,35 @@ use arc_swap::ArcSwap;
 
 use crate::classify::{Classification, CompiledLists};
 use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, RawPolicy, RawUsers, Source};
+use crate::grants::{self, GrantSet};
 use crate::lists::{self, CacheMode, ListReport};
 use crate::policy::Policy;
 
-/// A policy and its lists, valid together.
+/// A policy, its lists and its grants, valid together.
 pub struct Snapshot {
     /// The policy.
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     /// Its compiled lists.
-    pub lists: CompiledLists,
+    pub lists: Arc<CompiledLists>,
     /// What loading the lists found.
     pub report: ListReport,
+    /// The grants file, validated against this policy and these lists.
+    pub grants: Arc<GrantSet>,
 }
 
 impl Snapshot {
+    /// This snapshot with the grants file read again: policy and lists are shared, so a
+    /// grants reload costs only the grants.
+    pub fn with_grants(&self) -> Result<Snapshot, ConfigErrors> {
+        let grants = load_grants(&self.policy, &self.lists)?;
+        Ok(Snapshot {
+            policy: self.policy.clone(),
+            lists: self.lists.clone(),
+            report: self.report.clone(),
+            grants: Arc::new(grants),
+        })
+    }
+
     /// Classifies a target against this snapshot's lists.
     pub fn classify(&self, target: &crate::host::Target) -> Classification {
         self.lists.classify(target)
@@ -65,11 +80,31 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let grants = load_grants(&policy, &lists)?;
     Ok(Snapshot {
-        policy,
-        lists,
+        policy: Arc::new(policy),
+        lists: Arc::new(lists),
         report,
+        grants: Arc::new(grants),
     })
+}
+
+/// Reads and validates the grants file; a missing file means no grants.
+pub fn load_grants(policy: &Policy, lists: &CompiledLists) -> Result<GrantSet, ConfigErrors> {
+    let path = &policy.grant_rules.file;
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(GrantSet::default()),
+        Err(e) => {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.clone(),
+                line: None,
+                kind: ConfigErrorKind::Io(e.to_string()),
+            }]))
+        }
+    };
+    let source = Source::new(path, &text);
+    grants::compile_file(&text, &source, policy, lists, chrono::Utc::now())
 }
 
 /// The snapshot in force, swapped atomically on reload.

@@ -638,7 +638,13 @@ impl Proxy {
         let snap = ctx.snapshot.clone();
         let policy = &snap.policy;
         let classification = snap.classify(&target);
-        let verdict = policy.decide(&ctx.requester(), &target, &classification, &[], ctx.now);
+        let verdict = policy.decide(
+            &ctx.requester(),
+            &target,
+            &classification,
+            &snap.grants.grants,
+            ctx.now,
+        );
         let url = format!(
             "http://{}{}",
             host_port(&target),
@@ -944,6 +950,14 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
     });
     tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
 
+    // The grants file is watched through its directory, so that editors' and the CLI's
+    // write-then-rename is seen; the watcher only turns file events into a reload signal.
+    let (grants_tx, mut grants_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let grants_file = proxy.live.get().policy.grant_rules.file.clone();
+    let _watcher = watch_grants(&grants_file, grants_tx);
+    let mut expiry_check = tokio::time::interval(Duration::from_secs(15));
+    let mut expired_seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+
     let shutdown = CancellationToken::new();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -958,6 +972,13 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
     loop {
         tokio::select! {
             _ = hup.recv() => proxy.reload().await,
+            Some(()) = grants_rx.recv() => {
+                // Debounce: editors write in several steps.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while grants_rx.try_recv().is_ok() {}
+                proxy.reload_grants();
+            }
+            _ = expiry_check.tick() => proxy.audit_expiries(&mut expired_seen),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -980,6 +1001,87 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Watches the grants file's directory; `None` (with a warning) if it cannot.
+fn watch_grants(
+    file: &std::path::Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = file.parent()?.to_path_buf();
+    let name = file.file_name()?.to_os_string();
+    let mut watcher = match notify::recommended_watcher(
+        move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                if event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == Some(name.as_os_str()))
+                {
+                    let _ = tx.send(());
+                }
+            }
+        },
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the grants file; send SIGHUP after editing it");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the grants directory; send SIGHUP after editing it");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Audit records for what changed between two grant sets.
+fn grant_changes(
+    old: &crate::grants::GrantSet,
+    new: &crate::grants::GrantSet,
+) -> Vec<crate::decision_log::Body> {
+    use crate::decision_log::Body;
+    let mut out = Vec::new();
+    for g in &new.grants {
+        if !old.grants.iter().any(|o| o.id == g.id) {
+            out.push(Body::Grant {
+                action: "added".into(),
+                id: g.id.to_string(),
+                ticket: g.ticket.to_string(),
+                by: g.issued_by.clone(),
+                detail: format!(
+                    "{} (from {} until {})",
+                    g.reason,
+                    g.starts.to_rfc3339(),
+                    g.expires.to_rfc3339()
+                ),
+            });
+        }
+    }
+    for g in &old.grants {
+        if new.grants.iter().any(|n| n.id == g.id) {
+            continue;
+        }
+        let revoked_by = new
+            .archived
+            .iter()
+            .find(|(id, _)| **id == *g.id)
+            .and_then(|(_, by)| by.clone());
+        out.push(Body::Grant {
+            action: if revoked_by.is_some() {
+                "revoked".into()
+            } else {
+                "removed".into()
+            },
+            id: g.id.to_string(),
+            ticket: g.ticket.to_string(),
+            by: revoked_by.unwrap_or_else(|| "a hand edit of the grants file".into()),
+            detail: g.reason.clone(),
+        });
+    }
+    out
+}
+
 /// This node's name: the host name.
 fn node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -990,6 +1092,71 @@ fn node_name() -> String {
 }
 
 impl Proxy {
+    /// Re-reads the grants file; a file that fails is refused whole and the grants in
+    /// force stay.
+    fn reload_grants(&self) {
+        let current = self.live.get();
+        match current.with_grants() {
+            Ok(next) => {
+                let changes = grant_changes(&current.grants, &next.grants);
+                let active = next.grants.grants.len();
+                self.live.replace(next);
+                tracing::info!(
+                    kind = "grants",
+                    result = "ok",
+                    grants = active,
+                    "reloaded grants"
+                );
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Reload {
+                        what: "grants".into(),
+                        ok: true,
+                        detail: format!("{active} grants"),
+                    });
+                for change in changes {
+                    self.log.handle.append_nowait(change);
+                }
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(kind = "grants", result = "error", "{e}");
+                }
+                tracing::error!(
+                    kind = "grants",
+                    result = "error",
+                    "grants file refused; the grants in force stay"
+                );
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Reload {
+                        what: "grants".into(),
+                        ok: false,
+                        detail: errors.to_string(),
+                    });
+            }
+        }
+    }
+
+    /// Records grants that have run out since the last check (expiry itself is checked
+    /// at every decision; this is the audit trail's note of it).
+    fn audit_expiries(&self, seen: &mut std::collections::HashSet<Arc<str>>) {
+        let now = Utc::now();
+        for g in &self.live.get().grants.grants {
+            if g.expires <= now && seen.insert(g.id.clone()) {
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Grant {
+                        action: "expired".into(),
+                        id: g.id.to_string(),
+                        ticket: g.ticket.to_string(),
+                        by: g.issued_by.clone(),
+                        detail: format!("expired at {}", g.expires.to_rfc3339()),
+                    });
+            }
+        }
+    }
+
     /// Reloads policy and lists; a failure leaves the snapshot in force untouched.
     async fn reload(&self) {
         let path = self.config.clone();
@@ -1002,7 +1169,11 @@ impl Proxy {
                     tracing::warn!(old = %old_listen, new = %snap.policy.server.listen, "the listen address changes only at restart");
                 }
                 let entries = snap.lists.domains.len();
+                let changes = grant_changes(&self.live.get().grants, &snap.grants);
                 self.live.replace(snap);
+                for change in changes {
+                    self.log.handle.append_nowait(change);
+                }
                 tracing::info!(
                     kind = "policy",
                     result = "ok",

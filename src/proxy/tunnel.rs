@@ -146,7 +146,13 @@ pub async fn handle(
     }
 
     let classification = snap.classify(&target);
-    let verdict = policy.decide(&ctx.requester(), &target, &classification, &[], ctx.now);
+    let verdict = policy.decide(
+        &ctx.requester(),
+        &target,
+        &classification,
+        &snap.grants.grants,
+        ctx.now,
+    );
     if verdict.action == Action::Block {
         return proxy
             .refuse_verdict(&ctx, "CONNECT", &url, None, &verdict, &classification, true)
@@ -259,7 +265,13 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 ..target.clone()
             };
             let c = snap.classify(&sni_target);
-            let v = policy.decide(&ctx.requester(), &sni_target, &c, &[], ctx.now);
+            let v = policy.decide(
+                &ctx.requester(),
+                &sni_target,
+                &c,
+                &snap.grants.grants,
+                ctx.now,
+            );
             categories = policy
                 .category_names(v.categories.union(verdict.categories))
                 .iter()
