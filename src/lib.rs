@@ -14,6 +14,7 @@
 //! | [`identity`] | subnets, users and their groups |
 //! | [`grants`] | ticketed, time-boxed unblocks (the type; file and commands come later) |
 //! | [`lists`] | shell: reading list files and the compiled cache |
+//! | [`grant_store`] | shell: locked, validated, atomic edits of the grants file |
 //! | [`snapshot`] | shell: loading a policy with its lists; the live, swappable snapshot |
 //! | [`decision`] | shell: decision records and the hand-off to the decision log |
 //! | [`decision_log`] | shell: the append-only, checksummed, hash-chained decision log |
@@ -29,6 +30,7 @@ pub mod classify;
 pub mod config;
 pub mod decision;
 pub mod decision_log;
+pub mod grant_store;
 pub mod grants;
 pub mod host;
 pub mod identity;

@@ -884,275 +884,74 @@ fn parse_duration(text: &str) -> Result<chrono::Duration> {
     })
 }
 
-/// Runs `edit` on the grants file under an exclusive lock, validates the result against
-/// the policy and writes it atomically: concurrent edits queue, none is lost, and the
-/// file is never half-written or invalid.
-fn edit_grants(
-    config: &Path,
-    edit: impl FnOnce(&mut toml_edit::DocumentMut, &Snapshot, DateTime<Utc>) -> Result<String>,
-) -> Result<String> {
-    let snap = load(config, CacheMode::Use)?;
-    let path = snap.policy.grant_rules.file.clone();
-    let lock_path = path.with_extension("toml.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", lock_path.display()))?;
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let now = Utc::now();
-    archive_expired(&mut doc, now);
-    let result = edit(&mut doc, &snap, now)?;
-    let new_text = doc.to_string();
-    let source = gatehouse::config::Source::new(&path, &new_text);
-    if let Err(errors) =
-        gatehouse::grants::compile_file(&new_text, &source, &snap.policy, &snap.lists, now)
-    {
-        for e in &errors.0 {
-            eprintln!("{e}");
-        }
-        bail!("refused: the grants file would not be valid; nothing was changed");
-    }
-    gatehouse::lists::write_atomically(&path, new_text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    drop(lock);
-    Ok(result)
-}
-
-fn tables<'a>(
-    doc: &'a mut toml_edit::DocumentMut,
-    key: &str,
-) -> Result<&'a mut toml_edit::ArrayOfTables> {
-    if !doc.contains_key(key) {
-        doc.insert(
-            key,
-            toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()),
-        );
-    }
-    doc[key]
-        .as_array_of_tables_mut()
-        .with_context(|| format!("`{key}` must be [[{key}]] tables"))
-}
-
-/// Moves grants that have expired into the archive, so the file says what is in force.
-fn archive_expired(doc: &mut toml_edit::DocumentMut, now: DateTime<Utc>) {
-    let Some(grants) = doc
-        .get_mut("grant")
-        .and_then(|g| g.as_array_of_tables_mut())
-    else {
-        return;
-    };
-    let mut expired = Vec::new();
-    let mut i = 0;
-    while i < grants.len() {
-        let ended = grants
-            .get(i)
-            .and_then(|t| t.get("expires"))
-            .and_then(|v| v.as_str())
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .is_some_and(|t| t <= now);
-        if ended {
-            if let Some(t) = grants.get(i).cloned() {
-                expired.push(t);
+fn store_error(e: gatehouse::grant_store::StoreError) -> anyhow::Error {
+    match e {
+        gatehouse::grant_store::StoreError::Invalid(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
             }
-            grants.remove(i);
-        } else {
-            i += 1;
+            anyhow!("refused: the grants file would not be valid; nothing was changed")
         }
+        other => anyhow!("{other}"),
     }
-    if expired.is_empty() {
-        return;
-    }
-    if let Ok(archive) = tables(doc, "archived") {
-        for mut t in expired {
-            t.insert("revoke_reason", toml_edit::value("expired"));
-            archive.push(t);
-        }
-    }
-}
-
-fn next_grant_id(doc: &toml_edit::DocumentMut) -> String {
-    let max = ["grant", "archived"]
-        .iter()
-        .filter_map(|k| doc.get(k).and_then(|g| g.as_array_of_tables()))
-        .flat_map(|a| a.iter())
-        .filter_map(|t| t.get("id").and_then(|v| v.as_str()))
-        .filter_map(|id| id.strip_prefix("g-").and_then(|n| n.parse::<u64>().ok()))
-        .max()
-        .unwrap_or(0);
-    format!("g-{}", max + 1)
-}
-
-fn string_array(items: &[String]) -> toml_edit::Item {
-    let mut a = toml_edit::Array::new();
-    for i in items {
-        a.push(i.as_str());
-    }
-    toml_edit::value(a)
 }
 
 fn grant_command(command: GrantCommand) -> Result<ExitCode> {
+    use gatehouse::grant_store;
     match command {
         GrantCommand::Add(args) => {
-            let config = args.config.config.clone();
-            let id = edit_grants(&config, |doc, snap, now| {
-                let tz = snap.policy.timezone;
-                let starts = match &args.starts {
-                    Some(t) => parse_time_arg(t, tz)?,
-                    None => now,
-                };
-                let expires = match (&args.duration, &args.until) {
-                    (Some(d), _) => starts + parse_duration(d)?,
-                    (_, Some(u)) if u == "end-of-lesson" => {
-                        let lessons = snap.policy.schedule_named("lessons").context(
-                            "the policy has no `lessons` schedule for --until end-of-lesson",
-                        )?;
-                        lessons
-                            .current_window_end(starts)
-                            .context("it is not lesson time now: give --for or --until TIME")?
-                    }
-                    (_, Some(u)) => parse_time_arg(u, tz)?,
-                    (None, None) => {
-                        bail!("say how long: --for 14d, --until TIME or --until end-of-lesson")
-                    }
-                };
-                let id = next_grant_id(doc);
-                let mut sites = args.sites.clone();
-                sites.extend(args.urls.iter().cloned());
-                let mut t = toml_edit::Table::new();
-                t.insert("id", toml_edit::value(id.as_str()));
-                t.insert("ticket", toml_edit::value(args.ticket.as_str()));
-                t.insert("issued_by", toml_edit::value(args.by.as_str()));
-                t.insert("reason", toml_edit::value(args.reason.as_str()));
-                t.insert(
-                    "issued_at",
-                    toml_edit::value(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                );
-                for (key, items) in [
-                    ("groups", &args.groups),
-                    ("users", &args.users),
-                    ("subnets", &args.subnets),
-                    ("sites", &sites),
-                    ("categories", &args.categories),
-                ] {
-                    if !items.is_empty() {
-                        t.insert(key, string_array(items));
-                    }
+            let snap = load(&args.config.config, CacheMode::Use)?;
+            let now = Utc::now();
+            let tz = snap.policy.timezone;
+            let starts = match &args.starts {
+                Some(t) => parse_time_arg(t, tz)?,
+                None => now,
+            };
+            let expires = match (&args.duration, &args.until) {
+                (Some(d), _) => starts + parse_duration(d)?,
+                (_, Some(u)) if u == "end-of-lesson" => {
+                    let lessons = snap
+                        .policy
+                        .schedule_named("lessons")
+                        .context("the policy has no `lessons` schedule for --until end-of-lesson")?;
+                    lessons
+                        .current_window_end(starts)
+                        .context("it is not lesson time now: give --for or --until TIME")?
                 }
-                t.insert(
-                    "starts",
-                    toml_edit::value(starts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                );
-                t.insert(
-                    "expires",
-                    toml_edit::value(expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                );
-                tables(doc, "grant")?.push(t);
-                Ok(id)
-            })?;
+                (_, Some(u)) => parse_time_arg(u, tz)?,
+                (None, None) => bail!("say how long: --for 14d, --until TIME or --until end-of-lesson"),
+            };
+            let mut sites = args.sites.clone();
+            sites.extend(args.urls.iter().cloned());
+            let grant = grant_store::NewGrant {
+                ticket: args.ticket.clone(),
+                issued_by: args.by.clone(),
+                reason: args.reason.clone(),
+                groups: args.groups.clone(),
+                users: args.users.clone(),
+                subnets: args.subnets.clone(),
+                sites,
+                categories: args.categories.clone(),
+                starts: Some(starts),
+                expires,
+            };
+            let id = grant_store::add(&snap, &grant, now).map_err(store_error)?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
-        GrantCommand::Revoke {
-            config,
-            id,
-            by,
-            reason,
-        } => {
-            let config = config.config;
-            edit_grants(&config, |doc, _, now| {
-                let grants = tables(doc, "grant")?;
-                let i = grants
-                    .iter()
-                    .position(|t| t.get("id").and_then(|v| v.as_str()) == Some(id.as_str()))
-                    .with_context(|| format!("no grant {id:?} in force"))?;
-                let mut t = grants.get(i).cloned().context("grant vanished")?;
-                grants.remove(i);
-                t.insert(
-                    "revoked_at",
-                    toml_edit::value(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                );
-                t.insert("revoked_by", toml_edit::value(by.as_str()));
-                t.insert("revoke_reason", toml_edit::value(reason.as_str()));
-                tables(doc, "archived")?.push(t);
-                Ok(id.clone())
-            })?;
+        GrantCommand::Revoke { config, id, by, reason } => {
+            let snap = load(&config.config, CacheMode::Use)?;
+            grant_store::revoke(&snap, &id, &by, &reason, Utc::now()).map_err(store_error)?;
             println!("revoked {id}");
             Ok(ExitCode::SUCCESS)
         }
         GrantCommand::List { config, all, json } => {
             let snap = load(&config.config, CacheMode::Use)?;
-            let path = &snap.policy.grant_rules.file;
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let raw: gatehouse::grants::RawGrantsFile = toml::from_str(&text)
-                .with_context(|| format!("{} is not a valid grants file", path.display()))?;
-            let now = Utc::now();
-            let mut rows = Vec::new();
-            for (section, list) in [("grant", &raw.grant), ("archived", &raw.archived)] {
-                for g in list {
-                    let starts = g
-                        .starts
-                        .as_ref()
-                        .and_then(|s| DateTime::parse_from_rfc3339(s.get_ref()).ok());
-                    let expires = DateTime::parse_from_rfc3339(g.expires.get_ref()).ok();
-                    let state = match (section, starts, expires) {
-                        ("archived", _, _) => {
-                            if g.revoked_by.is_some() {
-                                "revoked"
-                            } else {
-                                "expired"
-                            }
-                        }
-                        (_, _, Some(e)) if e <= now => "expired",
-                        (_, Some(s), _) if s > now => "future",
-                        _ => "active",
-                    };
-                    if !all && state != "active" {
-                        continue;
-                    }
-                    let left = expires
-                        .filter(|_| state == "active")
-                        .map(|e| e.with_timezone(&Utc) - now)
-                        .map(|d| {
-                            format!(
-                                "{}d {}h {}m left",
-                                d.num_days(),
-                                d.num_hours() % 24,
-                                d.num_minutes() % 60
-                            )
-                        });
-                    let names = |v: &[toml::Spanned<String>]| {
-                        v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>()
-                    };
-                    rows.push(serde_json::json!({
-                        "id": g.id.get_ref(),
-                        "state": state,
-                        "ticket": g.ticket.get_ref(),
-                        "issued_by": g.issued_by.get_ref(),
-                        "reason": g.reason.get_ref(),
-                        "groups": names(&g.groups),
-                        "users": g.users,
-                        "subnets": names(&g.subnets),
-                        "sites": names(&g.sites),
-                        "categories": names(&g.categories),
-                        "starts": g.starts.as_ref().map(|s| s.get_ref().clone()),
-                        "expires": g.expires.get_ref(),
-                        "time_left": left,
-                        "revoked_by": g.revoked_by,
-                        "revoke_reason": g.revoke_reason,
-                    }));
-                }
-            }
+            let rows: Vec<serde_json::Value> = grant_store::list(&snap, Utc::now())
+                .map_err(store_error)?
+                .into_iter()
+                .filter(|r| all || r["state"] == "active")
+                .collect();
             if json {
                 println!("{}", serde_json::Value::Array(rows));
             } else if rows.is_empty() {
