@@ -195,6 +195,32 @@ pub struct RawPolicy {
     /// Grants: where they are and the rules they must follow.
     #[serde(default)]
     pub grants: RawGrantRules,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Admin listen address (default loopback).
+    pub listen: Option<Spanned<String>>,
+    /// API tokens, stored as hashes.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+}
+
+/// `[[admin.tokens]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Whose token (the technician or integration); recorded with every call.
+    pub name: Spanned<String>,
+    /// `technician` (may change grants) or `viewer` (may read).
+    pub role: Spanned<String>,
+    /// Hex SHA-256 of the token.
+    pub sha256: Spanned<String>,
 }
 
 /// `[grants]`

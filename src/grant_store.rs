@@ -65,9 +65,15 @@ fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn tables<'a>(doc: &'a mut toml_edit::DocumentMut, key: &str) -> Result<&'a mut toml_edit::ArrayOfTables, StoreError> {
+fn tables<'a>(
+    doc: &'a mut toml_edit::DocumentMut,
+    key: &str,
+) -> Result<&'a mut toml_edit::ArrayOfTables, StoreError> {
     if !doc.contains_key(key) {
-        doc.insert(key, toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
+        doc.insert(
+            key,
+            toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()),
+        );
     }
     doc[key]
         .as_array_of_tables_mut()
@@ -76,7 +82,10 @@ fn tables<'a>(doc: &'a mut toml_edit::DocumentMut, key: &str) -> Result<&'a mut 
 
 /// Moves grants that have expired into the archive, so the file says what is in force.
 fn archive_expired(doc: &mut toml_edit::DocumentMut, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let Some(grants) = doc.get_mut("grant").and_then(|g| g.as_array_of_tables_mut()) else {
+    let Some(grants) = doc
+        .get_mut("grant")
+        .and_then(|g| g.as_array_of_tables_mut())
+    else {
         return Ok(());
     };
     let mut expired = Vec::new();
@@ -135,7 +144,9 @@ fn edit<T>(
     edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let path = snap.policy.grant_rules.file.clone();
-    let io = |what: &str, p: &Path, e: std::io::Error| StoreError::Io(format!("{what} {}: {e}", p.display()));
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        StoreError::Io(format!("{what} {}: {e}", p.display()))
+    };
     let lock_path = path.with_extension("toml.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -156,8 +167,10 @@ fn edit<T>(
     let result = edit(&mut doc)?;
     let new_text = doc.to_string();
     let source = Source::new(&path, &new_text);
-    crate::grants::compile_file(&new_text, &source, &snap.policy, &snap.lists, now).map_err(StoreError::Invalid)?;
-    crate::lists::write_atomically(&path, new_text.as_bytes()).map_err(|e| io("writing", &path, e))?;
+    crate::grants::compile_file(&new_text, &source, &snap.policy, &snap.lists, now)
+        .map_err(StoreError::Invalid)?;
+    crate::lists::write_atomically(&path, new_text.as_bytes())
+        .map_err(|e| io("writing", &path, e))?;
     drop(lock);
     Ok(result)
 }
@@ -183,7 +196,10 @@ pub fn add(snap: &Snapshot, grant: &NewGrant, now: DateTime<Utc>) -> Result<Stri
                 t.insert(key, string_array(items));
             }
         }
-        t.insert("starts", toml_edit::value(stamp(grant.starts.unwrap_or(now))));
+        t.insert(
+            "starts",
+            toml_edit::value(stamp(grant.starts.unwrap_or(now))),
+        );
         t.insert("expires", toml_edit::value(stamp(grant.expires)));
         tables(doc, "grant")?.push(t);
         Ok(id)
@@ -191,9 +207,17 @@ pub fn add(snap: &Snapshot, grant: &NewGrant, now: DateTime<Utc>) -> Result<Stri
 }
 
 /// Revokes a grant in force: it moves to the archive with who, when and why.
-pub fn revoke(snap: &Snapshot, id: &str, by: &str, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub fn revoke(
+    snap: &Snapshot,
+    id: &str,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     if by.trim().is_empty() || reason.trim().is_empty() {
-        return Err(StoreError::Request("a revocation needs who (--by) and why (--reason)".into()));
+        return Err(StoreError::Request(
+            "a revocation needs who (--by) and why (--reason)".into(),
+        ));
     }
     edit(snap, now, |doc| {
         let grants = tables(doc, "grant")?;
@@ -223,12 +247,19 @@ pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<serde_json::Value
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
     };
-    let raw: crate::grants::RawGrantsFile =
-        toml::from_str(&text).map_err(|e| StoreError::Io(format!("{} is not a valid grants file: {e}", path.display())))?;
+    let raw: crate::grants::RawGrantsFile = toml::from_str(&text).map_err(|e| {
+        StoreError::Io(format!(
+            "{} is not a valid grants file: {e}",
+            path.display()
+        ))
+    })?;
     let mut rows = Vec::new();
     for (section, list) in [("grant", &raw.grant), ("archived", &raw.archived)] {
         for g in list {
-            let starts = g.starts.as_ref().and_then(|s| DateTime::parse_from_rfc3339(s.get_ref()).ok());
+            let starts = g
+                .starts
+                .as_ref()
+                .and_then(|s| DateTime::parse_from_rfc3339(s.get_ref()).ok());
             let expires = DateTime::parse_from_rfc3339(g.expires.get_ref()).ok();
             let state = match (section, starts, expires) {
                 ("archived", _, _) if g.revoked_by.is_some() => "revoked",
@@ -239,9 +270,16 @@ pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<serde_json::Value
             };
             let left = expires.filter(|_| state == "active").map(|e| {
                 let d = e.with_timezone(&Utc) - now;
-                format!("{}d {}h {}m left", d.num_days(), d.num_hours() % 24, d.num_minutes() % 60)
+                format!(
+                    "{}d {}h {}m left",
+                    d.num_days(),
+                    d.num_hours() % 24,
+                    d.num_minutes() % 60
+                )
             });
-            let names = |v: &[toml::Spanned<String>]| v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>();
+            let names = |v: &[toml::Spanned<String>]| {
+                v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>()
+            };
             rows.push(serde_json::json!({
                 "id": g.id.get_ref(),
                 "state": state,

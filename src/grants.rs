@@ -150,14 +150,6 @@ impl Grant {
         if req.sites.is_empty() && req.categories.is_empty() {
             return Err(GrantError::EmptyTarget);
         }
-        if req.expires <= req.starts {
-            return Err(GrantError::Period);
-        }
-        if req.expires - req.starts > policy.grant_rules.max_duration {
-            return Err(GrantError::TooLong(
-                policy.grant_rules.max_duration.num_days(),
-            ));
-        }
         if let Some(c) = req.categories.intersection(policy.illegal()).iter().next() {
             let name = policy.category(c).name.clone();
             return Err(GrantError::Illegal(format!("category {name}"), name));
@@ -172,6 +164,14 @@ impl Grant {
                     policy.category(c).name.clone(),
                 ));
             }
+        }
+        if req.expires <= req.starts {
+            return Err(GrantError::Period);
+        }
+        if req.expires - req.starts > policy.grant_rules.max_duration {
+            return Err(GrantError::TooLong(
+                policy.grant_rules.max_duration.num_days(),
+            ));
         }
         Ok(Grant {
             id: req.id.into(),

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: GrantCommand,
     },
+    /// Make an admin API token.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Check, export and follow the decision log.
     Log {
         #[command(subcommand)]
@@ -127,6 +132,18 @@ enum UserCommand {
         config: ConfigArg,
         /// Login name.
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Print a new random API token and the [[admin.tokens]] entry (its hash) for policy.
+    Token {
+        /// Whose token: recorded with every call it makes.
+        name: String,
+        /// `technician` (may change grants) or `viewer` (may read).
+        #[arg(long, default_value = "viewer")]
+        role: String,
     },
 }
 
@@ -273,6 +290,9 @@ fn main() -> ExitCode {
         Command::User { command } => user(command),
         Command::Log { command } => log_command(command),
         Command::Grant { command } => grant_command(command),
+        Command::Admin {
+            command: AdminCommand::Token { name, role },
+        } => admin_token(&name, &role),
         Command::Check(args) => check(&args.config),
         Command::Classify(args) => classify(&args),
         Command::Lists {
@@ -910,16 +930,17 @@ fn grant_command(command: GrantCommand) -> Result<ExitCode> {
             let expires = match (&args.duration, &args.until) {
                 (Some(d), _) => starts + parse_duration(d)?,
                 (_, Some(u)) if u == "end-of-lesson" => {
-                    let lessons = snap
-                        .policy
-                        .schedule_named("lessons")
-                        .context("the policy has no `lessons` schedule for --until end-of-lesson")?;
+                    let lessons = snap.policy.schedule_named("lessons").context(
+                        "the policy has no `lessons` schedule for --until end-of-lesson",
+                    )?;
                     lessons
                         .current_window_end(starts)
                         .context("it is not lesson time now: give --for or --until TIME")?
                 }
                 (_, Some(u)) => parse_time_arg(u, tz)?,
-                (None, None) => bail!("say how long: --for 14d, --until TIME or --until end-of-lesson"),
+                (None, None) => {
+                    bail!("say how long: --for 14d, --until TIME or --until end-of-lesson")
+                }
             };
             let mut sites = args.sites.clone();
             sites.extend(args.urls.iter().cloned());
@@ -939,7 +960,12 @@ fn grant_command(command: GrantCommand) -> Result<ExitCode> {
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
-        GrantCommand::Revoke { config, id, by, reason } => {
+        GrantCommand::Revoke {
+            config,
+            id,
+            by,
+            reason,
+        } => {
             let snap = load(&config.config, CacheMode::Use)?;
             grant_store::revoke(&snap, &id, &by, &reason, Utc::now()).map_err(store_error)?;
             println!("revoked {id}");
@@ -988,4 +1014,23 @@ fn grant_command(command: GrantCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn admin_token(name: &str, role: &str) -> Result<ExitCode> {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    use sha2::Digest;
+    if role != "technician" && role != "viewer" {
+        bail!("--role must be technician or viewer");
+    }
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    eprintln!("Give this token to {name} (it is shown once; only its hash goes in the policy):");
+    println!("{token}");
+    eprintln!("\nAdd to the policy, then send SIGHUP:\n\n[[admin.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -232,6 +232,35 @@ pub struct GrantRules {
     pub max_duration: chrono::Duration,
 }
 
+/// What an admin API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read grants.
+    Viewer,
+    /// Read and change grants.
+    Technician,
+}
+
+/// An admin API token, kept only as its hash.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// Whose it is.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+}
+
+/// The admin listener (`[admin]`).
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Listen address. Default `127.0.0.1:9180`: loopback only.
+    pub listen: std::net::SocketAddr,
+    /// API tokens.
+    pub tokens: Vec<AdminToken>,
+}
+
 /// The decision log's settings (`[log]`).
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -330,6 +359,8 @@ pub struct Policy {
     pub log: LogSettings,
     /// The rules for grants.
     pub grant_rules: GrantRules,
+    /// The admin listener.
+    pub admin: AdminSettings,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
@@ -892,6 +923,7 @@ impl Policy {
                 raw.grants.max_days.unwrap_or(30).max(1),
             )),
         };
+        let admin = compile_admin(&raw.admin, source, &mut errors);
         let log = LogSettings {
             dir: base.join(raw.log.dir.as_deref().unwrap_or("../var/decisions")),
             node: raw.log.node.clone().unwrap_or_default(),
@@ -926,6 +958,7 @@ impl Policy {
             server,
             log,
             grant_rules,
+            admin,
             allow_site_lines,
             source: source.clone(),
         })
@@ -1248,6 +1281,90 @@ fn allowed_by_schedule(group: &Group, categories: CategorySet) -> Option<(Catego
         .iter()
         .find(|(c, _)| categories.contains(*c))
         .copied()
+}
+
+fn compile_admin(
+    raw: &crate::config::RawAdmin,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> AdminSettings {
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9180));
+    let listen = match &raw.listen {
+        None => default,
+        Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+            errors.push(source.error_at(
+                l.span(),
+                ConfigErrorKind::InvalidValue(format!(
+                    "admin listen {:?} is not an address:port",
+                    l.get_ref()
+                )),
+            ));
+            default
+        }),
+    };
+    let mut tokens = Vec::new();
+    for t in &raw.tokens {
+        let role = match t.role.get_ref().as_str() {
+            "technician" => Role::Technician,
+            "viewer" => Role::Viewer,
+            other => {
+                errors.push(source.error_at(
+                    t.role.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "token role {other:?} is not \"technician\" or \"viewer\""
+                    )),
+                ));
+                continue;
+            }
+        };
+        let hex = t.sha256.get_ref();
+        let mut sha256 = [0u8; 32];
+        let ok = hex.len() == 64
+            && hex
+                .as_bytes()
+                .chunks(2)
+                .zip(sha256.iter_mut())
+                .all(|(pair, out)| {
+                    match std::str::from_utf8(pair)
+                        .ok()
+                        .and_then(|p| u8::from_str_radix(p, 16).ok())
+                    {
+                        Some(b) => {
+                            *out = b;
+                            true
+                        }
+                        None => false,
+                    }
+                });
+        if !ok {
+            errors.push(source.error_at(
+                t.sha256.span(),
+                ConfigErrorKind::InvalidValue(
+                    "sha256 must be 64 hex digits: the SHA-256 of the token (`gatehouse admin token` makes one)".into(),
+                ),
+            ));
+            continue;
+        }
+        if tokens
+            .iter()
+            .any(|x: &AdminToken| x.name == *t.name.get_ref())
+        {
+            errors.push(source.error_at(
+                t.name.span(),
+                ConfigErrorKind::Duplicate(format!(
+                    "token name {:?} is used twice",
+                    t.name.get_ref()
+                )),
+            ));
+            continue;
+        }
+        tokens.push(AdminToken {
+            name: t.name.get_ref().clone(),
+            role,
+            sha256,
+        });
+    }
+    AdminSettings { listen, tokens }
 }
 
 fn compile_server(

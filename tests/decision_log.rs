@@ -36,6 +36,8 @@ on_log_failure = "allow"
 [log]
 dir = "log"
 fsync_interval_ms = 50
+[admin]
+listen = "127.0.0.1:0"
 [server]
 listen = "127.0.0.1:0"
 allow_internal_destinations = ["127.0.0.1/32"]

@@ -51,6 +51,8 @@ require_sni = false
 on_log_failure = "allow"
 [log]
 dir = "log"
+[admin]
+listen = "127.0.0.1:0"
 [server]
 listen = "127.0.0.1:0"
 allow_internal_destinations = ["127.0.0.1/32"]

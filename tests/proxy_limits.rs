@@ -26,6 +26,8 @@ mode = "blocklist"
 block = ["gambling"]
 [log]
 dir = "log"
+[admin]
+listen = "127.0.0.1:0"
 [server]
 listen = "127.0.0.1:0"
 allow_internal_destinations = ["127.0.0.1/32"]

@@ -8,6 +8,7 @@
 //! both take the [`Verdict`] that allowed them, and the record of it is handed to the
 //! decision log first.
 
+pub mod admin;
 pub mod auth;
 pub mod conn;
 pub mod pages;
@@ -914,7 +915,16 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
             source,
         })?;
     let local = listener.local_addr()?;
-    let own = Arc::new(vec![local]);
+    let admin_addr = snap.policy.admin.listen;
+    let admin_listener =
+        TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| RunError::Listen {
+                addr: admin_addr,
+                source,
+            })?;
+    let admin_local = admin_listener.local_addr()?;
+    let own = Arc::new(vec![local, admin_local]);
     let live = Arc::new(Live::new(snap));
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
@@ -948,6 +958,7 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
         per_client: Mutex::new(HashMap::new()),
         per_client_max: settings.max_connections_per_client,
     });
+    tracing::info!(admin = %admin_local, "admin listener (health, grants API)");
     tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
 
     // The grants file is watched through its directory, so that editors' and the CLI's
@@ -963,6 +974,11 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        proxy.clone(),
+        shutdown.clone(),
+    ));
     let accept = {
         let proxy = proxy.clone();
         let caps = caps.clone();
@@ -989,6 +1005,7 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
     );
     shutdown.cancel();
     let _ = accept.await;
+    let _ = admin_task.await;
     proxy.tracker.close();
     if tokio::time::timeout(settings.shutdown_grace, proxy.tracker.wait())
         .await

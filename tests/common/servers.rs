@@ -24,6 +24,8 @@ pub struct Gatehouse {
     child: Child,
     /// The proxy's port.
     pub port: u16,
+    /// The admin listener's port.
+    pub admin_port: u16,
     /// The directory holding its policy and files (and its decision log).
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
@@ -48,10 +50,19 @@ impl Gatehouse {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let (admin_tx, admin_rx) = std::sync::mpsc::channel();
         {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("admin=").nth(1) {
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                        let _ = admin_tx.send(addr);
+                    }
                     if line.contains("gatehouse proxy listening") {
                         if let Some(rest) = line.split("listen=").nth(1) {
                             let addr = rest
@@ -81,9 +92,15 @@ impl Gatehouse {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("listening port");
+        let admin_port = admin_rx
+            .recv_timeout(Duration::from_secs(1))
+            .ok()
+            .and_then(|a| a.rsplit(':').next().and_then(|p| p.parse().ok()))
+            .expect("admin port");
         Gatehouse {
             child,
             port,
+            admin_port,
             dir,
             log,
         }

@@ -1,0 +1,191 @@
+//! The admin listener: health endpoints and the grants API for helpdesk integrations,
+//! with bearer tokens stored in policy as hashes, driven by curl.
+
+#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::servers::{curl, Gatehouse, Origin};
+use sha2::{Digest, Sha256};
+
+const TECH: &str = "tech-token-0123456789abcdef";
+const VIEWER: &str = "viewer-token-0123456789abcdef";
+
+fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn policy(with_tech: bool) -> String {
+    let tech = if with_tech {
+        format!(
+            "[[admin.tokens]]\nname = \"helpdesk\"\nrole = \"technician\"\nsha256 = \"{}\"\n",
+            hash(TECH)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[school]
+name = "API School"
+[lists]
+dir = "lists"
+[categories.csam]
+severity = "illegal"
+[categories.gambling]
+severity = "inappropriate"
+[identity]
+default_group = "ks4"
+[groups.ks4]
+mode = "blocklist"
+block = ["gambling"]
+[log]
+dir = "log"
+[admin]
+listen = "127.0.0.1:0"
+{tech}
+[[admin.tokens]]
+name = "dashboard"
+role = "viewer"
+sha256 = "{viewer}"
+[server]
+listen = "127.0.0.1:0"
+allow_internal_destinations = ["127.0.0.1/32"]
+[server.resolve]
+"bet.test" = "127.0.0.1"
+"csam.test" = "127.0.0.1"
+"#,
+        viewer = hash(VIEWER)
+    )
+}
+
+fn api(
+    g: &Gatehouse,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{}{path}", g.admin_port);
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let mut args = vec!["-X", method, "-H", "Content-Type: application/json"];
+    if let Some(a) = &auth {
+        args.extend(["-H", a.as_str()]);
+    }
+    if let Some(b) = body {
+        args.extend(["--data-binary", b]);
+    }
+    args.push(&url);
+    let r = curl(&args);
+    (r.status, r.body)
+}
+
+#[test]
+fn health_and_the_grants_api() {
+    let origin = Origin::http();
+    let text = policy(true);
+    let g = Gatehouse::start(&[
+        ("policy.toml", text.as_str()),
+        ("lists/csam/domains", "csam.test\n"),
+        ("lists/gambling/domains", "bet.test\n"),
+    ]);
+    assert_eq!(api(&g, "GET", "/healthz", None, None).0, 200);
+    assert_eq!(api(&g, "GET", "/readyz", None, None).0, 200);
+
+    let url = format!("http://bet.test:{}/", origin.port);
+    assert_eq!(curl(&["-x", &g.url(), &url]).status, 403);
+    let grant = r#"{"ticket": "HD-7001", "reason": "statistics lesson on odds", "groups": ["ks4"], "sites": ["bet.test"], "expires": "2099-01-01T00:00:00Z"}"#;
+    // No token, a viewer's token: refused.
+    assert_eq!(api(&g, "POST", "/api/grants", None, Some(grant)).0, 401);
+    assert_eq!(
+        api(&g, "POST", "/api/grants", Some("made-up"), Some(grant)).0,
+        401
+    );
+    assert_eq!(
+        api(&g, "POST", "/api/grants", Some(VIEWER), Some(grant)).0,
+        403
+    );
+    let (status, _) = api(&g, "GET", "/api/grants", Some(VIEWER), None);
+    assert_eq!(status, 200, "viewers may read");
+    // Bad input: 400 with the reasons, and nothing reaches illegal content.
+    let (status, body) = api(&g, "POST", "/api/grants", Some(TECH), Some("{not json"));
+    assert_eq!(status, 400, "{body}");
+    let illegal = r#"{"ticket": "HD-7002", "reason": "no reason is good enough", "groups": ["ks4"], "sites": ["csam.test"], "expires": "2099-01-01T00:00:00Z"}"#;
+    let (status, body) = api(&g, "POST", "/api/grants", Some(TECH), Some(illegal));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no grant can unblock it"), "{body}");
+    let (status, body) = api(&g, "POST", "/api/grants", Some(TECH), Some(grant));
+    assert_eq!(status, 400);
+    assert!(body.contains("at most 30 days"), "{body}");
+    let bad_ticket = grant.replace("HD-7001", "7001");
+    let (status, body) = api(&g, "POST", "/api/grants", Some(TECH), Some(&bad_ticket));
+    assert_eq!(status, 400);
+    assert!(body.contains("helpdesk ticket"), "{body}");
+    // A good grant from the technician's token: in force within a second.
+    let grant = grant.replace(
+        "2099-01-01T00:00:00Z",
+        &(chrono::Utc::now() + chrono::Duration::days(7)).to_rfc3339(),
+    );
+    let (status, body) = api(&g, "POST", "/api/grants", Some(TECH), Some(&grant));
+    assert_eq!(status, 201, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let id = id["id"].as_str().expect("id").to_string();
+    let started = Instant::now();
+    while curl(&["-x", &g.url(), &url]).status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "allowed within a second"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, list) = api(&g, "GET", "/api/grants", Some(TECH), None);
+    let rows: serde_json::Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(
+        rows[0]["issued_by"], "helpdesk",
+        "the token says who: {rows}"
+    );
+    assert_eq!(rows[0]["state"], "active");
+    // Revoke through the API.
+    let (status, body) = api(
+        &g,
+        "DELETE",
+        &format!("/api/grants/{id}?reason=lesson+over"),
+        Some(TECH),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    while curl(&["-x", &g.url(), &url]).status != 403 {
+        assert!(started.elapsed() < Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A revoked token (removed from the policy, SIGHUP) is refused.
+    std::fs::write(g.dir.path().join("policy.toml"), policy(false)).expect("policy");
+    g.signal("HUP");
+    assert!(g.wait_for_log("reloaded policy and lists", Duration::from_secs(5)));
+    assert_eq!(api(&g, "GET", "/api/grants", Some(TECH), None).0, 401);
+    // Every call is in the audit trail.
+    let dir = g.stop();
+    let out = common::gatehouse()
+        .args(["log", "tail", "-n", "200", "--dir"])
+        .arg(dir.path().join("log"))
+        .output()
+        .expect("tail");
+    let tail = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tail.contains("grant api POST refused") && tail.contains("by unauthenticated"),
+        "{tail}"
+    );
+    assert!(
+        tail.contains("grant added g-1 ticket HD-7001 by helpdesk"),
+        "{tail}"
+    );
+    assert!(
+        tail.contains("grant revoked g-1 ticket HD-7001 by helpdesk"),
+        "{tail}"
+    );
+}
