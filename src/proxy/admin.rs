@@ -3,6 +3,7 @@
 //!
 //! | route | who | does |
 //! | --- | --- | --- |
+//! | `GET /metrics` | anyone on the admin network | Prometheus text format |
 //! | `GET /healthz` | anyone | the process is up |
 //! | `GET /readyz` | anyone | policy and lists loaded, decision log writable |
 //! | `GET /api/grants` | viewer, technician | every grant with its state |
@@ -96,6 +97,27 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (Method::GET, "/metrics") => {
+            let m = &proxy.metrics;
+            let stats = &proxy.log.handle.stats;
+            use std::sync::atomic::Ordering::Relaxed;
+            crate::metrics::Metrics::sync(&m.log_records, stats.written.load(Relaxed));
+            crate::metrics::Metrics::sync(
+                &m.log_write_failures,
+                stats.write_failures.load(Relaxed),
+            );
+            crate::metrics::Metrics::sync(&m.log_lost, stats.lost.load(Relaxed));
+            m.log_queue_depth.set(proxy.log.handle.queue_depth() as i64);
+            m.log_fsync_seconds
+                .set(stats.last_fsync_us.load(Relaxed) as f64 / 1e6);
+            m.log_failing.set(i64::from(stats.failing.load(Relaxed)));
+            let mut r = Response::new(Full::new(Bytes::from(m.encode())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return r;
+        }
         (Method::GET, "/readyz") => {
             return if proxy
                 .log

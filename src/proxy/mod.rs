@@ -67,35 +67,20 @@ fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-/// Counters the proxy keeps (exposed as metrics by the admin listener when it lands).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections open now.
-    pub connections: AtomicU64,
-    /// Tunnels open now.
-    pub tunnels: AtomicU64,
-    /// Connections refused by a cap.
-    pub refused_connections: AtomicU64,
-    /// `407` challenges sent.
-    pub auth_challenges: AtomicU64,
-    /// Failed authentications.
-    pub auth_failures: AtomicU64,
-}
+/// Counts one open connection or tunnel in a gauge until dropped.
+pub struct GaugeGuard(prometheus::IntGauge);
 
-/// Decrements a gauge when dropped.
-pub struct GaugeGuard<'a>(&'a AtomicU64);
-
-impl Drop for GaugeGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+impl GaugeGuard {
+    /// Increments `gauge` now and decrements it when the guard drops.
+    pub fn open(gauge: &prometheus::IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
     }
 }
 
-impl Stats {
-    /// Counts a tunnel open until the guard drops.
-    pub fn tunnel_open(&self) -> GaugeGuard<'_> {
-        self.tunnels.fetch_add(1, Ordering::Relaxed);
-        GaugeGuard(&self.tunnels)
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -107,8 +92,8 @@ pub struct Proxy {
     pub log: DecisionLog,
     auth: AuthCache,
     client: Client<Connector, CountUp>,
-    /// Counters.
-    pub stats: Stats,
+    /// Metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     tracker: TaskTracker,
     own: Arc<Vec<SocketAddr>>,
 }
@@ -121,6 +106,7 @@ pub struct RequestContext {
     user: Option<String>,
     group: GroupId,
     now: DateTime<Utc>,
+    started: std::time::Instant,
 }
 
 impl RequestContext {
@@ -181,6 +167,7 @@ fn add_via(headers: &mut HeaderMap) {
 #[derive(Clone)]
 struct Completion {
     log: DecisionLog,
+    metrics: Arc<crate::metrics::Metrics>,
     reference: u64,
     status: u16,
     started: std::time::Instant,
@@ -204,13 +191,14 @@ impl Tracked {
             s.response_done();
         }
         if let Some(c) = self.completion.take() {
-            c.log.completed(
-                c.reference,
-                c.status,
-                c.up.load(Ordering::Relaxed),
-                self.bytes,
-                c.started.elapsed(),
-            );
+            let up = c.up.load(Ordering::Relaxed);
+            c.metrics.bytes.with_label_values(&["up"]).inc_by(up);
+            c.metrics
+                .bytes
+                .with_label_values(&["down"])
+                .inc_by(self.bytes);
+            c.log
+                .completed(c.reference, c.status, up, self.bytes, c.started.elapsed());
         }
     }
 }
@@ -284,6 +272,29 @@ impl Drop for Tracked {
 }
 
 impl Proxy {
+    /// Counts a decision in the metrics and hands its record to the decision log.
+    async fn log_decision(
+        &self,
+        ctx: &RequestContext,
+        decision: Decision,
+        explanation: &str,
+    ) -> Result<u64, crate::decision::LogError> {
+        let category = decision
+            .categories
+            .first()
+            .map(String::as_str)
+            .unwrap_or("none");
+        self.metrics
+            .requests
+            .with_label_values(&[decision.group.as_str(), decision.action.as_str(), category])
+            .inc();
+        let result = self.log.record(decision, explanation).await;
+        self.metrics
+            .decision_seconds
+            .observe(ctx.started.elapsed().as_secs_f64());
+        result
+    }
+
     fn dialer(&self, snap: &Snapshot) -> Dialer {
         Dialer::for_snapshot(snap, self.own.clone())
     }
@@ -353,7 +364,7 @@ impl Proxy {
             status,
             terms: Vec::new(),
         };
-        self.log.record(record, &explanation).await.ok()
+        self.log_decision(ctx, record, &explanation).await.ok()
     }
 
     /// Refuses with the block page (HTML) or its text (CONNECT), recording it first.
@@ -494,6 +505,10 @@ impl Proxy {
             }
         };
         tracing::info!(target: "gatehouse::upstream", kind = e.kind(), method, url, error = %e, "upstream failure");
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[e.kind()])
+            .inc();
         if let UpstreamError::Internal { .. } = e {
             // A pivot attempt is a decision worth keeping.
             let _ = self
@@ -522,7 +537,7 @@ impl Proxy {
     }
 
     fn challenge(&self, snap: &Snapshot) -> Response<Body> {
-        self.stats.auth_challenges.fetch_add(1, Ordering::Relaxed);
+        self.metrics.auth_challenges.inc();
         let mut resp = Proxy::page(
             StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             pages::auth_page(&snap.policy.school),
@@ -544,6 +559,7 @@ impl Proxy {
         peer: SocketAddr,
         signal: Arc<ConnSignal>,
     ) -> Result<Response<Body>, Infallible> {
+        let started = std::time::Instant::now();
         let snapshot = self.live.get();
         let client = canonical_ip(peer.ip());
         let identity = &snapshot.policy.identity;
@@ -558,7 +574,7 @@ impl Proxy {
                 None => return Ok(self.challenge(&snapshot)),
             },
             AuthResult::Failed => {
-                self.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.auth_failures.inc();
                 tracing::info!(target: "gatehouse::auth", client = %client, "proxy authentication failed");
                 return Ok(self.challenge(&snapshot));
             }
@@ -576,6 +592,7 @@ impl Proxy {
             user,
             group,
             now: Utc::now(),
+            started,
         };
         let is_connect = req.method() == Method::CONNECT;
         let mut resp = if is_connect {
@@ -691,7 +708,7 @@ impl Proxy {
                 .map(|t| t.term.clone())
                 .collect(),
         };
-        let reference = match self.log.record(record, &explanation).await {
+        let reference = match self.log_decision(&ctx, record, &explanation).await {
             Ok(seq) => seq,
             Err(e) if policy.group(ctx.group).fail_closed => {
                 tracing::warn!(target: "gatehouse::decision", group = %policy.group(ctx.group).name, error = %e, "refused: the decision log cannot be written");
@@ -728,6 +745,9 @@ impl Proxy {
             self.client.request(Request::from_parts(parts, body)),
         )
         .await;
+        self.metrics
+            .upstream_seconds
+            .observe(started.elapsed().as_secs_f64());
         let mut resp = match result {
             Err(_) => {
                 let e = UpstreamError::Timeout {
@@ -775,6 +795,7 @@ impl Proxy {
             Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
         resp.extensions_mut().insert(Completion {
             log: self.log.clone(),
+            metrics: self.metrics.clone(),
             reference,
             status: status.as_u16(),
             started,
@@ -949,7 +970,7 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
         log: DecisionLog { handle },
         auth: AuthCache::default(),
         client,
-        stats: Stats::default(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
         tracker: TaskTracker::new(),
         own,
     });
@@ -958,7 +979,9 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
         per_client: Mutex::new(HashMap::new()),
         per_client_max: settings.max_connections_per_client,
     });
-    tracing::info!(admin = %admin_local, "admin listener (health, grants API)");
+    proxy.metrics.lists_loaded.set(Utc::now().timestamp());
+    proxy.set_snapshot_gauges();
+    tracing::info!(admin = %admin_local, "admin listener (metrics, health, grants API)");
     tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
 
     // The grants file is watched through its directory, so that editors' and the CLI's
@@ -1109,6 +1132,27 @@ fn node_name() -> String {
 }
 
 impl Proxy {
+    /// Gauges that describe the snapshot in force: list sizes, load time, grants.
+    fn set_snapshot_gauges(&self) {
+        let snap = self.live.get();
+        for (id, def) in snap.policy.categories() {
+            let c = &snap.report.counts[id.index()];
+            let entries = c.domains + c.urls + c.hashes + c.expressions + c.terms;
+            self.metrics
+                .list_entries
+                .with_label_values(&[def.category.name.as_str()])
+                .set(entries as i64);
+        }
+        let now = Utc::now();
+        self.metrics.grants_active.set(
+            snap.grants
+                .grants
+                .iter()
+                .filter(|g| g.active_at(now))
+                .count() as i64,
+        );
+    }
+
     /// Re-reads the grants file; a file that fails is refused whole and the grants in
     /// force stay.
     fn reload_grants(&self) {
@@ -1158,6 +1202,7 @@ impl Proxy {
     /// Records grants that have run out since the last check (expiry itself is checked
     /// at every decision; this is the audit trail's note of it).
     fn audit_expiries(&self, seen: &mut std::collections::HashSet<Arc<str>>) {
+        self.set_snapshot_gauges();
         let now = Utc::now();
         for g in &self.live.get().grants.grants {
             if g.expires <= now && seen.insert(g.id.clone()) {
@@ -1235,10 +1280,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = caps.global.clone().try_acquire_owned() else {
-            proxy
-                .stats
-                .refused_connections
-                .fetch_add(1, Ordering::Relaxed);
+            proxy.metrics.refused_connections.inc();
             refuse_connection(stream, "the proxy is at its connection limit");
             continue;
         };
@@ -1249,15 +1291,11 @@ async fn accept_loop(
             let _permit = permit;
             let ip = canonical_ip(peer.ip());
             let Some(_slot) = caps.take(ip) else {
-                proxy
-                    .stats
-                    .refused_connections
-                    .fetch_add(1, Ordering::Relaxed);
+                proxy.metrics.refused_connections.inc();
                 refuse_connection(stream, "too many connections from this address");
                 return;
             };
-            proxy.stats.connections.fetch_add(1, Ordering::Relaxed);
-            let _open = GaugeGuard(&proxy.stats.connections);
+            let _open = GaugeGuard::open(&proxy.metrics.connections);
             serve_connection(proxy.clone(), stream, peer, shutdown).await;
         });
     }

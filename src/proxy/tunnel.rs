@@ -318,7 +318,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         status: 200,
         terms: classification_terms,
     };
-    let reference = match proxy.log.record(record, &explanation).await {
+    let reference = match proxy.log_decision(&ctx, record, &explanation).await {
         Ok(seq) => seq,
         Err(_) if group.fail_closed => return,
         Err(_) => 0,
@@ -327,7 +327,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let started = std::time::Instant::now();
-    let _tunnel = proxy.stats.tunnel_open();
+    let _tunnel = super::GaugeGuard::open(&proxy.metrics.tunnels);
     let (up, down) = splice(
         client,
         upstream,

@@ -1,0 +1,267 @@
+//! Prometheus metrics: what the IT Lead's dashboards and alerts read.
+//!
+//! Every label comes from a bounded, configured set — group names, category names,
+//! actions, error kinds — never a user, host or URL, so the number of series cannot be
+//! driven up by traffic. Gauges that mirror state kept elsewhere (connections, the
+//! decision log's queue) are read at scrape time.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The metrics of one Gatehouse process.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by group, action and most severe category (`none` when unlisted).
+    pub requests: IntCounterVec,
+    /// Time from a request's head to its verdict.
+    pub decision_seconds: Histogram,
+    /// Time from sending a request upstream to its response head.
+    pub upstream_seconds: Histogram,
+    /// Bytes by direction (`up`: client to upstream, `down`).
+    pub bytes: IntCounterVec,
+    /// Client connections open.
+    pub connections: IntGauge,
+    /// Tunnels open.
+    pub tunnels: IntGauge,
+    /// Connections refused by a cap.
+    pub refused_connections: IntCounter,
+    /// Upstream errors by kind (`dns`, `refused`, `timeout`, `internal`).
+    pub upstream_errors: IntCounterVec,
+    /// `407` challenges sent.
+    pub auth_challenges: IntCounter,
+    /// Failed proxy authentications.
+    pub auth_failures: IntCounter,
+    /// List entries per category.
+    pub list_entries: IntGaugeVec,
+    /// When the lists in force were loaded (Unix seconds).
+    pub lists_loaded: IntGauge,
+    /// Grants in force.
+    pub grants_active: IntGauge,
+    /// Reloads by kind (`policy`, `grants`) and result (`ok`, `error`).
+    pub reloads: IntCounterVec,
+    /// Decision-log entries written.
+    pub log_records: IntCounter,
+    /// Decision-log entries waiting for the writer.
+    pub log_queue_depth: IntGauge,
+    /// Duration of the last fsync.
+    pub log_fsync_seconds: prometheus::Gauge,
+    /// Failed decision-log writes.
+    pub log_write_failures: IntCounter,
+    /// Entries that could not be logged.
+    pub log_lost: IntCounter,
+    /// 1 while the decision log cannot be written (fail-closed groups refused).
+    pub log_failing: IntGauge,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c =
+        IntCounterVec::new(Opts::new(name, help), labels).expect("metric definitions are valid");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric is registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("metric definitions are valid");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("each metric is registered once");
+    g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric definitions are valid");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("each metric is registered once");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("metric definitions are valid");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("each metric is registered once");
+    h
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let _ = registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
+        let build = IntGaugeVec::new(
+            Opts::new("gatehouse_build_info", "Gatehouse version (always 1)"),
+            &["version"],
+        )
+        .expect("metric definitions are valid");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry
+            .register(Box::new(build))
+            .expect("each metric is registered once");
+        let list_entries = IntGaugeVec::new(
+            Opts::new("gatehouse_list_entries", "Entries in each category's lists"),
+            &["category"],
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(list_entries.clone()))
+            .expect("each metric is registered once");
+        let fsync = prometheus::Gauge::new(
+            "gatehouse_log_fsync_last_seconds",
+            "Duration of the decision log's last fsync",
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(fsync.clone()))
+            .expect("each metric is registered once");
+        let fast = vec![
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+            0.05,
+        ];
+        let slow = vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let metrics = Metrics {
+            requests: counter_vec(
+                &registry,
+                "gatehouse_requests_total",
+                "Requests decided, by group, action and most severe category",
+                &["group", "action", "category"],
+            ),
+            decision_seconds: histogram(
+                &registry,
+                "gatehouse_decision_seconds",
+                "Time from a request's head to its verdict, logged",
+                fast,
+            ),
+            upstream_seconds: histogram(
+                &registry,
+                "gatehouse_upstream_seconds",
+                "Time from sending a request upstream to its response head",
+                slow,
+            ),
+            bytes: counter_vec(
+                &registry,
+                "gatehouse_bytes_total",
+                "Bytes forwarded, by direction",
+                &["direction"],
+            ),
+            connections: gauge(
+                &registry,
+                "gatehouse_connections",
+                "Client connections open",
+            ),
+            tunnels: gauge(
+                &registry,
+                "gatehouse_tunnels",
+                "CONNECT tunnels and upgraded connections open",
+            ),
+            refused_connections: counter(
+                &registry,
+                "gatehouse_refused_connections_total",
+                "Connections refused at a connection cap",
+            ),
+            upstream_errors: counter_vec(
+                &registry,
+                "gatehouse_upstream_errors_total",
+                "Upstream failures by kind",
+                &["kind"],
+            ),
+            auth_challenges: counter(
+                &registry,
+                "gatehouse_auth_challenges_total",
+                "407 Proxy Authentication Required answers",
+            ),
+            auth_failures: counter(
+                &registry,
+                "gatehouse_auth_failures_total",
+                "Failed proxy authentications",
+            ),
+            list_entries,
+            lists_loaded: gauge(
+                &registry,
+                "gatehouse_lists_loaded_timestamp_seconds",
+                "When the lists in force were loaded",
+            ),
+            grants_active: gauge(&registry, "gatehouse_grants_active", "Grants in force"),
+            reloads: counter_vec(
+                &registry,
+                "gatehouse_reloads_total",
+                "Reloads by kind and result",
+                &["kind", "result"],
+            ),
+            log_records: counter(
+                &registry,
+                "gatehouse_log_records_total",
+                "Decision-log entries written",
+            ),
+            log_queue_depth: gauge(
+                &registry,
+                "gatehouse_log_queue_depth",
+                "Decision-log entries waiting for the writer",
+            ),
+            log_fsync_seconds: fsync,
+            log_write_failures: counter(
+                &registry,
+                "gatehouse_log_write_failures_total",
+                "Failed decision-log writes",
+            ),
+            log_lost: counter(
+                &registry,
+                "gatehouse_log_lost_records_total",
+                "Entries that could not be logged",
+            ),
+            log_failing: gauge(
+                &registry,
+                "gatehouse_log_failing",
+                "1 while the decision log cannot be written",
+            ),
+            registry,
+        };
+        // Series of the small fixed label sets exist from the start, at zero, so that
+        // rates and alerts work before the first event.
+        for direction in ["up", "down"] {
+            metrics.bytes.with_label_values(&[direction]);
+        }
+        for kind in ["dns", "refused", "timeout", "internal"] {
+            metrics.upstream_errors.with_label_values(&[kind]);
+        }
+        for kind in ["policy", "grants"] {
+            for result in ["ok", "error"] {
+                metrics.reloads.with_label_values(&[kind, result]);
+            }
+        }
+        metrics
+    }
+
+    /// Brings a counter mirrored from an atomic up to `value`.
+    pub fn sync(counter: &IntCounter, value: u64) {
+        let current = counter.get();
+        if value > current {
+            counter.inc_by(value - current);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
