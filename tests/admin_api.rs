@@ -170,12 +170,7 @@ fn health_and_the_grants_api() {
     assert_eq!(api(&g, "GET", "/api/grants", Some(TECH), None).0, 401);
     // Every call is in the audit trail.
     let dir = g.stop();
-    let out = common::gatehouse()
-        .args(["log", "tail", "-n", "200", "--dir"])
-        .arg(dir.path().join("log"))
-        .output()
-        .expect("tail");
-    let tail = String::from_utf8_lossy(&out.stdout);
+    let tail = common::log_tail(&dir.path().join("log"));
     assert!(
         tail.contains("grant api POST refused") && tail.contains("by unauthenticated"),
         "{tail}"

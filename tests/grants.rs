@@ -157,12 +157,7 @@ fn a_grant_opens_a_site_for_its_group_within_a_second_and_revoke_closes_it() {
     );
     // The audit trail has both.
     let dir = g.stop();
-    let out = common::gatehouse()
-        .args(["log", "tail", "-n", "100", "--dir"])
-        .arg(dir.path().join("log"))
-        .output()
-        .expect("tail");
-    let tail = String::from_utf8_lossy(&out.stdout);
+    let tail = common::log_tail(&dir.path().join("log"));
     assert!(
         tail.contains("grant added g-1 ticket HD-4411 by j.smith"),
         "{tail}"

@@ -41,6 +41,16 @@ pub fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// `gatehouse log tail -n 500` of a log directory: the audit trail as text.
+pub fn log_tail(log_dir: &Path) -> String {
+    let out = gatehouse()
+        .args(["log", "tail", "-n", "500", "--dir"])
+        .arg(log_dir)
+        .output()
+        .expect("gatehouse log tail runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Path of `name` inside `dir`.
 pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
