@@ -17,6 +17,7 @@
 //! | [`grant_store`] | shell: locked, validated, atomic edits of the grants file |
 //! | [`snapshot`] | shell: loading a policy with its lists; the live, swappable snapshot |
 //! | [`decision`] | shell: decision records and the hand-off to the decision log |
+//! | [`report`] | shell: the weekly safeguarding report from the decision logs |
 //! | [`metrics`] | shell: Prometheus metrics with bounded labels |
 //! | [`decision_log`] | shell: the append-only, checksummed, hash-chained decision log |
 //! | [`proxy`] | shell: `gatehouse run` — listener, limits, forwarding, tunnels, block page |
@@ -39,5 +40,6 @@ pub mod lists;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod report;
 pub mod schedule;
 pub mod snapshot;

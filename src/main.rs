@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use gatehouse::host::Target;
@@ -57,6 +57,8 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The weekly safeguarding report.
+    Report(ReportArgs),
     /// Check, export and follow the decision log.
     Log {
         #[command(subcommand)]
@@ -133,6 +135,38 @@ enum UserCommand {
         /// Login name.
         name: String,
     },
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// ISO week in the school's time zone, e.g. 2026-W47 (default: last week).
+    #[arg(long)]
+    week: Option<String>,
+    /// Instead of --week: from this time (RFC 3339 or local `YYYY-MM-DD[ HH:MM]`).
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// Instead of --week: until this time.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+    /// Log directory (repeat for several nodes; default: the policy's).
+    #[arg(long = "log")]
+    logs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "html")]
+    format: ReportFormat,
+    /// Write to this file instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Html,
+    Csv,
+    Json,
+    Md,
 }
 
 #[derive(Subcommand)]
@@ -290,6 +324,7 @@ fn main() -> ExitCode {
         Command::User { command } => user(command),
         Command::Log { command } => log_command(command),
         Command::Grant { command } => grant_command(command),
+        Command::Report(args) => report(&args),
         Command::Admin {
             command: AdminCommand::Token { name, role },
         } => admin_token(&name, &role),
@@ -1033,4 +1068,68 @@ fn admin_token(name: &str, role: &str) -> Result<ExitCode> {
     println!("{token}");
     eprintln!("\nAdd to the policy, then send SIGHUP:\n\n[[admin.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn report(args: &ReportArgs) -> Result<ExitCode> {
+    use gatehouse::report;
+    let snap = load(&args.config.config, CacheMode::Use)?;
+    let policy = &snap.policy;
+    let tz = policy.timezone;
+    let period = match (&args.week, &args.from, &args.to) {
+        (Some(w), _, _) => report::iso_week(w, tz).map_err(|e| anyhow!(e))?,
+        (None, Some(f), Some(t)) => report::Period {
+            from: parse_time_arg(f, tz)?,
+            to: parse_time_arg(t, tz)?,
+        },
+        _ => {
+            // Last complete ISO week.
+            let last = Utc::now().with_timezone(&tz).date_naive() - chrono::Duration::days(7);
+            let w = last.iso_week();
+            report::iso_week(&format!("{}-W{:02}", w.year(), w.week()), tz)
+                .map_err(|e| anyhow!(e))?
+        }
+    };
+    let dirs = if args.logs.is_empty() {
+        vec![policy.log.dir.clone()]
+    } else {
+        args.logs.clone()
+    };
+    let mut builder = report::Builder::new(policy, period);
+    let mut integrity = Vec::new();
+    for dir in &dirs {
+        let result = gatehouse::decision_log::reader::verify_and_read(dir, &mut |node, entry| {
+            builder.entry(node, entry)
+        });
+        integrity.push(match result {
+            Ok(r) => report::Integrity {
+                dir: dir.display().to_string(),
+                ok: r.fault.is_none(),
+                detail: r
+                    .fault
+                    .unwrap_or_else(|| format!("{} entries in {} segments", r.entries, r.segments)),
+            },
+            Err(e) => report::Integrity {
+                dir: dir.display().to_string(),
+                ok: false,
+                detail: e,
+            },
+        });
+    }
+    let rep = builder.finish(&snap.grants, integrity, Utc::now());
+    let text = match args.format {
+        ReportFormat::Html => rep.html(),
+        ReportFormat::Csv => rep.csv(),
+        ReportFormat::Json => serde_json::to_string_pretty(&rep)? + "\n",
+        ReportFormat::Md => rep.markdown(),
+    };
+    match &args.output {
+        Some(path) => gatehouse::lists::write_atomically(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(if rep.integrity.iter().all(|i| i.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

@@ -208,6 +208,15 @@ pub struct VerifyReport {
 /// (retention may have removed older ones: the oldest segment's header anchors the
 /// chain). Stops at the first fault.
 pub fn verify(dir: &Path) -> Result<VerifyReport, String> {
+    verify_and_read(dir, &mut |_, _| {})
+}
+
+/// [`verify`], handing every entry it checks to `on_entry` (with the node that wrote
+/// it): one pass for readers, such as the weekly report, that must also verify.
+pub fn verify_and_read(
+    dir: &Path,
+    on_entry: &mut dyn FnMut(&str, &Entry),
+) -> Result<VerifyReport, String> {
     let segments = list_segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut report = VerifyReport::default();
     let mut expect: Option<(u64, [u8; 32])> = None; // next seq, chain
@@ -284,6 +293,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, String> {
                 report.seals += 1;
             }
             chain = chain_next(&chain, &payload);
+            on_entry(&header.node, &entry);
             report.first_seq.get_or_insert(seq);
             report.last_seq = Some(seq);
             report.entries += 1;
