@@ -139,7 +139,8 @@ pub struct GroupRow {
 /// A bypass attempt row.
 #[derive(Debug, Clone, Serialize)]
 pub struct BypassRow {
-    /// `circumvention`, `ip_literal`, `no_sni`, `not_tls`.
+    /// `circumvention`, `ip_literal`, `no_sni`, `not_tls`, `bad_sni`, `auth_failed`
+    /// (failed proxy sign-ins from one device: a burst is someone guessing).
     pub kind: String,
     /// Who.
     pub who: String,
@@ -473,6 +474,7 @@ impl<'a> Builder<'a> {
                             "no_sni" => Some("no_sni"),
                             "not_tls" => Some("not_tls"),
                             "bad_sni" => Some("bad_sni"),
+                            "auth_failed" => Some("auth_failed"),
                             _ => None,
                         }
                     };
@@ -654,7 +656,7 @@ fn bar_chart(title: &str, labels: &[String], series: &[(&str, &str, Vec<u64>)]) 
     let mut svg = format!(
         "<svg role=\"img\" aria-labelledby=\"t-{id} d-{id}\" viewBox=\"0 0 {width} {h}\" width=\"100%\">\
 <title id=\"t-{id}\">{title}</title><desc id=\"d-{id}\">{desc}</desc>",
-        id = title.len() + labels.len(),
+        id = title.chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_lowercase(),
         h = height + 40.0,
         title = esc(title),
         desc = esc(&series

@@ -457,7 +457,7 @@ fn proxy_authentication_407_flow() {
             .contains("proxy-authenticate: basic realm=\"gatehouse (test academy)\""),
         "{r:?}"
     );
-    // (credentials, status): wrong password, unknown user, then the right ones — the
+    // (credentials, status): wrong password, unknown user (both recorded), then the right ones — the
     // user's own group (staff) applies, so social media is allowed.
     for (credentials, want) in [
         ("a.pupil:wrong", 407),
@@ -475,6 +475,11 @@ fn proxy_authentication_407_flow() {
         ]);
         assert_eq!(r.status, want, "{credentials}: {r:?}");
     }
+    assert!(
+        g.wait_for_log("reason=auth_failed", Duration::from_secs(2)),
+        "{}",
+        g.log()
+    );
     // The credentials are for the proxy: they never reach the origin.
     let echo = format!("http://origin.test:{}/echo", origin.port);
     let r = curl(&[

@@ -118,6 +118,13 @@ fn request(
             vec![],
         ),
         11 => ("10.1.2.3:443".into(), vec![], true, "ip_literal", vec![]),
+        13 => (
+            "http://www.bbc.co.uk/".into(),
+            vec![],
+            true,
+            "auth_failed",
+            vec![],
+        ),
         _ => (
             "http://www.youtube.com/watch?v=x".into(),
             vec!["video"],
@@ -164,7 +171,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
     times.sort();
     for t in times {
         let (user, host, group) = PEOPLE[(g.next() % PEOPLE.len() as u64) as usize];
-        let (url, cats, blocked, reason, terms) = request(g.next() % 13);
+        let (url, cats, blocked, reason, terms) = request(g.next() % 14);
         let granted = reason == "grant";
         let d = Decision {
             client: IpAddr::V4(Ipv4Addr::new(10, 30, 0, host)),

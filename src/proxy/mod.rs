@@ -576,6 +576,34 @@ impl Proxy {
             AuthResult::Failed => {
                 self.metrics.auth_failures.inc();
                 tracing::info!(target: "gatehouse::auth", client = %client, "proxy authentication failed");
+                // Wrong credentials are recorded (a burst of them is a bypass attempt the
+                // DSL sees); a browser's first, credential-less request is not.
+                let group = subnet.map(|r| r.group).unwrap_or(identity.default_group);
+                let decision = Decision {
+                    client,
+                    user: None,
+                    group: snapshot.policy.group(group).name.clone(),
+                    method: req.method().to_string(),
+                    url: req.uri().to_string(),
+                    sni: None,
+                    categories: Vec::new(),
+                    action: StoredAction::Block,
+                    reason: "auth_failed".into(),
+                    grant: None,
+                    status: 407,
+                    terms: Vec::new(),
+                };
+                let ctx = RequestContext {
+                    snapshot: snapshot.clone(),
+                    client,
+                    user: None,
+                    group,
+                    now: Utc::now(),
+                    started,
+                };
+                let _ = self
+                    .log_decision(&ctx, decision, "proxy authentication failed")
+                    .await;
                 return Ok(self.challenge(&snapshot));
             }
             AuthResult::Missing => match subnet {
