@@ -6,7 +6,11 @@
 //! never on the number of records. Nothing about an `illegal` category is kept beyond
 //! its host: such URLs are never printed in full, in any format.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// Aggregation keys are short strings hashed millions of times: FxHash, not SipHash
+// (no attacker chooses them in a report run over a log).
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -51,24 +55,32 @@ fn local_midnight(day: NaiveDate, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
 }
 
 /// Host of a logged URL (`http://host:port/path` or `host:port`).
-fn host_of(url: &str) -> String {
+fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = rest.split(['/', '?']).next().unwrap_or(rest);
     if authority.starts_with('[') {
-        return authority
-            .split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default();
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
     }
     authority
         .rsplit_once(':')
         .map(|(h, _)| h)
         .unwrap_or(authority)
-        .to_string()
 }
 
-/// One row of the alerts table: attempts by one person at one category on one host.
+/// Adds one to `key`'s count, allocating the key only the first time.
+fn bump(map: &mut HashMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
+    }
+}
+
+/// One row of the alerts table: attempts by one person at one category.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
     /// Category.
@@ -79,8 +91,11 @@ pub struct Alert {
     pub who: String,
     /// Group.
     pub group: String,
-    /// Host (for illegal categories: host only — report, do not visit).
-    pub host: String,
+    /// The hosts tried, most tried first (at most ten; for illegal categories: hosts
+    /// only — report, do not visit).
+    pub hosts: Vec<Count>,
+    /// Attempts at further hosts beyond those kept.
+    pub other_hosts: u64,
     /// An example URL; `None` for illegal categories.
     pub example_url: Option<String>,
     /// Whether it was blocked every time.
@@ -91,6 +106,36 @@ pub struct Alert {
     pub first: String,
     /// Last attempt.
     pub last: String,
+}
+
+impl Alert {
+    /// The hosts as one line: `a.example (12), b.example (3) and 4 more attempts elsewhere`.
+    pub fn hosts_text(&self) -> String {
+        let mut text = self
+            .hosts
+            .iter()
+            .map(|h| format!("{} ({})", h.name, h.count))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.other_hosts > 0 {
+            text.push_str(&format!(
+                " and {} more attempts elsewhere",
+                self.other_hosts
+            ));
+        }
+        text
+    }
+}
+
+/// The `n` most counted, most first.
+fn top_hosts(m: HashMap<String, u64>, n: usize) -> Vec<Count> {
+    let mut v: Vec<Count> = m
+        .into_iter()
+        .map(|(name, count)| Count { name, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+    v.truncate(n);
+    v
 }
 
 /// A search of concern.
@@ -254,6 +299,21 @@ pub struct Report {
     pub daily: Vec<DayRow>,
 }
 
+/// Distinct hosts kept per alert row; further ones are only counted.
+const HOSTS_PER_ALERT: usize = 20;
+
+struct AlertAcc {
+    group: String,
+    severity: &'static str,
+    example_url: Option<String>,
+    blocked: bool,
+    count: u64,
+    first_us: i64,
+    last_us: i64,
+    hosts: HashMap<String, u64>,
+    other_hosts: u64,
+}
+
 #[derive(Default)]
 struct GroupAcc {
     requests: u64,
@@ -271,15 +331,20 @@ pub struct Builder<'a> {
     nodes: Vec<String>,
     totals: Totals,
     previous: Totals,
-    alerts: HashMap<(String, String, String, String), Alert>,
+    /// who → category → attempts.
+    alerts: HashMap<String, HashMap<String, AlertAcc>>,
     searches: Vec<SearchRow>,
     bypass: HashMap<(String, String, String, String), u64>,
-    groups: BTreeMap<String, GroupAcc>,
-    people: HashMap<(String, String), BTreeMap<String, u64>>,
-    drilldown: BTreeMap<String, Vec<(String, String, String)>>,
+    groups: HashMap<String, GroupAcc>,
+    /// who → (group, blocked attempts by sensitive category).
+    people: HashMap<String, (String, BTreeMap<String, u64>)>,
+    drilldown: BTreeMap<String, Vec<(i64, String, String)>>,
     grant_events: Vec<GrantRow>,
     grant_use: HashMap<String, u64>,
     daily: BTreeMap<NaiveDate, DayRow>,
+    /// Each local day's start in µs, for finding an entry's day without a time-zone
+    /// conversion per entry.
+    day_starts: Vec<(i64, NaiveDate)>,
 }
 
 fn time_text(us: i64, tz: chrono_tz::Tz) -> String {
@@ -322,14 +387,20 @@ impl<'a> Builder<'a> {
             nodes: Vec::new(),
             totals: Totals::default(),
             previous: Totals::default(),
-            alerts: HashMap::new(),
+            alerts: HashMap::default(),
             searches: Vec::new(),
-            bypass: HashMap::new(),
-            groups: BTreeMap::new(),
-            people: HashMap::new(),
+            bypass: HashMap::default(),
+            groups: HashMap::default(),
+            people: HashMap::default(),
             drilldown: BTreeMap::new(),
             grant_events: Vec::new(),
-            grant_use: HashMap::new(),
+            grant_use: HashMap::default(),
+            day_starts: daily
+                .keys()
+                .filter_map(|d| {
+                    local_midnight(*d, policy.timezone).map(|t| (t.timestamp_micros(), *d))
+                })
+                .collect(),
             daily,
         }
     }
@@ -372,28 +443,37 @@ impl<'a> Builder<'a> {
         match &entry.body {
             Body::Decision(d) => {
                 let blocked = d.action == StoredAction::Block;
-                let who = d.user.clone().unwrap_or_else(|| d.client.to_string());
-                let host = d.sni.clone().unwrap_or_else(|| host_of(&d.url));
+                let who: std::borrow::Cow<'_, str> = match &d.user {
+                    Some(u) => u.as_str().into(),
+                    None => d.client.to_string().into(),
+                };
+                let host: &str = d.sni.as_deref().unwrap_or_else(|| host_of(&d.url));
                 let illegal = d
                     .categories
                     .iter()
                     .any(|c| self.severity.get(c) == Some(&Severity::Illegal));
                 self.totals.requests += 1;
-                let day = DateTime::<Utc>::from_timestamp_micros(us)
-                    .unwrap_or_default()
-                    .with_timezone(&tz)
-                    .date_naive();
-                let g = self.groups.entry(d.group.clone()).or_default();
-                g.requests += 1;
+                let day = match self.day_starts.partition_point(|(start, _)| *start <= us) {
+                    0 => None,
+                    i => Some(self.day_starts[i - 1].1),
+                };
+                if !self.groups.contains_key(&d.group) {
+                    self.groups.insert(d.group.clone(), GroupAcc::default());
+                }
+                if let Some(g) = self.groups.get_mut(&d.group) {
+                    g.requests += 1;
+                    if blocked {
+                        g.blocked += 1;
+                        if let Some(c) = d.categories.first() {
+                            bump(&mut g.categories, c);
+                        }
+                        bump(&mut g.sites, host);
+                    }
+                }
                 if blocked {
                     self.totals.blocked += 1;
-                    g.blocked += 1;
-                    if let Some(c) = d.categories.first() {
-                        *g.categories.entry(c.clone()).or_default() += 1;
-                    }
-                    *g.sites.entry(host.clone()).or_default() += 1;
                 }
-                if let Some(row) = self.daily.get_mut(&day) {
+                if let Some(row) = day.and_then(|d| self.daily.get_mut(&d)) {
                     if blocked {
                         row.blocked += 1;
                     } else {
@@ -401,9 +481,10 @@ impl<'a> Builder<'a> {
                     }
                 }
                 if let Some(ticket) = &d.grant {
-                    *self.grant_use.entry(ticket.clone()).or_default() += 1;
+                    bump(&mut self.grant_use, ticket);
                 }
-                // Alerts: every attempt at an illegal or safeguarding category.
+                // Alerts: every attempt at an illegal or safeguarding category, collapsed
+                // per person and category.
                 let mut alerted = false;
                 for c in d.categories.iter().filter(|c| sensitive(&self.severity, c)) {
                     alerted = true;
@@ -412,39 +493,70 @@ impl<'a> Builder<'a> {
                         .get(c)
                         .map(|s| s.as_str())
                         .unwrap_or("safeguarding");
-                    let key = (c.clone(), who.clone(), d.group.clone(), host.clone());
-                    let t = time_text(us, tz);
-                    let a = self.alerts.entry(key).or_insert_with(|| Alert {
-                        category: c.clone(),
-                        severity: severity.to_string(),
-                        who: who.clone(),
-                        group: d.group.clone(),
-                        host: host.clone(),
-                        example_url: (!illegal).then(|| d.url.clone()),
-                        blocked: true,
-                        count: 0,
-                        first: t.clone(),
-                        last: t.clone(),
-                    });
-                    a.count += 1;
-                    a.last = t;
-                    a.blocked &= blocked;
-                    if blocked {
-                        *self
-                            .people
-                            .entry((who.clone(), d.group.clone()))
-                            .or_default()
-                            .entry(c.clone())
-                            .or_default() += 1;
+                    // Look up before inserting: keys are allocated once per person and
+                    // category, not once per entry.
+                    if !self.alerts.contains_key(who.as_ref()) {
+                        self.alerts.insert(who.to_string(), HashMap::default());
                     }
-                    let rows = self.drilldown.entry(who.clone()).or_default();
-                    if rows.len() < DRILLDOWN_PER_USER {
-                        rows.push((time_text(us, tz), c.clone(), host.clone()));
+                    let Some(by_category) = self.alerts.get_mut(who.as_ref()) else {
+                        continue;
+                    };
+                    if !by_category.contains_key(c.as_str()) {
+                        by_category.insert(
+                            c.clone(),
+                            AlertAcc {
+                                group: d.group.clone(),
+                                severity,
+                                example_url: None,
+                                blocked: true,
+                                count: 0,
+                                first_us: us,
+                                last_us: us,
+                                hosts: HashMap::default(),
+                                other_hosts: 0,
+                            },
+                        );
+                    }
+                    let Some(a) = by_category.get_mut(c.as_str()) else {
+                        continue;
+                    };
+                    a.count += 1;
+                    a.last_us = us;
+                    a.blocked &= blocked;
+                    if a.example_url.is_none() && !illegal {
+                        a.example_url = Some(d.url.clone());
+                    }
+                    if a.hosts.contains_key(host) || a.hosts.len() < HOSTS_PER_ALERT {
+                        bump(&mut a.hosts, host);
+                    } else {
+                        a.other_hosts += 1;
+                    }
+                    if blocked {
+                        if !self.people.contains_key(who.as_ref()) {
+                            self.people
+                                .insert(who.to_string(), (d.group.clone(), BTreeMap::new()));
+                        }
+                        if let Some((_, cats)) = self.people.get_mut(who.as_ref()) {
+                            match cats.get_mut(c.as_str()) {
+                                Some(n) => *n += 1,
+                                None => {
+                                    cats.insert(c.clone(), 1);
+                                }
+                            }
+                        }
+                    }
+                    match self.drilldown.get_mut(who.as_ref()) {
+                        Some(rows) if rows.len() >= DRILLDOWN_PER_USER => {}
+                        Some(rows) => rows.push((us, c.clone(), host.to_string())),
+                        None => {
+                            self.drilldown
+                                .insert(who.to_string(), vec![(us, c.clone(), host.to_string())]);
+                        }
                     }
                 }
                 if alerted {
                     self.totals.alerts += 1;
-                    if let Some(row) = self.daily.get_mut(&day) {
+                    if let Some(row) = day.and_then(|d| self.daily.get_mut(&d)) {
                         row.alerts += 1;
                     }
                 }
@@ -458,7 +570,7 @@ impl<'a> Builder<'a> {
                     };
                     self.searches.push(SearchRow {
                         time: time_text(us, tz),
-                        who: who.clone(),
+                        who: who.to_string(),
                         group: d.group.clone(),
                         terms: d.terms.clone(),
                         categories: d.categories.clone(),
@@ -481,7 +593,12 @@ impl<'a> Builder<'a> {
                     if let Some(kind) = kind {
                         *self
                             .bypass
-                            .entry((kind.to_string(), who, d.group.clone(), host))
+                            .entry((
+                                kind.to_string(),
+                                who.to_string(),
+                                d.group.clone(),
+                                host.to_string(),
+                            ))
                             .or_default() += 1;
                     }
                 }
@@ -524,7 +641,25 @@ impl<'a> Builder<'a> {
             v.truncate(n);
             v
         };
-        let mut alerts: Vec<Alert> = self.alerts.into_values().collect();
+        let mut alerts: Vec<Alert> = self
+            .alerts
+            .into_iter()
+            .flat_map(|(who, by_category)| {
+                by_category.into_iter().map(move |(category, a)| Alert {
+                    category,
+                    severity: a.severity.to_string(),
+                    who: who.clone(),
+                    group: a.group,
+                    hosts: top_hosts(a.hosts, 10),
+                    other_hosts: a.other_hosts,
+                    example_url: a.example_url,
+                    blocked: a.blocked,
+                    count: a.count,
+                    first: time_text(a.first_us, tz),
+                    last: time_text(a.last_us, tz),
+                })
+            })
+            .collect();
         let rank = |s: &str| if s == "illegal" { 0 } else { 1 };
         alerts.sort_by(|a, b| {
             rank(&a.severity)
@@ -544,8 +679,9 @@ impl<'a> Builder<'a> {
             })
             .collect();
         bypass.sort_by(|a, b| b.count.cmp(&a.count).then(a.who.cmp(&b.who)));
-        let groups = self
-            .groups
+        let mut group_list: Vec<(String, GroupAcc)> = self.groups.into_iter().collect();
+        group_list.sort_by(|a, b| a.0.cmp(&b.0));
+        let groups = group_list
             .into_iter()
             .map(|(group, g)| GroupRow {
                 blocked_share: if g.requests == 0 {
@@ -563,7 +699,7 @@ impl<'a> Builder<'a> {
         let mut people: Vec<PersonRow> = self
             .people
             .into_iter()
-            .map(|((who, group), by_category)| PersonRow {
+            .map(|(who, (group, by_category))| PersonRow {
                 attempts: by_category.values().sum(),
                 who,
                 group,
@@ -616,7 +752,18 @@ impl<'a> Builder<'a> {
             bypass,
             groups,
             people,
-            drilldown: self.drilldown,
+            drilldown: self
+                .drilldown
+                .into_iter()
+                .map(|(who, rows)| {
+                    (
+                        who,
+                        rows.into_iter()
+                            .map(|(t, c, h)| (time_text(t, tz), c, h))
+                            .collect(),
+                    )
+                })
+                .collect(),
             grants: grant_rows,
             daily: self.daily.into_values().collect(),
         }
@@ -783,7 +930,7 @@ Generated {generated} from {nodes}</p></header>",
         }
         o.push_str(&table(
             &[
-                "Category", "Severity", "Who", "Group", "Host", "Attempts", "First", "Last",
+                "Category", "Severity", "Who", "Group", "Hosts", "Attempts", "First", "Last",
                 "Outcome",
             ],
             self.alerts
@@ -794,7 +941,7 @@ Generated {generated} from {nodes}</p></header>",
                         a.severity.clone(),
                         a.who.clone(),
                         a.group.clone(),
-                        a.host.clone(),
+                        a.hosts_text(),
                         a.count.to_string(),
                         a.first.clone(),
                         a.last.clone(),
@@ -935,7 +1082,7 @@ Generated {generated} from {nodes}</p></header>",
                 f(&a.severity),
                 f(&a.who),
                 f(&a.group),
-                f(&a.host),
+                f(&a.hosts_text()),
                 a.count,
                 f(&a.first),
                 f(&a.last)
@@ -982,12 +1129,18 @@ Generated {generated} from {nodes}</p></header>",
             self.totals.alerts,
             trend(self.totals.alerts, self.previous.alerts)
         );
-        o.push_str("## Safeguarding alerts\n\n| Category | Severity | Who | Group | Host | Attempts | Last |\n|---|---|---|---|---|---|---|\n");
+        o.push_str("## Safeguarding alerts\n\n| Category | Severity | Who | Group | Hosts | Attempts | Last |\n|---|---|---|---|---|---|---|\n");
         for a in &self.alerts {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {} | {} | {} |",
-                a.category, a.severity, a.who, a.group, a.host, a.count, a.last
+                a.category,
+                a.severity,
+                a.who,
+                a.group,
+                a.hosts_text(),
+                a.count,
+                a.last
             );
         }
         o.push_str(
