@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 
 // Aggregation keys are short strings hashed millions of times: FxHash, not SipHash
-// (no attacker chooses them in a report run over a log).
-use rustc_hash::FxHashMap as HashMap;
+// (no attacker chooses them in a report run over a log), and hashbrown's `entry_ref`,
+// which looks a key up once and allocates it only when it is new.
+type HashMap<K, V> = hashbrown::HashMap<K, V, rustc_hash::FxBuildHasher>;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -72,12 +73,7 @@ fn host_of(url: &str) -> &str {
 
 /// Adds one to `key`'s count, allocating the key only the first time.
 fn bump(map: &mut HashMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_string(), 1);
-        }
-    }
+    *map.entry_ref(key).or_insert(0) += 1;
 }
 
 /// One row of the alerts table: attempts by one person at one category.
@@ -141,8 +137,12 @@ fn top_hosts(m: HashMap<String, u64>, n: usize) -> Vec<Count> {
 /// A search of concern.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchRow {
-    /// When.
+    /// When first searched in the period.
     pub time: String,
+    /// When last searched.
+    pub last: String,
+    /// How many times this person made this search.
+    pub count: u64,
     /// Who.
     pub who: String,
     /// Group.
@@ -314,6 +314,18 @@ struct AlertAcc {
     other_hosts: u64,
 }
 
+/// One person's attempts at sensitive categories.
+#[derive(Default)]
+struct PersonAcc {
+    group: String,
+    /// Category → attempts.
+    alerts: HashMap<String, AlertAcc>,
+    /// Blocked attempts by category.
+    blocked: BTreeMap<String, u64>,
+    /// The first attempts: time (µs), category, host.
+    drilldown: Vec<(i64, String, String)>,
+}
+
 #[derive(Default)]
 struct GroupAcc {
     requests: u64,
@@ -331,14 +343,13 @@ pub struct Builder<'a> {
     nodes: Vec<String>,
     totals: Totals,
     previous: Totals,
-    /// who → category → attempts.
-    alerts: HashMap<String, HashMap<String, AlertAcc>>,
-    searches: Vec<SearchRow>,
+    /// Everything kept per person (user, or device address where no user).
+    people: HashMap<String, PersonAcc>,
+    /// (who, what was searched) → the search, first and last time (µs): a search
+    /// repeated all week is one row with its count.
+    searches: HashMap<(String, String), (SearchRow, i64, i64)>,
     bypass: HashMap<(String, String, String, String), u64>,
     groups: HashMap<String, GroupAcc>,
-    /// who → (group, blocked attempts by sensitive category).
-    people: HashMap<String, (String, BTreeMap<String, u64>)>,
-    drilldown: BTreeMap<String, Vec<(i64, String, String)>>,
     grant_events: Vec<GrantRow>,
     grant_use: HashMap<String, u64>,
     daily: BTreeMap<NaiveDate, DayRow>,
@@ -387,12 +398,10 @@ impl<'a> Builder<'a> {
             nodes: Vec::new(),
             totals: Totals::default(),
             previous: Totals::default(),
-            alerts: HashMap::default(),
-            searches: Vec::new(),
+            searches: HashMap::default(),
             bypass: HashMap::default(),
             groups: HashMap::default(),
             people: HashMap::default(),
-            drilldown: BTreeMap::new(),
             grant_events: Vec::new(),
             grant_use: HashMap::default(),
             day_starts: daily
@@ -439,7 +448,6 @@ impl<'a> Builder<'a> {
             }
             return;
         }
-        let tz = self.policy.timezone;
         match &entry.body {
             Body::Decision(d) => {
                 let blocked = d.action == StoredAction::Block;
@@ -457,18 +465,14 @@ impl<'a> Builder<'a> {
                     0 => None,
                     i => Some(self.day_starts[i - 1].1),
                 };
-                if !self.groups.contains_key(&d.group) {
-                    self.groups.insert(d.group.clone(), GroupAcc::default());
-                }
-                if let Some(g) = self.groups.get_mut(&d.group) {
-                    g.requests += 1;
-                    if blocked {
-                        g.blocked += 1;
-                        if let Some(c) = d.categories.first() {
-                            bump(&mut g.categories, c);
-                        }
-                        bump(&mut g.sites, host);
+                let g = self.groups.entry_ref(d.group.as_str()).or_default();
+                g.requests += 1;
+                if blocked {
+                    g.blocked += 1;
+                    if let Some(c) = d.categories.first() {
+                        bump(&mut g.categories, c);
                     }
+                    bump(&mut g.sites, host);
                 }
                 if blocked {
                     self.totals.blocked += 1;
@@ -493,65 +497,50 @@ impl<'a> Builder<'a> {
                         .get(c)
                         .map(|s| s.as_str())
                         .unwrap_or("safeguarding");
-                    // Look up before inserting: keys are allocated once per person and
-                    // category, not once per entry.
-                    if !self.alerts.contains_key(who.as_ref()) {
-                        self.alerts.insert(who.to_string(), HashMap::default());
-                    }
-                    let Some(by_category) = self.alerts.get_mut(who.as_ref()) else {
-                        continue;
-                    };
-                    if !by_category.contains_key(c.as_str()) {
-                        by_category.insert(
-                            c.clone(),
-                            AlertAcc {
-                                group: d.group.clone(),
-                                severity,
-                                example_url: None,
-                                blocked: true,
-                                count: 0,
-                                first_us: us,
-                                last_us: us,
-                                hosts: HashMap::default(),
-                                other_hosts: 0,
-                            },
-                        );
-                    }
-                    let Some(a) = by_category.get_mut(c.as_str()) else {
-                        continue;
-                    };
+                    let person = self
+                        .people
+                        .entry_ref(who.as_ref())
+                        .or_insert_with(|| PersonAcc {
+                            group: d.group.clone(),
+                            ..PersonAcc::default()
+                        });
+                    let a = person
+                        .alerts
+                        .entry_ref(c.as_str())
+                        .or_insert_with(|| AlertAcc {
+                            group: d.group.clone(),
+                            severity,
+                            example_url: None,
+                            blocked: true,
+                            count: 0,
+                            first_us: us,
+                            last_us: us,
+                            hosts: HashMap::default(),
+                            other_hosts: 0,
+                        });
                     a.count += 1;
                     a.last_us = us;
                     a.blocked &= blocked;
                     if a.example_url.is_none() && !illegal {
                         a.example_url = Some(d.url.clone());
                     }
-                    if a.hosts.contains_key(host) || a.hosts.len() < HOSTS_PER_ALERT {
+                    if a.hosts.len() < HOSTS_PER_ALERT {
                         bump(&mut a.hosts, host);
+                    } else if let Some(n) = a.hosts.get_mut(host) {
+                        *n += 1;
                     } else {
                         a.other_hosts += 1;
                     }
                     if blocked {
-                        if !self.people.contains_key(who.as_ref()) {
-                            self.people
-                                .insert(who.to_string(), (d.group.clone(), BTreeMap::new()));
-                        }
-                        if let Some((_, cats)) = self.people.get_mut(who.as_ref()) {
-                            match cats.get_mut(c.as_str()) {
-                                Some(n) => *n += 1,
-                                None => {
-                                    cats.insert(c.clone(), 1);
-                                }
+                        match person.blocked.get_mut(c.as_str()) {
+                            Some(n) => *n += 1,
+                            None => {
+                                person.blocked.insert(c.clone(), 1);
                             }
                         }
                     }
-                    match self.drilldown.get_mut(who.as_ref()) {
-                        Some(rows) if rows.len() >= DRILLDOWN_PER_USER => {}
-                        Some(rows) => rows.push((us, c.clone(), host.to_string())),
-                        None => {
-                            self.drilldown
-                                .insert(who.to_string(), vec![(us, c.clone(), host.to_string())]);
-                        }
+                    if person.drilldown.len() < DRILLDOWN_PER_USER {
+                        person.drilldown.push((us, c.clone(), host.to_string()));
                     }
                 }
                 if alerted {
@@ -568,14 +557,28 @@ impl<'a> Builder<'a> {
                             crate::classify::search_query(&t.host, &t.path, t.query.as_deref())
                         })
                     };
-                    self.searches.push(SearchRow {
-                        time: time_text(us, tz),
-                        who: who.to_string(),
-                        group: d.group.clone(),
-                        terms: d.terms.clone(),
-                        categories: d.categories.clone(),
-                        search,
-                    });
+                    let said = search.clone().unwrap_or_else(|| d.terms.join(", "));
+                    let row = self
+                        .searches
+                        .entry((who.to_string(), said))
+                        .or_insert_with(|| {
+                            (
+                                SearchRow {
+                                    time: String::new(),
+                                    last: String::new(),
+                                    count: 0,
+                                    who: who.to_string(),
+                                    group: d.group.clone(),
+                                    terms: d.terms.clone(),
+                                    categories: d.categories.clone(),
+                                    search,
+                                },
+                                us,
+                                us,
+                            )
+                        });
+                    row.0.count += 1;
+                    row.2 = us;
                 }
                 if blocked {
                     let kind = if d.categories.iter().any(|c| c == "circumvention") {
@@ -641,11 +644,12 @@ impl<'a> Builder<'a> {
             v.truncate(n);
             v
         };
-        let mut alerts: Vec<Alert> = self
-            .alerts
-            .into_iter()
-            .flat_map(|(who, by_category)| {
-                by_category.into_iter().map(move |(category, a)| Alert {
+        let mut alerts: Vec<Alert> = Vec::new();
+        let mut people: Vec<PersonRow> = Vec::new();
+        let mut drilldown = BTreeMap::new();
+        for (who, person) in self.people {
+            for (category, a) in person.alerts {
+                alerts.push(Alert {
                     category,
                     severity: a.severity.to_string(),
                     who: who.clone(),
@@ -657,15 +661,41 @@ impl<'a> Builder<'a> {
                     count: a.count,
                     first: time_text(a.first_us, tz),
                     last: time_text(a.last_us, tz),
-                })
+                });
+            }
+            if !person.blocked.is_empty() {
+                people.push(PersonRow {
+                    attempts: person.blocked.values().sum(),
+                    who: who.clone(),
+                    group: person.group,
+                    by_category: person.blocked,
+                });
+            }
+            let rows: Vec<(String, String, String)> = person
+                .drilldown
+                .into_iter()
+                .map(|(t, c, h)| (time_text(t, tz), c, h))
+                .collect();
+            drilldown.insert(who, rows);
+        }
+        let mut searches: Vec<(SearchRow, i64)> = self
+            .searches
+            .into_values()
+            .map(|(mut row, first, last)| {
+                row.time = time_text(first, tz);
+                row.last = time_text(last, tz);
+                (row, first)
             })
             .collect();
+        searches.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.who.cmp(&b.0.who)));
+        let searches = searches.into_iter().map(|(row, _)| row).collect();
         let rank = |s: &str| if s == "illegal" { 0 } else { 1 };
         alerts.sort_by(|a, b| {
             rank(&a.severity)
                 .cmp(&rank(&b.severity))
                 .then(b.count.cmp(&a.count))
                 .then(a.who.cmp(&b.who))
+                .then(a.category.cmp(&b.category))
         });
         let mut bypass: Vec<BypassRow> = self
             .bypass
@@ -694,16 +724,6 @@ impl<'a> Builder<'a> {
                 blocked: g.blocked,
                 top_categories: top(g.categories, 5),
                 top_sites: top(g.sites, 10),
-            })
-            .collect();
-        let mut people: Vec<PersonRow> = self
-            .people
-            .into_iter()
-            .map(|(who, (group, by_category))| PersonRow {
-                attempts: by_category.values().sum(),
-                who,
-                group,
-                by_category,
             })
             .collect();
         people.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.who.cmp(&b.who)));
@@ -748,22 +768,11 @@ impl<'a> Builder<'a> {
             totals: self.totals,
             previous: self.previous,
             alerts,
-            searches: self.searches,
+            searches,
             bypass,
             groups,
             people,
-            drilldown: self
-                .drilldown
-                .into_iter()
-                .map(|(who, rows)| {
-                    (
-                        who,
-                        rows.into_iter()
-                            .map(|(t, c, h)| (time_text(t, tz), c, h))
-                            .collect(),
-                    )
-                })
-                .collect(),
+            drilldown,
             grants: grant_rows,
             daily: self.daily.into_values().collect(),
         }
@@ -969,8 +978,8 @@ Generated {generated} from {nodes}</p></header>",
             o,
             "<section aria-labelledby=\"searches\"><h2 id=\"searches\">Search terms of concern</h2>{}</section>",
             table(
-                &["Time", "Who", "Group", "Terms", "Search"],
-                self.searches.iter().map(|s| vec![s.time.clone(), s.who.clone(), s.group.clone(), s.terms.join(", "), s.search.clone().unwrap_or_default()]).collect()
+                &["First", "Who", "Group", "Terms", "Search", "Times"],
+                self.searches.iter().map(|s| vec![s.time.clone(), s.who.clone(), s.group.clone(), s.terms.join(", "), s.search.clone().unwrap_or_default(), s.count.to_string()]).collect()
             )
         );
         let _ = write!(
@@ -1144,16 +1153,17 @@ Generated {generated} from {nodes}</p></header>",
             );
         }
         o.push_str(
-            "\n## Search terms of concern\n\n| Time | Who | Group | Terms |\n|---|---|---|---|\n",
+            "\n## Search terms of concern\n\n| First | Who | Group | Terms | Times |\n|---|---|---|---|---|\n",
         );
         for s in &self.searches {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 s.time,
                 s.who,
                 s.group,
-                s.terms.join(", ")
+                s.terms.join(", "),
+                s.count
             );
         }
         o.push_str("\n## Attempts to get round the filter\n\n| Kind | Who | Group | Host | Attempts |\n|---|---|---|---|---|\n");

@@ -3,8 +3,11 @@
 //! and the weekly report.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use serde::Deserialize;
 
 use super::{chain_next, genesis, segment_first_seq, Body, Entry, SegmentHeader, MAX_PAYLOAD};
 
@@ -211,96 +214,401 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, String> {
     verify_and_read(dir, &mut |_, _| {})
 }
 
+/// Bytes read from a segment at a time by [`verify_and_read`]: the pipeline holds a few
+/// of these, so its memory does not grow with the log.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Whole frames read from one segment, checksummed and decoded, on their way to the
+/// chain thread.
+struct ChainJob {
+    /// Set on a segment's first chunk: the segment's name, header and whether it is the
+    /// oldest segment read.
+    segment: Option<(Arc<str>, SegmentHeader, bool)>,
+    /// The segment's name, for messages.
+    name: Arc<str>,
+    /// Sequence number of the first frame.
+    first_seq: u64,
+    chunk: Arc<Chunk>,
+    /// Seals among the frames: (frame index, the chain value they record).
+    seals: Vec<(usize, [u8; 32])>,
+}
+
+/// Bytes holding whole frames, and where each frame's payload is.
+struct Chunk {
+    data: Vec<u8>,
+    /// Each frame's payload as (start, length) in `data`.
+    frames: Vec<(usize, usize)>,
+}
+
+impl Chunk {
+    fn payload(&self, i: usize) -> &[u8] {
+        let (start, len) = self.frames[i];
+        &self.data[start..start + len]
+    }
+}
+
+/// The start of an encoded [`Entry`]: enough to check the sequence and find seals
+/// without decoding (and allocating) the whole entry.
+#[derive(Deserialize)]
+struct EntryHead {
+    seq: u64,
+    #[allow(dead_code)] // decoded only to reach `kind`
+    time_us: i64,
+    /// The [`Body`] variant's index.
+    kind: u32,
+}
+
+/// [`Body::Seal`]'s variant index in the encoding (format version 1).
+const SEAL_KIND: u32 = 4;
+
+/// What the chain thread found in one job: the frames before `fault` continue the chain.
+struct ChainVerdict {
+    /// (frame index, message) of the first chain fault.
+    fault: Option<(usize, String)>,
+}
+
+/// The chain thread: BLAKE3 over every payload in order, checking each segment's anchor
+/// and each seal. Runs beside the reader, because hashing is half of reading the log.
+fn chain_worker(jobs: mpsc::Receiver<ChainJob>, verdicts: mpsc::SyncSender<ChainVerdict>) {
+    let mut chain: Option<[u8; 32]> = None;
+    let mut broken = false;
+    for job in jobs {
+        if broken {
+            let _ = verdicts.send(ChainVerdict {
+                fault: Some((0, String::new())),
+            });
+            continue;
+        }
+        let mut fault = None;
+        if let Some((name, header, oldest)) = &job.segment {
+            match chain {
+                None if *oldest
+                    && header.first_seq == 1
+                    && header.prev_chain != genesis(&header.node) =>
+                {
+                    fault = Some((
+                        0,
+                        format!("{name}: the first segment does not start the chain"),
+                    ));
+                }
+                Some(c) if c != header.prev_chain => {
+                    fault = Some((
+                        0,
+                        format!("{name}: does not continue the previous segment's chain"),
+                    ));
+                }
+                _ => chain = Some(header.prev_chain),
+            }
+        }
+        if fault.is_none() {
+            let mut c = chain.unwrap_or_default();
+            let mut seals = job.seals.iter().peekable();
+            for i in 0..job.chunk.frames.len() {
+                if let Some(&&(at, sealed)) = seals.peek() {
+                    if at == i {
+                        seals.next();
+                        if sealed != c {
+                            fault = Some((
+                                i,
+                                format!(
+                                    "{}: the seal at entry {} does not match the chain: an entry before it was changed",
+                                    job.name,
+                                    job.first_seq + i as u64
+                                ),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                c = chain_next(&c, job.chunk.payload(i));
+            }
+            chain = Some(c);
+        }
+        broken = fault.is_some();
+        if verdicts.send(ChainVerdict { fault }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one segment's frames in chunks of about [`CHUNK_BYTES`].
+struct ChunkReader {
+    file: File,
+    /// Bytes read but not yet handed out (the start of a frame cut by the last read).
+    carry: Vec<u8>,
+    /// File offset of `carry`'s first byte.
+    offset: u64,
+    eof: bool,
+}
+
+impl ChunkReader {
+    /// The next run of whole frames: (data, frames, offset of `data` in the file), and
+    /// the fault that ended the segment, if one did. `None` once the segment is done.
+    #[allow(clippy::type_complexity)]
+    fn next_chunk(
+        &mut self,
+    ) -> Option<(Vec<u8>, Vec<(usize, usize)>, u64, Option<(u64, FrameFault)>)> {
+        if self.eof && self.carry.is_empty() {
+            return None;
+        }
+        let mut data = std::mem::take(&mut self.carry);
+        if !self.eof {
+            let want = data.len() + CHUNK_BYTES;
+            data.reserve(CHUNK_BYTES);
+            while data.len() < want {
+                let n = match (&self.file)
+                    .take((want - data.len()) as u64)
+                    .read_to_end(&mut data)
+                {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                };
+                if n == 0 {
+                    self.eof = true;
+                    break;
+                }
+            }
+        }
+        let base = self.offset;
+        let mut frames = Vec::new();
+        let mut at = 0usize;
+        let mut fault = None;
+        while at < data.len() {
+            let Some(head) = data.get(at..at + 8) else {
+                if self.eof {
+                    fault = Some((base + at as u64, FrameFault::Torn));
+                }
+                break;
+            };
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            if len as usize > MAX_PAYLOAD || len == 0 {
+                fault = Some((base + at as u64, FrameFault::BadLength(len)));
+                break;
+            }
+            let Some(payload) = data.get(at + 8..at + 8 + len as usize) else {
+                if self.eof {
+                    fault = Some((base + at as u64, FrameFault::Torn));
+                }
+                break;
+            };
+            if crc32c::crc32c(payload) != crc {
+                fault = Some((base + at as u64, FrameFault::BadChecksum));
+                break;
+            }
+            frames.push((at + 8, len as usize));
+            at += 8 + len as usize;
+        }
+        if fault.is_some() {
+            self.eof = true;
+        } else {
+            self.carry = data[at..].to_vec();
+            self.offset = base + at as u64;
+        }
+        data.truncate(at);
+        Some((data, frames, base, fault))
+    }
+}
+
 /// [`verify`], handing every entry it checks to `on_entry` (with the node that wrote
 /// it): one pass for readers, such as the weekly report, that must also verify.
+///
+/// Reading, checksums and decoding happen here while a second thread follows the hash
+/// chain one chunk behind; an entry reaches `on_entry` only once the chain up to it is
+/// known good, so readers see exactly the entries before the first fault.
 pub fn verify_and_read(
     dir: &Path,
     on_entry: &mut dyn FnMut(&str, &Entry),
 ) -> Result<VerifyReport, String> {
     let segments = list_segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut report = VerifyReport::default();
-    let mut expect: Option<(u64, [u8; 32])> = None; // next seq, chain
-    for path in &segments {
-        report.segments += 1;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("?")
-            .to_string();
-        let (header, frames) = match Frames::open(path) {
-            Ok(x) => x,
-            Err(e) => {
-                report.fault = Some(e);
-                return Ok(report);
+    std::thread::scope(|scope| {
+        let (job_tx, job_rx) = mpsc::sync_channel::<ChainJob>(2);
+        let (verdict_tx, verdict_rx) = mpsc::sync_channel::<ChainVerdict>(2);
+        scope.spawn(move || chain_worker(job_rx, verdict_tx));
+        // A chunk waiting for the chain thread's verdict: its node, segment name, first
+        // sequence number, frames, and the fault (frame index, message) this thread
+        // found in it, if any.
+        type Waiting = (Arc<str>, Arc<str>, u64, Arc<Chunk>, Option<(usize, String)>);
+        let mut waiting: Option<Waiting> = None;
+        let mut deliver = |waiting: Option<Waiting>, report: &mut VerifyReport| -> bool {
+            let Some((node, name, first_seq, chunk, own_fault)) = waiting else {
+                return true;
+            };
+            let chain_fault = verdict_rx
+                .recv()
+                .map_err(|_| (0, "the chain check stopped".to_string()))
+                .and_then(|v| v.fault.map_or(Ok(()), Err))
+                .err();
+            let mut fault = match (own_fault, chain_fault) {
+                (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+                (a, b) => a.or(b),
+            };
+            let good = fault.as_ref().map_or(chunk.frames.len(), |f| f.0);
+            for i in 0..good {
+                // Decoded one at a time, just before use: the entry and its strings
+                // stay in cache and the allocator reuses the same blocks.
+                let entry = match postcard::from_bytes::<Entry>(chunk.payload(i)) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let seq = first_seq + i as u64;
+                        fault = Some((i, format!("{name}: entry {seq}: does not decode: {e}")));
+                        break;
+                    }
+                };
+                if matches!(entry.body, Body::Seal { .. }) {
+                    report.seals += 1;
+                }
+                on_entry(&node, &entry);
+                report.first_seq.get_or_insert(entry.seq);
+                report.last_seq = Some(entry.seq);
+                report.entries += 1;
+            }
+            match fault {
+                Some((_, message)) => {
+                    report.fault = Some(message);
+                    false
+                }
+                None => true,
             }
         };
-        match expect {
-            None => {
-                if header.first_seq == 1 && header.prev_chain != genesis(&header.node) {
-                    report.fault = Some(format!(
-                        "{name}: the first segment does not start the chain"
-                    ));
-                    return Ok(report);
-                }
-            }
-            Some((seq, chain)) => {
-                if header.first_seq != seq {
-                    report.fault = Some(format!(
-                        "{name}: starts at entry {} but entry {seq} was expected (entries missing or reordered)",
-                        header.first_seq
-                    ));
-                    return Ok(report);
-                }
-                if header.prev_chain != chain {
-                    report.fault = Some(format!(
-                        "{name}: does not continue the previous segment's chain"
-                    ));
-                    return Ok(report);
-                }
-            }
-        }
-        let mut seq = header.first_seq;
-        let mut chain = header.prev_chain;
-        for frame in frames {
-            let payload = match frame {
-                Ok(p) => p,
-                Err((at, fault)) => {
-                    report.fault = Some(format!("{name}: entry {seq} (byte {at}): {fault}"));
-                    return Ok(report);
-                }
-            };
-            let entry: Entry = match postcard::from_bytes(&payload) {
-                Ok(e) => e,
+        let mut next_seq: Option<u64> = None;
+        'segments: for (index, path) in segments.iter().enumerate() {
+            report.segments += 1;
+            let name: Arc<str> = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .into();
+            let (header, frames) = match Frames::open(path) {
+                Ok(x) => x,
                 Err(e) => {
-                    report.fault = Some(format!("{name}: entry {seq}: does not decode: {e}"));
-                    return Ok(report);
+                    if deliver(waiting.take(), &mut report) {
+                        report.fault = Some(e);
+                    }
+                    break;
                 }
             };
-            if entry.seq != seq {
-                report.fault = Some(format!(
-                    "{name}: entry {seq} carries sequence {} (entries missing or reordered)",
-                    entry.seq
-                ));
-                return Ok(report);
-            }
-            if let Body::Seal { chain: sealed } = &entry.body {
-                if *sealed != chain {
-                    report.fault = Some(format!(
-                        "{name}: the seal at entry {seq} does not match the chain: an entry before it was changed"
+            let node: Arc<str> = header.node.as_str().into();
+            let mut own_fault = None;
+            if let Some(seq) = next_seq {
+                if header.first_seq != seq {
+                    own_fault = Some((
+                        0,
+                        format!(
+                            "{name}: starts at entry {} but entry {seq} was expected (entries missing or reordered)",
+                            header.first_seq
+                        ),
                     ));
-                    return Ok(report);
                 }
-                report.seals += 1;
             }
-            chain = chain_next(&chain, &payload);
-            on_entry(&header.node, &entry);
-            report.first_seq.get_or_insert(seq);
-            report.last_seq = Some(seq);
-            report.entries += 1;
-            seq += 1;
+            let mut seq = header.first_seq;
+            // The header was read through a buffer: go back to just after it.
+            let mut file = frames.reader.into_inner();
+            let rewound = file.seek(SeekFrom::Start(frames.offset));
+            let mut chunks = ChunkReader {
+                file,
+                carry: Vec::new(),
+                offset: frames.offset,
+                eof: false,
+            };
+            if let Err(e) = rewound {
+                own_fault = Some((0, format!("{name}: {e}")));
+            }
+            let mut segment = Some((name.clone(), header, index == 0));
+            loop {
+                let (data, frames, _, frame_fault) = match chunks.next_chunk() {
+                    Some(c) if own_fault.is_none() => c,
+                    Some(_) => (Vec::new(), Vec::new(), 0, None),
+                    None if segment.is_some() => (Vec::new(), Vec::new(), 0, None),
+                    None => break,
+                };
+                let first_seq = seq;
+                let mut good = 0;
+                let mut seals = Vec::new();
+                for &(start, len) in &frames {
+                    if own_fault.is_some() {
+                        break;
+                    }
+                    let payload = &data[start..start + len];
+                    match postcard::from_bytes::<EntryHead>(payload) {
+                        Ok(head) if head.seq != seq => {
+                            own_fault = Some((
+                                good,
+                                format!(
+                                    "{name}: entry {seq} carries sequence {} (entries missing or reordered)",
+                                    head.seq
+                                ),
+                            ));
+                        }
+                        Ok(head) => {
+                            if head.kind == SEAL_KIND {
+                                match postcard::from_bytes::<Entry>(payload) {
+                                    Ok(Entry {
+                                        body: Body::Seal { chain },
+                                        ..
+                                    }) => seals.push((good, chain)),
+                                    _ => {
+                                        own_fault = Some((
+                                            good,
+                                            format!(
+                                                "{name}: entry {seq}: does not decode as a seal"
+                                            ),
+                                        ));
+                                        continue;
+                                    }
+                                }
+                            }
+                            good += 1;
+                            seq += 1;
+                        }
+                        Err(e) => {
+                            own_fault =
+                                Some((good, format!("{name}: entry {seq}: does not decode: {e}")));
+                        }
+                    }
+                }
+                if own_fault.is_none() {
+                    if let Some((at, fault)) = frame_fault {
+                        own_fault =
+                            Some((good, format!("{name}: entry {seq} (byte {at}): {fault}")));
+                    }
+                }
+                let mut frames = frames;
+                frames.truncate(good);
+                let chunk = Arc::new(Chunk { data, frames });
+                let job = ChainJob {
+                    segment: segment.take(),
+                    name: name.clone(),
+                    first_seq,
+                    chunk: chunk.clone(),
+                    seals,
+                };
+                let stop = own_fault.is_some();
+                if job_tx.send(job).is_err() {
+                    break 'segments;
+                }
+                let previous = waiting.replace((
+                    node.clone(),
+                    name.clone(),
+                    first_seq,
+                    chunk,
+                    own_fault.take(),
+                ));
+                if !deliver(previous, &mut report) {
+                    waiting = None;
+                    break 'segments;
+                }
+                if stop {
+                    break 'segments;
+                }
+            }
+            next_seq = Some(seq);
         }
-        expect = Some((seq, chain));
-    }
+        deliver(waiting.take(), &mut report);
+        drop(job_tx);
+    });
     Ok(report)
 }
 
@@ -338,4 +646,104 @@ pub fn entries_after(
                 .map(move |e| (node.clone(), e))
         })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision_log::{frame, segment_name};
+
+    /// Writes one segment of `n` entries, a seal every 1 000, returning the offset of
+    /// each frame (so tests can damage a chosen one).
+    fn write_segment(dir: &Path, n: u64) -> Vec<usize> {
+        let node = "test";
+        let mut chain = genesis(node);
+        let mut buf = SegmentHeader {
+            node: node.into(),
+            first_seq: 1,
+            prev_chain: chain,
+            created_us: 0,
+        }
+        .encode();
+        let mut offsets = Vec::new();
+        for seq in 1..=n {
+            let body = if seq % 1_000 == 0 {
+                Body::Seal { chain }
+            } else {
+                // Some 200 bytes each, so the segment spans several read chunks.
+                Body::Start {
+                    version: format!("{seq:0>200}"),
+                }
+            };
+            let payload = postcard::to_stdvec(&Entry {
+                seq,
+                time_us: seq as i64,
+                body,
+            })
+            .expect("encode");
+            offsets.push(buf.len());
+            frame(&payload, &mut buf);
+            chain = chain_next(&chain, &payload);
+        }
+        std::fs::write(dir.join(segment_name(1)), &buf).expect("write");
+        offsets
+    }
+
+    fn read(dir: &Path) -> (VerifyReport, Vec<u64>) {
+        let mut seen = Vec::new();
+        let report = verify_and_read(dir, &mut |_, e| seen.push(e.seq)).expect("read");
+        (report, seen)
+    }
+
+    #[test]
+    fn a_clean_log_across_chunks_reads_every_entry_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        write_segment(dir.path(), 60_000);
+        let (report, seen) = read(dir.path());
+        assert_eq!(report.fault, None);
+        assert_eq!(report.entries, 60_000);
+        assert_eq!(report.seals, 60);
+        assert_eq!(seen, (1..=60_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn faults_are_named_and_nothing_after_them_is_read() {
+        // (what to do to the segment, the entry the fault names, entries read)
+        type Damage = fn(&mut Vec<u8>, &[usize]);
+        let cases: [(Damage, &str, u64); 3] = [
+            // A flipped byte in entry 45 678's payload: its checksum fails.
+            (|b, o| b[o[45_677] + 20] ^= 1, "entry 45678 (byte", 45_677),
+            // Torn in the middle of entry 59 999.
+            (
+                |b, o| b.truncate(o[59_998] + 30),
+                "entry 59999 (byte",
+                59_998,
+            ),
+            // Entry 22 222 rewritten with a good checksum: the seal at 23 000 catches it.
+            (
+                |b, o| {
+                    let at = o[22_221];
+                    let len = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize;
+                    b[at + 8 + 100] ^= 1;
+                    let crc = crc32c::crc32c(&b[at + 8..at + 8 + len]);
+                    b[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+                },
+                "the seal at entry 23000",
+                22_999,
+            ),
+        ];
+        for (damage, named, read_before) in cases {
+            let dir = tempfile::tempdir().expect("dir");
+            let offsets = write_segment(dir.path(), 60_000);
+            let path = dir.path().join(segment_name(1));
+            let mut bytes = std::fs::read(&path).expect("read");
+            damage(&mut bytes, &offsets);
+            std::fs::write(&path, &bytes).expect("write");
+            let (report, seen) = read(dir.path());
+            let fault = report.fault.expect("a fault");
+            assert!(fault.contains(named), "{named}: {fault}");
+            assert_eq!(report.entries, read_before, "{named}");
+            assert_eq!(seen, (1..=read_before).collect::<Vec<_>>(), "{named}");
+        }
+    }
 }
