@@ -123,11 +123,39 @@ impl Alert {
     }
 }
 
-/// The `n` most counted, most first.
-fn top_hosts(m: HashMap<String, u64>, n: usize) -> Vec<Count> {
+/// Host names, each stored once and counted elsewhere by number: the per-group and
+/// per-alert tables then hold small integers, not another copy of every name (and a
+/// lookup compares integers, not strings out in the heap).
+#[derive(Default)]
+struct Hosts {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Hosts {
+    fn id(&mut self, host: &str) -> u32 {
+        if let Some(id) = self.ids.get(host) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(host.to_string());
+        self.ids.insert(host.to_string(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", String::as_str)
+    }
+}
+
+/// The `n` most counted hosts, most first.
+fn top_hosts(m: HashMap<u32, u64>, n: usize, hosts: &Hosts) -> Vec<Count> {
     let mut v: Vec<Count> = m
         .into_iter()
-        .map(|(name, count)| Count { name, count })
+        .map(|(id, count)| Count {
+            name: hosts.name(id).to_string(),
+            count,
+        })
         .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
     v.truncate(n);
@@ -310,7 +338,7 @@ struct AlertAcc {
     count: u64,
     first_us: i64,
     last_us: i64,
-    hosts: HashMap<String, u64>,
+    hosts: HashMap<u32, u64>,
     other_hosts: u64,
 }
 
@@ -331,7 +359,7 @@ struct GroupAcc {
     requests: u64,
     blocked: u64,
     categories: HashMap<String, u64>,
-    sites: HashMap<String, u64>,
+    sites: HashMap<u32, u64>,
 }
 
 /// Accumulates entries into a report.
@@ -345,6 +373,7 @@ pub struct Builder<'a> {
     previous: Totals,
     /// Everything kept per person (user, or device address where no user).
     people: HashMap<String, PersonAcc>,
+    hosts: Hosts,
     /// (who, what was searched) → the search, first and last time (µs): a search
     /// repeated all week is one row with its count.
     searches: HashMap<(String, String), (SearchRow, i64, i64)>,
@@ -402,6 +431,7 @@ impl<'a> Builder<'a> {
             bypass: HashMap::default(),
             groups: HashMap::default(),
             people: HashMap::default(),
+            hosts: Hosts::default(),
             grant_events: Vec::new(),
             grant_use: HashMap::default(),
             day_starts: daily
@@ -472,7 +502,7 @@ impl<'a> Builder<'a> {
                     if let Some(c) = d.categories.first() {
                         bump(&mut g.categories, c);
                     }
-                    bump(&mut g.sites, host);
+                    *g.sites.entry(self.hosts.id(host)).or_insert(0) += 1;
                 }
                 if blocked {
                     self.totals.blocked += 1;
@@ -524,9 +554,10 @@ impl<'a> Builder<'a> {
                     if a.example_url.is_none() && !illegal {
                         a.example_url = Some(d.url.clone());
                     }
+                    let host_id = self.hosts.id(host);
                     if a.hosts.len() < HOSTS_PER_ALERT {
-                        bump(&mut a.hosts, host);
-                    } else if let Some(n) = a.hosts.get_mut(host) {
+                        *a.hosts.entry(host_id).or_insert(0) += 1;
+                    } else if let Some(n) = a.hosts.get_mut(&host_id) {
                         *n += 1;
                     } else {
                         a.other_hosts += 1;
@@ -654,7 +685,7 @@ impl<'a> Builder<'a> {
                     severity: a.severity.to_string(),
                     who: who.clone(),
                     group: a.group,
-                    hosts: top_hosts(a.hosts, 10),
+                    hosts: top_hosts(a.hosts, 10, &self.hosts),
                     other_hosts: a.other_hosts,
                     example_url: a.example_url,
                     blocked: a.blocked,
@@ -723,7 +754,7 @@ impl<'a> Builder<'a> {
                 requests: g.requests,
                 blocked: g.blocked,
                 top_categories: top(g.categories, 5),
-                top_sites: top(g.sites, 10),
+                top_sites: top_hosts(g.sites, 10, &self.hosts),
             })
             .collect();
         people.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.who.cmp(&b.who)));

@@ -300,9 +300,24 @@ impl Proxy {
     }
 
     fn local_time(&self, snap: &Snapshot, at: DateTime<Utc>) -> String {
-        at.with_timezone(&snap.policy.timezone)
-            .format("%a %-d %b %Y %H:%M:%S")
-            .to_string()
+        // Block pages come in bursts (a blocked page's scripts and images): the time as
+        // shown changes once a second, so each thread formats it once a second.
+        thread_local! {
+            static SHOWN: std::cell::RefCell<(i64, Option<chrono_tz::Tz>, String)> =
+                const { std::cell::RefCell::new((0, None, String::new())) };
+        }
+        let tz = snap.policy.timezone;
+        SHOWN.with_borrow_mut(|(second, zone, text)| {
+            if *second != at.timestamp() || *zone != Some(tz) {
+                *text = at
+                    .with_timezone(&tz)
+                    .format("%a %-d %b %Y %H:%M:%S")
+                    .to_string();
+                *second = at.timestamp();
+                *zone = Some(tz);
+            }
+            text.clone()
+        })
     }
 
     fn page(status: StatusCode, html: String) -> Response<Body> {
