@@ -135,7 +135,12 @@ fn main() {
     })
     .expect("read");
     assert!(r.fault.is_none(), "{:?}", r.fault);
-    let report = builder.finish(&snap.grants, vec![], chrono::Utc::now());
+    let report = builder.finish(
+        &snap.grants,
+        &Default::default(),
+        vec![],
+        chrono::Utc::now(),
+    );
     let html = report.html();
     let secs = t.elapsed().as_secs_f64();
     println!("weekly report benchmark: {n} entries, 2 000 pupils, 50 000 hosts (log written in {written:.1} s)");

@@ -123,6 +123,56 @@ const PLACEHOLDER_REASONS: &[&str] = &[
 ];
 
 impl Grant {
+    /// Who the grant covers and what it opens, in words for the audit trail and the
+    /// report: (`groups ks4; users j.bloggs`, `sites bbc.co.uk/news; categories video`).
+    pub fn terms(&self, policy: &Policy) -> (String, String) {
+        fn part(label: &str, names: Vec<String>) -> Option<String> {
+            (!names.is_empty()).then(|| format!("{label} {}", names.join(", ")))
+        }
+        let scope = [
+            part(
+                "groups",
+                self.scope
+                    .groups
+                    .iter()
+                    .map(|g| policy.group(*g).name.clone())
+                    .collect(),
+            ),
+            part("users", self.scope.users.clone()),
+            part(
+                "networks",
+                self.scope.subnets.iter().map(|n| n.to_string()).collect(),
+            ),
+        ];
+        let target = [
+            part(
+                "sites",
+                self.sites
+                    .entries()
+                    .iter()
+                    .map(|e| e.text.clone())
+                    .collect(),
+            ),
+            part(
+                "categories",
+                policy
+                    .category_names(self.categories)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+            ),
+        ];
+        let join = |parts: &[Option<String>]| {
+            parts
+                .iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        (join(&scope), join(&target))
+    }
+
     /// Validates a request against the policy and its lists. Refuses any target that an
     /// `illegal` list matches or that names an `illegal` category.
     pub fn new(

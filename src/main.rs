@@ -1051,6 +1051,44 @@ fn grant_command(command: GrantCommand) -> Result<ExitCode> {
     }
 }
 
+/// Grant id → terms, from `grant_store::list`'s rows.
+fn grant_terms(
+    rows: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, gatehouse::report::GrantTerms> {
+    let join = |row: &serde_json::Value, parts: &[(&str, &str)]| {
+        parts
+            .iter()
+            .filter_map(|(key, label)| {
+                let names: Vec<&str> = row[*key]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect();
+                (!names.is_empty()).then(|| format!("{label} {}", names.join(", ")))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    rows.iter()
+        .filter_map(|row| {
+            let id = row["id"].as_str()?.to_string();
+            let terms = gatehouse::report::GrantTerms {
+                scope: join(
+                    row,
+                    &[
+                        ("groups", "groups"),
+                        ("users", "users"),
+                        ("subnets", "networks"),
+                    ],
+                ),
+                target: join(row, &[("sites", "sites"), ("categories", "categories")]),
+                reason: row["reason"].as_str().unwrap_or_default().to_string(),
+            };
+            Some((id, terms))
+        })
+        .collect()
+}
+
 fn admin_token(name: &str, role: &str) -> Result<ExitCode> {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     use sha2::Digest;
@@ -1115,7 +1153,15 @@ fn report(args: &ReportArgs) -> Result<ExitCode> {
             },
         });
     }
-    let rep = builder.finish(&snap.grants, integrity, Utc::now());
+    // Who each grant covered and what it opened, from the grants file's live and
+    // archived sections (revoked and expired grants stay there for the record).
+    let terms = gatehouse::grant_store::list(&snap, Utc::now())
+        .map(|rows| grant_terms(&rows))
+        .unwrap_or_else(|e| {
+            eprintln!("warning: the report's grant table lacks scopes and targets: {e}");
+            Default::default()
+        });
+    let rep = builder.finish(&snap.grants, &terms, integrity, Utc::now());
     let text = match args.format {
         ReportFormat::Html => rep.html(),
         ReportFormat::Csv => rep.csv(),

@@ -251,8 +251,24 @@ pub struct GrantRow {
     pub by: String,
     /// Reason or detail.
     pub detail: String,
+    /// Who it covers: groups, users, networks.
+    pub scope: String,
+    /// What it opens: sites and URL prefixes, categories.
+    pub target: String,
     /// Requests the grant allowed in the period.
     pub requests_allowed: u64,
+}
+
+/// A grant's terms as the grants file records them (its live and archived sections),
+/// for the report's grant table: `gatehouse report` reads them with the grants file.
+#[derive(Debug, Clone, Default)]
+pub struct GrantTerms {
+    /// Who it covers.
+    pub scope: String,
+    /// What it opens.
+    pub target: String,
+    /// Why it was issued.
+    pub reason: String,
 }
 
 /// One day.
@@ -650,6 +666,8 @@ impl<'a> Builder<'a> {
                     event: action.clone(),
                     by: by.clone(),
                     detail: detail.clone(),
+                    scope: String::new(),
+                    target: String::new(),
                     requests_allowed: 0,
                 });
             }
@@ -662,6 +680,7 @@ impl<'a> Builder<'a> {
     pub fn finish(
         self,
         grants: &GrantSet,
+        terms: &BTreeMap<String, GrantTerms>,
         integrity: Vec<Integrity>,
         now: DateTime<Utc>,
     ) -> Report {
@@ -769,12 +788,21 @@ impl<'a> Builder<'a> {
                     event: "active".into(),
                     by: g.issued_by.clone(),
                     detail: g.reason.clone(),
+                    scope: String::new(),
+                    target: String::new(),
                     requests_allowed: 0,
                 });
             }
         }
         for row in &mut grant_rows {
             row.requests_allowed = self.grant_use.get(&row.ticket).copied().unwrap_or(0);
+            if let Some(t) = terms.get(&row.id) {
+                row.scope = t.scope.clone();
+                row.target = t.target.clone();
+                if row.detail.is_empty() {
+                    row.detail = t.reason.clone();
+                }
+            }
         }
         Report {
             school: self.policy.school.clone(),
@@ -1096,8 +1124,8 @@ Generated {generated} from {nodes}</p></header>",
             o,
             "<section aria-labelledby=\"grants\"><h2 id=\"grants\">Grants (unblocks against a ticket)</h2>{}</section>",
             table(
-                &["Ticket", "Grant", "Event", "By", "Reason / detail", "Requests allowed"],
-                self.grants.iter().map(|g| vec![g.ticket.clone(), g.id.clone(), g.event.clone(), g.by.clone(), g.detail.clone(), g.requests_allowed.to_string()]).collect()
+                &["Ticket", "Grant", "Event", "By", "For", "Opens", "Reason / detail", "Requests allowed"],
+                self.grants.iter().map(|g| vec![g.ticket.clone(), g.id.clone(), g.event.clone(), g.by.clone(), g.scope.clone(), g.target.clone(), g.detail.clone(), g.requests_allowed.to_string()]).collect()
             )
         );
         o.push_str("</body></html>\n");
@@ -1113,11 +1141,11 @@ Generated {generated} from {nodes}</p></header>",
                 s.to_string()
             }
         };
-        let mut o = String::from("table,category_or_ticket,severity_or_grant,who_or_event,group_or_by,host_or_detail,count,first,last\n");
+        let mut o = String::from("table,category_or_ticket,severity_or_grant,who_or_event,group_or_by,host_or_detail,count,first,last,scope,target\n");
         for a in &self.alerts {
             let _ = writeln!(
                 o,
-                "alert,{},{},{},{},{},{},{},{}",
+                "alert,{},{},{},{},{},{},{},{},,",
                 f(&a.category),
                 f(&a.severity),
                 f(&a.who),
@@ -1131,13 +1159,15 @@ Generated {generated} from {nodes}</p></header>",
         for g in &self.grants {
             let _ = writeln!(
                 o,
-                "grant,{},{},{},{},{},{},,",
+                "grant,{},{},{},{},{},{},,,{},{}",
                 f(&g.ticket),
                 f(&g.id),
                 f(&g.event),
                 f(&g.by),
                 f(&g.detail),
-                g.requests_allowed
+                g.requests_allowed,
+                f(&g.scope),
+                f(&g.target)
             );
         }
         o
@@ -1216,12 +1246,12 @@ Generated {generated} from {nodes}</p></header>",
                 g.blocked_share * 100.0
             );
         }
-        o.push_str("\n## Grants\n\n| Ticket | Grant | Event | By | Requests allowed |\n|---|---|---|---|---|\n");
+        o.push_str("\n## Grants\n\n| Ticket | Grant | Event | By | For | Opens | Requests allowed |\n|---|---|---|---|---|---|---|\n");
         for g in &self.grants {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} |",
-                g.ticket, g.id, g.event, g.by, g.requests_allowed
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                g.ticket, g.id, g.event, g.by, g.scope, g.target, g.requests_allowed
             );
         }
         o

@@ -225,12 +225,32 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
     (out, e)
 }
 
+/// The example policy in `dir/policy`, its lists beside it, with `grants` as its grants
+/// file: the report reads the grants file for each grant's scope and target.
+fn policy_with_grants(dir: &Path, grants: &str) -> std::path::PathBuf {
+    let policy = dir.join("policy");
+    std::fs::create_dir_all(&policy).expect("policy dir");
+    let example = common::example_policy();
+    let example_dir = example.parent().expect("policy dir");
+    for file in ["gatehouse.toml", "users.toml"] {
+        std::fs::copy(example_dir.join(file), policy.join(file)).expect("copy policy");
+    }
+    std::fs::write(policy.join("grants.toml"), grants).expect("grants");
+    let lists = example_dir.parent().expect("root").join("blocklists");
+    std::os::unix::fs::symlink(lists, dir.join("blocklists")).expect("lists");
+    policy.join("gatehouse.toml")
+}
+
 fn run_report(log: &Path, format: &str) -> String {
+    run_report_with(log, format, &common::example_policy())
+}
+
+fn run_report_with(log: &Path, format: &str, config: &Path) -> String {
     let out = common::gatehouse()
         .args([
             "report", "--week", "2026-W43", "--format", format, "--config",
         ])
-        .arg(common::example_policy())
+        .arg(config)
         .arg("--log")
         .arg(log)
         .output()
@@ -316,6 +336,42 @@ fn figures_match_independent_counts_and_illegal_urls_never_appear() {
         (grant["ticket"].as_str(), grant["requests_allowed"].as_u64()),
         (Some("HD-4411"), Some(want.grant_uses))
     );
+    // With the grants file (the grant since revoked, so archived), each grant says whom
+    // it covered and what it opened, in every format.
+    let config = policy_with_grants(
+        dir.path(),
+        r#"
+[[archived]]
+id = "g-1"
+ticket = "HD-4411"
+issued_by = "j.smith"
+reason = "Media studies unit on music videos"
+groups = ["ks4", "sixth-form"]
+sites = ["youtube.com"]
+categories = ["video"]
+starts = "2026-10-20T09:00:00Z"
+expires = "2026-10-30T15:15:00Z"
+revoked_by = "j.smith"
+"#,
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run_report_with(&log, "json", &config)).expect("json");
+    let grant = &json["grants"][0];
+    assert_eq!(
+        (grant["scope"].as_str(), grant["target"].as_str()),
+        (
+            Some("groups ks4, sixth-form"),
+            Some("sites youtube.com; categories video")
+        ),
+        "{grant}"
+    );
+    for format in ["html", "csv", "md"] {
+        let text = run_report_with(&log, format, &config);
+        assert!(
+            text.contains("groups ks4, sixth-form") && text.contains("youtube.com"),
+            "{format}: {text}"
+        );
+    }
     assert!(json["people"][0]["attempts"].as_u64().unwrap_or(0) > 0);
 
     for format in ["json", "html", "csv", "md"] {

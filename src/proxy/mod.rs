@@ -1122,6 +1122,7 @@ fn watch_grants(
 fn grant_changes(
     old: &crate::grants::GrantSet,
     new: &crate::grants::GrantSet,
+    policy: &crate::policy::Policy,
 ) -> Vec<crate::decision_log::Body> {
     use crate::decision_log::Body;
     let mut out = Vec::new();
@@ -1132,12 +1133,15 @@ fn grant_changes(
                 id: g.id.to_string(),
                 ticket: g.ticket.to_string(),
                 by: g.issued_by.clone(),
-                detail: format!(
-                    "{} (from {} until {})",
-                    g.reason,
-                    g.starts.to_rfc3339(),
-                    g.expires.to_rfc3339()
-                ),
+                detail: {
+                    let (scope, target) = g.terms(policy);
+                    format!(
+                        "{} (for {scope}; opens {target}; from {} until {})",
+                        g.reason,
+                        g.starts.to_rfc3339(),
+                        g.expires.to_rfc3339()
+                    )
+                },
             });
         }
     }
@@ -1202,7 +1206,7 @@ impl Proxy {
         let current = self.live.get();
         match current.with_grants() {
             Ok(next) => {
-                let changes = grant_changes(&current.grants, &next.grants);
+                let changes = grant_changes(&current.grants, &next.grants, &next.policy);
                 let active = next.grants.grants.len();
                 self.live.replace(next);
                 tracing::info!(
@@ -1274,7 +1278,7 @@ impl Proxy {
                     tracing::warn!(old = %old_listen, new = %snap.policy.server.listen, "the listen address changes only at restart");
                 }
                 let entries = snap.lists.domains.len();
-                let changes = grant_changes(&self.live.get().grants, &snap.grants);
+                let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
                 self.live.replace(snap);
                 for change in changes {
                     self.log.handle.append_nowait(change);
