@@ -148,18 +148,19 @@ impl Hosts {
     }
 }
 
-/// The `n` most counted hosts, most first.
-fn top_hosts(m: HashMap<u32, u64>, n: usize, hosts: &Hosts) -> Vec<Count> {
+/// The `n` most counted, most first (ties by name), and the sum of the counts left out.
+fn top<K>(m: HashMap<K, u64>, n: usize, name: impl Fn(K) -> String) -> (Vec<Count>, u64) {
     let mut v: Vec<Count> = m
         .into_iter()
-        .map(|(id, count)| Count {
-            name: hosts.name(id).to_string(),
+        .map(|(key, count)| Count {
+            name: name(key),
             count,
         })
         .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
+    let left_out = v.iter().skip(n).map(|c| c.count).sum();
     v.truncate(n);
-    v
+    (v, left_out)
 }
 
 /// A search of concern.
@@ -514,14 +515,12 @@ impl<'a> Builder<'a> {
                 let g = self.groups.entry_ref(d.group.as_str()).or_default();
                 g.requests += 1;
                 if blocked {
+                    self.totals.blocked += 1;
                     g.blocked += 1;
                     if let Some(c) = d.categories.first() {
                         bump(&mut g.categories, c);
                     }
                     *g.sites.entry(self.hosts.id(host)).or_insert(0) += 1;
-                }
-                if blocked {
-                    self.totals.blocked += 1;
                 }
                 if let Some(row) = day.and_then(|d| self.daily.get_mut(&d)) {
                     if blocked {
@@ -685,27 +684,21 @@ impl<'a> Builder<'a> {
         now: DateTime<Utc>,
     ) -> Report {
         let tz = self.policy.timezone;
-        let top = |m: HashMap<String, u64>, n: usize| {
-            let mut v: Vec<Count> = m
-                .into_iter()
-                .map(|(name, count)| Count { name, count })
-                .collect();
-            v.sort_by(|a, b| b.count.cmp(&a.count).then(a.name.cmp(&b.name)));
-            v.truncate(n);
-            v
-        };
+        let host_name = |id: u32| self.hosts.name(id).to_string();
         let mut alerts: Vec<Alert> = Vec::new();
         let mut people: Vec<PersonRow> = Vec::new();
         let mut drilldown = BTreeMap::new();
         for (who, person) in self.people {
             for (category, a) in person.alerts {
+                // Hosts past the ten shown join the attempts counted elsewhere.
+                let (hosts, not_shown) = top(a.hosts, 10, host_name);
                 alerts.push(Alert {
                     category,
                     severity: a.severity.to_string(),
                     who: who.clone(),
                     group: a.group,
-                    hosts: top_hosts(a.hosts, 10, &self.hosts),
-                    other_hosts: a.other_hosts,
+                    hosts,
+                    other_hosts: a.other_hosts + not_shown,
                     example_url: a.example_url,
                     blocked: a.blocked,
                     count: a.count,
@@ -772,8 +765,8 @@ impl<'a> Builder<'a> {
                 group,
                 requests: g.requests,
                 blocked: g.blocked,
-                top_categories: top(g.categories, 5),
-                top_sites: top_hosts(g.sites, 10, &self.hosts),
+                top_categories: top(g.categories, 5, |c| c).0,
+                top_sites: top(g.sites, 10, host_name).0,
             })
             .collect();
         people.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.who.cmp(&b.who)));
@@ -1261,6 +1254,23 @@ Generated {generated} from {nodes}</p></header>",
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_counts_what_it_leaves_out() {
+        // (counts, n) → (names shown, sum of the counts not shown)
+        type Case<'a> = (&'a [(&'a str, u64)], usize, &'a [&'a str], u64);
+        let cases: [Case; 3] = [
+            (&[("a", 3), ("b", 5), ("c", 1)], 2, &["b", "a"], 1),
+            (&[("a", 2), ("b", 2)], 5, &["a", "b"], 0),
+            (&[("x", 1), ("y", 1), ("z", 4)], 1, &["z"], 2),
+        ];
+        for (counts, n, shown, left_out) in cases {
+            let m: HashMap<String, u64> = counts.iter().map(|(k, c)| (k.to_string(), *c)).collect();
+            let (v, rest) = top(m, n, |k| k);
+            let names: Vec<&str> = v.iter().map(|c| c.name.as_str()).collect();
+            assert_eq!((names.as_slice(), rest), (shown, left_out), "{counts:?}");
+        }
+    }
 
     #[test]
     fn iso_weeks_in_london() {
