@@ -122,15 +122,23 @@ const PLACEHOLDER_REASONS: &[&str] = &[
     "", "-", "n/a", "na", "none", "tbc", "todo", "test", "x", "reason", "asdf", ".",
 ];
 
+/// A grant's scope or target in words: the non-empty parts as `label a, b`, joined by
+/// `; ` (`groups ks4; users j.bloggs`).
+pub fn describe_terms(parts: &[(&str, Vec<String>)]) -> String {
+    parts
+        .iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(label, names)| format!("{label} {}", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Grant {
     /// Who the grant covers and what it opens, in words for the audit trail and the
     /// report: (`groups ks4; users j.bloggs`, `sites bbc.co.uk/news; categories video`).
     pub fn terms(&self, policy: &Policy) -> (String, String) {
-        fn part(label: &str, names: Vec<String>) -> Option<String> {
-            (!names.is_empty()).then(|| format!("{label} {}", names.join(", ")))
-        }
-        let scope = [
-            part(
+        let scope = describe_terms(&[
+            (
                 "groups",
                 self.scope
                     .groups
@@ -138,14 +146,14 @@ impl Grant {
                     .map(|g| policy.group(*g).name.clone())
                     .collect(),
             ),
-            part("users", self.scope.users.clone()),
-            part(
+            ("users", self.scope.users.clone()),
+            (
                 "networks",
                 self.scope.subnets.iter().map(|n| n.to_string()).collect(),
             ),
-        ];
-        let target = [
-            part(
+        ]);
+        let target = describe_terms(&[
+            (
                 "sites",
                 self.sites
                     .entries()
@@ -153,7 +161,7 @@ impl Grant {
                     .map(|e| e.text.clone())
                     .collect(),
             ),
-            part(
+            (
                 "categories",
                 policy
                     .category_names(self.categories)
@@ -161,16 +169,8 @@ impl Grant {
                     .map(str::to_string)
                     .collect(),
             ),
-        ];
-        let join = |parts: &[Option<String>]| {
-            parts
-                .iter()
-                .flatten()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        (join(&scope), join(&target))
+        ]);
+        (scope, target)
     }
 
     /// Validates a request against the policy and its lists. Refuses any target that an

@@ -1055,19 +1055,23 @@ fn grant_command(command: GrantCommand) -> Result<ExitCode> {
 fn grant_terms(
     rows: &[serde_json::Value],
 ) -> std::collections::BTreeMap<String, gatehouse::report::GrantTerms> {
-    let join = |row: &serde_json::Value, parts: &[(&str, &str)]| {
-        parts
+    // The same wording as the audit trail's (`Grant::terms`).
+    let join = |row: &serde_json::Value, parts: &[(&'static str, &str)]| {
+        let parts: Vec<(&str, Vec<String>)> = parts
             .iter()
-            .filter_map(|(key, label)| {
-                let names: Vec<&str> = row[*key]
-                    .as_array()?
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .collect();
-                (!names.is_empty()).then(|| format!("{label} {}", names.join(", ")))
+            .map(|(key, label)| {
+                let names = row[*key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (*label, names)
             })
-            .collect::<Vec<_>>()
-            .join("; ")
+            .collect();
+        gatehouse::grants::describe_terms(&parts)
     };
     rows.iter()
         .filter_map(|row| {
