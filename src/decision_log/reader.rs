@@ -342,12 +342,11 @@ struct ChunkReader {
 }
 
 impl ChunkReader {
-    /// The next run of whole frames: (data, frames, offset of `data` in the file), and
-    /// the fault that ended the segment, if one did. `None` once the segment is done.
+    /// The next run of whole frames: (data, each frame's payload as (start, length) in
+    /// `data`), and the fault (file offset, what) that ended the segment, if one did.
+    /// `None` once the segment is done.
     #[allow(clippy::type_complexity)]
-    fn next_chunk(
-        &mut self,
-    ) -> Option<(Vec<u8>, Vec<(usize, usize)>, u64, Option<(u64, FrameFault)>)> {
+    fn next_chunk(&mut self) -> Option<(Vec<u8>, Vec<(usize, usize)>, Option<(u64, FrameFault)>)> {
         if self.eof && self.carry.is_empty() {
             return None;
         }
@@ -407,7 +406,7 @@ impl ChunkReader {
             self.offset = base + at as u64;
         }
         data.truncate(at);
-        Some((data, frames, base, fault))
+        Some((data, frames, fault))
     }
 }
 
@@ -518,10 +517,15 @@ pub fn verify_and_read(
             }
             let mut segment = Some((name.clone(), header, index == 0));
             loop {
-                let (data, frames, _, frame_fault) = match chunks.next_chunk() {
-                    Some(c) if own_fault.is_none() => c,
-                    Some(_) => (Vec::new(), Vec::new(), 0, None),
-                    None if segment.is_some() => (Vec::new(), Vec::new(), 0, None),
+                // After a fault at the segment's start nothing more is read; the segment's
+                // first job still goes out (empty), so its anchor is checked too.
+                let chunk = match own_fault {
+                    None => chunks.next_chunk(),
+                    Some(_) => None,
+                };
+                let (data, frames, frame_fault) = match chunk {
+                    Some(c) => c,
+                    None if segment.is_some() => (Vec::new(), Vec::new(), None),
                     None => break,
                 };
                 let first_seq = seq;
