@@ -101,8 +101,47 @@ impl Host {
                 "a host cannot contain '/', '\\', '?', '#' or '@'",
             ));
         }
+        if let Some(host) = Host::parse_plain(input) {
+            return Ok(host);
+        }
         let host = url::Host::parse(trimmed).map_err(|e| invalid(input, e.to_string()))?;
         Host::from_url_host(host, input)
+    }
+
+    /// The common case without the WHATWG machinery: a host already in canonical form
+    /// (lowercase `a-z 0-9 - _` labels, no trailing dot, no `xn--` label, a last label
+    /// that starts with a letter so it cannot be read as a number), or a dotted-quad
+    /// IPv4 address with no leading zeros. `None` means "ask the full parser", never
+    /// "invalid": for every input where this answers, the full parser gives the same
+    /// answer (the `plain_paths_agree` property test holds it to that).
+    fn parse_plain(input: &str) -> Option<Host> {
+        let bytes = input.as_bytes();
+        if bytes.first()?.is_ascii_digit() && bytes.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+        {
+            // Rust's parser takes exactly four decimal octets without leading zeros;
+            // anything looser (`0177.1`, `127.1`) goes to the full parser.
+            return input.parse::<Ipv4Addr>().ok().map(Host::V4);
+        }
+        if input.len() > 253 {
+            return None;
+        }
+        let mut last_start = 0u8;
+        for label in input.split('.') {
+            let lb = label.as_bytes();
+            if lb.is_empty() || lb.len() > 63 || lb.starts_with(b"xn--") {
+                return None;
+            }
+            if !lb
+                .iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return None;
+            }
+            last_start = lb[0];
+        }
+        last_start
+            .is_ascii_lowercase()
+            .then(|| Host::Name(input.to_string()))
     }
 
     fn from_v6(v6: Ipv6Addr) -> Host {
@@ -177,9 +216,39 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Name(n) => f.write_str(n),
-            Host::V4(v4) => write!(f, "{v4}"),
+            Host::V4(v4) => {
+                let mut text = String::with_capacity(15);
+                push_v4(&mut text, *v4);
+                f.write_str(&text)
+            }
             Host::V6(v6) => write!(f, "[{v6}]"),
         }
+    }
+}
+
+impl Host {
+    /// Appends the host as it appears in a URL (IPv6 in brackets).
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            Host::Name(n) => out.push_str(n),
+            Host::V4(v4) => push_v4(out, *v4),
+            Host::V6(v6) => {
+                use fmt::Write;
+                let _ = write!(out, "[{v6}]");
+            }
+        }
+    }
+}
+
+/// Dotted decimal, without the formatting machinery (which costs more than the rest of
+/// a request's host handling put together).
+fn push_v4(out: &mut String, v4: Ipv4Addr) {
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(digits.format(octet));
     }
 }
 
@@ -268,6 +337,65 @@ pub struct Target {
 impl Target {
     /// Parses an absolute URL (http, https, ws, wss). Userinfo is dropped.
     pub fn parse(input: &str) -> Result<Target, HostError> {
+        match Target::parse_plain(input) {
+            Some(t) => Ok(t),
+            None => Target::parse_whatwg(input),
+        }
+    }
+
+    /// The common case: `http://` or `https://`, a plain host (see [`Host::parse`]), an
+    /// optional port, and a path and query made only of characters the WHATWG parser
+    /// leaves as they are, with no dot segments. `None` sends the input to the full
+    /// parser; where this answers, the answer is the full parser's.
+    fn parse_plain(input: &str) -> Option<Target> {
+        let (scheme, rest) = if let Some(rest) = input.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else {
+            (Scheme::Https, input.strip_prefix("https://")?)
+        };
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, parse_port(port)?),
+            None => (authority, if scheme == Scheme::Http { 80 } else { 443 }),
+        };
+        let host = Host::parse_plain(host)?;
+        let (path, query) = match tail.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (tail, None),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        let plain_path = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b));
+        if !plain_path
+            || path.contains("/.")
+            || path
+                .as_bytes()
+                .windows(3)
+                .any(|w| w.eq_ignore_ascii_case(b"%2e"))
+        {
+            return None;
+        }
+        if let Some(q) = query {
+            // `'` is escaped in special schemes' queries, so it is not plain.
+            if !q
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/?%".contains(&b))
+            {
+                return None;
+            }
+        }
+        Some(Target {
+            scheme,
+            host,
+            port,
+            path: path.to_string(),
+            query: query.map(str::to_string),
+        })
+    }
+
+    fn parse_whatwg(input: &str) -> Result<Target, HostError> {
         let url = url::Url::parse(input).map_err(|e| match e {
             url::ParseError::RelativeUrlWithoutBase => HostError::NotAbsolute {
                 input: input.to_string(),
@@ -325,10 +453,28 @@ impl Target {
         })
     }
 
+    /// `host` or `host:port` (when the port is not the scheme's default): what goes in a
+    /// `Host` header and a URL's authority.
+    pub fn authority(&self) -> String {
+        let default = match self.scheme {
+            Scheme::Http | Scheme::Ws => 80,
+            Scheme::Https | Scheme::Wss => 443,
+        };
+        let mut out = String::with_capacity(32);
+        self.host.push_to(&mut out);
+        if self.port != default {
+            out.push(':');
+            out.push_str(itoa::Buffer::new().format(self.port));
+        }
+        out
+    }
+
     /// `host/path` (with `?query` when `with_query`): no scheme, no port. The string URL
     /// lists and URL-prefix matching use.
     pub fn host_path(&self, with_query: bool) -> String {
-        let mut s = format!("{}{}", self.host, self.path);
+        let mut s = String::with_capacity(64);
+        self.host.push_to(&mut s);
+        s.push_str(&self.path);
         if with_query {
             if let Some(q) = &self.query {
                 s.push('?');
@@ -568,6 +714,36 @@ mod tests {
         assert_eq!(t.host_path(false), "[2001:db8::1]/");
     }
 
+    /// What browsers send most takes the shortcut (the property test checks it agrees).
+    #[test]
+    fn common_targets_take_the_plain_path() {
+        for url in [
+            "http://example.com/",
+            "http://example.com",
+            "http://www.bbc.co.uk/news/articles/c0000000?at_medium=RSS&x=1",
+            "https://under_score.example.com:8443/a/b.html",
+            "http://127.0.0.1:18080/small",
+            "http://192.168.0.10/index.php?id=3",
+        ] {
+            assert!(Target::parse_plain(url).is_some(), "{url}");
+        }
+        for url in [
+            "http://EXAMPLE.com/",
+            "http://example.com./",
+            "http://xn--bcher-kva.de/",
+            "http://foo.123/",
+            "http://0x7f.1/",
+            "http://127.1/",
+            "http://example.com/a/../b",
+            "http://example.com/%2e%2E/b",
+            "http://example.com/a b",
+            "http://user@example.com/",
+            "http://[::1]/",
+        ] {
+            assert!(Target::parse_plain(url).is_none(), "{url}");
+        }
+    }
+
     proptest! {
         #[test]
         fn parse_is_idempotent(s in "[a-zA-Z0-9.%-]{1,40}") {
@@ -586,6 +762,27 @@ mod tests {
             let mapped = format!("[::ffff:{a}.{b}.{c}.{d}]");
             for form in [dec, hex, oct, num, mapped] {
                 prop_assert_eq!(Host::parse(&form), want.clone(), "{}", form);
+            }
+        }
+
+        /// The shortcut parsers answer only where the full parser agrees.
+        #[test]
+        fn plain_paths_agree(
+            scheme in "(http|https|HTTP|ftp)://",
+            host in "[a-zA-Z0-9._%@\\[\\]:-]{0,20}|[0-9]{1,4}(\\.[0-9]{1,4}){0,4}|[a-z]{1,6}(\\.(xn--[a-z0-9]{1,6}|[a-z0-9_-]{1,6}|0x[0-9a-f]{0,3}|[0-9]{1,3})){0,3}",
+            port in "(:[0-9]{0,6})?",
+            path in "[a-zA-Z0-9/.%?#'\"<>\\\\ {}`^|!$&()*+,;=:@~_-]{0,24}|[a-z0-9/.%Ee?=&'-]{0,24}",
+        ) {
+            let input = format!("{scheme}{host}{port}{path}");
+            if let Some(fast) = Target::parse_plain(&input) {
+                prop_assert_eq!(Ok(fast), Target::parse_whatwg(&input), "{}", input);
+            }
+            if let Some(fast) = Host::parse_plain(&host) {
+                let trimmed = host.trim_end_matches('.');
+                let slow = url::Host::parse(trimmed)
+                    .map_err(|e| invalid(&host, e.to_string()))
+                    .and_then(|h| Host::from_url_host(h, &host));
+                prop_assert_eq!(Ok(fast), slow, "{}", host);
             }
         }
 

@@ -17,6 +17,12 @@ use gatehouse::snapshot::{self, Snapshot};
 /// The shipped example policy, used when `--config` is not given.
 const DEFAULT_CONFIG: &str = "policy/gatehouse.toml";
 
+/// The proxy allocates and frees small buffers for every request on every worker;
+/// mimalloc's per-thread free lists cost a fraction of glibc's (measured with perf under
+/// the anchor benchmark: malloc/free were 16 % of a blocked request's time).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",

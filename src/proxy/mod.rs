@@ -120,40 +120,51 @@ impl RequestContext {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own, removed before forwarding.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Constants, not strings: removing by `&str` parses the name again on every request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. With
 /// `upgrading`, `Upgrade` and `Connection: upgrade` are kept for the upstream.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    // Most messages carry none, or only `Connection: keep-alive`: one pass over the
+    // names finds what is there, and only that is removed.
+    let mut remove: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
         .collect();
-    let upgrade = headers.get(header::UPGRADE).cloned();
-    for name in named {
+    if remove.is_empty() {
+        return;
+    }
+    remove.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+    );
+    let upgrade = if upgrading {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in remove {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-    if upgrading {
-        if let Some(u) = upgrade {
-            headers.insert(header::UPGRADE, u);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -676,7 +687,18 @@ impl Proxy {
                 "This is a web proxy: requests must name the whole address (absolute-form), as browsers do when set to use a proxy.",
             );
         }
-        let target = match Target::parse(&uri.to_string()) {
+        let full_uri = {
+            let (scheme, authority) = (uri.scheme_str().unwrap_or(""), uri.authority());
+            let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let authority = authority.map(|a| a.as_str()).unwrap_or("");
+            let mut s = String::with_capacity(scheme.len() + 3 + authority.len() + pq.len());
+            s.push_str(scheme);
+            s.push_str("://");
+            s.push_str(authority);
+            s.push_str(pq);
+            s
+        };
+        let target = match Target::parse(&full_uri) {
             Ok(t) => t,
             Err(e) => return self.bad_request(&ctx, &e.to_string()),
         };
@@ -706,11 +728,12 @@ impl Proxy {
             &snap.grants.grants,
             ctx.now,
         );
-        let url = format!(
-            "http://{}{}",
-            host_port(&target),
-            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-        );
+        let authority = target.authority();
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut url = String::with_capacity(7 + authority.len() + path.len());
+        url.push_str("http://");
+        url.push_str(&authority);
+        url.push_str(path);
         if verdict.action == Action::Block {
             return self
                 .refuse_verdict(
@@ -767,12 +790,11 @@ impl Proxy {
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrading);
-        if let Ok(v) = HeaderValue::from_str(&host_port(&target)) {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
             parts.headers.insert(header::HOST, v);
         }
         add_via(&mut parts.headers);
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        parts.uri = match Uri::try_from(format!("http://{}{}", host_port(&target), path)) {
+        parts.uri = match Uri::try_from(url.as_str()) {
             Ok(u) => u,
             Err(e) => return self.bad_request(&ctx, &e.to_string()),
         };
@@ -845,18 +867,6 @@ impl Proxy {
             up,
         });
         resp
-    }
-}
-
-fn host_port(target: &Target) -> String {
-    let default = match target.scheme {
-        Scheme::Http | Scheme::Ws => 80,
-        Scheme::Https | Scheme::Wss => 443,
-    };
-    if target.port == default {
-        target.host.to_string()
-    } else {
-        format!("{}:{}", target.host, target.port)
     }
 }
 
