@@ -558,6 +558,64 @@ fn upstream_failures_are_honest() {
     assert_eq!(r.status, 403, "the proxy never dials itself: {r:?}");
 }
 
+/// An origin that counts its connections, answers each request with `ok` on a
+/// keep-alive connection, and closes a connection left idle for 300 ms without saying
+/// so (as servers' keep-alive timeouts do).
+fn counting_origin() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return, // idle too long, or gone: close
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if stream.write_all(reply).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn upstream_connections_are_reused_and_stale_ones_replaced() {
+    use std::sync::atomic::Ordering;
+    let (port, connections) = counting_origin();
+    let g = start(1, "", "");
+    let url = format!("http://origin.test:{port}/pooled");
+    // Three clients, one after another: one upstream connection serves them all.
+    for _ in 0..3 {
+        let r = curl(&["-x", &g.url(), &url]);
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    // The origin drops the idle connection; the next request gets a fresh one and
+    // never sees the closed one.
+    std::thread::sleep(Duration::from_millis(700));
+    for _ in 0..2 {
+        let r = curl(&["-x", &g.url(), &url]);
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
 #[test]
 fn malformed_and_oversized_requests() {
     let origin = Origin::http();

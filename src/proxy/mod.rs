@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod conn;
 pub mod pages;
+pub mod pool;
 pub mod tunnel;
 pub mod upstream;
 
@@ -20,7 +21,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -33,8 +34,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,8 @@ use crate::snapshot::{self, Live, Snapshot};
 
 use self::auth::{AuthCache, AuthResult};
 use self::conn::{ConnLimits, ConnSignal, GuardedIo};
-use self::upstream::{upstream_error, Connector, Dialer, UpstreamError};
+use self::pool::{Lease, Pool, PoolSettings};
+use self::upstream::{Dialer, UpstreamError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type: upstream bodies and our own pages alike.
@@ -91,7 +92,7 @@ pub struct Proxy {
     /// Where verdicts go before anything is forwarded.
     pub log: DecisionLog,
     auth: AuthCache,
-    client: Client<Connector, CountUp>,
+    pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     tracker: TaskTracker,
@@ -174,15 +175,24 @@ fn add_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
-/// How a forwarded request is recorded when its response ends.
-#[derive(Clone)]
+/// How a forwarded request is recorded when its response ends, and the upstream
+/// connection that carried it.
 struct Completion {
     log: DecisionLog,
     metrics: Arc<crate::metrics::Metrics>,
     reference: u64,
     status: u16,
     started: std::time::Instant,
-    up: Arc<AtomicU64>,
+    up: Arc<UpCount>,
+    /// Given back to the pool only when both bodies ended cleanly.
+    lease: Option<(Arc<Pool>, Lease)>,
+}
+
+/// What a forwarded request's body has carried upstream.
+#[derive(Default)]
+pub struct UpCount {
+    bytes: AtomicU64,
+    done: AtomicBool,
 }
 
 /// Every response body goes out through this: it tells the connection guard when the
@@ -197,12 +207,18 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn finish(&mut self) {
+    /// `clean`: the body reached its end (not an error, not dropped half-way).
+    fn finish(&mut self, clean: bool) {
         if let Some(s) = self.signal.take() {
             s.response_done();
         }
-        if let Some(c) = self.completion.take() {
-            let up = c.up.load(Ordering::Relaxed);
+        if let Some(mut c) = self.completion.take() {
+            if let Some((pool, lease)) = c.lease.take() {
+                if clean && c.up.done.load(Ordering::Acquire) {
+                    pool.put(lease);
+                }
+            }
+            let up = c.up.bytes.load(Ordering::Relaxed);
             c.metrics.bytes.with_label_values(&["up"]).inc_by(up);
             c.metrics
                 .bytes
@@ -229,7 +245,8 @@ impl HttpBody for Tracked {
                     self.bytes += data.len() as u64;
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
             Poll::Pending => {}
         }
         r
@@ -244,10 +261,10 @@ impl HttpBody for Tracked {
     }
 }
 
-/// A request body that counts the bytes it carries upstream.
+/// A request body that counts the bytes it carries upstream, and notes its end.
 pub struct CountUp {
     inner: Incoming,
-    count: Arc<AtomicU64>,
+    count: Arc<UpCount>,
 }
 
 impl HttpBody for CountUp {
@@ -259,10 +276,20 @@ impl HttpBody for CountUp {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &r {
-            if let Some(data) = frame.data_ref() {
-                self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &r {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.count
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                // hyper stops polling once the body says it has ended.
+                if self.inner.is_end_stream() {
+                    self.count.done.store(true, Ordering::Release);
+                }
             }
+            Poll::Ready(None) => self.count.done.store(true, Ordering::Release),
+            _ => {}
         }
         r
     }
@@ -278,7 +305,10 @@ impl HttpBody for CountUp {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.finish();
+        // hyper stops polling a body that says it has ended, so a body dropped with
+        // nothing left to send ended cleanly.
+        let clean = self.inner.is_end_stream();
+        self.finish(clean);
     }
 }
 
@@ -649,10 +679,11 @@ impl Proxy {
             started,
         };
         let is_connect = req.method() == Method::CONNECT;
+        let mut completion = None;
         let mut resp = if is_connect {
             tunnel::handle(self.clone(), req, ctx).await
         } else {
-            self.http(req, ctx).await
+            self.http(req, ctx, &mut completion).await
         };
         // After a chunked body, a CONNECT or an Upgrade the guard no longer follows the
         // request stream, so the connection must not carry another request — but a
@@ -663,7 +694,6 @@ impl Proxy {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        let completion = resp.extensions_mut().remove::<Completion>();
         let (parts, body) = resp.into_parts();
         let body = Tracked {
             inner: body,
@@ -679,6 +709,7 @@ impl Proxy {
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         ctx: RequestContext,
+        completion: &mut Option<Completion>,
     ) -> Response<Body> {
         let uri = req.uri().clone();
         if uri.scheme().is_none() || uri.authority().is_none() {
@@ -794,44 +825,45 @@ impl Proxy {
             parts.headers.insert(header::HOST, v);
         }
         add_via(&mut parts.headers);
-        parts.uri = match Uri::try_from(url.as_str()) {
-            Ok(u) => u,
-            Err(e) => return self.bad_request(&ctx, &e.to_string()),
+        // Origin-form upstream (RFC 9112 §3.2.1): the path and query only.
+        parts.uri = match uri.path_and_query() {
+            Some(pq) => Uri::from(pq.clone()),
+            None => Uri::from_static("/"),
         };
         let started = std::time::Instant::now();
         let timeout = policy.server.upstream_timeout;
-        let up = Arc::new(AtomicU64::new(0));
+        let up = Arc::new(UpCount::default());
+        if body.is_end_stream() {
+            up.done.store(true, Ordering::Release);
+        }
         let body = CountUp {
             inner: body,
             count: up.clone(),
         };
         let result = tokio::time::timeout(
             timeout,
-            self.client.request(Request::from_parts(parts, body)),
+            self.pool.send(
+                || self.dialer(&snap),
+                &authority,
+                &target,
+                Request::from_parts(parts, body),
+            ),
         )
         .await;
         self.metrics
             .upstream_seconds
             .observe(started.elapsed().as_secs_f64());
-        let mut resp = match result {
+        let resp = match result {
             Err(_) => {
                 let e = UpstreamError::Timeout {
                     host: target.host.to_string(),
                 };
                 return self.upstream_failure(&ctx, "GET", &url, &e, false).await;
             }
-            Ok(Err(e)) => {
-                let err = match upstream_error(&e) {
-                    Some(u) => clone_upstream(u),
-                    None => UpstreamError::Refused {
-                        host: target.host.to_string(),
-                        detail: error_chain(&e),
-                    },
-                };
-                return self.upstream_failure(&ctx, "GET", &url, &err, false).await;
-            }
+            Ok(Err(e)) => return self.upstream_failure(&ctx, "GET", &url, &e, false).await,
             Ok(Ok(r)) => r,
         };
+        let (mut resp, lease) = resp;
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -856,35 +888,18 @@ impl Proxy {
             status == StatusCode::SWITCHING_PROTOCOLS,
         );
         add_via(&mut parts.headers);
-        let mut resp =
-            Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
-        resp.extensions_mut().insert(Completion {
+        let resp = Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed());
+        *completion = Some(Completion {
             log: self.log.clone(),
             metrics: self.metrics.clone(),
             reference,
             status: status.as_u16(),
             started,
             up,
+            // An upgraded connection is no longer HTTP; it is never reused.
+            lease: (status != StatusCode::SWITCHING_PROTOCOLS).then(|| (self.pool.clone(), lease)),
         });
         resp
-    }
-}
-
-fn clone_upstream(e: &UpstreamError) -> UpstreamError {
-    match e {
-        UpstreamError::Dns { host, detail } => UpstreamError::Dns {
-            host: host.clone(),
-            detail: detail.clone(),
-        },
-        UpstreamError::Refused { host, detail } => UpstreamError::Refused {
-            host: host.clone(),
-            detail: detail.clone(),
-        },
-        UpstreamError::Timeout { host } => UpstreamError::Timeout { host: host.clone() },
-        UpstreamError::Internal { host, addr } => UpstreamError::Internal {
-            host: host.clone(),
-            addr: *addr,
-        },
     }
 }
 
@@ -1000,13 +1015,10 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
     let admin_local = admin_listener.local_addr()?;
     let own = Arc::new(vec![local, admin_local]);
     let live = Arc::new(Live::new(snap));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(Connector {
-            live: live.clone(),
-            own: own.clone(),
-        });
+    let pool = Pool::new(PoolSettings {
+        idle_timeout: Duration::from_secs(90),
+        max_idle_per_origin: 256,
+    });
     let cap = connection_cap(settings.max_connections);
     let mut log_settings: LogSettings = live.get().policy.log.clone();
     if log_settings.node.is_empty() {
@@ -1022,7 +1034,7 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
         config,
         log: DecisionLog { handle },
         auth: AuthCache::default(),
-        client,
+        pool,
         metrics: Arc::new(crate::metrics::Metrics::new()),
         tracker: TaskTracker::new(),
         own,

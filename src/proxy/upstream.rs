@@ -5,16 +5,10 @@
 //! public name that resolves to `127.0.0.1` or `10.0.0.5` cannot be used to pivot into
 //! the school's own network or the proxy's admin listener.
 
-use std::future::Future;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::Uri;
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 
@@ -196,16 +190,6 @@ impl Dialer {
     }
 }
 
-/// The HTTP client's connector: dials with the rules of the snapshot in force at the
-/// time of each connection, so a reload's `[server.resolve]` applies to new connections.
-#[derive(Clone)]
-pub struct Connector {
-    /// The live snapshot.
-    pub live: Arc<crate::snapshot::Live>,
-    /// This node's own listening addresses.
-    pub own: Arc<Vec<SocketAddr>>,
-}
-
 impl Dialer {
     /// The dialer for a snapshot's settings.
     pub fn for_snapshot(snap: &crate::snapshot::Snapshot, own: Arc<Vec<SocketAddr>>) -> Dialer {
@@ -217,47 +201,6 @@ impl Dialer {
             connect_timeout: s.connect_timeout,
         }
     }
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = Dialer::for_snapshot(&self.live.get(), self.own.clone());
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default().to_string();
-            let port = uri.port_u16().unwrap_or(80);
-            dialer
-                .connect(&host, port)
-                .await
-                .map(TokioIo::new)
-                .map_err(io::Error::other)
-        })
-    }
-}
-
-/// Finds an [`UpstreamError`] in an error's source chain.
-pub fn upstream_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a UpstreamError> {
-    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(u) = err.downcast_ref::<UpstreamError>() {
-            return Some(u);
-        }
-        // io::Error's `source()` skips the error it wraps; look inside it.
-        if let Some(inner) = err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            if let Some(u) = inner.downcast_ref::<UpstreamError>() {
-                return Some(u);
-            }
-        }
-        cur = err.source();
-    }
-    None
 }
 
 #[cfg(test)]
