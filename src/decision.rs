@@ -65,13 +65,23 @@ impl DecisionLog {
 
 /// A reference as shown to people: upper-case hex in groups of four.
 pub fn format_reference(reference: u64) -> String {
-    let hex = format!("{reference:X}");
-    let mut out = String::with_capacity(hex.len() + hex.len() / 4);
-    for (i, c) in hex.chars().enumerate() {
-        if i > 0 && (hex.len() - i) % 4 == 0 {
+    // Upper-case hex, most significant digit first, without the formatting machinery.
+    let mut digits = [0u8; 16];
+    let (mut n, mut len) = (reference, 0);
+    loop {
+        digits[len] = b"0123456789ABCDEF"[(n & 15) as usize];
+        n >>= 4;
+        len += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(len + len / 4);
+    for i in 0..len {
+        if i > 0 && (len - i) % 4 == 0 {
             out.push('-');
         }
-        out.push(c);
+        out.push(char::from(digits[len - 1 - i]));
     }
     out
 }

@@ -175,6 +175,7 @@ pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
     std::thread::Builder::new()
         .name("gatehouse-log".into())
         .spawn(move || {
+            batch_scheduling();
             let mut batch = Vec::with_capacity(1024);
             while let Some(first) = rx.blocking_recv() {
                 let mut tick = false;
@@ -214,6 +215,20 @@ pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
         stats,
         queue_timeout: settings.queue_timeout,
     })
+}
+
+/// Marks the calling thread `SCHED_BATCH`: a record handed to the writer then does not
+/// preempt the request thread that handed it over. The writer runs when that thread
+/// waits (or on another core), and finds a batch instead of one record. On one busy core
+/// this halved the context switches per request. Best effort: without it the log is
+/// only slower.
+fn batch_scheduling() {
+    // SAFETY: plain system call on the calling thread with a valid parameter block.
+    let param = libc::sched_param { sched_priority: 0 };
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "decision log writer: SCHED_BATCH not set");
+    }
 }
 
 fn utc_day(us: i64) -> (i32, u32) {

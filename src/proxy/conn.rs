@@ -128,9 +128,19 @@ pub fn validate_head(head: &[u8], limits: &ConnLimits) -> Result<Framing, HeadEr
     if head.len() > limits.head_bytes {
         return Err(HeadError::TooLarge);
     }
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.headers];
-    let mut req = httparse::Request::new(&mut storage);
-    match req.parse(head) {
+    // Header slots on the stack for the usual limit (no allocation per request), on
+    // the heap for a larger configured one; uninitialised either way.
+    const ON_STACK: usize = 128;
+    let mut stack = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; ON_STACK];
+    let mut heap = Vec::new();
+    let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if limits.headers <= ON_STACK {
+        &mut stack[..limits.headers]
+    } else {
+        heap.resize_with(limits.headers, std::mem::MaybeUninit::uninit);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, slots) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HeadError::Bad("incomplete head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),

@@ -745,6 +745,9 @@ impl Proxy {
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
+            // The usual case, a Host header spelt exactly as the target's authority,
+            // needs no parsing.
+            .filter(|h| Some(*h) != uri.authority().map(|a| a.as_str()))
             .and_then(|h| match parse_authority(h) {
                 Ok((host, _)) if host == target.host => None,
                 _ => Some(format!("Host header {h:?} rewritten to {}", target.host)),
