@@ -317,6 +317,14 @@ impl Scheme {
             Scheme::Wss => "wss",
         }
     }
+
+    /// The port a URL of this scheme means when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http | Scheme::Ws => 80,
+            Scheme::Https | Scheme::Wss => 443,
+        }
+    }
 }
 
 /// A request target after normalisation: what the classifier sees.
@@ -357,7 +365,7 @@ impl Target {
         let (authority, tail) = rest.split_at(end);
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) => (host, parse_port(port)?),
-            None => (authority, if scheme == Scheme::Http { 80 } else { 443 }),
+            None => (authority, scheme.default_port()),
         };
         let host = Host::parse_plain(host)?;
         let (path, query) = match tail.split_once('?') {
@@ -456,13 +464,9 @@ impl Target {
     /// `host` or `host:port` (when the port is not the scheme's default): what goes in a
     /// `Host` header and a URL's authority.
     pub fn authority(&self) -> String {
-        let default = match self.scheme {
-            Scheme::Http | Scheme::Ws => 80,
-            Scheme::Https | Scheme::Wss => 443,
-        };
         let mut out = String::with_capacity(32);
         self.host.push_to(&mut out);
-        if self.port != default {
+        if self.port != self.scheme.default_port() {
             out.push(':');
             out.push_str(itoa::Buffer::new().format(self.port));
         }

@@ -88,12 +88,6 @@ impl Pool {
         });
     }
 
-    /// Idle connections held, over all origins.
-    pub fn idle_count(&self) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.values().map(Vec::len).sum()
-    }
-
     /// Takes the newest idle connection to `origin` that is still open and fresh.
     fn take(&self, origin: &str) -> Option<Lease> {
         let now = Instant::now();
@@ -140,10 +134,7 @@ impl Pool {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Refused {
-                host: host.clone(),
-                detail: super::error_chain(&e),
-            })?;
+            .map_err(|e| refused(&host, &e))?;
         tokio::spawn(async move {
             // Errors here reach the request as the response future's error.
             let _ = conn.with_upgrades().await;
