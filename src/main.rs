@@ -23,6 +23,34 @@ const DEFAULT_CONFIG: &str = "policy/gatehouse.toml";
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_arena_eager_commit` in mimalloc.h's `mi_option_e` (v2).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// On Linux mimalloc by default commits its 1 GiB arenas eagerly and later only resets
+/// (not decommits) freed pages, which the kernel goes on counting as resident: with the
+/// 1M-domain index loaded that was 31 MiB of anonymous memory against 15 MiB with the
+/// arena committed on demand, and no difference in requests per second under the anchor
+/// benchmark. The first arena is reserved by the first allocation, which the Rust runtime
+/// makes before `main`, so the option is set from the ELF constructors, which run first.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static MIMALLOC_OPTIONS: extern "C" fn() = {
+    extern "C" fn commit_arenas_on_demand() {
+        // SAFETY: mi_option_set only stores a value in mimalloc's option table; it is
+        // sound before mimalloc's own initialisation, which keeps options already set.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) }
+    }
+    commit_arenas_on_demand
+};
+
+/// After a load of policy and lists: return the list build's freed scratch memory (about
+/// 30 MiB for a million domains) to the system now, not at the allocator's next purge.
+fn release_freed_memory() {
+    // SAFETY: mi_collect has no preconditions; it frees only memory no longer in use.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",
@@ -662,7 +690,10 @@ fn run(config: &Path, format: LogFormat) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(gatehouse::proxy::run(config.to_path_buf()));
+    let result = runtime.block_on(gatehouse::proxy::run(
+        config.to_path_buf(),
+        release_freed_memory,
+    ));
     // Tunnels still open after the grace period are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

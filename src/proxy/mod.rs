@@ -97,6 +97,7 @@ pub struct Proxy {
     pub metrics: Arc<crate::metrics::Metrics>,
     tracker: TaskTracker,
     own: Arc<Vec<SocketAddr>>,
+    after_load: fn(),
 }
 
 /// Who is asking and what they see, fixed for one request.
@@ -923,7 +924,7 @@ pub enum RunError {
     #[error("{0}")]
     Policy(#[from] crate::config::ConfigErrors),
     /// The listener could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -979,6 +980,15 @@ impl Caps {
 /// The file-descriptor limit, raised to the hard limit, and the connection cap it allows:
 /// each proxied connection may hold two descriptors (client and upstream), and some are
 /// kept back for lists, logs and the admin listener.
+fn load_then(
+    path: &std::path::Path,
+    after_load: fn(),
+) -> Result<Snapshot, crate::config::ConfigErrors> {
+    let result = snapshot::load(path, CacheMode::Use);
+    after_load();
+    result
+}
+
 fn connection_cap(configured: usize) -> usize {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let derived = (limit.saturating_sub(64) / 2).max(16) as usize;
@@ -991,9 +1001,14 @@ fn connection_cap(configured: usize) -> usize {
 
 /// Runs the proxy until SIGTERM or SIGINT. Returns when in-flight work has finished or
 /// the grace period has passed.
-pub async fn run(config: PathBuf) -> Result<(), RunError> {
+///
+/// `after_load` runs on the loading thread after every load of policy and lists (start-up
+/// and each reload), once the build's scratch memory is freed: the binary uses it to have
+/// its allocator hand that memory back to the system, since compiling a million domains
+/// briefly needs several times the index's size.
+pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let path = config.clone();
-    let snap = tokio::task::spawn_blocking(move || snapshot::load(&path, CacheMode::Use))
+    let snap = tokio::task::spawn_blocking(move || load_then(&path, after_load))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
     for w in &snap.report.warnings {
@@ -1041,6 +1056,7 @@ pub async fn run(config: PathBuf) -> Result<(), RunError> {
         metrics: Arc::new(crate::metrics::Metrics::new()),
         tracker: TaskTracker::new(),
         own,
+        after_load,
     });
     let caps = Arc::new(Caps {
         global: Arc::new(Semaphore::new(cap)),
@@ -1294,8 +1310,8 @@ impl Proxy {
     /// Reloads policy and lists; a failure leaves the snapshot in force untouched.
     async fn reload(&self) {
         let path = self.config.clone();
-        let result =
-            tokio::task::spawn_blocking(move || snapshot::load(&path, CacheMode::Use)).await;
+        let after_load = self.after_load;
+        let result = tokio::task::spawn_blocking(move || load_then(&path, after_load)).await;
         match result {
             Ok(Ok(snap)) => {
                 let old_listen = self.live.get().policy.server.listen;
