@@ -410,9 +410,11 @@ fn fingerprint(categories: &[(CategoryId, PathBuf)]) -> u64 {
     h.update(b"gatehouse domain index v1\n");
     for (id, dir) in categories {
         for name in ["domains", "urls"] {
-            // The same policy given by another relative path must find the same cache.
-            let file = dir.join(name);
-            let file = fs::canonicalize(&file).unwrap_or(file);
+            // By the directory's canonical path (a category may have no `urls` file), so
+            // the same policy named by another relative path finds the same cache.
+            let file = fs::canonicalize(dir)
+                .unwrap_or_else(|_| dir.clone())
+                .join(name);
             h.update(format!("{} {}\n", id.index(), file.display()).as_bytes());
             if let Ok(meta) = fs::metadata(&file) {
                 let mtime = meta

@@ -227,6 +227,15 @@ fn lists_compile_writes_the_cache_that_check_then_uses() {
     let (code, out, _) = run(&["check", "--config", config]);
     assert_eq!(code, 0);
     assert!(out.contains("compiled cache"), "{out}");
+    // The same policy named by a relative path from another directory finds the cache.
+    let out = gatehouse()
+        .current_dir(dir.path().join("lists"))
+        .args(["check", "--config", "../p.toml"])
+        .output()
+        .expect("gatehouse runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("compiled cache"), "{text}");
     // Editing a list makes the cache stale: the next load rebuilds from text.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(
