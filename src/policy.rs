@@ -1176,71 +1176,79 @@ impl Policy {
     }
 
     /// One line a technician can read: why this verdict.
+    ///
+    /// Built on every request for the decision log, so the common reasons are appended
+    /// into one buffer rather than formatted.
     pub fn explain(&self, verdict: &Verdict) -> String {
-        let group = &self.groups[verdict.group.index()];
-        let cat = |c: CategoryId| {
+        let group = self.groups[verdict.group.index()].name.as_str();
+        let mut out = String::with_capacity(96);
+        let cat = |out: &mut String, c: CategoryId| {
             let c = self.category(c);
-            format!("{} ({})", c.name, c.severity)
+            out.push_str(&c.name);
+            out.push_str(" (");
+            out.push_str(c.severity.as_str());
+            out.push(')');
         };
         match verdict.reason {
-            Reason::Illegal { category } => format!(
-                "illegal category {}: blocked for every group, always",
-                cat(category)
-            ),
+            Reason::Illegal { category } => {
+                out.push_str("illegal category ");
+                cat(&mut out, category);
+                out.push_str(": blocked for every group, always");
+            }
             Reason::Grant => match &verdict.grant {
-                Some(g) => format!("allowed by grant {} (ticket {})", g.id, g.ticket),
-                None => "allowed by a grant".to_string(),
+                Some(g) => return format!("allowed by grant {} (ticket {})", g.id, g.ticket),
+                None => out.push_str("allowed by a grant"),
             },
-            Reason::BlockedSite { entry } => format!(
-                "group {} blocks site {:?} (block_sites)",
-                group.name, group.block_sites.entries[entry].text
-            ),
-            Reason::AllowedSite { entry } => format!(
-                "group {} allows site {:?} (allow_sites)",
-                group.name, group.allow_sites.entries[entry].text
-            ),
-            Reason::IpLiteral => format!(
-                "group {} blocks IP-address hosts (block_ip_literals)",
-                group.name
-            ),
-            Reason::Category {
-                category,
-                outside: None,
-            } => {
-                format!(
-                    "category {} is blocked for group {}",
-                    cat(category),
-                    group.name
-                )
+            Reason::BlockedSite { entry } => {
+                let site = &self.groups[verdict.group.index()].block_sites.entries[entry].text;
+                return format!("group {group} blocks site {site:?} (block_sites)");
             }
-            Reason::Category {
-                category,
-                outside: Some(s),
-            } => format!(
-                "category {} is blocked for group {} outside schedule {}",
-                cat(category),
-                group.name,
-                self.schedules[s.index()].name
-            ),
-            Reason::AllowedDuring { category, schedule } => format!(
-                "category {} is allowed for group {} during schedule {}",
-                cat(category),
-                group.name,
-                self.schedules[schedule.index()].name
-            ),
-            Reason::AllowedCategory { category } => format!(
-                "category {} is allowed for group {} (allowlist mode)",
-                cat(category),
-                group.name
-            ),
+            Reason::AllowedSite { entry } => {
+                let site = &self.groups[verdict.group.index()].allow_sites.entries[entry].text;
+                return format!("group {group} allows site {site:?} (allow_sites)");
+            }
+            Reason::IpLiteral => {
+                out.push_str("group ");
+                out.push_str(group);
+                out.push_str(" blocks IP-address hosts (block_ip_literals)");
+            }
+            Reason::Category { category, outside } => {
+                out.push_str("category ");
+                cat(&mut out, category);
+                out.push_str(" is blocked for group ");
+                out.push_str(group);
+                if let Some(s) = outside {
+                    out.push_str(" outside schedule ");
+                    out.push_str(&self.schedules[s.index()].name);
+                }
+            }
+            Reason::AllowedDuring { category, schedule } => {
+                out.push_str("category ");
+                cat(&mut out, category);
+                out.push_str(" is allowed for group ");
+                out.push_str(group);
+                out.push_str(" during schedule ");
+                out.push_str(&self.schedules[schedule.index()].name);
+            }
+            Reason::AllowedCategory { category } => {
+                out.push_str("category ");
+                cat(&mut out, category);
+                out.push_str(" is allowed for group ");
+                out.push_str(group);
+                out.push_str(" (allowlist mode)");
+            }
             Reason::Mode(Mode::Blocklist) => {
-                format!("no category blocked for group {} matched", group.name)
+                out.push_str("no category blocked for group ");
+                out.push_str(group);
+                out.push_str(" matched");
             }
-            Reason::Mode(Mode::Allowlist) => format!(
-                "group {} is in allowlist mode and this site is not on its allow list",
-                group.name
-            ),
+            Reason::Mode(Mode::Allowlist) => {
+                out.push_str("group ");
+                out.push_str(group);
+                out.push_str(" is in allowlist mode and this site is not on its allow list");
+            }
         }
+        out
     }
 
     /// Short machine-friendly name of a reason (`illegal`, `grant`, `category`, …).

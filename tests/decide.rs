@@ -384,6 +384,7 @@ fn precedence_table() {
             None,
         ),
     ];
+    let mut explanations = Vec::new();
     for (group, url, at, action, reason, grant_id) in rows {
         let target = Target::parse(url).expect("URL");
         let c = snap.classify(&target);
@@ -400,7 +401,38 @@ fn precedence_table() {
         );
         let want = (*action, *reason, grant_id.map(str::to_string));
         assert_eq!(got, want, "{group} {url} at {at}: {}", p.explain(&v));
+        explanations.push(p.explain(&v));
     }
+    // The technician's one-line reason for each row, word for word: it goes into the
+    // decision log and `gatehouse classify`, so a change to its wording is deliberate.
+    let want_explanations = [
+        "illegal category csam (illegal): blocked for every group, always",
+        "illegal category csam (illegal): blocked for every group, always",
+        "group early allows site \"mixed.example/kids/\" (allow_sites)",
+        "allowed by grant g-site (ticket HD-4406)",
+        "allowed by grant g-site (ticket HD-4406)",
+        "allowed by grant g-mixed (ticket HD-4407)",
+        "category games (productivity) is blocked for group ks4",
+        "allowed by grant g-cat (ticket HD-4405)",
+        "category gambling (inappropriate) is blocked for group ks4",
+        "category social (productivity) is blocked for group ks2",
+        "category porn (safeguarding) is blocked for group ks2",
+        "group ks2 blocks site \"blocked-for-ks2.example\" (block_sites)",
+        "allowed by grant g-cat (ticket HD-4405)",
+        "group ks2 allows site \"www.casino-history.example\" (allow_sites)",
+        "category gambling (inappropriate) is blocked for group ks2",
+        "group ks2 blocks IP-address hosts (block_ip_literals)",
+        "no category blocked for group staff matched",
+        "category social (productivity) is blocked for group ks4 outside schedule lunch",
+        "category social (productivity) is allowed for group ks4 during schedule lunch",
+        "category porn (safeguarding) is blocked for group staff",
+        "no category blocked for group ks2 matched",
+        "group early is in allowlist mode and this site is not on its allow list",
+        "category learning (productivity) is allowed for group early (allowlist mode)",
+        "group early allows site \"garden.example\" (allow_sites)",
+        "group early is in allowlist mode and this site is not on its allow list",
+    ];
+    assert_eq!(explanations, want_explanations);
 
     // The most severe category is the one named.
     let target = Target::parse("http://both.example/").expect("URL");
