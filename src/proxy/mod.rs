@@ -980,15 +980,6 @@ impl Caps {
 /// The file-descriptor limit, raised to the hard limit, and the connection cap it allows:
 /// each proxied connection may hold two descriptors (client and upstream), and some are
 /// kept back for lists, logs and the admin listener.
-fn load_then(
-    path: &std::path::Path,
-    after_load: fn(),
-) -> Result<Snapshot, crate::config::ConfigErrors> {
-    let result = snapshot::load(path, CacheMode::Use);
-    after_load();
-    result
-}
-
 fn connection_cap(configured: usize) -> usize {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
     let derived = (limit.saturating_sub(64) / 2).max(16) as usize;
@@ -997,6 +988,16 @@ fn connection_cap(configured: usize) -> usize {
     } else {
         configured.min(derived)
     }
+}
+
+/// Loads policy and lists (on a blocking thread), then runs `after_load` there.
+fn load_then(
+    path: &std::path::Path,
+    after_load: fn(),
+) -> Result<Snapshot, crate::config::ConfigErrors> {
+    let result = snapshot::load(path, CacheMode::Use);
+    after_load();
+    result
 }
 
 /// Runs the proxy until SIGTERM or SIGINT. Returns when in-flight work has finished or
