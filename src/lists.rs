@@ -409,12 +409,11 @@ fn fingerprint(categories: &[(CategoryId, PathBuf)]) -> u64 {
     let mut h = Sha256::new();
     h.update(b"gatehouse domain index v1\n");
     for (id, dir) in categories {
+        // By the directory's canonical path (a category may have no `urls` file), so the
+        // same policy named by another relative path finds the same cache.
+        let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
         for name in ["domains", "urls"] {
-            // By the directory's canonical path (a category may have no `urls` file), so
-            // the same policy named by another relative path finds the same cache.
-            let file = fs::canonicalize(dir)
-                .unwrap_or_else(|_| dir.clone())
-                .join(name);
+            let file = dir.join(name);
             h.update(format!("{} {}\n", id.index(), file.display()).as_bytes());
             if let Ok(meta) = fs::metadata(&file) {
                 let mtime = meta

@@ -1180,7 +1180,8 @@ impl Policy {
     /// Built on every request for the decision log, so the common reasons are appended
     /// into one buffer rather than formatted.
     pub fn explain(&self, verdict: &Verdict) -> String {
-        let group = self.groups[verdict.group.index()].name.as_str();
+        let group_def = &self.groups[verdict.group.index()];
+        let group = group_def.name.as_str();
         let mut out = String::with_capacity(96);
         let cat = |out: &mut String, c: CategoryId| {
             let c = self.category(c);
@@ -1200,11 +1201,11 @@ impl Policy {
                 None => out.push_str("allowed by a grant"),
             },
             Reason::BlockedSite { entry } => {
-                let site = &self.groups[verdict.group.index()].block_sites.entries[entry].text;
+                let site = &group_def.block_sites.entries[entry].text;
                 return format!("group {group} blocks site {site:?} (block_sites)");
             }
             Reason::AllowedSite { entry } => {
-                let site = &self.groups[verdict.group.index()].allow_sites.entries[entry].text;
+                let site = &group_def.allow_sites.entries[entry].text;
                 return format!("group {group} allows site {site:?} (allow_sites)");
             }
             Reason::IpLiteral => {
