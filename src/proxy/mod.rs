@@ -404,7 +404,7 @@ impl Proxy {
         sni: Option<String>,
         categories: Vec<String>,
         reason: &'static str,
-        explanation: String,
+        explanation: &str,
         status: u16,
     ) -> Option<u64> {
         let record = Decision {
@@ -421,7 +421,7 @@ impl Proxy {
             status,
             terms: Vec::new(),
         };
-        self.log_decision(ctx, record, &explanation).await.ok()
+        self.log_decision(ctx, record, explanation).await.ok()
     }
 
     /// Refuses with the block page (HTML) or its text (CONNECT), recording it first.
@@ -446,7 +446,7 @@ impl Proxy {
                 None,
                 categories,
                 reason,
-                explanation.clone(),
+                &explanation,
                 403,
             )
             .await
@@ -576,7 +576,7 @@ impl Proxy {
                     None,
                     Vec::new(),
                     "internal_destination",
-                    e.to_string(),
+                    &e.to_string(),
                     403,
                 )
                 .await;

@@ -29,20 +29,31 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Appends `s` escaped for HTML: runs of plain text are copied whole.
+fn is_special(b: u8) -> bool {
+    matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')
+}
+
+/// Appends `s` escaped for HTML: runs of plain text are copied whole. Most values (a
+/// group, a time, a reference) have nothing to escape; the first test finds that with a
+/// scan the compiler vectorises (no early exit), where matching byte by byte had cost
+/// about 8 % of a blocked request's instructions (callgrind).
 fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    if !bytes.iter().fold(false, |any, &b| any | is_special(b)) {
+        out.push_str(s);
+        return;
+    }
     let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let entity = match b {
+    while let Some(at) = bytes[plain..].iter().position(|&b| is_special(b)) {
+        let i = plain + at;
+        out.push_str(&s[plain..i]);
+        out.push_str(match bytes[i] {
             b'&' => "&amp;",
             b'<' => "&lt;",
             b'>' => "&gt;",
             b'"' => "&quot;",
-            b'\'' => "&#39;",
-            _ => continue,
-        };
-        out.push_str(&s[plain..i]);
-        out.push_str(entity);
+            _ => "&#39;",
+        });
         plain = i + 1;
     }
     out.push_str(&s[plain..]);
@@ -98,10 +109,24 @@ pub fn block_page(info: &BlockInfo<'_>) -> String {
             + info.explanation.len()
             + info.school.len(),
     );
-    page_start(&mut out, "This page is blocked", info.school);
-    out.push_str(
-        "<section><p>This page has been blocked by the school's web filter.</p><dl><dt>Site</dt><dd>",
-    );
+    // Everything before the site's address depends only on the school's name: each
+    // thread builds it once per name and copies it whole.
+    thread_local! {
+        static HEAD: std::cell::RefCell<(String, String)> =
+            const { std::cell::RefCell::new((String::new(), String::new())) };
+    }
+    HEAD.with_borrow_mut(|(school, head)| {
+        if head.is_empty() || school != info.school {
+            head.clear();
+            page_start(head, "This page is blocked", info.school);
+            head.push_str(
+                "<section><p>This page has been blocked by the school's web filter.</p><dl><dt>Site</dt><dd>",
+            );
+            school.clear();
+            school.push_str(info.school);
+        }
+        out.push_str(head);
+    });
     escape_into(&mut out, info.site);
     out.push_str("</dd>");
     if let Some(c) = info.category {
@@ -170,6 +195,55 @@ Use your school username and password when your browser asks.</p></section>",
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_page_follows_a_changed_school_name() {
+        let page_for = |school: &str| {
+            block_page(&BlockInfo {
+                school,
+                site: "poker.example/",
+                category: None,
+                explanation: "category gambling is blocked for group ks2",
+                group: "ks2",
+                time: "Mon 23 Nov 2026 10:35",
+                reference: "1234-ABCD",
+            })
+        };
+        // One thread, three pages: the cached head must follow a reload that renames the
+        // school, and come back.
+        let a = page_for("Hill Primary");
+        let b = page_for("Dale & Vale Academy");
+        let c = page_for("Hill Primary");
+        assert!(a.contains("<p>Hill Primary</p>") && !a.contains("Dale"));
+        assert!(b.contains("<p>Dale &amp; Vale Academy</p>") && !b.contains("Hill"));
+        assert_eq!(a, c);
+        assert!(!page_for("").is_empty());
+    }
+
+    #[test]
+    fn escape_table() {
+        let rows: &[(&str, &str)] = &[
+            ("", ""),
+            ("ks2", "ks2"),
+            ("Mon 23 Nov 2026 10:35", "Mon 23 Nov 2026 10:35"),
+            ("&", "&amp;"),
+            ("<>", "&lt;&gt;"),
+            ("a\"b'c", "a&quot;b&#39;c"),
+            (
+                "<script>alert(1)</script>",
+                "&lt;script&gt;alert(1)&lt;/script&gt;",
+            ),
+            ("St Mary's & St John's", "St Mary&#39;s &amp; St John&#39;s"),
+            ("caf\u{e9} <b>", "caf\u{e9} &lt;b&gt;"),
+            (
+                "a long value of more than sixteen bytes with one & in it",
+                "a long value of more than sixteen bytes with one &amp; in it",
+            ),
+        ];
+        for (input, want) in rows {
+            assert_eq!(escape(input), *want, "{input:?}");
+        }
+    }
 
     #[test]
     fn block_page_escapes_and_names_everything() {

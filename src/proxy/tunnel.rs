@@ -208,7 +208,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         Hello::Gone => return,
         Hello::NotTls => {
             let _ = proxy
-                .record_refusal(&ctx, "CONNECT", &url, None, Vec::new(), "not_tls", "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)".into(), 403)
+                .record_refusal(&ctx, "CONNECT", &url, None, Vec::new(), "not_tls", "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
                 .await;
             return;
         }
@@ -231,7 +231,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                     None,
                     categories,
                     "no_sni",
-                    format!(
+                    &format!(
                         "group {} requires TLS tunnels to name their server (SNI)",
                         group.name
                     ),
@@ -253,7 +253,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                             Some(name.clone()),
                             categories,
                             "bad_sni",
-                            format!("the ClientHello names an invalid server {name:?}"),
+                            &format!("the ClientHello names an invalid server {name:?}"),
                             403,
                         )
                         .await;
@@ -294,7 +294,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                         Some(name.clone()),
                         categories,
                         crate::policy::Policy::reason_code(&v.reason),
-                        explanation,
+                        &explanation,
                         403,
                     )
                     .await;
