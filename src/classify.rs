@@ -561,7 +561,7 @@ impl UrlPrefixes {
     /// (normalised with [`normalise_path`]).
     pub fn lookup(&self, host: &Host, path: &str) -> u64 {
         let mut bits = 0;
-        let host = host.to_string();
+        let host = host.text();
         for suffix in suffixes(&host) {
             if let Some(entries) = self.by_host.get(suffix) {
                 for (prefix, b) in entries {
@@ -625,7 +625,7 @@ impl UrlHashes {
         if self.digests.is_empty() {
             return 0;
         }
-        let host = host.to_string();
+        let host = host.text();
         let bare = host.strip_prefix("www.").unwrap_or(&host);
         let mut bits = 0;
         let mut check = |s: &str| {
@@ -633,7 +633,7 @@ impl UrlHashes {
                 bits |= b;
             }
         };
-        for h in [host.as_str(), bare] {
+        for h in [&*host, bare] {
             if let Some(q) = query {
                 check(&format!("{h}{path}?{q}"));
             }
@@ -982,11 +982,13 @@ impl CompiledLists {
                 .hashes
                 .lookup(&target.host, &path, target.query.as_deref());
             if let Some(expressions) = &self.expressions {
-                let mut url = target.host.to_string();
+                let query = target.query.as_deref().unwrap_or("");
+                let mut url = String::with_capacity(64 + path.len() + query.len());
+                target.host.push_to(&mut url);
                 url.push_str(&path);
-                if let Some(q) = &target.query {
+                if target.query.is_some() {
                     url.push('?');
-                    url.push_str(&q.to_ascii_lowercase());
+                    url.extend(query.chars().map(|c| c.to_ascii_lowercase()));
                 }
                 bits |= expressions.lookup(&url);
             }

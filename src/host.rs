@@ -227,6 +227,19 @@ impl fmt::Display for Host {
 }
 
 impl Host {
+    /// The host as it appears in a URL (IPv6 in brackets), borrowed for a name: lookups
+    /// on every request need the text, and a name (the usual case) is already text.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Host::Name(n) => std::borrow::Cow::Borrowed(n),
+            other => {
+                let mut out = String::with_capacity(41);
+                other.push_to(&mut out);
+                std::borrow::Cow::Owned(out)
+            }
+        }
+    }
+
     /// Appends the host as it appears in a URL (IPv6 in brackets).
     pub fn push_to(&self, out: &mut String) {
         match self {

@@ -165,7 +165,7 @@ pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
             })
             .map_err(|e| e.to_string())?;
     }
-    writer.append_batch(vec![(
+    writer.append_batch(&mut vec![(
         Body::Start {
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
@@ -197,7 +197,9 @@ pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
                     }
                 }
                 if !batch.is_empty() {
-                    writer.append_batch(std::mem::take(&mut batch));
+                    // Drained, not handed over: the batch keeps its capacity, where a fresh
+                    // vector per batch regrew (and moved every entry) several times.
+                    writer.append_batch(&mut batch);
                 }
                 if tick || shutdown.is_some() {
                     writer.maintain(shutdown.is_some());
@@ -334,7 +336,8 @@ impl Writer {
     }
 
     /// Starts a new segment first if this one is full or from another day, then writes.
-    fn append_batch(&mut self, batch: Vec<Pending>) {
+    /// Writes and acknowledges the entries in `batch`, leaving it empty.
+    fn append_batch(&mut self, batch: &mut Vec<Pending>) {
         if let Some((_, t, _)) = batch.first() {
             if self.len >= self.settings.segment_bytes || utc_day(*t) != self.day {
                 self.roll();
@@ -344,12 +347,12 @@ impl Writer {
     }
 
     /// Frames and writes a batch in one `write`, then acknowledges it.
-    fn write_batch(&mut self, batch: Vec<Pending>) {
+    fn write_batch(&mut self, batch: &mut Vec<Pending>) {
         let mut buf = Vec::with_capacity(batch.len() * 128);
         let (start_seq, start_chain) = (self.next_seq, self.chain);
         let mut seqs = Vec::with_capacity(batch.len());
         let mut payload = Vec::with_capacity(256);
-        for (body, time_us, _) in &batch {
+        for (body, time_us, _) in batch.iter() {
             // Encoded from a borrow of the body (the same bytes as an `Entry`), into one
             // reused buffer: no copy of the record's strings per entry.
             let entry = EntryRef {
@@ -378,7 +381,7 @@ impl Writer {
                 if self.stats.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(kind = "decision_log", "decision log writable again");
                 }
-                for ((_, _, ack), seq) in batch.into_iter().zip(seqs) {
+                for ((_, _, ack), seq) in batch.drain(..).zip(seqs) {
                     if let Some(ack) = ack {
                         let _ = ack.send(seq.ok_or_else(|| {
                             LogError::Unavailable("entry could not be encoded".into())
@@ -400,7 +403,7 @@ impl Writer {
                     tracing::error!(kind = "decision_log", error = %e, segment = %self.path.display(), "decision log write failed; failing closed for the groups configured to");
                 }
                 let err = LogError::Unavailable(e.to_string());
-                for (_, _, ack) in batch {
+                for (_, _, ack) in batch.drain(..) {
                     if let Some(ack) = ack {
                         let _ = ack.send(Err(err.clone()));
                     }
@@ -424,7 +427,7 @@ impl Writer {
 
     fn seal_and_sync(&mut self) {
         let seal = Body::Seal { chain: self.chain };
-        self.write_batch(vec![(seal, now_us(), None)]);
+        self.write_batch(&mut vec![(seal, now_us(), None)]);
         let started = Instant::now();
         if self.file.sync_data().is_ok() {
             self.dirty = false;
@@ -485,7 +488,7 @@ impl Writer {
                 segments = deleted.len(),
                 "retention deleted old segments"
             );
-            self.append_batch(vec![(Body::Retention { deleted }, now_us(), None)]);
+            self.append_batch(&mut vec![(Body::Retention { deleted }, now_us(), None)]);
         }
     }
 }
