@@ -510,6 +510,25 @@ mod tests {
     fn name(s: &str) -> Result<Host, ()> {
         Ok(Host::Name(s.to_string()))
     }
+
+    #[test]
+    fn text_is_the_display_form_and_borrows_names() {
+        for input in [
+            "www.example.com",
+            "10.0.0.1",
+            "[2001:db8::1]",
+            "xn--bcher-kva.example",
+        ] {
+            let host = Host::parse(input).expect("test host");
+            let text = host.text();
+            assert_eq!(text, host.to_string(), "{input}");
+            assert_eq!(
+                matches!(text, std::borrow::Cow::Borrowed(_)),
+                matches!(host, Host::Name(_)),
+                "{input}"
+            );
+        }
+    }
     fn v4(a: u8, b: u8, c: u8, d: u8) -> Result<Host, ()> {
         Ok(Host::V4(Ipv4Addr::new(a, b, c, d)))
     }
