@@ -982,13 +982,15 @@ impl CompiledLists {
                 .hashes
                 .lookup(&target.host, &path, target.query.as_deref());
             if let Some(expressions) = &self.expressions {
-                let query = target.query.as_deref().unwrap_or("");
-                let mut url = String::with_capacity(64 + path.len() + query.len());
+                let query_len = target.query.as_ref().map_or(0, |q| q.len() + 1);
+                let mut url = String::with_capacity(64 + path.len() + query_len);
                 target.host.push_to(&mut url);
                 url.push_str(&path);
-                if target.query.is_some() {
+                if let Some(q) = &target.query {
                     url.push('?');
-                    url.extend(query.chars().map(|c| c.to_ascii_lowercase()));
+                    let start = url.len();
+                    url.push_str(q);
+                    url[start..].make_ascii_lowercase();
                 }
                 bits |= expressions.lookup(&url);
             }
@@ -1209,6 +1211,31 @@ mod tests {
         assert_eq!(ex.lookup("example.com/xxx/videos"), 1);
         assert_eq!(ex.lookup("essex.example.com/sussex"), 0);
         assert!(Expressions::new(&[("(unclosed".into(), 1)]).is_err());
+    }
+
+    #[test]
+    fn expressions_see_host_path_and_lowercased_query() {
+        let lists = CompiledLists {
+            expressions: Some(
+                Expressions::new(&[
+                    (r"^10\.0\.0\.1/a/b\?q=xxx$".into(), 1),
+                    (r"^www\.example\.com/PATH\?$".into(), 2),
+                    (r"^www\.example\.com/PATH$".into(), 4),
+                ])
+                .expect("compiles"),
+            ),
+            ..CompiledLists::empty()
+        };
+        let rows = [
+            ("http://10.0.0.1/a/b?Q=XxX", 1),
+            ("http://10.0.0.1/a/b?q=xxx", 1),
+            ("http://www.example.com/PATH?", 2),
+            ("http://www.example.com/PATH", 4),
+        ];
+        for (url, want) in rows {
+            let target = Target::parse(url).expect("test URL");
+            assert_eq!(lists.classify(&target).categories.bits(), want, "{url}");
+        }
     }
 
     #[test]

@@ -510,6 +510,12 @@ mod tests {
     fn name(s: &str) -> Result<Host, ()> {
         Ok(Host::Name(s.to_string()))
     }
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> Result<Host, ()> {
+        Ok(Host::V4(Ipv4Addr::new(a, b, c, d)))
+    }
+    fn v6(s: &str) -> Result<Host, ()> {
+        Ok(Host::V6(s.parse().expect("test IPv6")))
+    }
 
     #[test]
     fn text_is_the_display_form_and_borrows_names() {
@@ -529,12 +535,7 @@ mod tests {
             );
         }
     }
-    fn v4(a: u8, b: u8, c: u8, d: u8) -> Result<Host, ()> {
-        Ok(Host::V4(Ipv4Addr::new(a, b, c, d)))
-    }
-    fn v6(s: &str) -> Result<Host, ()> {
-        Ok(Host::V6(s.parse().expect("test IPv6")))
-    }
+
     const ERR: Result<Host, ()> = Err(());
 
     /// Every spelling a pupil might try, and what it must normalise to.

@@ -400,8 +400,9 @@ fn precedence_table() {
             v.grant.as_ref().map(|g| g.id.to_string()),
         );
         let want = (*action, *reason, grant_id.map(str::to_string));
-        assert_eq!(got, want, "{group} {url} at {at}: {}", p.explain(&v));
-        explanations.push(p.explain(&v));
+        let explanation = p.explain(&v);
+        assert_eq!(got, want, "{group} {url} at {at}: {explanation}");
+        explanations.push(explanation);
     }
     // The technician's one-line reason for each row, word for word: it goes into the
     // decision log and `gatehouse classify`, so a change to its wording is deliberate.
