@@ -87,7 +87,6 @@ fn main() {
         fsync_interval: Duration::from_millis(100),
         segment_bytes: 64 << 20,
         queue: 65_536,
-        queue_timeout: Duration::from_secs(10),
         retention_days: 0,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -113,7 +112,7 @@ fn main() {
                     let seq = handle.append(body).await.expect("append");
                     records += 1;
                     if forwarded {
-                        handle.append_nowait(Body::Completion { of: seq, status: 200, bytes_up: 800, bytes_down: 35_000, duration_us: 40_000 });
+                        handle.append_later(Body::Completion { of: seq, status: 200, bytes_up: 800, bytes_down: 35_000, duration_us: 40_000 });
                         records += 1;
                     }
                     i += tasks;

@@ -251,7 +251,9 @@ pub struct RawLog {
     pub retention_days: Option<u32>,
     /// Entries that may wait for the writer.
     pub queue: Option<usize>,
-    /// Milliseconds a request waits for room in the queue.
+    /// Accepted so that older policies still load; no longer used. Entries are written
+    /// by the requests themselves (group commit), so none waits for room: past `queue`
+    /// entries waiting, a record is refused at once and counted lost.
     pub queue_timeout_ms: Option<u64>,
 }
 

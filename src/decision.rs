@@ -53,7 +53,7 @@ impl DecisionLog {
         bytes_down: u64,
         duration: std::time::Duration,
     ) {
-        self.handle.append_nowait(Body::Completion {
+        self.handle.append_later(Body::Completion {
             of: reference,
             status,
             bytes_up,

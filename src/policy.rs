@@ -274,8 +274,6 @@ pub struct LogSettings {
     pub segment_bytes: u64,
     /// Entries that may wait for the writer. Default 65 536.
     pub queue: usize,
-    /// Wait for room in the queue before failing. Default 2 s.
-    pub queue_timeout: std::time::Duration,
     /// Days to keep whole segments; 0 keeps all. Default 0.
     pub retention_days: u32,
 }
@@ -932,9 +930,6 @@ impl Policy {
             ),
             segment_bytes: raw.log.segment_mib.unwrap_or(64).clamp(1, 4096) << 20,
             queue: raw.log.queue.unwrap_or(65_536).clamp(16, 1 << 22),
-            queue_timeout: std::time::Duration::from_millis(
-                raw.log.queue_timeout_ms.unwrap_or(2000),
-            ),
             retention_days: raw.log.retention_days.unwrap_or(0),
         };
 
