@@ -322,7 +322,7 @@ impl Syncer {
     }
 }
 
-/// Opens (or creates) the log, repairs a torn tail, and starts the writer thread.
+/// Opens (or creates) the log, repairs a torn tail, and starts the sync and timer threads.
 pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
     std::fs::create_dir_all(&settings.dir)
         .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
