@@ -1442,3 +1442,102 @@ async fn serve_connection(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(lines: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in lines {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_table() {
+        // (headers in, upgrading, headers left)
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
+        let cases: &[Case] = &[
+            (
+                &[("host", "a"), ("accept", "*/*")],
+                false,
+                &["accept: */*", "host: a"],
+            ),
+            (
+                &[("host", "a"), ("connection", "keep-alive")],
+                false,
+                &["host: a"],
+            ),
+            (
+                &[
+                    ("connection", "Keep-Alive"),
+                    ("keep-alive", "timeout=5"),
+                    ("etag", "x"),
+                ],
+                false,
+                &["etag: x"],
+            ),
+            // Headers the Connection field names go, in any case and spacing, over
+            // several Connection fields.
+            (
+                &[
+                    ("connection", "close, X-Secret"),
+                    ("connection", " x-other ,"),
+                    ("x-secret", "1"),
+                    ("X-Other", "2"),
+                    ("x-kept", "3"),
+                ],
+                false,
+                &["x-kept: 3"],
+            ),
+            (
+                &[
+                    ("proxy-connection", "keep-alive"),
+                    ("proxy-authorization", "Basic eA=="),
+                    ("te", "trailers"),
+                    ("trailer", "x"),
+                    ("transfer-encoding", "chunked"),
+                    ("upgrade", "h2c"),
+                    ("via", "1.1 other"),
+                ],
+                false,
+                &["via: 1.1 other"],
+            ),
+            // Upgrading keeps Upgrade and says so in Connection, nothing else.
+            (
+                &[
+                    ("connection", "Upgrade, X-Secret"),
+                    ("upgrade", "websocket"),
+                    ("x-secret", "1"),
+                ],
+                true,
+                &["connection: upgrade", "upgrade: websocket"],
+            ),
+            // A token that is no header name is ignored.
+            (
+                &[("connection", "bad name, x-a"), ("x-a", "1"), ("x-b", "2")],
+                false,
+                &["x-b: 2"],
+            ),
+        ];
+        for (input, upgrading, left) in cases {
+            let mut h = headers(input);
+            strip_hop_by_hop(&mut h, *upgrading);
+            assert_eq!(names(&h), *left, "{input:?}");
+        }
+    }
+}
