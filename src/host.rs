@@ -125,23 +125,22 @@ impl Host {
         if input.len() > 253 {
             return None;
         }
-        let mut last_start = 0u8;
-        for label in input.split('.') {
-            let lb = label.as_bytes();
-            if lb.is_empty() || lb.len() > 63 || lb.starts_with(b"xn--") {
+        // One pass over the bytes: every byte allowed, every label 1–63 bytes and not
+        // punycode, the last label starting with a letter.
+        let label_ok = |l: &[u8]| !l.is_empty() && l.len() <= 63 && !l.starts_with(b"xn--");
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'.' {
+                if !label_ok(&bytes[start..i]) {
+                    return None;
+                }
+                start = i + 1;
+            } else if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
                 return None;
             }
-            if !lb
-                .iter()
-                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-            {
-                return None;
-            }
-            last_start = lb[0];
         }
-        last_start
-            .is_ascii_lowercase()
-            .then(|| Host::Name(input.to_string()))
+        let last = &bytes[start..];
+        (label_ok(last) && last[0].is_ascii_lowercase()).then(|| Host::Name(input.to_string()))
     }
 
     fn from_v6(v6: Ipv6Addr) -> Host {
