@@ -97,14 +97,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Writes everything queued, in one `write`, and acknowledges it. The queue is taken
-    /// under the writer's lock, so entries reach the file in the order they were queued.
-    fn flush(&self) {
-        let mut writer = lock(&self.writer);
+    /// Writes everything queued, in one `write`, and acknowledges it; with `close`, no
+    /// entry is queued after these. The caller holds the writer, and the queue is taken
+    /// under it, so entries reach the file in the order they were queued.
+    fn write_queued(&self, writer: &mut Writer, close: bool) {
         let mut batch = std::mem::take(&mut writer.spare);
         {
             let mut queue = lock(&self.queue);
             queue.leader = false;
+            queue.closed |= close;
             std::mem::swap(&mut queue.entries, &mut batch);
         }
         if !batch.is_empty() {
@@ -113,25 +114,19 @@ impl Shared {
         // Drained, not dropped: the two vectors keep their capacity between batches.
         writer.spare = batch;
     }
-}
 
-/// The request that leads a group write: if it is dropped before writing (its client went
-/// away), the write happens as it goes, so no one else's entry waits for the next tick.
-struct Leader<'a>(Option<&'a Shared>);
-
-impl Leader<'_> {
-    fn write(mut self) {
-        if let Some(shared) = self.0.take() {
-            shared.flush();
-        }
+    fn flush(&self) {
+        self.write_queued(&mut lock(&self.writer), false);
     }
 }
 
+/// The request that leads a group write. It writes when dropped: after its yield, or
+/// earlier if its client went away, so no one else's entry waits for the next tick.
+struct Leader<'a>(&'a Shared);
+
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        if let Some(shared) = self.0.take() {
-            shared.flush();
-        }
+        self.0.flush();
     }
 }
 
@@ -175,9 +170,9 @@ impl LogHandle {
     pub async fn append(&self, body: Body) -> Result<u64, LogError> {
         let (tx, rx) = oneshot::channel();
         if self.push(body, Some(tx), true)? {
-            let leader = Leader(Some(&self.shared));
+            let leader = Leader(&self.shared);
             tokio::task::yield_now().await;
-            leader.write();
+            drop(leader);
         }
         match rx.await {
             Ok(r) => r,
@@ -206,14 +201,7 @@ impl LogHandle {
     /// Writes what is queued, seals, fsyncs and stops the writer; later appends fail.
     pub async fn close(&self) {
         let mut writer = lock(&self.shared.writer);
-        let mut batch = {
-            let mut queue = lock(&self.shared.queue);
-            queue.closed = true;
-            std::mem::take(&mut queue.entries)
-        };
-        if !batch.is_empty() {
-            writer.append_batch(&mut batch);
-        }
+        self.shared.write_queued(&mut writer, true);
         writer.maintain(true);
     }
 }
@@ -236,6 +224,24 @@ struct Writer {
     syncer: Option<Syncer>,
     /// The vector the next batch is taken into.
     spare: Vec<Pending>,
+}
+
+/// `fdatasync`s a segment, recording how long it took.
+fn sync_segment(file: &File, stats: &LogStats) -> std::io::Result<()> {
+    let started = Instant::now();
+    file.sync_data()?;
+    stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+    stats
+        .last_fsync_us
+        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// `fsync`s a directory, so that a new segment's name survives a power cut (best effort).
+fn sync_dir(dir: &std::path::Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Work for the sync thread.
@@ -276,16 +282,8 @@ impl Syncer {
                                 if synced.iter().any(|s| Arc::ptr_eq(s, &f)) {
                                     continue;
                                 }
-                                let started = Instant::now();
-                                match f.sync_data() {
-                                    Ok(()) => {
-                                        flag.store(false, Ordering::Relaxed);
-                                        stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                                        stats.last_fsync_us.store(
-                                            started.elapsed().as_micros() as u64,
-                                            Ordering::Relaxed,
-                                        );
-                                    }
+                                match sync_segment(&f, &stats) {
+                                    Ok(()) => flag.store(false, Ordering::Relaxed),
                                     Err(e) => {
                                         flag.store(true, Ordering::Relaxed);
                                         tracing::error!(kind = "decision_log", error = %e, "decision log fsync failed; trying again at the next interval");
@@ -293,11 +291,7 @@ impl Syncer {
                                 }
                                 synced.push(f);
                             }
-                            SyncJob::Dir(dir) => {
-                                if let Ok(d) = File::open(&dir) {
-                                    let _ = d.sync_all();
-                                }
-                            }
+                            SyncJob::Dir(dir) => sync_dir(&dir),
                             SyncJob::Barrier(done) => {
                                 let _ = done.send(());
                             }
@@ -363,8 +357,9 @@ pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
                 if lock(&shared.queue).closed {
                     return;
                 }
-                shared.flush();
-                lock(&shared.writer).maintain(false);
+                let mut writer = lock(&shared.writer);
+                shared.write_queued(&mut writer, false);
+                writer.maintain(false);
             })
             .map_err(|e| e.to_string())?;
     }
@@ -465,9 +460,7 @@ impl Writer {
         if !queued {
             file.sync_all()
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            if let Ok(d) = File::open(&settings.dir) {
-                let _ = d.sync_all();
-            }
+            sync_dir(&settings.dir);
         }
         Ok(Writer {
             day: utc_day(created_us),
@@ -596,13 +589,8 @@ impl Writer {
                 return;
             }
         }
-        let started = Instant::now();
-        if self.file.sync_data().is_ok() {
+        if sync_segment(&self.file, &self.stats).is_ok() {
             self.dirty = false;
-            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .last_fsync_us
-                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         self.last_fsync = Instant::now();
     }
@@ -778,12 +766,8 @@ mod tests {
     async fn timed_fsyncs_and_rolls_run_on_the_sync_thread_and_the_chain_holds() {
         let dir = tempfile::tempdir().expect("dir");
         let settings = LogSettings {
-            dir: dir.path().to_path_buf(),
-            node: "test".into(),
-            fsync_interval: Duration::from_millis(5),
             segment_bytes: 64 * 1024,
-            queue: 1024,
-            retention_days: 0,
+            ..settings(dir.path(), 5)
         };
         let log = open(settings).expect("open");
         let mut seqs = Vec::new();
