@@ -71,6 +71,11 @@ enum Command {
         /// Log format for the tracing log (level from RUST_LOG, default info).
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Threads that serve requests: 0 means one for each CPU this process may use
+        /// (its CPU affinity). With 1, requests are served on the main thread by
+        /// tokio's single-threaded scheduler.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Manage the users who authenticate to the proxy.
     User {
@@ -354,7 +359,11 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Run { config, log_format } => run(&config.config, log_format),
+        Command::Run {
+            config,
+            log_format,
+            threads,
+        } => run(&config.config, log_format, threads),
         Command::User { command } => user(command),
         Command::Log { command } => log_command(command),
         Command::Grant { command } => grant_command(command),
@@ -670,7 +679,28 @@ fn scheme_name(target: &Target) -> &'static str {
     }
 }
 
-fn run(config: &Path, format: LogFormat) -> Result<ExitCode> {
+/// The async runtime for `run`. On one CPU (a small VM, or a proxy pinned to a core)
+/// the single-threaded scheduler serves requests on the main thread: the multi-threaded
+/// one would run a lone worker beside the main thread and pay for handing work between
+/// them. Interleaved A/B on one pinned core, 5 runs of 5 s each: 26.8 against 31.5 µs of
+/// CPU per allowed request, 13.6 against 14.7 per blocked one. Blocking work (list
+/// loads, password checks) goes to tokio's blocking pool either way.
+fn runtime(threads: usize) -> std::io::Result<(tokio::runtime::Runtime, usize)> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    Ok((builder.enable_all().build()?, threads))
+}
+
+fn run(config: &Path, format: LogFormat, threads: usize) -> Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
@@ -686,10 +716,8 @@ fn run(config: &Path, format: LogFormat) -> Result<ExitCode> {
             .with_writer(std::io::stderr)
             .init(),
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let (runtime, threads) = runtime(threads).context("starting the async runtime")?;
+    tracing::info!(threads, "serving requests on {threads} thread(s)");
     let result = runtime.block_on(gatehouse::proxy::run(
         config.to_path_buf(),
         release_freed_memory,

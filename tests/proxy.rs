@@ -72,14 +72,24 @@ upstream_timeout_secs = 2
 }
 
 fn start(tls_port: u16, extra_server: &str, users: &str) -> Gatehouse {
+    start_on(0, tls_port, extra_server, users)
+}
+
+/// As [`start`], on `threads` threads: the tests of forwarding, tunnels, reload and draining run
+/// on the single-threaded scheduler (what a one-CPU machine gets), the rest on one
+/// thread per CPU.
+fn start_on(threads: usize, tls_port: u16, extra_server: &str, users: &str) -> Gatehouse {
     let policy = policy(tls_port, extra_server);
-    Gatehouse::start(&[
-        ("policy.toml", policy.as_str()),
-        ("users.toml", users),
-        ("lists/csam/domains", "csam.test\n"),
-        ("lists/gambling/domains", "bet.test\n"),
-        ("lists/social/domains", "social.test\n"),
-    ])
+    Gatehouse::start_threads(
+        &[
+            ("policy.toml", policy.as_str()),
+            ("users.toml", users),
+            ("lists/csam/domains", "csam.test\n"),
+            ("lists/gambling/domains", "bet.test\n"),
+            ("lists/social/domains", "social.test\n"),
+        ],
+        threads,
+    )
 }
 
 fn proxy_addr(g: &Gatehouse) -> SocketAddr {
@@ -89,7 +99,7 @@ fn proxy_addr(g: &Gatehouse) -> SocketAddr {
 #[test]
 fn plain_http_allowed_blocked_and_per_group() {
     let origin = Origin::http();
-    let g = start(1, "", "");
+    let g = start_on(1, 1, "", "");
     let url = |host: &str, path: &str| format!("http://{host}:{}{path}", origin.port);
 
     let r = curl(&["-x", &g.url(), &url("origin.test", "/")]);
@@ -173,7 +183,7 @@ fn plain_http_allowed_blocked_and_per_group() {
 #[test]
 fn forwarding_rewrites_headers_and_streams_bodies() {
     let origin = Origin::http();
-    let g = start(1, "", "");
+    let g = start_on(1, 1, "", "");
     let url = format!("http://origin.test:{}/echo", origin.port);
     let r = curl(&[
         "-x",
@@ -244,7 +254,7 @@ fn forwarding_rewrites_headers_and_streams_bodies() {
 fn https_through_connect_with_sni_checks() {
     let ca = TestCa::new();
     let tls = Origin::https(&ca, &["origin.test", "bet.test"]);
-    let g = start(tls.port, "", "");
+    let g = start_on(1, tls.port, "", "");
     let dir = tempfile::tempdir().expect("dir");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.pem).expect("write CA");
@@ -677,7 +687,7 @@ fn slow_clients_are_cut_off() {
 #[test]
 fn sighup_with_a_broken_policy_keeps_the_old_one() {
     let origin = Origin::http();
-    let g = start(1, "", "");
+    let g = start_on(1, 1, "", "");
     let url = format!("http://social.test:{}/", origin.port);
     assert_eq!(curl(&["-x", &g.url(), &url]).status, 403);
     let path = g.dir.path().join("policy.toml");
@@ -726,7 +736,7 @@ fn sighup_with_a_broken_policy_keeps_the_old_one() {
 #[test]
 fn sigterm_drains_requests_in_flight() {
     let origin = Origin::http();
-    let mut g = start(1, "", "");
+    let mut g = start_on(1, 1, "", "");
     let url = format!("http://origin.test:{}/slow/1500", origin.port);
     let proxy = g.url();
     let slow = std::thread::spawn(move || curl(&["-x", &proxy, &url]));

@@ -37,10 +37,20 @@ impl Gatehouse {
         Gatehouse::start_in(super::tree(files))
     }
 
+    /// As [`Gatehouse::start`], serving requests on `threads` threads (`--threads`; 1 is
+    /// the single-threaded scheduler a one-CPU machine gets, 0 one thread per CPU).
+    pub fn start_threads(files: &[(&str, &str)], threads: usize) -> Gatehouse {
+        Gatehouse::launch(super::tree(files), threads)
+    }
+
     /// Starts the proxy on the policy already in `dir` (for restarts).
     pub fn start_in(dir: tempfile::TempDir) -> Gatehouse {
+        Gatehouse::launch(dir, 0)
+    }
+
+    fn launch(dir: tempfile::TempDir, threads: usize) -> Gatehouse {
         let mut child = gatehouse()
-            .args(["run", "--config"])
+            .args(["run", "--threads", &threads.to_string(), "--config"])
             .arg(dir.path().join("policy.toml"))
             .env("RUST_LOG", "info,gatehouse=debug")
             .stdout(Stdio::null())
