@@ -461,50 +461,74 @@ impl GuardedIo {
                         }
                         self.head_started = Some(Instant::now());
                     }
-                    let before = self.head.len();
-                    self.head.extend_from_slice(data);
-                    // Look for the end of the head, starting a little before the new bytes.
-                    let from = before.saturating_sub(3);
-                    match find_head_end(&self.head[from..]) {
-                        None => {
+                    // The usual case: a whole head in one read, nothing held back.
+                    // It is checked where it lies, with no copy into `head`.
+                    if self.head.is_empty() {
+                        let Some(end) = find_head_end(data) else {
+                            self.head.extend_from_slice(data);
                             if self.head.len() > self.limits.head_bytes {
                                 return Err(HeadError::TooLarge);
                             }
                             return Ok(());
-                        }
-                        Some(end) => {
-                            let end = from + end;
-                            let framing = validate_head(&self.head[..end], &self.limits)?;
-                            let rest = self.head.split_off(end);
-                            self.ready.extend_from_slice(&self.head);
-                            self.head.clear();
-                            self.head_started = None;
-                            self.signal.phase.store(PHASE_REQUEST, Ordering::Release);
-                            self.expect = match framing {
-                                Framing::Length(0) => Expect::Head,
-                                Framing::Length(n) => Expect::Body(n),
-                                Framing::Chunked => Expect::Chunked(Chunk::Size {
-                                    digits: 0,
-                                    value: 0,
-                                }),
-                                Framing::Passthrough => {
-                                    self.signal.close.store(true, Ordering::Relaxed);
-                                    Expect::Passthrough
-                                }
-                            };
-                            // `rest` holds whatever followed the head in this read.
-                            return self.absorb(&rest);
-                        }
+                        };
+                        self.end_head(&data[..end])?;
+                        data = &data[end..];
+                        continue;
                     }
+                    let before = self.head.len();
+                    self.head.extend_from_slice(data);
+                    // Look for the end of the head, starting a little before the new bytes.
+                    let from = before.saturating_sub(3);
+                    let Some(end) = find_head_end(&self.head[from..]) else {
+                        if self.head.len() > self.limits.head_bytes {
+                            return Err(HeadError::TooLarge);
+                        }
+                        return Ok(());
+                    };
+                    // The end lies in the new bytes (the old ones held none), so what
+                    // follows it is the rest of `data`.
+                    let end = from + end;
+                    let mut head = std::mem::take(&mut self.head);
+                    let done = self.end_head(&head[..end]);
+                    head.clear();
+                    self.head = head;
+                    done?;
+                    data = &data[end - before..];
                 }
             }
         }
         Ok(())
     }
+
+    /// A complete head (ending with its blank line): validated, passed on, and its
+    /// framing decides what the following bytes are.
+    fn end_head(&mut self, head: &[u8]) -> Result<(), HeadError> {
+        let framing = validate_head(head, &self.limits)?;
+        self.ready.extend_from_slice(head);
+        self.head_started = None;
+        self.signal.phase.store(PHASE_REQUEST, Ordering::Release);
+        self.expect = match framing {
+            Framing::Length(0) => Expect::Head,
+            Framing::Length(n) => Expect::Body(n),
+            Framing::Chunked => Expect::Chunked(Chunk::Size {
+                digits: 0,
+                value: 0,
+            }),
+            Framing::Passthrough => {
+                self.signal.close.store(true, Ordering::Relaxed);
+                Expect::Passthrough
+            }
+        };
+        Ok(())
+    }
 }
 
+/// Where the head's blank line ends, if `buf` holds it. Heads have a few short lines,
+/// so this visits the line ends (memchr) rather than every byte.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+    memchr::memchr_iter(b'\n', buf)
+        .find(|&i| i >= 3 && &buf[i - 3..i] == b"\r\n\r")
+        .map(|i| i + 1)
 }
 
 impl Read for GuardedIo {
@@ -831,6 +855,79 @@ mod tests {
         ];
         for (head, want) in rows {
             assert_eq!(validate_head(head.as_bytes(), &l), want, "{head:?}");
+        }
+    }
+
+    /// Feeds `input` to a fresh guard in pieces cut at `cuts`; returns what it passed
+    /// on, or the first refusal.
+    async fn absorb_in_pieces(input: &[u8], cuts: &[usize]) -> Result<Vec<u8>, HeadError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut io, _signal) = GuardedIo::new(client, limits());
+        let mut at = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            io.absorb(&input[at..cut])?;
+            at = cut;
+        }
+        assert_eq!(io.expect, Expect::Head, "ends between requests");
+        assert!(io.head.is_empty());
+        Ok(io.ready)
+    }
+
+    #[test]
+    fn the_head_ends_after_its_first_blank_line() {
+        for (buf, want) in [
+            (&b""[..], None),
+            (b"\r\n\r\n", Some(4)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Some(27)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody\r\n\r\n", Some(27)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", None),
+            (b"GET / HTTP/1.1\n\nHost: a\r\n\r", None),
+            (b"\n\r\n", None),
+            (b"x\r\r\n\r\n", Some(6)),
+        ] {
+            assert_eq!(
+                find_head_end(buf),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn heads_split_anywhere_pass_through_whole() {
+        // Blank lines, a body by length, a chunked body and a bare GET, pipelined.
+        let stream: &[u8] = b"\r\nPOST http://a.example/ HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n\r\nhello\
+GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+GET http://a.example/y HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        assert_eq!(absorb_in_pieces(stream, &[]).await.unwrap(), stream);
+        for cut in 0..=stream.len() {
+            let got = absorb_in_pieces(stream, &[cut]).await.unwrap();
+            assert_eq!(got, stream, "one cut at {cut}");
+        }
+        let every: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(absorb_in_pieces(stream, &every).await.unwrap(), stream);
+
+        // A second head that breaks a rule is refused however the bytes arrive.
+        let bad: &[u8] = b"GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n\r\n\
+GET http://a.example/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        for cut in 0..=bad.len() {
+            assert_eq!(
+                absorb_in_pieces(bad, &[cut]).await,
+                Err(HeadError::Bad("more than one Host")),
+                "cut at {cut}"
+            );
+        }
+        // A head over the limit with no end in sight is refused before it ends.
+        let huge = format!("GET http://a.example/ HTTP/1.1\r\nX: {}", "y".repeat(2000));
+        for cut in [0, 10, 1000] {
+            assert_eq!(
+                absorb_in_pieces(huge.as_bytes(), &[cut]).await,
+                Err(HeadError::TooLarge)
+            );
         }
     }
 }
