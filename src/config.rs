@@ -408,6 +408,9 @@ pub struct RawGroup {
     pub block_ip_literals: bool,
     /// Refuse TLS tunnels whose ClientHello names no server (default true).
     pub require_sni: Option<bool>,
+    /// Refuse TLS tunnels whose ClientHello hides the server it wants behind Encrypted
+    /// ClientHello (default true).
+    pub block_ech: Option<bool>,
     /// `"block"` (default) or `"allow"`: what the group gets when the log cannot be written.
     pub on_log_failure: Option<Spanned<String>>,
 }

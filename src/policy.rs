@@ -217,6 +217,8 @@ pub struct Group {
     pub block_ip_literals: bool,
     /// Whether TLS tunnels must name their server (SNI).
     pub require_sni: bool,
+    /// Whether TLS tunnels may not hide their server behind Encrypted ClientHello.
+    pub block_ech: bool,
     /// Whether the group is refused (`503`) while the decision log cannot be written.
     pub fail_closed: bool,
 }
@@ -792,6 +794,7 @@ impl Policy {
                 block_sites,
                 block_ip_literals: g.block_ip_literals,
                 require_sni: g.require_sni.unwrap_or(true),
+                block_ech: g.block_ech.unwrap_or(true),
                 fail_closed,
             });
         }

@@ -213,8 +213,9 @@ pub struct GroupRow {
 /// A bypass attempt row.
 #[derive(Debug, Clone, Serialize)]
 pub struct BypassRow {
-    /// `circumvention`, `ip_literal`, `no_sni`, `not_tls`, `bad_sni`, `auth_failed`
-    /// (failed proxy sign-ins from one device: a burst is someone guessing).
+    /// `circumvention`, `ip_literal`, `no_sni`, `not_tls`, `bad_sni`, `ech` (a server
+    /// name hidden by Encrypted ClientHello), `auth_failed` (failed proxy sign-ins from
+    /// one device: a burst is someone guessing).
     pub kind: String,
     /// Who.
     pub who: String,
@@ -635,6 +636,7 @@ impl<'a> Builder<'a> {
                             "no_sni" => Some("no_sni"),
                             "not_tls" => Some("not_tls"),
                             "bad_sni" => Some("bad_sni"),
+                            "ech" => Some("ech"),
                             "auth_failed" => Some("auth_failed"),
                             _ => None,
                         }

@@ -48,6 +48,7 @@ block_ip_literals = true
 mode = "blocklist"
 block = ["gambling"]
 require_sni = false
+block_ech = false
 on_log_failure = "allow"
 [log]
 dir = "log"
@@ -332,6 +333,204 @@ fn https_through_connect_with_sni_checks() {
         "nothing comes back through a refused tunnel"
     );
     assert!(g.wait_for_log("not_tls", Duration::from_secs(2)));
+}
+
+/// A real ClientHello (rustls, naming `sni`) as it goes on the wire, and, if `ech`, the
+/// same hello carrying an `encrypted_client_hello` extension (type 0xfe0d, an outer
+/// one with a made-up config, as a browser's GREASE or a real ECH client sends).
+fn client_hello(sni: &str, ech: bool) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).expect("hello");
+    }
+    if !ech {
+        return hello;
+    }
+    // Append the extension and lengthen the extension list, the handshake message and
+    // the record by as much (the hello fits one record).
+    let Ok((_, record)) = tls_parser::parse_tls_plaintext(&hello) else {
+        panic!("rustls's hello parses");
+    };
+    let Some(tls_parser::TlsMessage::Handshake(tls_parser::TlsMessageHandshake::ClientHello(ch))) =
+        record.msg.first()
+    else {
+        panic!("a ClientHello");
+    };
+    let ext = ch.ext.expect("extensions");
+    let ext_end = ext.as_ptr() as usize - hello.as_ptr() as usize + ext.len();
+    assert_eq!(ext_end, hello.len(), "the extensions end the hello");
+    let mut body = vec![0u8]; // outer
+    body.extend_from_slice(&[0x00, 0x01, 0x00, 0x01, 0x2a]); // HKDF-SHA256, AES-128-GCM, config 42
+    body.extend_from_slice(&[0x00, 0x20]);
+    body.extend_from_slice(&[7u8; 32]); // enc
+    body.extend_from_slice(&[0x00, 0xb0]);
+    body.extend_from_slice(&[9u8; 0xb0]); // payload
+    let mut extension = vec![0xfe, 0x0d];
+    extension.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    extension.extend_from_slice(&body);
+    let grow = extension.len();
+    let ext_len_at = ext_end - ext.len() - 2;
+    hello.extend_from_slice(&extension);
+    let add = |bytes: &mut [u8]| {
+        let mut v = 0usize;
+        for b in bytes.iter() {
+            v = v << 8 | *b as usize;
+        }
+        v += grow;
+        for b in bytes.iter_mut().rev() {
+            *b = v as u8;
+            v >>= 8;
+        }
+    };
+    add(&mut hello[3..5]); // record length
+    add(&mut hello[6..9]); // handshake length
+    add(&mut hello[ext_len_at..ext_len_at + 2]); // extensions length
+    hello
+}
+
+/// The one handshake record `hello` cut into two, the first carrying `at` bytes.
+fn in_two_records(hello: &[u8], at: usize) -> Vec<u8> {
+    let (header, body) = hello.split_at(5);
+    let mut out = Vec::new();
+    for part in [&body[..at], &body[at..]] {
+        out.extend_from_slice(&header[..3]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Opens a tunnel and sends `hello` through it; true when the origin answers (its
+/// ServerHello comes back), false when the proxy closes the tunnel with nothing.
+fn hello_gets_through(g: &Gatehouse, authority: &str, source: Option<&str>, hello: &[u8]) -> bool {
+    let mut s = connect_tunnel(g, authority, source);
+    s.write_all(hello).expect("write hello");
+    let mut first = [0u8; 1];
+    matches!(s.read(&mut first), Ok(1) if first[0] == 0x16)
+}
+
+#[test]
+fn encrypted_client_hello_that_hides_the_server_is_refused() {
+    let ca = TestCa::new();
+    let tls = Origin::https(&ca, &["origin.test"]);
+    let g = start_on(1, tls.port, "", "");
+    let named = format!("origin.test:{}", tls.port);
+    let bare = format!("127.0.0.1:{}", tls.port);
+    // (CONNECT target, outer SNI, ECH offered, source, gets through?)
+    let rows: &[(&str, &str, bool, Option<&str>, bool)] = &[
+        // Browsers' GREASE ECH: the outer name is the CONNECT host, which was decided.
+        (&named, "origin.test", true, None, true),
+        // Real ECH: the outer name is the provider's public name, the real one hidden.
+        (&named, "cloudflare-ech.com", true, None, false),
+        // Without ECH the same names are both decided, and both are allowed.
+        (&named, "cloudflare-ech.com", false, None, true),
+        // Staff have block_ech = false.
+        (&named, "cloudflare-ech.com", true, Some(STAFF), true),
+        (&bare, "origin.test", true, Some(STAFF), true),
+    ];
+    for (authority, sni, ech, source, through) in rows {
+        let hello = client_hello(sni, *ech);
+        assert_eq!(
+            hello_gets_through(&g, authority, *source, &hello),
+            *through,
+            "CONNECT {authority}, SNI {sni}, ECH {ech}, from {source:?}"
+        );
+    }
+    // A hello may come in several records; the extension is found across them.
+    for (sni, through) in [("origin.test", true), ("cloudflare-ech.com", false)] {
+        let hello = in_two_records(&client_hello(sni, true), 100);
+        assert_eq!(
+            hello_gets_through(&g, &named, None, &hello),
+            through,
+            "SNI {sni}, hello in two records"
+        );
+    }
+    assert!(
+        g.wait_for_log(
+            "Encrypted ClientHello, showing cloudflare-ech.com",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        g.log()
+    );
+}
+
+/// A real browser through the proxy: Chromium sends a GREASE `encrypted_client_hello`
+/// extension in every ClientHello, so a rule that refused any hello offering ECH would
+/// break HTTPS for every Chromium user. Its hello, as a pupil's (`block_ech` default),
+/// must reach the upstream whole, and it does carry the extension.
+#[test]
+fn chromium_grease_ech_gets_through_to_the_upstream() {
+    let capture = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = capture.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = capture.accept() else {
+            return;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // One TLS record: its five-byte header gives its length.
+        while got.len() < 5 || got.len() < 5 + (usize::from(got[3]) << 8 | usize::from(got[4])) {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = tx.send(got);
+    });
+    let g = start_on(1, port, "", "");
+    let profile = tempfile::tempdir().expect("profile");
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--proxy-server={}", g.url()))
+        .arg("--dump-dom")
+        .arg(format!("https://origin.test:{port}/"))
+        .output()
+        .expect("chromium runs (apt-get install chromium)");
+    let hello = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no hello reached the upstream: {}", g.log()));
+    drop(out);
+    let Ok((_, record)) = tls_parser::parse_tls_plaintext(&hello) else {
+        panic!("the upstream got a TLS record ({} bytes)", hello.len());
+    };
+    let Some(tls_parser::TlsMessage::Handshake(tls_parser::TlsMessageHandshake::ClientHello(ch))) =
+        record.msg.first()
+    else {
+        panic!("the upstream got a ClientHello");
+    };
+    let (_, extensions) =
+        tls_parser::parse_tls_client_hello_extensions(ch.ext.expect("extensions"))
+            .expect("extensions parse");
+    let ech = extensions
+        .iter()
+        .any(|e| matches!(e, tls_parser::TlsExtension::Unknown(kind, _) if kind.0 == 0xfe0d));
+    let sni = extensions.iter().any(|e| {
+        matches!(e, tls_parser::TlsExtension::SNI(names) if names.iter().any(|(_, n)| *n == b"origin.test"))
+    });
+    assert!(sni, "Chromium named origin.test");
+    assert!(ech, "Chromium offered (GREASE) ECH");
 }
 
 /// A connection to the proxy from `source` (a loopback address), or 127.0.0.1.

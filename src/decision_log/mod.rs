@@ -87,7 +87,7 @@ pub struct Decision {
     pub categories: Vec<String>,
     /// Allow or block.
     pub action: StoredAction,
-    /// Reason code (`category`, `illegal`, `grant`, `ip_literal`, `no_sni`, …).
+    /// Reason code (`category`, `illegal`, `grant`, `ip_literal`, `no_sni`, `ech`, …).
     pub reason: String,
     /// Ticket of the grant that allowed it.
     pub grant: Option<String>,

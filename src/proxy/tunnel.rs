@@ -6,6 +6,15 @@
 //! an allowed host, or to a bare address, whose ClientHello names a blocked host is
 //! closed before a byte of it reaches the upstream. Bytes that are not a ClientHello
 //! (SSH, OpenVPN over TCP) close the tunnel too.
+//!
+//! Encrypted ClientHello (ECH) carries the real server name encrypted, behind an outer
+//! "public name" such as `cloudflare-ech.com`. A ClientHello offering ECH whose outer
+//! name is not the host the tunnel was opened to, or that names none, or that goes to a
+//! bare address, hides where it is going, and groups with `block_ech` (the default)
+//! refuse it. One whose outer name is the CONNECT host is let through to the usual
+//! checks: browsers send such an extension to servers with no ECH at all ("GREASE
+//! ECH", so that real ECH does not stand out), so it says nothing about the
+//! destination, and the name it shows is the one decided.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +36,8 @@ const MAX_HELLO: usize = 64 * 1024;
 
 /// What the start of a tunnel turned out to be.
 enum Hello {
-    /// A ClientHello, with its SNI if it had one.
-    Tls(Option<String>),
+    /// A ClientHello: its SNI if it had one, and whether it offers Encrypted ClientHello.
+    Tls { sni: Option<String>, ech: bool },
     /// Not TLS.
     NotTls,
     /// The client went away or took too long.
@@ -57,12 +66,51 @@ async fn read_client_hello<R: AsyncRead + Unpin>(
         }
         match acceptor.accept() {
             Ok(Some(accepted)) => {
-                return Hello::Tls(accepted.client_hello().server_name().map(str::to_string))
+                return Hello::Tls {
+                    sni: accepted.client_hello().server_name().map(str::to_string),
+                    ech: offers_ech(buf),
+                }
             }
             Ok(None) if buf.len() < MAX_HELLO => continue,
             Ok(None) | Err(_) => return Hello::NotTls,
         }
     }
+}
+
+/// `encrypted_client_hello` and the earlier draft's `encrypted_server_name` (ESNI).
+const ECH_EXTENSIONS: [u16; 2] = [0xfe0d, 0xffce];
+
+/// Whether the ClientHello in `records` (which rustls has accepted) offers Encrypted
+/// ClientHello. rustls does not expose a hello's extensions, so tls-parser reads them:
+/// the handshake records' fragments are joined (a hello may span records), the hello
+/// parsed, and its extensions listed by type without interpreting their contents.
+fn offers_ech(records: &[u8]) -> bool {
+    let mut handshake = Vec::new();
+    let mut rest = records;
+    while let Ok((after, record)) = tls_parser::parse_tls_raw_record(rest) {
+        if record.hdr.record_type != tls_parser::TlsRecordType::Handshake {
+            break;
+        }
+        handshake.extend_from_slice(record.data);
+        rest = after;
+    }
+    let Ok((
+        _,
+        tls_parser::TlsMessage::Handshake(tls_parser::TlsMessageHandshake::ClientHello(hello)),
+    )) = tls_parser::parse_tls_message_handshake(&handshake)
+    else {
+        return false;
+    };
+    let mut extensions = hello.ext.unwrap_or_default();
+    while let Ok((after, ext)) = tls_parser::parse_tls_extension_unknown(extensions) {
+        if let tls_parser::TlsExtension::Unknown(kind, _) = ext {
+            if ECH_EXTENSIONS.contains(&kind.0) {
+                return true;
+            }
+        }
+        extensions = after;
+    }
+    false
 }
 
 /// Copies both ways until both sides finish, the tunnel has been idle for `idle`, or it
@@ -212,7 +260,34 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 .await;
             return;
         }
-        Hello::Tls(sni) => sni,
+        Hello::Tls { sni, ech } => {
+            let hidden = match &sni {
+                None => true,
+                Some(name) => {
+                    target.host.is_ip() || Host::parse(name).map_or(true, |h| h != target.host)
+                }
+            };
+            if ech && hidden && group.block_ech {
+                let shown = sni.as_deref().unwrap_or("no name");
+                let _ = proxy
+                    .record_refusal(
+                        &ctx,
+                        "CONNECT",
+                        &url,
+                        sni.clone(),
+                        Vec::new(),
+                        "ech",
+                        &format!(
+                            "the ClientHello hides the server it wants (Encrypted ClientHello, showing {shown}); group {} may not use hidden server names",
+                            group.name
+                        ),
+                        403,
+                    )
+                    .await;
+                return;
+            }
+            sni
+        }
     };
     let mut verdict = connect_verdict;
     let mut classification_terms = Vec::new();
