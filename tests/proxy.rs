@@ -335,6 +335,19 @@ fn https_through_connect_with_sni_checks() {
     assert!(g.wait_for_log("not_tls", Duration::from_secs(2)));
 }
 
+/// The extension block of the ClientHello that is the one record in `hello` (tls-parser).
+fn hello_extensions(hello: &[u8]) -> &[u8] {
+    let Ok((_, record)) = tls_parser::parse_tls_plaintext(hello) else {
+        panic!("a TLS record ({} bytes)", hello.len());
+    };
+    let Some(tls_parser::TlsMessage::Handshake(tls_parser::TlsMessageHandshake::ClientHello(ch))) =
+        record.msg.first()
+    else {
+        panic!("a ClientHello");
+    };
+    ch.ext.expect("extensions")
+}
+
 /// A real ClientHello (rustls, naming `sni`) as it goes on the wire, and, if `ech`, the
 /// same hello carrying an `encrypted_client_hello` extension (type 0xfe0d, an outer
 /// one with a made-up config, as a browser's GREASE or a real ECH client sends).
@@ -357,15 +370,7 @@ fn client_hello(sni: &str, ech: bool) -> Vec<u8> {
     }
     // Append the extension and lengthen the extension list, the handshake message and
     // the record by as much (the hello fits one record).
-    let Ok((_, record)) = tls_parser::parse_tls_plaintext(&hello) else {
-        panic!("rustls's hello parses");
-    };
-    let Some(tls_parser::TlsMessage::Handshake(tls_parser::TlsMessageHandshake::ClientHello(ch))) =
-        record.msg.first()
-    else {
-        panic!("a ClientHello");
-    };
-    let ext = ch.ext.expect("extensions");
+    let ext = hello_extensions(&hello);
     let ext_end = ext.as_ptr() as usize - hello.as_ptr() as usize + ext.len();
     assert_eq!(ext_end, hello.len(), "the extensions end the hello");
     let mut body = vec![0u8]; // outer
@@ -512,17 +517,8 @@ fn chromium_grease_ech_gets_through_to_the_upstream() {
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no hello reached the upstream: {}", g.log()));
     drop(out);
-    let Ok((_, record)) = tls_parser::parse_tls_plaintext(&hello) else {
-        panic!("the upstream got a TLS record ({} bytes)", hello.len());
-    };
-    let Some(tls_parser::TlsMessage::Handshake(tls_parser::TlsMessageHandshake::ClientHello(ch))) =
-        record.msg.first()
-    else {
-        panic!("the upstream got a ClientHello");
-    };
-    let (_, extensions) =
-        tls_parser::parse_tls_client_hello_extensions(ch.ext.expect("extensions"))
-            .expect("extensions parse");
+    let (_, extensions) = tls_parser::parse_tls_client_hello_extensions(hello_extensions(&hello))
+        .expect("extensions parse");
     let ech = extensions
         .iter()
         .any(|e| matches!(e, tls_parser::TlsExtension::Unknown(kind, _) if kind.0 == 0xfe0d));
