@@ -469,6 +469,95 @@ fn encrypted_client_hello_that_hides_the_server_is_refused() {
     );
 }
 
+/// Headless Chromium through the proxy `g`, with its profile in `profile`, opening `url`
+/// (at most a minute).
+fn chromium(
+    g: &Gatehouse,
+    profile: &std::path::Path,
+    extra: &[&str],
+    url: &str,
+) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args([
+            "60",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--proxy-server={}", g.url()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("chromium runs (apt-get install chromium)")
+}
+
+/// The block page as a pupil's browser shows it: Chromium renders what was blocked, the
+/// category, the group, the time and the reference that the log finds, and a page, not
+/// a blank.
+#[test]
+fn the_block_page_renders_in_chromium() {
+    let g = start_on(1, 443, "", "");
+    let profile = tempfile::tempdir().expect("profile");
+    let out = chromium(
+        &g,
+        profile.path(),
+        &["--dump-dom"],
+        "http://bet.test/games?id=7",
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let text = regex::Regex::new("<[^>]*>")
+        .expect("regex")
+        .replace_all(&dom, " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let reference = regex::Regex::new(r"Reference ([0-9A-F-]+)")
+        .expect("regex")
+        .captures(&text)
+        .unwrap_or_else(|| panic!("a reference on the page: {text}"))[1]
+        .to_string();
+    for needed in [
+        "This page is blocked",
+        "Test Academy",
+        "Site http://bet.test/games?id=7",
+        "Category gambling",
+        "Filtering for pupils",
+        &format!("raise a helpdesk ticket quoting reference {reference}"),
+    ] {
+        assert!(text.contains(needed), "{needed:?} in {text}");
+    }
+    // The reference is the decision's sequence number, and the log has it.
+    let seq = u64::from_str_radix(&reference.replace('-', ""), 16).expect("hex");
+    let tail = common::log_tail(&g.dir.path().join("log"));
+    assert!(
+        tail.lines()
+            .any(|l| l.contains("bet.test/games") && l.contains(&format!("#{seq} "))),
+        "decision {seq} in the log: {tail}"
+    );
+
+    let png = profile.path().join("block.png");
+    let shot = format!("--screenshot={}", png.display());
+    chromium(
+        &g,
+        profile.path(),
+        &[&shot, "--window-size=800,700"],
+        "http://bet.test/",
+    );
+    let bytes = std::fs::read(&png).expect("a screenshot");
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+    // A blank page compresses to a few KiB; the styled page with its text does not.
+    assert!(
+        bytes.len() > 20_000,
+        "screenshot is {} bytes: blank?",
+        bytes.len()
+    );
+}
+
 /// A real browser through the proxy: Chromium sends a GREASE `encrypted_client_hello`
 /// extension in every ClientHello, so a rule that refused any hello offering ECH would
 /// break HTTPS for every Chromium user. Its hello, as a pupil's (`block_ech` default),
@@ -496,23 +585,12 @@ fn chromium_grease_ech_gets_through_to_the_upstream() {
     });
     let g = start_on(1, port, "", "");
     let profile = tempfile::tempdir().expect("profile");
-    let out = std::process::Command::new("timeout")
-        .args([
-            "60",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--proxy-server={}", g.url()))
-        .arg("--dump-dom")
-        .arg(format!("https://origin.test:{port}/"))
-        .output()
-        .expect("chromium runs (apt-get install chromium)");
+    let out = chromium(
+        &g,
+        profile.path(),
+        &["--dump-dom"],
+        &format!("https://origin.test:{port}/"),
+    );
     let hello = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("no hello reached the upstream: {}", g.log()));
