@@ -86,9 +86,87 @@ pub fn format_reference(reference: u64) -> String {
     out
 }
 
+/// Why a reference could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    /// Nothing but spaces and dashes.
+    #[error("a reference has at least one digit")]
+    Empty,
+    /// A character that is not a hex digit, a dash or a space.
+    #[error("{0:?} cannot be in a reference (block pages show 0-9 and A-F, in groups of four)")]
+    Bad(char),
+    /// More digits than a sequence number has.
+    #[error("too long for a reference")]
+    TooLong,
+}
+
+/// A reference as a person types it back: the block page's hex (any case, dashes and
+/// spaces anywhere, `1A`, `3a-1f2c`), or `#` and the decimal sequence number that
+/// `gatehouse log tail` prints (`#26`).
+pub fn parse_reference(text: &str) -> Result<u64, ReferenceError> {
+    let text = text.trim();
+    if let Some(decimal) = text.strip_prefix('#') {
+        let digits = decimal.trim();
+        if digits.is_empty() {
+            return Err(ReferenceError::Empty);
+        }
+        if let Some(c) = digits.chars().find(|c| !c.is_ascii_digit()) {
+            return Err(ReferenceError::Bad(c));
+        }
+        return digits.parse().map_err(|_| ReferenceError::TooLong);
+    }
+    let (mut value, mut digits) = (0u64, 0usize);
+    for c in text.chars() {
+        if c == '-' || c == ' ' {
+            continue;
+        }
+        let d = c.to_digit(16).ok_or(ReferenceError::Bad(c))?;
+        if digits == 0 && d == 0 {
+            continue; // leading zeros
+        }
+        digits += 1;
+        if digits > 16 {
+            return Err(ReferenceError::TooLong);
+        }
+        value = value << 4 | u64::from(d);
+    }
+    if text.chars().all(|c| c == '-' || c == ' ') {
+        return Err(ReferenceError::Empty);
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_read_back_as_typed() {
+        for (typed, want) in [
+            ("1A", Ok(0x1A)),
+            ("1a", Ok(0x1A)),
+            ("  3a-1f2c ", Ok(0x3A_1F2C)),
+            ("3A 1F2C", Ok(0x3A_1F2C)),
+            ("1234-5678-9ABC", Ok(0x1234_5678_9ABC)),
+            ("0", Ok(0)),
+            ("0000-001A", Ok(0x1A)),
+            ("FFFF-FFFF-FFFF-FFFF", Ok(u64::MAX)),
+            ("#26", Ok(26)),
+            ("# 26", Ok(26)),
+            ("", Err(ReferenceError::Empty)),
+            ("--", Err(ReferenceError::Empty)),
+            ("#", Err(ReferenceError::Empty)),
+            ("1G", Err(ReferenceError::Bad('G'))),
+            ("#1A", Err(ReferenceError::Bad('A'))),
+            ("1-0000-0000-0000-0000", Err(ReferenceError::TooLong)),
+            ("#99999999999999999999", Err(ReferenceError::TooLong)),
+        ] {
+            assert_eq!(parse_reference(typed), want, "{typed:?}");
+        }
+        for n in [0, 1, 0xF, 0x10, 0xFFFF, 0x1_0000, 0xABCDE, u64::MAX] {
+            assert_eq!(parse_reference(&format_reference(n)), Ok(n), "{n:x}");
+        }
+    }
 
     #[test]
     fn references_are_grouped() {

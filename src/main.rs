@@ -318,6 +318,18 @@ enum LogCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
+    /// Look up decisions by the reference a block page showed (or `#N` from `log tail`):
+    /// who, what, when, why, how it ended, and how to unblock it with a grant.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Log directory (default: the policy's); repeat for several nodes.
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+        /// References as shown on the block page (`1A`, `3A-1F2C`) or `#26`.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
     /// Print the latest decisions; with -f, keep printing new ones.
     Tail {
         #[command(flatten)]
@@ -947,6 +959,64 @@ fn log_command(command: LogCommand) -> Result<ExitCode> {
             std::io::Write::flush(&mut out)?;
             Ok(ExitCode::SUCCESS)
         }
+        LogCommand::Show {
+            config,
+            dirs,
+            references,
+        } => {
+            let tz = timezone_of(&config.config);
+            let dirs = if dirs.is_empty() {
+                vec![policy_log_dir(&config.config)?]
+            } else {
+                dirs
+            };
+            // Every reference is read before any is looked up, so a mistyped one is
+            // reported before pages of output.
+            let seqs = references
+                .iter()
+                .map(|text| {
+                    gatehouse::decision::parse_reference(text)
+                        .with_context(|| format!("reference {text:?}"))
+                })
+                .collect::<Result<Vec<u64>>>()?;
+            let mut missing = false;
+            for seq in seqs {
+                let mut found = false;
+                for dir in &dirs {
+                    if let Some(f) = reader::find(dir, seq).map_err(|e| anyhow!(e))? {
+                        found = true;
+                        print!("{}", describe_found(&f, tz));
+                    }
+                }
+                if !found {
+                    missing = true;
+                    let oldest = dirs
+                        .iter()
+                        .filter_map(|d| reader::entries(d).ok()?.next().map(|(_, e)| e.seq))
+                        .min();
+                    println!(
+                        "Reference {} (#{seq}): not in {}{}",
+                        gatehouse::decision::format_reference(seq),
+                        dirs.iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        match oldest {
+                            Some(o) if o > seq => format!(
+                                " (the oldest entry kept is #{o}: retention has deleted it)"
+                            ),
+                            _ => " (no such entry yet: check the reference and the node)".into(),
+                        }
+                    );
+                }
+                println!();
+            }
+            Ok(if missing {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         LogCommand::Tail {
             config,
             dir,
@@ -985,6 +1055,131 @@ fn log_command(command: LogCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `gatehouse log show` prints for one entry: a decision in full, with how it
+/// ended and, for a block a grant can lift, the grant command to lift it.
+fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz::Tz) -> String {
+    use gatehouse::decision_log::{Body, StoredAction};
+    use std::fmt::Write as _;
+    let entry = &found.entry;
+    let mut out = String::new();
+    let at = DateTime::<Utc>::from_timestamp_micros(entry.time_us).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Reference {} (#{}, node {})",
+        gatehouse::decision::format_reference(entry.seq),
+        entry.seq,
+        found.node
+    );
+    let _ = writeln!(
+        out,
+        "  time      {} ({}; {})",
+        at.with_timezone(&tz).format("%a %-d %b %Y %H:%M:%S"),
+        tz.name(),
+        at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+    );
+    let Body::Decision(d) = &entry.body else {
+        if let Some(line) = gatehouse::decision_log::export::human_line(entry) {
+            let _ = writeln!(out, "  not a decision: {line}");
+        }
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "  who       {} (user {}), group {}",
+        d.client,
+        d.user.as_deref().unwrap_or("-"),
+        d.group
+    );
+    let _ = writeln!(
+        out,
+        "  request   {} {}{}",
+        d.method,
+        d.url,
+        d.sni
+            .as_deref()
+            .map(|s| format!(" (TLS server name {s})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "  verdict   {} ({}){}{}",
+        d.action.as_str().to_uppercase(),
+        d.reason,
+        if d.categories.is_empty() {
+            String::new()
+        } else {
+            format!(", categories {}", d.categories.join(", "))
+        },
+        d.grant
+            .as_deref()
+            .map(|g| format!(", by the grant for ticket {g}"))
+            .unwrap_or_default()
+    );
+    if !d.terms.is_empty() {
+        let _ = writeln!(out, "  search    terms of concern: {}", d.terms.join(", "));
+    }
+    match &found.completion {
+        Some(c) => {
+            if let Body::Completion {
+                status,
+                bytes_up,
+                bytes_down,
+                duration_us,
+                ..
+            } = &c.body
+            {
+                let _ = writeln!(
+                    out,
+                    "  ended     status {status}, {bytes_up} bytes up, {bytes_down} bytes down, {:.3} s",
+                    *duration_us as f64 / 1e6
+                );
+            }
+        }
+        None if d.status != 0 => {
+            let _ = writeln!(out, "  answered  {} by Gatehouse", d.status);
+        }
+        None => {}
+    }
+    if d.action == StoredAction::Block {
+        let site = Target::parse(&d.url)
+            .map(|t| t.host.to_string())
+            .or_else(|_| Target::from_authority(&d.url).map(|t| t.host.to_string()))
+            .unwrap_or_else(|_| d.url.clone());
+        match d.reason.as_str() {
+            "illegal" => {
+                let _ = writeln!(
+                    out,
+                    "  next      illegal content: no grant can unblock it. Tell the designated safeguarding lead."
+                );
+            }
+            "category" | "block_sites" | "mode" => {
+                let scope = match &d.user {
+                    Some(u) => format!("--user {u}"),
+                    None => format!("--group {}", d.group),
+                };
+                let _ = writeln!(
+                    out,
+                    "  next      if the site is suitable, unblock it against the helpdesk ticket:\n            gatehouse grant add --ticket TICKET --by YOUR-NAME --reason \"...\" {scope} --site {site} --for 1d"
+                );
+            }
+            "ip_literal" => {
+                let _ = writeln!(
+                    out,
+                    "  next      asked for by IP address (a common way round the filter): find out which named site was meant"
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "  next      refused for how it connected ({}), not for the site: a grant does not change that",
+                    d.reason
+                );
+            }
+        }
+    }
+    out
 }
 
 fn parse_duration(text: &str) -> Result<chrono::Duration> {

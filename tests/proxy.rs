@@ -469,6 +469,113 @@ fn encrypted_client_hello_that_hides_the_server_is_refused() {
     );
 }
 
+/// The technician's path from a pupil's block page: the reference it shows finds the
+/// decision with `gatehouse log show`, which prints the grant command that unblocks the
+/// site; run against a ticket, that command opens the site within seconds.
+#[test]
+fn a_block_page_reference_leads_to_the_decision_and_its_grant() {
+    let origin = Origin::http();
+    let g = start_on(1, 1, "", "");
+    let url = format!("http://bet.test:{}/odds", origin.port);
+    let r = curl(&["-x", &g.url(), &url]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let reference = regex::Regex::new(r"quoting reference <span class=.ref.>([0-9A-F-]+)<")
+        .expect("regex")
+        .captures(&r.body)
+        .unwrap_or_else(|| panic!("a reference on the page: {}", r.body))[1]
+        .to_string();
+
+    let config = g.dir.path().join("policy.toml");
+    let show = |reference: &str| {
+        common::gatehouse()
+            .args(["log", "show", "--config"])
+            .arg(&config)
+            .arg(reference)
+            .output()
+            .expect("log show runs")
+    };
+    // As the pupil read it out: lower case, with spaces.
+    let out = show(&reference.to_lowercase().replace('-', " "));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needed in [
+        format!("Reference {reference} "),
+        "who       127.0.0.1 (user -), group pupils".to_string(),
+        format!("request   GET {url}"),
+        "verdict   BLOCK (category), categories gambling".to_string(),
+        "answered  403 by Gatehouse".to_string(),
+    ] {
+        assert!(text.contains(&needed), "{needed:?} in {text}");
+    }
+    let suggested = regex::Regex::new(r"gatehouse grant add (.*)")
+        .expect("regex")
+        .captures(&text)
+        .unwrap_or_else(|| panic!("a grant command: {text}"))[1]
+        .to_string();
+    assert_eq!(
+        suggested,
+        r#"--ticket TICKET --by YOUR-NAME --reason "..." --group pupils --site bet.test --for 1d"#
+    );
+    let added = common::gatehouse()
+        .args(["grant", "add", "--config"])
+        .arg(&config)
+        .args([
+            "--ticket",
+            "HD-4411",
+            "--by",
+            "technician",
+            "--reason",
+            "odds in maths",
+            "--group",
+            "pupils",
+            "--site",
+            "bet.test",
+            "--for",
+            "1d",
+        ])
+        .output()
+        .expect("grant add runs");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = curl(&["-x", &g.url(), &url]);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the grant never took effect: {} {}",
+            r.status,
+            g.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A reference that is not in the log says so and fails; a mistyped one is an error.
+    let out = show("FFFF-FFFF");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not in"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = show("12O4");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("'O' cannot be in a reference"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Headless Chromium through the proxy `g`, with its profile in `profile`, opening `url`
 /// (at most a minute).
 fn chromium(

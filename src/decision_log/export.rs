@@ -243,8 +243,9 @@ pub fn human_line(entry: &Entry) -> Option<String> {
     let time = iso(entry.time_us);
     match &entry.body {
         Body::Decision(d) => Some(format!(
-            "{time}  #{}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}",
+            "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}",
             entry.seq,
+            crate::decision::format_reference(entry.seq),
             d.client,
             d.user.as_deref().unwrap_or("-"),
             d.group,

@@ -652,6 +652,44 @@ pub fn entries_after(
     }))
 }
 
+/// A decision (or any entry) found by its sequence number, with the completion that
+/// recorded how a forwarded request ended, if there is one.
+pub struct Found {
+    /// The node that wrote it.
+    pub node: String,
+    /// The entry.
+    pub entry: Entry,
+    /// Its completion (status, bytes, duration).
+    pub completion: Option<Entry>,
+}
+
+/// How long after a decision its completion is looked for (a tunnel may stay open for
+/// hours; the default lifetime limit is well under a day).
+const COMPLETION_HORIZON_US: i64 = 25 * 3600 * 1_000_000;
+
+/// The entry with sequence number `seq` in `dir`, reading only the segments from the
+/// one that holds it; `Ok(None)` if the log does not hold it (never written, or deleted
+/// by retention).
+pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, String> {
+    let mut after = entries_after(dir, seq.saturating_sub(1))?;
+    let Some((node, entry)) = after.next() else {
+        return Ok(None);
+    };
+    if entry.seq != seq {
+        return Ok(None);
+    }
+    let horizon = entry.time_us.saturating_add(COMPLETION_HORIZON_US);
+    let completion = after
+        .map(|(_, e)| e)
+        .take_while(|e| e.time_us <= horizon)
+        .find(|e| matches!(e.body, Body::Completion { of, .. } if of == seq));
+    Ok(Some(Found {
+        node,
+        entry,
+        completion,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
