@@ -86,6 +86,52 @@ pub fn format_reference(reference: u64) -> String {
     out
 }
 
+/// What a technician can do about a blocked decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unblock {
+    /// A grant on `site` for the requester (`user` if they signed in, else `group`).
+    Grant {
+        /// The host that was blocked.
+        site: String,
+        /// The signed-in user, if any.
+        user: Option<String>,
+        /// The group decided for.
+        group: String,
+    },
+    /// Illegal content: nothing unblocks it; the DSL should know of the attempt.
+    Illegal,
+    /// Asked for by IP address: find out which named site was meant.
+    ByAddress,
+    /// Refused for how it connected (no SNI, hidden ECH name, not TLS, a port, failed
+    /// sign-in, the log unwritable): a grant on a site does not change that.
+    NotTheSite,
+    /// Not blocked.
+    Nothing,
+}
+
+/// What can be done about `d`, from its action and reason code.
+pub fn unblock(d: &Decision) -> Unblock {
+    if d.action != crate::decision_log::StoredAction::Block {
+        return Unblock::Nothing;
+    }
+    match d.reason.as_str() {
+        "illegal" => Unblock::Illegal,
+        "ip_literal" => Unblock::ByAddress,
+        "category" | "block_sites" | "mode" => {
+            let site = crate::host::Target::parse(&d.url)
+                .or_else(|_| crate::host::Target::from_authority(&d.url))
+                .map(|t| t.host.to_string())
+                .unwrap_or_else(|_| d.url.clone());
+            Unblock::Grant {
+                site,
+                user: d.user.clone(),
+                group: d.group.clone(),
+            }
+        }
+        _ => Unblock::NotTheSite,
+    }
+}
+
 /// Why a reference could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
@@ -165,6 +211,63 @@ mod tests {
         }
         for n in [0, 1, 0xF, 0x10, 0xFFFF, 0x1_0000, 0xABCDE, u64::MAX] {
             assert_eq!(parse_reference(&format_reference(n)), Ok(n), "{n:x}");
+        }
+    }
+
+    #[test]
+    fn what_can_unblock_a_decision() {
+        let d = |action, reason: &str, url: &str, user: Option<&str>| Decision {
+            client: "10.0.0.1".parse().expect("ip"),
+            user: user.map(str::to_string),
+            group: "ks3".into(),
+            method: "GET".into(),
+            url: url.into(),
+            sni: None,
+            categories: vec![],
+            action,
+            reason: reason.into(),
+            grant: None,
+            status: 403,
+            terms: vec![],
+        };
+        use crate::decision_log::StoredAction::{Allow, Block};
+        let grant = |site: &str, user: Option<&str>| Unblock::Grant {
+            site: site.into(),
+            user: user.map(str::to_string),
+            group: "ks3".into(),
+        };
+        for (decision, want) in [
+            (
+                d(Block, "category", "http://www.bet.test:8080/odds?x=1", None),
+                grant("www.bet.test", None),
+            ),
+            (
+                d(Block, "block_sites", "http://Bet.Test/", Some("amy")),
+                grant("bet.test", Some("amy")),
+            ),
+            (
+                d(Block, "mode", "bet.test:443", None),
+                grant("bet.test", None),
+            ),
+            (
+                d(Block, "illegal", "http://csam.test/", None),
+                Unblock::Illegal,
+            ),
+            (
+                d(Block, "ip_literal", "http://10.9.9.9/", None),
+                Unblock::ByAddress,
+            ),
+            (d(Block, "ech", "bet.test:443", None), Unblock::NotTheSite),
+            (
+                d(Block, "no_sni", "bet.test:443", None),
+                Unblock::NotTheSite,
+            ),
+            (
+                d(Allow, "category", "http://bet.test/", None),
+                Unblock::Nothing,
+            ),
+        ] {
+            assert_eq!(unblock(&decision), want, "{decision:?}");
         }
     }
 

@@ -1060,7 +1060,7 @@ fn log_command(command: LogCommand) -> Result<ExitCode> {
 /// What `gatehouse log show` prints for one entry: a decision in full, with how it
 /// ended and, for a block a grant can lift, the grant command to lift it.
 fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz::Tz) -> String {
-    use gatehouse::decision_log::{Body, StoredAction};
+    use gatehouse::decision_log::Body;
     use std::fmt::Write as _;
     let entry = &found.entry;
     let mut out = String::new();
@@ -1142,42 +1142,38 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
         }
         None => {}
     }
-    if d.action == StoredAction::Block {
-        let site = Target::parse(&d.url)
-            .map(|t| t.host.to_string())
-            .or_else(|_| Target::from_authority(&d.url).map(|t| t.host.to_string()))
-            .unwrap_or_else(|_| d.url.clone());
-        match d.reason.as_str() {
-            "illegal" => {
-                let _ = writeln!(
-                    out,
-                    "  next      illegal content: no grant can unblock it. Tell the designated safeguarding lead."
-                );
-            }
-            "category" | "block_sites" | "mode" => {
-                let scope = match &d.user {
-                    Some(u) => format!("--user {u}"),
-                    None => format!("--group {}", d.group),
-                };
-                let _ = writeln!(
-                    out,
-                    "  next      if the site is suitable, unblock it against the helpdesk ticket:\n            gatehouse grant add --ticket TICKET --by YOUR-NAME --reason \"...\" {scope} --site {site} --for 1d"
-                );
-            }
-            "ip_literal" => {
-                let _ = writeln!(
-                    out,
-                    "  next      asked for by IP address (a common way round the filter): find out which named site was meant"
-                );
-            }
-            _ => {
-                let _ = writeln!(
-                    out,
-                    "  next      refused for how it connected ({}), not for the site: a grant does not change that",
-                    d.reason
-                );
-            }
+    use gatehouse::decision::Unblock;
+    match gatehouse::decision::unblock(d) {
+        Unblock::Grant { site, user, group } => {
+            let scope = match user {
+                Some(u) => format!("--user {u}"),
+                None => format!("--group {group}"),
+            };
+            let _ = writeln!(
+                out,
+                "  next      if the site is suitable, unblock it against the helpdesk ticket:\n            gatehouse grant add --ticket TICKET --by YOUR-NAME --reason \"...\" {scope} --site {site} --for 1d"
+            );
         }
+        Unblock::Illegal => {
+            let _ = writeln!(
+                out,
+                "  next      illegal content: no grant can unblock it. Tell the designated safeguarding lead."
+            );
+        }
+        Unblock::ByAddress => {
+            let _ = writeln!(
+                out,
+                "  next      asked for by IP address (a common way round the filter): find out which named site was meant"
+            );
+        }
+        Unblock::NotTheSite => {
+            let _ = writeln!(
+                out,
+                "  next      refused for how it connected ({}), not for the site: a grant does not change that",
+                d.reason
+            );
+        }
+        Unblock::Nothing => {}
     }
     out
 }

@@ -184,3 +184,87 @@ fn health_and_the_grants_api() {
         "{tail}"
     );
 }
+
+/// A helpdesk integration's path: the reference on a pupil's block page names the
+/// decision, which says what would unblock it, and that, with a ticket and a reason, is
+/// the body of a grant.
+#[test]
+fn the_decisions_api_reads_a_block_page_reference() {
+    let origin = Origin::http();
+    let text = policy(true);
+    let g = Gatehouse::start(&[
+        ("policy.toml", text.as_str()),
+        ("lists/csam/domains", "csam.test\n"),
+        ("lists/gambling/domains", "bet.test\n"),
+    ]);
+    let reference_of = |url: &str| {
+        let r = curl(&["-x", &g.url(), url]);
+        assert_eq!(r.status, 403, "{r:?}");
+        r.headers
+            .lines()
+            .find_map(|l| l.strip_prefix("x-gatehouse-reference: "))
+            .expect("reference header")
+            .trim()
+            .to_string()
+    };
+    let url = format!("http://bet.test:{}/odds", origin.port);
+    let reference = reference_of(&url);
+    let path = format!("/api/decisions/{}", reference.to_lowercase());
+    assert_eq!(api(&g, "GET", &path, None, None).0, 401);
+    let (status, body) = api(&g, "GET", &path, Some(VIEWER), None);
+    assert_eq!(status, 200, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(d["reference"], reference.as_str());
+    assert_eq!(d["kind"], "decision");
+    assert_eq!(d["action"], "block");
+    assert_eq!(d["url"], url.as_str());
+    assert_eq!(d["group"], "ks4");
+    assert_eq!(d["categories"], serde_json::json!(["gambling"]));
+    assert_eq!(d["status"], 403);
+    assert_eq!(d["unblock"]["kind"], "grant");
+    assert_eq!(
+        d["unblock"]["grant"],
+        serde_json::json!({"groups": ["ks4"], "sites": ["bet.test"]})
+    );
+
+    // Ticket, reason and expiry added, the suggested grant opens the site.
+    let mut grant = d["unblock"]["grant"].clone();
+    grant["ticket"] = "HD-7101".into();
+    grant["reason"] = "probability lesson".into();
+    grant["expires"] = (chrono::Utc::now() + chrono::Duration::days(1))
+        .to_rfc3339()
+        .into();
+    let (status, body) = api(
+        &g,
+        "POST",
+        "/api/grants",
+        Some(TECH),
+        Some(&grant.to_string()),
+    );
+    assert_eq!(status, 201, "{body}");
+    let started = Instant::now();
+    while curl(&["-x", &g.url(), &url]).status != 200 {
+        assert!(started.elapsed() < Duration::from_secs(2), "allowed soon");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Illegal content: nothing unblocks it. Spaces as a person types them are fine.
+    let reference = reference_of(&format!("http://csam.test:{}/", origin.port));
+    let spaced = reference.replace('-', "%20");
+    let (status, body) = api(
+        &g,
+        "GET",
+        &format!("/api/decisions/{spaced}"),
+        Some(VIEWER),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let d: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(d["unblock"]["kind"], "illegal", "{d}");
+
+    let (status, body) = api(&g, "GET", "/api/decisions/FFFF-FFFF", Some(VIEWER), None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api(&g, "GET", "/api/decisions/12O4", Some(VIEWER), None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cannot be in a reference"), "{body}");
+}

@@ -9,6 +9,7 @@
 //! | `GET /api/grants` | viewer, technician | every grant with its state |
 //! | `POST /api/grants` | technician | adds a grant (JSON); `400` with the reasons |
 //! | `DELETE /api/grants/{id}?reason=…` | technician | revokes a grant |
+//! | `GET /api/decisions/{reference}` | viewer, technician | the decision a block page's reference names, how it ended, and what would unblock it (the body of a `POST /api/grants`, less ticket and reason) |
 //!
 //! Tokens are bearer tokens whose SHA-256 is listed in policy with a role; the token's
 //! name is recorded as who made the change. Every call, allowed or not, is an entry in
@@ -136,7 +137,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
         }
         _ => {}
     }
-    if !path.starts_with("/api/grants") {
+    if !path.starts_with("/api/grants") && !path.starts_with("/api/decisions/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     let snap = proxy.live.get();
@@ -269,8 +270,109 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
                 ),
             }
         }
+        (Method::GET, p) if p.starts_with("/api/decisions/") => {
+            let typed = p.trim_start_matches("/api/decisions/");
+            let typed = percent_encoding::percent_decode_str(typed)
+                .decode_utf8_lossy()
+                .into_owned();
+            let seq = match crate::decision::parse_reference(&typed) {
+                Ok(seq) => seq,
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        serde_json::json!({"error": format!("reference {typed:?}: {e}")}),
+                    )
+                }
+            };
+            let dir = snap.policy.log.dir.clone();
+            let found =
+                tokio::task::spawn_blocking(move || crate::decision_log::reader::find(&dir, seq))
+                    .await;
+            let reference = crate::decision::format_reference(seq);
+            match found {
+                Ok(Ok(Some(found))) => {
+                    audit(
+                        "api show".into(),
+                        &reference,
+                        "-",
+                        format!("decision #{seq}"),
+                    );
+                    json(StatusCode::OK, decision_json(&found))
+                }
+                Ok(Ok(None)) => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": format!("reference {reference} (#{seq}) is not in this node's log")}),
+                ),
+                _ => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({"error": "the decision log could not be read"}),
+                ),
+            }
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// A found entry as the decisions API returns it.
+fn decision_json(found: &crate::decision_log::reader::Found) -> serde_json::Value {
+    use crate::decision::Unblock;
+    let e = &found.entry;
+    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(e.time_us)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let completion = found.completion.as_ref().and_then(|c| match &c.body {
+        Entry::Completion {
+            status,
+            bytes_up,
+            bytes_down,
+            duration_us,
+            ..
+        } => Some(serde_json::json!({
+            "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down,
+            "duration_us": duration_us,
+        })),
+        _ => None,
+    });
+    let mut out = serde_json::json!({
+        "reference": crate::decision::format_reference(e.seq),
+        "seq": e.seq,
+        "node": found.node,
+        "time": time,
+    });
+    let Entry::Decision(d) = &e.body else {
+        out["kind"] = "not a decision".into();
+        return out;
+    };
+    let unblock = match crate::decision::unblock(d) {
+        Unblock::Grant { site, user, group } => {
+            let mut grant = serde_json::json!({ "sites": [site] });
+            match user {
+                Some(u) => grant["users"] = serde_json::json!([u]),
+                None => grant["groups"] = serde_json::json!([group]),
+            }
+            serde_json::json!({"kind": "grant", "grant": grant})
+        }
+        Unblock::Illegal => serde_json::json!({"kind": "illegal"}),
+        Unblock::ByAddress => serde_json::json!({"kind": "by_address"}),
+        Unblock::NotTheSite => serde_json::json!({"kind": "not_the_site"}),
+        Unblock::Nothing => serde_json::json!({"kind": "nothing"}),
+    };
+    out["kind"] = "decision".into();
+    out["client"] = d.client.to_string().into();
+    out["user"] = serde_json::json!(d.user);
+    out["group"] = d.group.clone().into();
+    out["method"] = d.method.clone().into();
+    out["url"] = d.url.clone().into();
+    out["sni"] = serde_json::json!(d.sni);
+    out["categories"] = serde_json::json!(d.categories);
+    out["action"] = d.action.as_str().into();
+    out["reason"] = d.reason.clone().into();
+    out["grant"] = serde_json::json!(d.grant);
+    out["status"] = d.status.into();
+    out["terms"] = serde_json::json!(d.terms);
+    out["completion"] = serde_json::json!(completion);
+    out["unblock"] = unblock;
+    out
 }
 
 fn refused(
