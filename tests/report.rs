@@ -118,6 +118,7 @@ fn request(
             vec![],
         ),
         11 => ("10.1.2.3:443".into(), vec![], true, "ip_literal", vec![]),
+        12 => ("www.bbc.co.uk:443".into(), vec![], true, "ech", vec![]),
         13 => (
             "http://www.bbc.co.uk/".into(),
             vec![],
@@ -322,7 +323,7 @@ fn figures_match_independent_counts_and_illegal_urls_never_appear() {
         .filter_map(|b| b["kind"].as_str())
         .collect();
     assert!(
-        kinds.contains(&"circumvention") && kinds.contains(&"ip_literal"),
+        kinds.contains(&"circumvention") && kinds.contains(&"ip_literal") && kinds.contains(&"ech"),
         "{kinds:?}"
     );
     let grants = json["grants"].as_array().expect("grants");
