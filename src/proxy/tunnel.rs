@@ -81,7 +81,7 @@ async fn read_client_hello<R: AsyncRead + Unpin>(
 const ECH_EXTENSIONS: [u16; 2] = [0xfe0d, 0xffce];
 
 /// Whether the ClientHello in `records` (which rustls has accepted) offers Encrypted
-/// ClientHello. rustls does not expose a hello's extensions, so tls-parser reads them:
+/// ClientHello, or cannot be read to tell. rustls does not expose a hello's extensions, so tls-parser reads them:
 /// the handshake records' fragments are joined (a hello may span records), the hello
 /// parsed, and its extensions listed by type without interpreting their contents.
 fn offers_ech(records: &[u8]) -> bool {
@@ -99,7 +99,10 @@ fn offers_ech(records: &[u8]) -> bool {
         tls_parser::TlsMessage::Handshake(tls_parser::TlsMessageHandshake::ClientHello(hello)),
     )) = tls_parser::parse_tls_message_handshake(&handshake)
     else {
-        return false;
+        // rustls accepted it but tls-parser cannot read it: two parsers that disagree are
+        // a way round a filter, so it counts as hiding its name (refused only where the
+        // name it shows is not the CONNECT host, as for ECH).
+        return true;
     };
     let mut extensions = hello.ext.unwrap_or_default();
     while let Ok((after, ext)) = tls_parser::parse_tls_extension_unknown(extensions) {
@@ -417,4 +420,20 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         down,
         started.elapsed(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offers_ech;
+
+    #[test]
+    fn a_hello_that_cannot_be_read_counts_as_hiding_its_name() {
+        for records in [
+            &b""[..],
+            b"\x16\x03\x01\x00\x04\x01\x00\x00\x00",
+            b"\x17\x03\x03\x00\x01x",
+        ] {
+            assert!(offers_ech(records), "{records:?}");
+        }
+    }
 }
