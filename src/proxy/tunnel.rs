@@ -255,7 +255,9 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     let group = policy.group(ctx.group);
     let url = format!("{}:{}", target.host, target.port);
     let mut hello = Vec::new();
-    let sni = match read_client_hello(client, &mut hello, settings.client_hello_timeout).await {
+    let (sni, ech) = match read_client_hello(client, &mut hello, settings.client_hello_timeout)
+        .await
+    {
         Hello::Gone => return,
         Hello::NotTls => {
             let _ = proxy
@@ -263,35 +265,33 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 .await;
             return;
         }
-        Hello::Tls { sni, ech } => {
-            let hidden = match &sni {
-                None => true,
-                Some(name) => {
-                    target.host.is_ip() || Host::parse(name).map_or(true, |h| h != target.host)
-                }
-            };
-            if ech && hidden && group.block_ech {
-                let shown = sni.as_deref().unwrap_or("no name");
-                let _ = proxy
-                    .record_refusal(
-                        &ctx,
-                        "CONNECT",
-                        &url,
-                        sni.clone(),
-                        Vec::new(),
-                        "ech",
-                        &format!(
-                            "the ClientHello hides the server it wants (Encrypted ClientHello, showing {shown}); group {} may not use hidden server names",
-                            group.name
-                        ),
-                        403,
-                    )
-                    .await;
-                return;
-            }
-            sni
-        }
+        Hello::Tls { sni, ech } => (sni, ech),
     };
+    // The SNI as a host, parsed once for the ECH check and for its own decision.
+    let sni_host = sni.as_deref().map(|name| (name, Host::parse(name)));
+    // Only an outer name that is the CONNECT host's own says where an ECH tunnel goes;
+    // none, an invalid one, another one, or any behind a bare address hides it.
+    let shows_target =
+        !target.host.is_ip() && matches!(&sni_host, Some((_, Ok(h))) if *h == target.host);
+    if ech && !shows_target && group.block_ech {
+        let shown = sni.as_deref().unwrap_or("no name");
+        let _ = proxy
+            .record_refusal(
+                &ctx,
+                "CONNECT",
+                &url,
+                sni.clone(),
+                Vec::new(),
+                "ech",
+                &format!(
+                    "the ClientHello hides the server it wants (Encrypted ClientHello, showing {shown}); group {} may not use hidden server names",
+                    group.name
+                ),
+                403,
+            )
+            .await;
+        return;
+    }
     let mut verdict = connect_verdict;
     let mut classification_terms = Vec::new();
     let mut categories = policy
@@ -299,7 +299,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         .iter()
         .map(|s| s.to_string())
         .collect::<Vec<_>>();
-    match &sni {
+    match sni_host {
         None if group.require_sni => {
             let _ = proxy
                 .record_refusal(
@@ -319,25 +319,22 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
         None => {}
-        Some(name) => {
-            let host = match Host::parse(name) {
-                Ok(h) => h,
-                Err(_) => {
-                    let _ = proxy
-                        .record_refusal(
-                            &ctx,
-                            "CONNECT",
-                            &url,
-                            Some(name.clone()),
-                            categories,
-                            "bad_sni",
-                            &format!("the ClientHello names an invalid server {name:?}"),
-                            403,
-                        )
-                        .await;
-                    return;
-                }
-            };
+        Some((name, Err(_))) => {
+            let _ = proxy
+                .record_refusal(
+                    &ctx,
+                    "CONNECT",
+                    &url,
+                    Some(name.to_string()),
+                    categories,
+                    "bad_sni",
+                    &format!("the ClientHello names an invalid server {name:?}"),
+                    403,
+                )
+                .await;
+            return;
+        }
+        Some((name, Ok(host))) => {
             let sni_target = Target {
                 host,
                 ..target.clone()
@@ -369,7 +366,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                         &ctx,
                         "CONNECT",
                         &url,
-                        Some(name.clone()),
+                        Some(name.to_string()),
                         categories,
                         crate::policy::Policy::reason_code(&v.reason),
                         &explanation,
