@@ -35,6 +35,65 @@ struct Row<'a> {
     duration_us: u64,
 }
 
+impl Row<'_> {
+    /// The row as one JSON object (a line of `--format jsonl`).
+    fn json(&self) -> serde_json::Value {
+        let d = self.d;
+        serde_json::json!({
+            "time": iso(self.time_us),
+            "node": self.node,
+            "seq": self.seq,
+            "client": d.client.to_string(),
+            "user": d.user,
+            "group": d.group,
+            "method": d.method,
+            "url": d.url,
+            "sni": d.sni,
+            "categories": d.categories,
+            "action": d.action.as_str(),
+            "reason": d.reason,
+            "grant": d.grant,
+            "status": self.status,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "duration_ms": self.duration_us as f64 / 1000.0,
+            "search_terms": d.terms,
+        })
+    }
+}
+
+/// A decision as the JSON-lines export writes it, with how it ended when `completion`
+/// (its completion entry's body) is given: for the admin API's decision lookups.
+pub fn decision_json(
+    node: &str,
+    seq: u64,
+    time_us: i64,
+    d: &Decision,
+    completion: Option<&Body>,
+) -> serde_json::Value {
+    let (status, bytes_up, bytes_down, duration_us) = match completion {
+        Some(Body::Completion {
+            status,
+            bytes_up,
+            bytes_down,
+            duration_us,
+            ..
+        }) => (*status, *bytes_up, *bytes_down, *duration_us),
+        _ => (d.status, 0, 0, 0),
+    };
+    Row {
+        node,
+        seq,
+        time_us,
+        d,
+        status,
+        bytes_up,
+        bytes_down,
+        duration_us,
+    }
+    .json()
+}
+
 /// Streams entries out in one format.
 pub struct Exporter {
     format: Format,
@@ -155,29 +214,7 @@ impl Exporter {
     fn write(&self, r: &Row<'_>, out: &mut dyn Write) -> io::Result<()> {
         let d = r.d;
         match self.format {
-            Format::Jsonl => {
-                let v = serde_json::json!({
-                    "time": iso(r.time_us),
-                    "node": r.node,
-                    "seq": r.seq,
-                    "client": d.client.to_string(),
-                    "user": d.user,
-                    "group": d.group,
-                    "method": d.method,
-                    "url": d.url,
-                    "sni": d.sni,
-                    "categories": d.categories,
-                    "action": d.action.as_str(),
-                    "reason": d.reason,
-                    "grant": d.grant,
-                    "status": r.status,
-                    "bytes_up": r.bytes_up,
-                    "bytes_down": r.bytes_down,
-                    "duration_ms": r.duration_us as f64 / 1000.0,
-                    "search_terms": d.terms,
-                });
-                writeln!(out, "{v}")
-            }
+            Format::Jsonl => writeln!(out, "{}", r.json()),
             Format::Csv => {
                 let fields = [
                     iso(r.time_us),

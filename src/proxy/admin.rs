@@ -313,35 +313,19 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// A found entry as the decisions API returns it.
+/// A found entry as the decisions API returns it: the decision as `log export --format
+/// jsonl` writes it, with its reference and what would unblock it.
 fn decision_json(found: &crate::decision_log::reader::Found) -> serde_json::Value {
     use crate::decision::Unblock;
     let e = &found.entry;
-    let time = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(e.time_us)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let completion = found.completion.as_ref().and_then(|c| match &c.body {
-        Entry::Completion {
-            status,
-            bytes_up,
-            bytes_down,
-            duration_us,
-            ..
-        } => Some(serde_json::json!({
-            "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down,
-            "duration_us": duration_us,
-        })),
-        _ => None,
-    });
-    let mut out = serde_json::json!({
-        "reference": crate::decision::format_reference(e.seq),
-        "seq": e.seq,
-        "node": found.node,
-        "time": time,
-    });
+    let reference = crate::decision::format_reference(e.seq);
     let Entry::Decision(d) = &e.body else {
-        out["kind"] = "not a decision".into();
-        return out;
+        return serde_json::json!({
+            "reference": reference,
+            "seq": e.seq,
+            "node": found.node,
+            "kind": "not a decision",
+        });
     };
     let unblock = match crate::decision::unblock(d) {
         Unblock::Grant { site, user, group } => {
@@ -357,20 +341,15 @@ fn decision_json(found: &crate::decision_log::reader::Found) -> serde_json::Valu
         Unblock::NotTheSite => serde_json::json!({"kind": "not_the_site"}),
         Unblock::Nothing => serde_json::json!({"kind": "nothing"}),
     };
+    let mut out = crate::decision_log::export::decision_json(
+        &found.node,
+        e.seq,
+        e.time_us,
+        d,
+        found.completion.as_ref().map(|c| &c.body),
+    );
+    out["reference"] = reference.into();
     out["kind"] = "decision".into();
-    out["client"] = d.client.to_string().into();
-    out["user"] = serde_json::json!(d.user);
-    out["group"] = d.group.clone().into();
-    out["method"] = d.method.clone().into();
-    out["url"] = d.url.clone().into();
-    out["sni"] = serde_json::json!(d.sni);
-    out["categories"] = serde_json::json!(d.categories);
-    out["action"] = d.action.as_str().into();
-    out["reason"] = d.reason.clone().into();
-    out["grant"] = serde_json::json!(d.grant);
-    out["status"] = d.status.into();
-    out["terms"] = serde_json::json!(d.terms);
-    out["completion"] = serde_json::json!(completion);
     out["unblock"] = unblock;
     out
 }
