@@ -1143,38 +1143,26 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
         None => {}
     }
     use gatehouse::decision::Unblock;
-    match gatehouse::decision::unblock(d) {
+    let next = match gatehouse::decision::unblock(d) {
         Unblock::Grant { site, user, group } => {
             let scope = match user {
                 Some(u) => format!("--user {u}"),
                 None => format!("--group {group}"),
             };
-            let _ = writeln!(
-                out,
-                "  next      if the site is suitable, unblock it against the helpdesk ticket:\n            gatehouse grant add --ticket TICKET --by YOUR-NAME --reason \"...\" {scope} --site {site} --for 1d"
-            );
+            format!("if the site is suitable, unblock it against the helpdesk ticket:\n            gatehouse grant add --ticket TICKET --by YOUR-NAME --reason \"...\" {scope} --site {site} --for 1d")
         }
         Unblock::Illegal => {
-            let _ = writeln!(
-                out,
-                "  next      illegal content: no grant can unblock it. Tell the designated safeguarding lead."
-            );
+            "illegal content: no grant can unblock it. Tell the designated safeguarding lead."
+                .to_string()
         }
-        Unblock::ByAddress => {
-            let _ = writeln!(
-                out,
-                "  next      asked for by IP address (a common way round the filter): find out which named site was meant"
-            );
-        }
-        Unblock::NotTheSite => {
-            let _ = writeln!(
-                out,
-                "  next      refused for how it connected ({}), not for the site: a grant does not change that",
-                d.reason
-            );
-        }
-        Unblock::Nothing => {}
-    }
+        Unblock::ByAddress => "asked for by IP address (a common way round the filter): find out which named site was meant".to_string(),
+        Unblock::NotTheSite => format!(
+            "refused for how it connected ({}), not for the site: a grant does not change that",
+            d.reason
+        ),
+        Unblock::Nothing => return out,
+    };
+    let _ = writeln!(out, "  next      {next}");
     out
 }
 
