@@ -84,15 +84,20 @@ fn api(
     (r.status, r.body)
 }
 
-#[test]
-fn health_and_the_grants_api() {
-    let origin = Origin::http();
+/// Gatehouse on the test policy (with the technician's token) and its two lists.
+fn start() -> Gatehouse {
     let text = policy(true);
-    let g = Gatehouse::start(&[
+    Gatehouse::start(&[
         ("policy.toml", text.as_str()),
         ("lists/csam/domains", "csam.test\n"),
         ("lists/gambling/domains", "bet.test\n"),
-    ]);
+    ])
+}
+
+#[test]
+fn health_and_the_grants_api() {
+    let origin = Origin::http();
+    let g = start();
     assert_eq!(api(&g, "GET", "/healthz", None, None).0, 200);
     assert_eq!(api(&g, "GET", "/readyz", None, None).0, 200);
 
@@ -191,12 +196,7 @@ fn health_and_the_grants_api() {
 #[test]
 fn the_decisions_api_reads_a_block_page_reference() {
     let origin = Origin::http();
-    let text = policy(true);
-    let g = Gatehouse::start(&[
-        ("policy.toml", text.as_str()),
-        ("lists/csam/domains", "csam.test\n"),
-        ("lists/gambling/domains", "bet.test\n"),
-    ]);
+    let g = start();
     let reference_of = |url: &str| {
         let r = curl(&["-x", &g.url(), url]);
         assert_eq!(r.status, 403, "{r:?}");
