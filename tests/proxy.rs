@@ -352,15 +352,10 @@ fn hello_extensions(hello: &[u8]) -> &[u8] {
 /// same hello carrying an `encrypted_client_hello` extension (type 0xfe0d, an outer
 /// one with a made-up config, as a browser's GREASE or a real ECH client sends).
 fn client_hello(sni: &str, ech: bool) -> Vec<u8> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut conn =
+        rustls::ClientConnection::new(client_config(rustls::RootCertStore::empty()), name)
+            .expect("client");
     let mut hello = Vec::new();
     while conn.wants_write() {
         conn.write_tls(&mut hello).expect("hello");
@@ -781,16 +776,10 @@ fn tunnel_handshake(
     for cert in rustls_pemfile_certs(&ca.pem) {
         roots.add(cert).map_err(|e| e.to_string())?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let name =
         rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(client_config(roots), name).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, s);
     tls.write_all(format!("GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
@@ -801,6 +790,19 @@ fn tunnel_handshake(
     } else {
         Err(format!("no answer through the tunnel: {out:?}"))
     }
+}
+
+/// A TLS client (rustls, ring) trusting `roots`.
+fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
 }
 
 fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
