@@ -5,7 +5,7 @@
 //! The workload is synthetic and deterministic: a school day's mix of allowed and
 //! blocked requests from a few hundred clients, with completions for forwarded ones.
 
-#![allow(clippy::disallowed_methods)] // a benchmark reads the clock
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a benchmark reads the clock
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -118,8 +118,8 @@ pub fn unblock(d: &Decision) -> Unblock {
         "illegal" => Unblock::Illegal,
         "ip_literal" => Unblock::ByAddress,
         "category" | "block_sites" | "mode" => {
-            let site = crate::host::Target::parse(&d.url)
-                .or_else(|_| crate::host::Target::from_authority(&d.url))
+            let site = crate::core::host::Target::parse(&d.url)
+                .or_else(|_| crate::core::host::Target::from_authority(&d.url))
                 .map(|t| t.host.to_string())
                 .unwrap_or_else(|_| d.url.clone());
             Unblock::Grant {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::config::{ConfigErrors, Source};
+use crate::core::config::{ConfigErrors, Source};
 use crate::snapshot::Snapshot;
 
 /// Why an edit was refused.
@@ -167,7 +167,7 @@ fn edit<T>(
     let result = edit(&mut doc)?;
     let new_text = doc.to_string();
     let source = Source::new(&path, &new_text);
-    crate::grants::compile_file(&new_text, &source, &snap.policy, &snap.lists, now)
+    crate::core::grants::compile_file(&new_text, &source, &snap.policy, &snap.lists, now)
         .map_err(StoreError::Invalid)?;
     crate::lists::write_atomically(&path, new_text.as_bytes())
         .map_err(|e| io("writing", &path, e))?;
@@ -247,7 +247,7 @@ pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<serde_json::Value
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
     };
-    let raw: crate::grants::RawGrantsFile = toml::from_str(&text).map_err(|e| {
+    let raw: crate::core::grants::RawGrantsFile = toml::from_str(&text).map_err(|e| {
         StoreError::Io(format!(
             "{} is not a valid grants file: {e}",
             path.display()

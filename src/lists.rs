@@ -9,7 +9,7 @@
 //! The domain index for millions of entries is the slow part to build, so it is cached
 //! in one file keyed by a fingerprint of the source files (path, size, modification
 //! time). A stale or damaged cache is rebuilt, never trusted. This is the I/O shell
-//! around [`crate::classify`].
+//! around [`crate::core::classify`].
 
 use std::fs;
 use std::io::Write;
@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::category::{CategoryId, CategorySet};
-use crate::classify::{
+use crate::core::category::{CategoryId, CategorySet};
+use crate::core::classify::{
     CompileError, CompiledLists, DomainIndex, DomainIndexBuilder, Expressions, SearchTerms,
     UrlHashes, UrlPrefixes,
 };
-use crate::config::{ConfigError, ConfigErrorKind};
-use crate::host::Host;
-use crate::policy::{Policy, SiteEntry};
+use crate::core::config::{ConfigError, ConfigErrorKind};
+use crate::core::host::Host;
+use crate::core::policy::{Policy, SiteEntry};
 
 /// Whether to use the compiled cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,7 +274,7 @@ pub fn load(
             Err(e) => errors.push(e),
         }
     }
-    let list_error = |e: crate::classify::CompileError| ConfigError {
+    let list_error = |e: crate::core::classify::CompileError| ConfigError {
         file: policy.lists_dir.clone(),
         line: None,
         kind: ConfigErrorKind::List(e.to_string()),

@@ -1,6 +1,6 @@
 //! The `gatehouse` command: the only place that prints to the terminal and uses `anyhow`.
 
-#![allow(clippy::disallowed_methods)] // the shell reads the clock and files; the core may not
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // the shell reads the clock and files; the core may not
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,9 +9,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use gatehouse::host::Target;
+use gatehouse::core::host::Target;
+use gatehouse::core::policy::{Action, GroupId, Policy, Requester};
 use gatehouse::lists::CacheMode;
-use gatehouse::policy::{Action, GroupId, Policy, Requester};
 use gatehouse::snapshot::{self, Snapshot};
 
 /// The shipped example policy, used when `--config` is not given.
@@ -520,7 +520,7 @@ fn check(config: &Path) -> Result<ExitCode> {
             "  {:<20} → {}{}{}",
             s.net.to_string(),
             p.group(s.group).name,
-            if s.auth == gatehouse::identity::AuthRequirement::Required {
+            if s.auth == gatehouse::core::identity::AuthRequirement::Required {
                 " (authentication required)"
             } else {
                 ""
@@ -682,7 +682,7 @@ fn classify(args: &ClassifyArgs) -> Result<ExitCode> {
 }
 
 fn scheme_name(target: &Target) -> &'static str {
-    use gatehouse::host::Scheme;
+    use gatehouse::core::host::Scheme;
     match target.scheme {
         Scheme::Http => "http",
         Scheme::Https => "https",
@@ -847,8 +847,9 @@ fn user(command: UserCommand) -> Result<ExitCode> {
 fn policy_log_dir(config: &Path) -> Result<PathBuf> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let source = gatehouse::config::Source::new(config, &text);
-    let raw: gatehouse::config::RawPolicy = source.parse(&text).map_err(|e| anyhow!("{e}"))?;
+    let source = gatehouse::core::config::Source::new(config, &text);
+    let raw: gatehouse::core::config::RawPolicy =
+        source.parse(&text).map_err(|e| anyhow!("{e}"))?;
     let base = config.parent().unwrap_or(Path::new("."));
     Ok(base.join(raw.log.dir.as_deref().unwrap_or("../var/decisions")))
 }
@@ -856,7 +857,7 @@ fn policy_log_dir(config: &Path) -> Result<PathBuf> {
 fn timezone_of(config: &Path) -> chrono_tz::Tz {
     std::fs::read_to_string(config)
         .ok()
-        .and_then(|text| toml::from_str::<gatehouse::config::RawPolicy>(&text).ok())
+        .and_then(|text| toml::from_str::<gatehouse::core::config::RawPolicy>(&text).ok())
         .and_then(|raw| raw.school.timezone.get_ref().parse().ok())
         .unwrap_or(chrono_tz::Europe::London)
 }
@@ -1315,7 +1316,7 @@ fn grant_terms(
                 (*label, names)
             })
             .collect();
-        gatehouse::grants::describe_terms(&parts)
+        gatehouse::core::grants::describe_terms(&parts)
     };
     rows.iter()
         .filter_map(|row| {

@@ -17,10 +17,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::category::Severity;
+use crate::core::category::Severity;
+use crate::core::grants::GrantSet;
+use crate::core::policy::Policy;
 use crate::decision_log::{Body, Entry, StoredAction};
-use crate::grants::GrantSet;
-use crate::policy::Policy;
 
 /// Rows kept per user for the drill-down.
 const DRILLDOWN_PER_USER: usize = 200;
@@ -600,8 +600,12 @@ impl<'a> Builder<'a> {
                     let search = if illegal {
                         None
                     } else {
-                        crate::host::Target::parse(&d.url).ok().and_then(|t| {
-                            crate::classify::search_query(&t.host, &t.path, t.query.as_deref())
+                        crate::core::host::Target::parse(&d.url).ok().and_then(|t| {
+                            crate::core::classify::search_query(
+                                &t.host,
+                                &t.path,
+                                t.query.as_deref(),
+                            )
                         })
                     };
                     let said = search.clone().unwrap_or_else(|| d.terms.join(", "));

@@ -13,11 +13,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::classify::{Classification, CompiledLists};
-use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, RawPolicy, RawUsers, Source};
-use crate::grants::{self, GrantSet};
+use crate::core::classify::{Classification, CompiledLists};
+use crate::core::config::{
+    ConfigError, ConfigErrorKind, ConfigErrors, RawPolicy, RawUsers, Source,
+};
+use crate::core::grants::{self, GrantSet};
+use crate::core::policy::Policy;
 use crate::lists::{self, CacheMode, ListReport};
-use crate::policy::Policy;
 
 /// A policy, its lists and its grants, valid together.
 pub struct Snapshot {
@@ -45,7 +47,7 @@ impl Snapshot {
     }
 
     /// Classifies a target against this snapshot's lists.
-    pub fn classify(&self, target: &crate::host::Target) -> Classification {
+    pub fn classify(&self, target: &crate::core::host::Target) -> Classification {
         self.lists.classify(target)
     }
 }

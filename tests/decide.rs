@@ -1,17 +1,17 @@
 //! `decide` by table: precedence, grants, schedules, allowlist mode. One row per case,
 //! the expected verdict beside the input.
 
-#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests are shell: they read files and clocks
 
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::{tree, utc};
-use gatehouse::category::CategorySet;
-use gatehouse::grants::{Grant, GrantError, GrantRequest, GrantScope};
-use gatehouse::host::Target;
+use gatehouse::core::category::CategorySet;
+use gatehouse::core::grants::{Grant, GrantError, GrantRequest, GrantScope};
+use gatehouse::core::host::Target;
+use gatehouse::core::policy::{Action, Requester};
 use gatehouse::lists::CacheMode;
-use gatehouse::policy::{Action, Requester};
 use gatehouse::snapshot::{self, Snapshot};
 
 const POLICY: &str = r#"[school]
@@ -396,7 +396,7 @@ fn precedence_table() {
         let v = p.decide(&requester, &target, &c, &grants, *at);
         let got = (
             v.action,
-            gatehouse::policy::Policy::reason_code(&v.reason),
+            gatehouse::core::policy::Policy::reason_code(&v.reason),
             v.grant.as_ref().map(|g| g.id.to_string()),
         );
         let want = (*action, *reason, grant_id.map(str::to_string));

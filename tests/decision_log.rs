@@ -2,7 +2,7 @@
 //! torn or corrupt tail is cut off on restart, tampering is found by `log verify`, a
 //! full disk fails closed for pupils only and clears itself, export round-trips.
 
-#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests are shell: they read files and clocks
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! `/metrics` on the admin listener: a known mix of requests moves the counters by
 //! exactly that mix, and promtool accepts the exposition.
 
-#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests are shell: they read files and clocks
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! Groups are told apart by source address: `curl --interface 127.0.0.N` against subnets
 //! `127.0.0.N/32` in the test policy.
 
-#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests are shell: they read files and clocks
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! tunnel only after the upstream's 101, one client address cannot take every
 //! connection, and a stalled request body is cut off.
 
-#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests are shell: they read files and clocks
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! computed here independently, illegal URLs never appear in full in any format, and
 //! the HTML renders in headless Chromium.
 
-#![allow(clippy::disallowed_methods)] // tests are shell: they read files and clocks
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests are shell: they read files and clocks
 
 mod common;
 

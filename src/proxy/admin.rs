@@ -29,9 +29,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Proxy;
+use crate::core::policy::{AdminToken, Role};
 use crate::decision_log::Body as Entry;
 use crate::grant_store::{self, NewGrant, StoreError};
-use crate::policy::{AdminToken, Role};
 
 type Reply = Response<Full<Bytes>>;
 

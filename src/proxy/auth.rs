@@ -14,7 +14,7 @@ use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::identity::Identity;
+use crate::core::identity::Identity;
 
 /// Outcome of checking a `Proxy-Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]

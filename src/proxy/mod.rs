@@ -40,13 +40,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::core::host::{parse_authority, Scheme, Target};
+use crate::core::identity::{canonical_ip, AuthRequirement};
+use crate::core::policy::{Action, GroupId, Policy, Requester, Verdict};
 use crate::decision::{format_reference, DecisionLog};
 use crate::decision_log::writer::LogSettings;
 use crate::decision_log::{Decision, StoredAction};
-use crate::host::{parse_authority, Scheme, Target};
-use crate::identity::{canonical_ip, AuthRequirement};
 use crate::lists::CacheMode;
-use crate::policy::{Action, GroupId, Policy, Requester, Verdict};
 use crate::snapshot::{self, Live, Snapshot};
 
 use self::auth::{AuthCache, AuthResult};
@@ -484,7 +484,7 @@ impl Proxy {
         url: &str,
         host_note: Option<&str>,
         verdict: &Verdict,
-        classification: &crate::classify::Classification,
+        classification: &crate::core::classify::Classification,
         as_text: bool,
     ) -> Response<Body> {
         let policy = &ctx.snapshot.policy;
@@ -494,8 +494,8 @@ impl Proxy {
             .map(|s| s.to_string())
             .collect();
         let shown = match verdict.reason {
-            crate::policy::Reason::Illegal { category }
-            | crate::policy::Reason::Category { category, .. } => {
+            crate::core::policy::Reason::Illegal { category }
+            | crate::core::policy::Reason::Category { category, .. } => {
                 Some(policy.category(category).name.as_str())
             }
             _ => None,
@@ -922,7 +922,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub enum RunError {
     /// The policy did not load.
     #[error("{0}")]
-    Policy(#[from] crate::config::ConfigErrors),
+    Policy(#[from] crate::core::config::ConfigErrors),
     /// The listener could not be opened.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -994,7 +994,7 @@ fn connection_cap(configured: usize) -> usize {
 fn load_then(
     path: &std::path::Path,
     after_load: fn(),
-) -> Result<Snapshot, crate::config::ConfigErrors> {
+) -> Result<Snapshot, crate::core::config::ConfigErrors> {
     let result = snapshot::load(path, CacheMode::Use);
     after_load();
     result
@@ -1162,9 +1162,9 @@ fn watch_grants(
 
 /// Audit records for what changed between two grant sets.
 fn grant_changes(
-    old: &crate::grants::GrantSet,
-    new: &crate::grants::GrantSet,
-    policy: &crate::policy::Policy,
+    old: &crate::core::grants::GrantSet,
+    new: &crate::core::grants::GrantSet,
+    policy: &crate::core::policy::Policy,
 ) -> Vec<crate::decision_log::Body> {
     use crate::decision_log::Body;
     let mut out = Vec::new();

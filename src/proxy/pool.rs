@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 
 use super::upstream::{Dialer, UpstreamError};
 use super::CountUp;
-use crate::host::Target;
+use crate::core::host::Target;
 
 type Map<V> = hashbrown::HashMap<Arc<str>, V, rustc_hash::FxBuildHasher>;
 

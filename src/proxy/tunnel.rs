@@ -27,9 +27,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Body, Proxy, RequestContext};
+use crate::core::host::{Host, Target};
+use crate::core::policy::Action;
 use crate::decision_log::{Decision, StoredAction};
-use crate::host::{Host, Target};
-use crate::policy::Action;
 
 /// Largest ClientHello we wait for (post-quantum key shares make them a few KiB).
 const MAX_HELLO: usize = 64 * 1024;
@@ -245,7 +245,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     proxy: Arc<Proxy>,
     ctx: RequestContext,
     target: Target,
-    connect_verdict: crate::policy::Verdict,
+    connect_verdict: crate::core::policy::Verdict,
     client: &mut C,
     mut upstream: TcpStream,
 ) {
@@ -368,7 +368,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                         &url,
                         Some(name.to_string()),
                         categories,
-                        crate::policy::Policy::reason_code(&v.reason),
+                        crate::core::policy::Policy::reason_code(&v.reason),
                         &explanation,
                         403,
                     )
@@ -388,7 +388,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         sni: sni.clone(),
         categories,
         action: StoredAction::Allow,
-        reason: crate::policy::Policy::reason_code(&verdict.reason).to_string(),
+        reason: crate::core::policy::Policy::reason_code(&verdict.reason).to_string(),
         grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
         status: 200,
         terms: classification_terms,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 
-use crate::identity::canonical_ip;
+use crate::core::identity::canonical_ip;
 
 /// Why an upstream could not be reached; picks the status code and the metric label.
 #[derive(Debug, thiserror::Error)]

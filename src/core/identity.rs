@@ -6,14 +6,12 @@
 //!
 //! Pure: the users file's text is parsed by the caller.
 
-#![deny(clippy::disallowed_methods)]
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::policy::GroupId;
+use crate::core::policy::GroupId;
 
 /// Whether clients in a subnet must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

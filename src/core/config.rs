@@ -2,12 +2,10 @@
 //!
 //! This module only *parses* (serde, `deny_unknown_fields`, so a misspelt key is an error
 //! rather than a silently ignored setting). Meaning — which names exist, what may be
-//! allowed — is checked when [`crate::policy`] compiles these structures, using the spans
+//! allowed — is checked when [`crate::core::policy`] compiles these structures, using the spans
 //! kept here to name the file and line of every problem.
 //!
 //! Pure: it parses text handed to it; reading the file is the caller's job.
-
-#![deny(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -235,7 +233,7 @@ pub struct RawGrantRules {
     pub max_days: Option<u32>,
 }
 
-/// `[log]`: every field optional; defaults in [`crate::policy::LogSettings`].
+/// `[log]`: every field optional; defaults in [`crate::core::policy::LogSettings`].
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
@@ -257,7 +255,7 @@ pub struct RawLog {
     pub queue_timeout_ms: Option<u64>,
 }
 
-/// `[server]`: every field optional; defaults are in [`crate::policy::ServerSettings`].
+/// `[server]`: every field optional; defaults are in [`crate::core::policy::ServerSettings`].
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {

@@ -1,6 +1,6 @@
 //! The policy: a validated, immutable picture of who may reach what, and [`Policy::decide`].
 //!
-//! [`Policy::compile`] turns the raw file ([`crate::config`]) into typed rules, collecting
+//! [`Policy::compile`] turns the raw file ([`crate::core::config`]) into typed rules, collecting
 //! every problem with its file and line. Once a value is a `Policy` it is valid: names
 //! resolve, no group can reach an `illegal` category, schedules parse.
 //!
@@ -17,8 +17,6 @@
 //!
 //! Pure: no I/O, no clock.
 
-#![deny(clippy::disallowed_methods)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
@@ -28,15 +26,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
-use crate::category::{Category, CategoryId, CategorySet, Severity, MAX_CATEGORIES};
-use crate::classify::{suffixes, Classification, CompiledLists};
-use crate::config::{
+use crate::core::category::{Category, CategoryId, CategorySet, Severity, MAX_CATEGORIES};
+use crate::core::classify::{suffixes, Classification, CompiledLists};
+use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, Name, RawPolicy, RawUsers, Source,
 };
-use crate::grants::Grant;
-use crate::host::{Host, Target};
-use crate::identity::{AuthRequirement, Identity, SubnetRule, User};
-use crate::schedule::{parse_tz, Schedule, Window};
+use crate::core::grants::Grant;
+use crate::core::host::{Host, Target};
+use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
+use crate::core::schedule::{parse_tz, Schedule, Window};
 
 /// A group's index in its policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,7 +110,7 @@ impl SiteEntry {
         let host = Host::parse(host_part).map_err(|e| e.to_string())?;
         let path = path
             .filter(|p| *p != "/")
-            .map(crate::classify::normalise_path);
+            .map(crate::core::classify::normalise_path);
         Ok(SiteEntry {
             text: trimmed.to_string(),
             host,
@@ -181,8 +179,9 @@ impl SiteList {
                 match &self.entries[i].path {
                     None => return Some(i),
                     Some(prefix) => {
-                        let p = path
-                            .get_or_insert_with(|| crate::classify::normalise_path(&target.path));
+                        let p = path.get_or_insert_with(|| {
+                            crate::core::classify::normalise_path(&target.path)
+                        });
                         if p.starts_with(prefix.as_str()) {
                             return Some(i);
                         }
@@ -986,7 +985,7 @@ impl Policy {
     /// The illegal categories whose lists match a site entry.
     pub fn illegal_bits_of_site(&self, lists: &CompiledLists, site: &SiteEntry) -> CategorySet {
         let target = Target {
-            scheme: crate::host::Scheme::Http,
+            scheme: crate::core::host::Scheme::Http,
             host: site.host.clone(),
             port: 80,
             path: site.path.clone().unwrap_or_else(|| "/".to_string()),
@@ -1291,7 +1290,7 @@ fn allowed_by_schedule(group: &Group, categories: CategorySet) -> Option<(Catego
 }
 
 fn compile_admin(
-    raw: &crate::config::RawAdmin,
+    raw: &crate::core::config::RawAdmin,
     source: &Source,
     errors: &mut Vec<ConfigError>,
 ) -> AdminSettings {
@@ -1375,7 +1374,7 @@ fn compile_admin(
 }
 
 fn compile_server(
-    raw: &crate::config::RawServer,
+    raw: &crate::core::config::RawServer,
     source: &Source,
     errors: &mut Vec<ConfigError>,
 ) -> ServerSettings {

@@ -16,8 +16,6 @@
 //! Pure: no I/O and no clock. Reading list files and the compiled cache lives in
 //! [`crate::lists`].
 
-#![deny(clippy::disallowed_methods)]
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -25,8 +23,8 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::RegexSet;
 use sha2::{Digest, Sha256};
 
-use crate::category::{CategoryId, CategorySet};
-use crate::host::{Host, Target};
+use crate::core::category::{CategoryId, CategorySet};
+use crate::core::host::{Host, Target};
 
 /// Errors building compiled lists.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,6 @@
 //!
 //! Pure: no I/O.
 
-#![deny(clippy::disallowed_methods)]
-
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -8,8 +8,6 @@
 //!
 //! Pure: no I/O, no clock.
 
-#![deny(clippy::disallowed_methods)]
-
 use std::fmt;
 
 /// How serious a category is. Ordered from least to most severe, so `max()` picks the

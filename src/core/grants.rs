@@ -7,9 +7,7 @@
 //! ask. Expiry is checked when deciding, against the time passed in, not when loading.
 //!
 //! Pure: no I/O, no clock. The grants file, its watcher and the commands come with the
-//! grants issue; here grants are a type and an input to [`crate::policy::Policy::decide`].
-
-#![deny(clippy::disallowed_methods)]
+//! grants issue; here grants are a type and an input to [`crate::core::policy::Policy::decide`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,11 +15,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
-use crate::category::CategorySet;
-use crate::classify::CompiledLists;
-use crate::config::{ConfigError, ConfigErrorKind, ConfigErrors, Source};
-use crate::host::Target;
-use crate::policy::{GroupId, Policy, SiteList};
+use crate::core::category::CategorySet;
+use crate::core::classify::CompiledLists;
+use crate::core::config::{ConfigError, ConfigErrorKind, ConfigErrors, Source};
+use crate::core::host::Target;
+use crate::core::policy::{GroupId, Policy, SiteList};
 
 /// Why a grant was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
