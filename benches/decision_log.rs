@@ -65,9 +65,9 @@ fn decision(i: u64) -> Body {
             StoredAction::Allow
         },
         reason: if blocked {
-            "category".into()
+            gatehouse::decision_log::ReasonCode::Category
         } else {
-            "mode".into()
+            gatehouse::decision_log::ReasonCode::Mode
         },
         grant: None,
         status: if blocked { 403 } else { 0 },

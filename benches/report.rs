@@ -108,9 +108,9 @@ fn main() {
                 StoredAction::Allow
             },
             reason: if blocked {
-                "category".into()
+                gatehouse::decision_log::ReasonCode::Category
             } else {
-                "mode".into()
+                gatehouse::decision_log::ReasonCode::Mode
             },
             grant: None,
             status: if blocked { 403 } else { 200 },

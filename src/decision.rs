@@ -114,10 +114,11 @@ pub fn unblock(d: &Decision) -> Unblock {
     if d.action != crate::decision_log::StoredAction::Block {
         return Unblock::Nothing;
     }
-    match d.reason.as_str() {
-        "illegal" => Unblock::Illegal,
-        "ip_literal" => Unblock::ByAddress,
-        "category" | "block_sites" | "mode" => {
+    use crate::decision_log::ReasonCode as R;
+    match d.reason {
+        R::Illegal => Unblock::Illegal,
+        R::IpLiteral => Unblock::ByAddress,
+        R::Category | R::BlockSites | R::Mode => {
             let site = crate::core::host::Target::parse(&d.url)
                 .or_else(|_| crate::core::host::Target::from_authority(&d.url))
                 .map(|t| t.host.to_string())
@@ -128,7 +129,19 @@ pub fn unblock(d: &Decision) -> Unblock {
                 group: d.group.clone(),
             }
         }
-        _ => Unblock::NotTheSite,
+        // Refusals of how the request arrived, and allow reasons on a block (which
+        // decide never makes): a grant on the site would not change them.
+        R::Port
+        | R::NotTls
+        | R::NoSni
+        | R::BadSni
+        | R::Ech
+        | R::AuthFailed
+        | R::InternalDestination
+        | R::Grant
+        | R::AllowSites
+        | R::AllowDuring
+        | R::AllowedCategory => Unblock::NotTheSite,
     }
 }
 
@@ -216,7 +229,7 @@ mod tests {
 
     #[test]
     fn what_can_unblock_a_decision() {
-        let d = |action, reason: &str, url: &str, user: Option<&str>| Decision {
+        let d = |action, reason: ReasonCode, url: &str, user: Option<&str>| Decision {
             client: "10.0.0.1".parse().expect("ip"),
             user: user.map(str::to_string),
             group: "ks3".into(),
@@ -225,11 +238,12 @@ mod tests {
             sni: None,
             categories: vec![],
             action,
-            reason: reason.into(),
+            reason,
             grant: None,
             status: 403,
             terms: vec![],
         };
+        use crate::decision_log::ReasonCode;
         use crate::decision_log::StoredAction::{Allow, Block};
         let grant = |site: &str, user: Option<&str>| Unblock::Grant {
             site: site.into(),
@@ -238,32 +252,45 @@ mod tests {
         };
         for (decision, want) in [
             (
-                d(Block, "category", "http://www.bet.test:8080/odds?x=1", None),
+                d(
+                    Block,
+                    ReasonCode::Category,
+                    "http://www.bet.test:8080/odds?x=1",
+                    None,
+                ),
                 grant("www.bet.test", None),
             ),
             (
-                d(Block, "block_sites", "http://Bet.Test/", Some("amy")),
+                d(
+                    Block,
+                    ReasonCode::BlockSites,
+                    "http://Bet.Test/",
+                    Some("amy"),
+                ),
                 grant("bet.test", Some("amy")),
             ),
             (
-                d(Block, "mode", "bet.test:443", None),
+                d(Block, ReasonCode::Mode, "bet.test:443", None),
                 grant("bet.test", None),
             ),
             (
-                d(Block, "illegal", "http://csam.test/", None),
+                d(Block, ReasonCode::Illegal, "http://csam.test/", None),
                 Unblock::Illegal,
             ),
             (
-                d(Block, "ip_literal", "http://10.9.9.9/", None),
+                d(Block, ReasonCode::IpLiteral, "http://10.9.9.9/", None),
                 Unblock::ByAddress,
             ),
-            (d(Block, "ech", "bet.test:443", None), Unblock::NotTheSite),
             (
-                d(Block, "no_sni", "bet.test:443", None),
+                d(Block, ReasonCode::Ech, "bet.test:443", None),
                 Unblock::NotTheSite,
             ),
             (
-                d(Allow, "category", "http://bet.test/", None),
+                d(Block, ReasonCode::NoSni, "bet.test:443", None),
+                Unblock::NotTheSite,
+            ),
+            (
+                d(Allow, ReasonCode::Category, "http://bet.test/", None),
                 Unblock::Nothing,
             ),
         ] {

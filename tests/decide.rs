@@ -396,7 +396,7 @@ fn precedence_table() {
         let v = p.decide(&requester, &target, &c, &grants, *at);
         let got = (
             v.action,
-            gatehouse::core::policy::Policy::reason_code(&v.reason),
+            v.reason.code().as_str(),
             v.grant.as_ref().map(|g| g.id.to_string()),
         );
         let want = (*action, *reason, grant_id.map(str::to_string));

@@ -191,7 +191,8 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
             } else {
                 StoredAction::Allow
             },
-            reason: reason.into(),
+            reason: gatehouse::decision_log::ReasonCode::parse(reason)
+                .expect("a known reason code"),
             grant: granted.then(|| "HD-4411".to_string()),
             status: if blocked { 403 } else { 0 },
             terms: terms.iter().map(|s| s.to_string()).collect(),

@@ -17,8 +17,12 @@
 pub mod category;
 pub mod classify;
 pub mod config;
+pub mod decide;
 pub mod grants;
+pub mod group;
 pub mod host;
 pub mod identity;
 pub mod policy;
 pub mod schedule;
+pub mod site;
+pub mod verdict;

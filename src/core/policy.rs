@@ -18,209 +18,23 @@
 //! Pure: no I/O, no clock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use crate::core::category::{Category, CategoryId, CategorySet, Severity, MAX_CATEGORIES};
-use crate::core::classify::{suffixes, Classification, CompiledLists};
+use crate::core::classify::CompiledLists;
 use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, Name, RawPolicy, RawUsers, Source,
 };
-use crate::core::grants::Grant;
 use crate::core::host::{Host, Target};
 use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
-use crate::core::schedule::{parse_tz, Schedule, Window};
-
-/// A group's index in its policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupId(u16);
-
-impl GroupId {
-    /// The id of the `index`th group.
-    pub fn new(index: usize) -> GroupId {
-        GroupId(index as u16)
-    }
-
-    /// Index into the policy's group table.
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-/// A schedule's index in its policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ScheduleId(u16);
-
-impl ScheduleId {
-    /// Index into the policy's schedule table.
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-/// What a group gets when no earlier rule decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Everything not blocked is allowed.
-    Blocklist,
-    /// Only allowed categories and sites are reachable (a walled garden).
-    Allowlist,
-}
-
-impl Mode {
-    /// The name used in policy.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Blocklist => "blocklist",
-            Mode::Allowlist => "allowlist",
-        }
-    }
-}
-
-/// One site entry: a domain (matching its subdomains) or a host with a path prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SiteEntry {
-    /// As written.
-    pub text: String,
-    /// The host, normalised.
-    pub host: Host,
-    /// Path prefix (lowercase, starting with `/`), if the entry has one.
-    pub path: Option<String>,
-}
-
-impl SiteEntry {
-    /// Parses `example.com`, `example.com/path`, `http://example.com/path` or an IP.
-    pub fn parse(text: &str) -> Result<SiteEntry, String> {
-        let trimmed = text.trim();
-        let without_scheme = trimmed
-            .strip_prefix("http://")
-            .or_else(|| trimmed.strip_prefix("https://"))
-            .unwrap_or(trimmed);
-        let (host_part, path) = match without_scheme.find('/') {
-            Some(i) if !without_scheme.starts_with('[') || without_scheme[..i].contains(']') => {
-                (&without_scheme[..i], Some(&without_scheme[i..]))
-            }
-            _ => (without_scheme, None),
-        };
-        let host = Host::parse(host_part).map_err(|e| e.to_string())?;
-        let path = path
-            .filter(|p| *p != "/")
-            .map(crate::core::classify::normalise_path);
-        Ok(SiteEntry {
-            text: trimmed.to_string(),
-            host,
-            path,
-        })
-    }
-}
-
-/// A short list of sites, for a group's `allow_sites`/`block_sites` and grants.
-#[derive(Debug, Clone, Default)]
-pub struct SiteList {
-    entries: Vec<SiteEntry>,
-    by_host: HashMap<String, Vec<usize>>,
-}
-
-impl SiteList {
-    /// Parses entries; the error names the first bad entry and why.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<SiteList, (String, String)> {
-        let mut list = SiteList::default();
-        for e in entries {
-            let entry =
-                SiteEntry::parse(e.as_ref()).map_err(|why| (e.as_ref().to_string(), why))?;
-            list.push(entry);
-        }
-        Ok(list)
-    }
-
-    fn push(&mut self, entry: SiteEntry) {
-        self.by_host
-            .entry(entry.host.to_string())
-            .or_default()
-            .push(self.entries.len());
-        self.entries.push(entry);
-    }
-
-    /// The entries, in order.
-    pub fn entries(&self) -> &[SiteEntry] {
-        &self.entries
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The first entry covering `target` (its host or a parent domain, and its path
-    /// prefix if it has one), by index.
-    pub fn find(&self, target: &Target) -> Option<usize> {
-        if self.entries.is_empty() {
-            return None;
-        }
-        let owned;
-        let host: &str = match &target.host {
-            Host::Name(name) => name,
-            other => {
-                owned = other.to_string();
-                &owned
-            }
-        };
-        let mut path: Option<String> = None;
-        for suffix in suffixes(host) {
-            let Some(indices) = self.by_host.get(suffix) else {
-                continue;
-            };
-            for &i in indices {
-                match &self.entries[i].path {
-                    None => return Some(i),
-                    Some(prefix) => {
-                        let p = path.get_or_insert_with(|| {
-                            crate::core::classify::normalise_path(&target.path)
-                        });
-                        if p.starts_with(prefix.as_str()) {
-                            return Some(i);
-                        }
-                    }
-                }
-            }
-        }
-        None
-    }
-}
-
-/// A filtering level.
-#[derive(Debug, Clone)]
-pub struct Group {
-    /// Name (`ks2`, `staff`).
-    pub name: String,
-    /// Who is in it.
-    pub description: String,
-    /// Blocklist or allowlist.
-    pub mode: Mode,
-    /// Categories blocked at all times.
-    pub block: CategorySet,
-    /// Categories allowed explicitly.
-    pub allow: CategorySet,
-    /// Categories blocked except inside a schedule's windows.
-    pub allow_during: Vec<(CategoryId, ScheduleId)>,
-    /// Sites always allowed.
-    pub allow_sites: SiteList,
-    /// Sites always blocked.
-    pub block_sites: SiteList,
-    /// Whether IP-literal hosts are blocked.
-    pub block_ip_literals: bool,
-    /// Whether TLS tunnels must name their server (SNI).
-    pub require_sni: bool,
-    /// Whether TLS tunnels may not hide their server behind Encrypted ClientHello.
-    pub block_ech: bool,
-    /// Whether the group is refused (`503`) while the decision log cannot be written.
-    pub fail_closed: bool,
-}
+use crate::core::schedule::{parse_tz, Schedule, ScheduleId, Window};
+// Re-exported while the shell moves to the modules' own paths.
+pub use crate::core::group::{Group, GroupId, Mode};
+pub use crate::core::site::{SiteEntry, SiteList};
+pub use crate::core::verdict::{Action, GrantRef, Reason, ReasonCode, Requester, Verdict};
 
 /// The rules grants must follow (`[grants]`).
 #[derive(Debug, Clone)]
@@ -365,106 +179,6 @@ pub struct Policy {
     source: Source,
 }
 
-/// Who is asking.
-#[derive(Debug, Clone, Copy)]
-pub struct Requester<'a> {
-    /// Their group.
-    pub group: GroupId,
-    /// Their login, if they authenticated.
-    pub user: Option<&'a str>,
-    /// Their address.
-    pub client: Option<IpAddr>,
-}
-
-/// Allow or block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// The request may go ahead.
-    Allow,
-    /// The request is refused with the block page.
-    Block,
-}
-
-impl Action {
-    /// `allow` / `block`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Allow => "allow",
-            Action::Block => "block",
-        }
-    }
-}
-
-/// Which rule decided, with what it needs to be explained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Rule 1: an illegal category.
-    Illegal {
-        /// The category.
-        category: CategoryId,
-    },
-    /// Rule 2: an active grant (see [`Verdict::grant`]).
-    Grant,
-    /// Rule 3: the group's `block_sites` entry.
-    BlockedSite {
-        /// Index into the group's `block_sites`.
-        entry: usize,
-    },
-    /// Rule 3: the group's `allow_sites` entry.
-    AllowedSite {
-        /// Index into the group's `allow_sites`.
-        entry: usize,
-    },
-    /// Rule 3: an IP-literal host, for a group that blocks them.
-    IpLiteral,
-    /// Rule 4: a category the group blocks now.
-    Category {
-        /// The most severe such category.
-        category: CategoryId,
-        /// Set when the category is allowed only inside this schedule, and it is outside.
-        outside: Option<ScheduleId>,
-    },
-    /// Rule 4 did not block because the request falls inside the schedule that allows
-    /// the category.
-    AllowedDuring {
-        /// The category.
-        category: CategoryId,
-        /// The schedule.
-        schedule: ScheduleId,
-    },
-    /// Rule 5, allowlist mode: a category the group allows.
-    AllowedCategory {
-        /// The category.
-        category: CategoryId,
-    },
-    /// Rule 5: the mode's default.
-    Mode(Mode),
-}
-
-/// A grant's identity as carried by a verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantRef {
-    /// Grant id.
-    pub id: Arc<str>,
-    /// Helpdesk ticket.
-    pub ticket: Arc<str>,
-}
-
-/// The outcome of [`Policy::decide`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// Allow or block.
-    pub action: Action,
-    /// Which rule decided.
-    pub reason: Reason,
-    /// Every category the request matched.
-    pub categories: CategorySet,
-    /// The group the decision was made for.
-    pub group: GroupId,
-    /// The grant that allowed it, if one did.
-    pub grant: Option<GrantRef>,
-}
-
 impl Policy {
     /// Compiles a parsed policy (and users file) into a `Policy`, collecting every error.
     pub fn compile(
@@ -593,7 +307,7 @@ impl Policy {
                     )),
                 ));
             }
-            schedule_ids.insert(name.get_ref().clone(), ScheduleId(schedules.len() as u16));
+            schedule_ids.insert(name.get_ref().clone(), ScheduleId::new(schedules.len()));
             schedules.push(Schedule {
                 name: name.into_inner(),
                 tz,
@@ -733,7 +447,7 @@ impl Policy {
                                 if field == "allow_sites" {
                                     allow_site_lines.push((
                                         GroupId::new(gi),
-                                        list.entries.len(),
+                                        list.entries().len(),
                                         source.line_of(e.span().start),
                                     ));
                                 }
@@ -752,9 +466,9 @@ impl Policy {
                 };
             let allow_sites = site_list(&g.allow_sites, "allow_sites", &mut errors);
             let block_sites = site_list(&g.block_sites, "block_sites", &mut errors);
-            for (i, a) in allow_sites.entries.iter().enumerate() {
+            for (i, a) in allow_sites.entries().iter().enumerate() {
                 if let Some(b) = block_sites
-                    .entries
+                    .entries()
                     .iter()
                     .find(|b| b.host == a.host && b.path == a.path)
                 {
@@ -967,7 +681,7 @@ impl Policy {
         let mut errors = Vec::new();
         for &(group, entry, line) in &self.allow_site_lines {
             let group = &self.groups[group.index()];
-            let site = &group.allow_sites.entries[entry];
+            let site = &group.allow_sites.entries()[entry];
             if let Some(c) = self.illegal_bits_of_site(lists, site).iter().next() {
                 errors.push(ConfigError {
                     file: self.source.path.clone(),
@@ -1069,199 +783,10 @@ impl Policy {
         })
     }
 
-    /// The categories `group` blocks at `at`, and for each category allowed only in a
-    /// schedule, whether we are outside it.
-    fn blocked_now(&self, group: &Group, at: DateTime<Utc>) -> CategorySet {
-        let mut blocked = group.block.union(self.illegal);
-        for &(category, schedule) in &group.allow_during {
-            if !self.schedules[schedule.index()].contains(at) {
-                blocked.insert(category);
-            }
-        }
-        blocked
-    }
-
-    /// Decides one request. See the module documentation for the precedence.
-    pub fn decide(
-        &self,
-        requester: &Requester<'_>,
-        target: &Target,
-        classification: &Classification,
-        grants: &[Grant],
-        at: DateTime<Utc>,
-    ) -> Verdict {
-        let categories = classification.categories;
-        let group_id = requester.group;
-        let group = &self.groups[group_id.index()];
-        let verdict = |action, reason| Verdict {
-            action,
-            reason,
-            categories,
-            group: group_id,
-            grant: None,
-        };
-
-        // 1. Illegal content: nothing below can change this.
-        if let Some(category) = self.most_severe(categories.intersection(self.illegal)) {
-            return verdict(Action::Block, Reason::Illegal { category });
-        }
-
-        // 2. Grants.
-        let blocked_now = self.blocked_now(group, at);
-        let blocked_here = categories.intersection(blocked_now);
-        for grant in grants {
-            if !grant.active_at(at)
-                || !grant.covers_requester(group_id, requester.user, requester.client)
-            {
-                continue;
-            }
-            let by_site = grant.covers_site(target);
-            // A category grant lifts only the categories it names: a site that is also in
-            // another blocked category stays blocked.
-            let by_category = !grant.categories.intersection(categories).is_empty()
-                && blocked_here.difference(grant.categories).is_empty();
-            if by_site || by_category {
-                return Verdict {
-                    grant: Some(GrantRef {
-                        id: grant.id.clone(),
-                        ticket: grant.ticket.clone(),
-                    }),
-                    ..verdict(Action::Allow, Reason::Grant)
-                };
-            }
-        }
-
-        // 3. The group's own site lists, then IP literals.
-        if let Some(entry) = group.block_sites.find(target) {
-            return verdict(Action::Block, Reason::BlockedSite { entry });
-        }
-        if let Some(entry) = group.allow_sites.find(target) {
-            return verdict(Action::Allow, Reason::AllowedSite { entry });
-        }
-        if group.block_ip_literals && target.host.is_ip() {
-            return verdict(Action::Block, Reason::IpLiteral);
-        }
-
-        // 4. Categories blocked at this moment.
-        if let Some(category) = self.most_severe(blocked_here) {
-            let outside = group
-                .allow_during
-                .iter()
-                .find(|(c, _)| *c == category)
-                .map(|(_, s)| *s);
-            return verdict(Action::Block, Reason::Category { category, outside });
-        }
-
-        // 5. The mode.
-        match group.mode {
-            Mode::Allowlist => match self.most_severe(categories.intersection(group.allow)) {
-                Some(category) => verdict(Action::Allow, Reason::AllowedCategory { category }),
-                None => match allowed_by_schedule(group, categories) {
-                    Some((category, schedule)) => {
-                        verdict(Action::Allow, Reason::AllowedDuring { category, schedule })
-                    }
-                    None => verdict(Action::Block, Reason::Mode(Mode::Allowlist)),
-                },
-            },
-            Mode::Blocklist => match allowed_by_schedule(group, categories) {
-                Some((category, schedule)) => {
-                    verdict(Action::Allow, Reason::AllowedDuring { category, schedule })
-                }
-                None => verdict(Action::Allow, Reason::Mode(Mode::Blocklist)),
-            },
-        }
-    }
-
-    /// One line a technician can read: why this verdict.
-    ///
-    /// Built on every request for the decision log, so the common reasons are appended
-    /// into one buffer rather than formatted.
-    pub fn explain(&self, verdict: &Verdict) -> String {
-        let group_def = &self.groups[verdict.group.index()];
-        let group = group_def.name.as_str();
-        let mut out = String::with_capacity(96);
-        let cat = |out: &mut String, c: CategoryId| {
-            let c = self.category(c);
-            out.push_str(&c.name);
-            out.push_str(" (");
-            out.push_str(c.severity.as_str());
-            out.push(')');
-        };
-        match verdict.reason {
-            Reason::Illegal { category } => {
-                out.push_str("illegal category ");
-                cat(&mut out, category);
-                out.push_str(": blocked for every group, always");
-            }
-            Reason::Grant => match &verdict.grant {
-                Some(g) => return format!("allowed by grant {} (ticket {})", g.id, g.ticket),
-                None => out.push_str("allowed by a grant"),
-            },
-            Reason::BlockedSite { entry } => {
-                let site = &group_def.block_sites.entries[entry].text;
-                return format!("group {group} blocks site {site:?} (block_sites)");
-            }
-            Reason::AllowedSite { entry } => {
-                let site = &group_def.allow_sites.entries[entry].text;
-                return format!("group {group} allows site {site:?} (allow_sites)");
-            }
-            Reason::IpLiteral => {
-                out.push_str("group ");
-                out.push_str(group);
-                out.push_str(" blocks IP-address hosts (block_ip_literals)");
-            }
-            Reason::Category { category, outside } => {
-                out.push_str("category ");
-                cat(&mut out, category);
-                out.push_str(" is blocked for group ");
-                out.push_str(group);
-                if let Some(s) = outside {
-                    out.push_str(" outside schedule ");
-                    out.push_str(&self.schedules[s.index()].name);
-                }
-            }
-            Reason::AllowedDuring { category, schedule } => {
-                out.push_str("category ");
-                cat(&mut out, category);
-                out.push_str(" is allowed for group ");
-                out.push_str(group);
-                out.push_str(" during schedule ");
-                out.push_str(&self.schedules[schedule.index()].name);
-            }
-            Reason::AllowedCategory { category } => {
-                out.push_str("category ");
-                cat(&mut out, category);
-                out.push_str(" is allowed for group ");
-                out.push_str(group);
-                out.push_str(" (allowlist mode)");
-            }
-            Reason::Mode(Mode::Blocklist) => {
-                out.push_str("no category blocked for group ");
-                out.push_str(group);
-                out.push_str(" matched");
-            }
-            Reason::Mode(Mode::Allowlist) => {
-                out.push_str("group ");
-                out.push_str(group);
-                out.push_str(" is in allowlist mode and this site is not on its allow list");
-            }
-        }
-        out
-    }
-
-    /// Short machine-friendly name of a reason (`illegal`, `grant`, `category`, …).
-    pub fn reason_code(reason: &Reason) -> &'static str {
-        match reason {
-            Reason::Illegal { .. } => "illegal",
-            Reason::Grant => "grant",
-            Reason::BlockedSite { .. } => "block_sites",
-            Reason::AllowedSite { .. } => "allow_sites",
-            Reason::IpLiteral => "ip_literal",
-            Reason::Category { .. } => "category",
-            Reason::AllowedDuring { .. } => "allow_during",
-            Reason::AllowedCategory { .. } => "allowed_category",
-            Reason::Mode(_) => "mode",
-        }
+    /// The code the decision log records for a reason (kept while callers move to
+    /// [`Reason::code`]).
+    pub fn reason_code(reason: &Reason) -> ReasonCode {
+        reason.code()
     }
 
     /// Category names of a set, most severe first.
@@ -1277,16 +802,6 @@ impl Policy {
             .map(|c| self.category(c).name.as_str())
             .collect()
     }
-}
-
-/// A matched category that the group may reach inside one of its schedules (we are
-/// inside it, or rule 4 would have blocked).
-fn allowed_by_schedule(group: &Group, categories: CategorySet) -> Option<(CategoryId, ScheduleId)> {
-    group
-        .allow_during
-        .iter()
-        .find(|(c, _)| categories.contains(*c))
-        .copied()
 }
 
 fn compile_admin(
@@ -1479,11 +994,5 @@ fn check_name(name: &str) -> Result<(), &'static str> {
         Ok(())
     } else {
         Err("names use lowercase letters, digits, '-' and '_', start with a letter or digit, and are at most 64 characters")
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }

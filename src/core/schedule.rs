@@ -15,6 +15,22 @@ use chrono::{
 };
 use chrono_tz::Tz;
 
+/// A schedule's index in its policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScheduleId(u16);
+
+impl ScheduleId {
+    /// The id of the `index`th schedule.
+    pub fn new(index: usize) -> ScheduleId {
+        ScheduleId(index as u16)
+    }
+
+    /// Index into the policy's schedule table.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 /// Why a window or time zone was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {

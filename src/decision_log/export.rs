@@ -228,7 +228,7 @@ impl Exporter {
                     d.sni.clone().unwrap_or_default(),
                     d.categories.join(";"),
                     d.action.as_str().to_string(),
-                    d.reason.clone(),
+                    d.reason.to_string(),
                     d.grant.clone().unwrap_or_default(),
                     r.status.to_string(),
                     r.bytes_up.to_string(),

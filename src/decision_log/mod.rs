@@ -33,6 +33,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::core::verdict::ReasonCode;
+
 /// Segment file magic and version.
 pub const MAGIC: &[u8; 8] = b"GHLOGv01";
 /// Largest payload accepted when reading (anything larger is corruption).
@@ -87,8 +89,9 @@ pub struct Decision {
     pub categories: Vec<String>,
     /// Allow or block.
     pub action: StoredAction,
-    /// Reason code (`category`, `illegal`, `grant`, `ip_literal`, `no_sni`, `ech`, …).
-    pub reason: String,
+    /// Why: the rule that decided, or the refusal of how the request arrived. Stored as
+    /// its name (`category`, `illegal`, `no_sni`, …), as when it was a string.
+    pub reason: ReasonCode,
     /// Ticket of the grant that allowed it.
     pub grant: Option<String>,
     /// Status answered (0 for forwarded requests: see the completion).

@@ -823,7 +823,7 @@ mod tests {
                 sni: None,
                 categories: vec!["games".into()],
                 action: crate::decision_log::StoredAction::Block,
-                reason: "category".into(),
+                reason: crate::decision_log::ReasonCode::Category,
                 grant: None,
                 status: 403,
                 terms: vec![],

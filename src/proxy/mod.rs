@@ -40,9 +40,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::core::group::GroupId;
 use crate::core::host::{parse_authority, Scheme, Target};
 use crate::core::identity::{canonical_ip, AuthRequirement};
-use crate::core::policy::{Action, GroupId, Policy, Requester, Verdict};
+use crate::core::verdict::{Action, ReasonCode, Requester, Verdict};
 use crate::decision::{format_reference, DecisionLog};
 use crate::decision_log::writer::LogSettings;
 use crate::decision_log::{Decision, StoredAction};
@@ -403,7 +404,7 @@ impl Proxy {
         url: &str,
         sni: Option<String>,
         categories: Vec<String>,
-        reason: &'static str,
+        reason: ReasonCode,
         explanation: &str,
         status: u16,
     ) -> Option<u64> {
@@ -416,7 +417,7 @@ impl Proxy {
             sni,
             categories,
             action: StoredAction::Block,
-            reason: reason.to_string(),
+            reason,
             grant: None,
             status,
             terms: Vec::new(),
@@ -433,7 +434,7 @@ impl Proxy {
         url: &str,
         category: Option<&str>,
         categories: Vec<String>,
-        reason: &'static str,
+        reason: ReasonCode,
         explanation: String,
         as_text: bool,
     ) -> Response<Body> {
@@ -512,7 +513,7 @@ impl Proxy {
                 url,
                 shown,
                 names,
-                Policy::reason_code(&verdict.reason),
+                verdict.reason.code(),
                 explanation,
                 as_text,
             )
@@ -575,7 +576,7 @@ impl Proxy {
                     url,
                     None,
                     Vec::new(),
-                    "internal_destination",
+                    ReasonCode::InternalDestination,
                     &e.to_string(),
                     403,
                 )
@@ -645,7 +646,7 @@ impl Proxy {
                     sni: None,
                     categories: Vec::new(),
                     action: StoredAction::Block,
-                    reason: "auth_failed".into(),
+                    reason: ReasonCode::AuthFailed,
                     grant: None,
                     status: 407,
                     terms: Vec::new(),
@@ -800,7 +801,7 @@ impl Proxy {
                 .map(|s| s.to_string())
                 .collect(),
             action: StoredAction::Allow,
-            reason: Policy::reason_code(&verdict.reason).to_string(),
+            reason: verdict.reason.code(),
             grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
             status: 0,
             terms: classification

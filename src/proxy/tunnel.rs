@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::{Body, Proxy, RequestContext};
 use crate::core::host::{Host, Target};
-use crate::core::policy::Action;
+use crate::core::verdict::{Action, ReasonCode};
 use crate::decision_log::{Decision, StoredAction};
 
 /// Largest ClientHello we wait for (post-quantum key shares make them a few KiB).
@@ -189,7 +189,7 @@ pub async fn handle(
                 &url,
                 None,
                 Vec::new(),
-                "port",
+                ReasonCode::Port,
                 explanation,
                 true,
             )
@@ -261,7 +261,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         Hello::Gone => return,
         Hello::NotTls => {
             let _ = proxy
-                .record_refusal(&ctx, "CONNECT", &url, None, Vec::new(), "not_tls", "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
+                .record_refusal(&ctx, "CONNECT", &url, None, Vec::new(), ReasonCode::NotTls, "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
                 .await;
             return;
         }
@@ -282,7 +282,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 &url,
                 sni.clone(),
                 Vec::new(),
-                "ech",
+                ReasonCode::Ech,
                 &format!(
                     "the ClientHello hides the server it wants (Encrypted ClientHello, showing {shown}); group {} may not use hidden server names",
                     group.name
@@ -308,7 +308,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                     &url,
                     None,
                     categories,
-                    "no_sni",
+                    ReasonCode::NoSni,
                     &format!(
                         "group {} requires TLS tunnels to name their server (SNI)",
                         group.name
@@ -327,7 +327,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                     &url,
                     Some(name.to_string()),
                     categories,
-                    "bad_sni",
+                    ReasonCode::BadSni,
                     &format!("the ClientHello names an invalid server {name:?}"),
                     403,
                 )
@@ -368,7 +368,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                         &url,
                         Some(name.to_string()),
                         categories,
-                        crate::core::policy::Policy::reason_code(&v.reason),
+                        v.reason.code(),
                         &explanation,
                         403,
                     )
@@ -388,7 +388,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         sni: sni.clone(),
         categories,
         action: StoredAction::Allow,
-        reason: crate::core::policy::Policy::reason_code(&verdict.reason).to_string(),
+        reason: verdict.reason.code(),
         grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
         status: 200,
         terms: classification_terms,
