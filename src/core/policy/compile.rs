@@ -1,0 +1,805 @@
+//! [`Policy::compile`]: the raw file ([`crate::core::config`]) into typed rules, in steps.
+//!
+//! Each step compiles one part of the file (school, categories, schedules, groups,
+//! identity, grants, and the shell's listener, log and admin settings) and hands the next
+//! steps what they resolve names against. Every step goes on after a problem, with a
+//! harmless stand-in, and adds the problem to one list with its file and line: a
+//! technician fixes a policy in one pass rather than one error at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use super::ServerSettings;
+use super::{AdminSettings, AdminToken, CategoryDef, GrantRules, LogSettings, Policy, Role};
+use crate::core::category::{Category, CategoryId, CategorySet, Severity, MAX_CATEGORIES};
+use crate::core::config::{
+    ConfigError, ConfigErrorKind, ConfigErrors, Name, RawAdmin, RawCategory, RawGrantRules,
+    RawGroup, RawIdentity, RawLog, RawPolicy, RawSchedule, RawServer, RawUsers, Source,
+};
+use crate::core::group::{Group, GroupId, Mode};
+use crate::core::host::Host;
+use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
+use crate::core::schedule::{parse_tz, Schedule, ScheduleId, Window};
+use crate::core::site::{SiteEntry, SiteList};
+
+impl Policy {
+    /// Compiles a parsed policy (and users file) into a `Policy`, collecting every error.
+    pub fn compile(
+        raw: RawPolicy,
+        source: &Source,
+        users: Option<(RawUsers, &Source)>,
+    ) -> Result<Policy, ConfigErrors> {
+        let mut c = Compiler {
+            source,
+            base: source.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            errors: Vec::new(),
+        };
+        let timezone = c.timezone(&raw.school.timezone);
+        let lists_dir = c
+            .base
+            .join(raw.lists.dir.as_deref().unwrap_or("../blocklists"));
+        let lists_cache = match &raw.lists.cache {
+            Some(cache) => c.base.join(cache),
+            None => lists_dir.join(".compiled").join("domains.idx"),
+        };
+        let categories = c.categories(raw.categories, &lists_dir);
+        let (schedules, schedule_ids) = c.schedules(raw.schedules, timezone);
+        let groups = c.groups(raw.groups, &categories, &schedule_ids, &schedules);
+        let identity = c.identity(&raw.identity, users, &groups);
+        let grant_rules = c.grant_rules(&raw.grants);
+        let server = c.server(&raw.server);
+        let admin = c.admin(&raw.admin);
+        let log = c.log(&raw.log);
+
+        let mut errors = c.errors;
+        if !errors.is_empty() {
+            errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            return Err(ConfigErrors(errors));
+        }
+        let identity = identity.expect("no errors means the default group resolved");
+        Ok(Policy {
+            path: source.path.clone(),
+            school: raw.school.name,
+            timezone,
+            lists_dir,
+            lists_cache,
+            users_file: raw.identity.users_file.as_ref().map(|f| c.base.join(f)),
+            categories: categories.defs,
+            illegal: categories.illegal,
+            schedules,
+            groups: groups.groups,
+            identity,
+            server,
+            log,
+            grant_rules,
+            admin,
+            allow_site_lines: groups.allow_site_lines,
+            source: source.clone(),
+        })
+    }
+}
+
+/// One compilation: where relative paths start, and every problem found so far.
+struct Compiler<'a> {
+    source: &'a Source,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+/// The categories step's result: definitions in file order, the illegal ones, and names.
+struct Categories {
+    defs: Vec<CategoryDef>,
+    illegal: CategorySet,
+    ids: HashMap<String, CategoryId>,
+    known: String,
+}
+
+/// The groups step's result.
+struct Groups {
+    groups: Vec<Group>,
+    ids: HashMap<String, GroupId>,
+    known: String,
+    /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
+    allow_site_lines: Vec<(GroupId, usize, usize)>,
+}
+
+impl Compiler<'_> {
+    fn invalid(&mut self, span: std::ops::Range<usize>, what: String) {
+        self.errors.push(
+            self.source
+                .error_at(span, ConfigErrorKind::InvalidValue(what)),
+        );
+    }
+
+    fn timezone(&mut self, name: &toml::Spanned<String>) -> chrono_tz::Tz {
+        match parse_tz(name.get_ref()) {
+            Ok(tz) => tz,
+            Err(e) => {
+                self.invalid(name.span(), e.to_string());
+                chrono_tz::Europe::London
+            }
+        }
+    }
+
+    /// Categories, in the order the file declares them (the tie-break for "most severe").
+    fn categories(&mut self, raw: BTreeMap<Name, RawCategory>, lists_dir: &Path) -> Categories {
+        let mut raw_categories: Vec<_> = raw.into_iter().collect();
+        raw_categories.sort_by_key(|(name, _)| name.span().start);
+        if raw_categories.len() > MAX_CATEGORIES {
+            self.errors
+                .push(self.source.error(ConfigErrorKind::InvalidValue(format!(
+                    "{} categories defined; at most {MAX_CATEGORIES} are supported",
+                    raw_categories.len()
+                ))));
+            raw_categories.truncate(MAX_CATEGORIES);
+        }
+        let mut defs = Vec::new();
+        let mut illegal = CategorySet::EMPTY;
+        for (i, (name, cat)) in raw_categories.into_iter().enumerate() {
+            let severity = match cat.severity.get_ref().as_str() {
+                "illegal" => Severity::Illegal,
+                "safeguarding" => Severity::Safeguarding,
+                "inappropriate" => Severity::Inappropriate,
+                "productivity" => Severity::Productivity,
+                other => {
+                    self.invalid(
+                        cat.severity.span(),
+                        format!(
+                            "severity {other:?} of category {:?} is not one of illegal, safeguarding, inappropriate, productivity",
+                            name.get_ref()
+                        ),
+                    );
+                    Severity::Productivity
+                }
+            };
+            if let Err(why) = check_name(name.get_ref()) {
+                self.invalid(
+                    name.span(),
+                    format!("category name {:?}: {why}", name.get_ref()),
+                );
+            }
+            if severity == Severity::Illegal {
+                if let Some(id) = CategoryId::new(i) {
+                    illegal.insert(id);
+                }
+            }
+            let list_dir = match &cat.list {
+                Some(dir) => self.base.join(dir),
+                None => lists_dir.join(name.get_ref()),
+            };
+            defs.push(CategoryDef {
+                category: Category {
+                    name: name.into_inner(),
+                    severity,
+                    description: cat.description,
+                },
+                list_dir,
+            });
+        }
+        let ids = defs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((c.category.name.clone(), CategoryId::new(i)?)))
+            .collect();
+        let known = known(defs.iter().map(|c| c.category.name.as_str()));
+        Categories {
+            defs,
+            illegal,
+            ids,
+            known,
+        }
+    }
+
+    fn schedules(
+        &mut self,
+        raw: BTreeMap<Name, RawSchedule>,
+        school_tz: chrono_tz::Tz,
+    ) -> (Vec<Schedule>, HashMap<String, ScheduleId>) {
+        let mut schedules = Vec::new();
+        let mut ids = HashMap::new();
+        for (name, sched) in raw {
+            let tz = match &sched.timezone {
+                Some(tz) => match parse_tz(tz.get_ref()) {
+                    Ok(tz) => tz,
+                    Err(e) => {
+                        self.invalid(tz.span(), e.to_string());
+                        continue;
+                    }
+                },
+                None => school_tz,
+            };
+            let mut windows = Vec::new();
+            for w in &sched.windows {
+                match Window::parse(w.get_ref()) {
+                    Ok(window) => windows.push(window),
+                    Err(e) => self.invalid(w.span(), format!("schedule {:?}: {e}", name.get_ref())),
+                }
+            }
+            if sched.windows.is_empty() {
+                self.invalid(
+                    name.span(),
+                    format!("schedule {:?} has no windows", name.get_ref()),
+                );
+            }
+            ids.insert(name.get_ref().clone(), ScheduleId::new(schedules.len()));
+            schedules.push(Schedule {
+                name: name.into_inner(),
+                tz,
+                windows,
+            });
+        }
+        (schedules, ids)
+    }
+
+    fn category(&mut self, categories: &Categories, name: &Name) -> Option<CategoryId> {
+        let id = categories.ids.get(name.get_ref()).copied();
+        if id.is_none() {
+            self.errors.push(self.source.error_at(
+                name.span(),
+                ConfigErrorKind::UnknownCategory {
+                    name: name.get_ref().clone(),
+                    known: categories.known.clone(),
+                },
+            ));
+        }
+        id
+    }
+
+    /// Groups, in the order the file declares them.
+    fn groups(
+        &mut self,
+        raw: BTreeMap<Name, RawGroup>,
+        categories: &Categories,
+        schedule_ids: &HashMap<String, ScheduleId>,
+        schedules: &[Schedule],
+    ) -> Groups {
+        let mut raw_groups: Vec<_> = raw.into_iter().collect();
+        raw_groups.sort_by_key(|(name, _)| name.span().start);
+        let ids = raw_groups
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.get_ref().clone(), GroupId::new(i)))
+            .collect();
+        let known_groups = known(raw_groups.iter().map(|(n, _)| n.get_ref().as_str()));
+        let known_schedules = known(schedules.iter().map(|s| s.name.as_str()));
+        let mut groups = Vec::new();
+        let mut allow_site_lines = Vec::new();
+        for (gi, (name, g)) in raw_groups.into_iter().enumerate() {
+            let group = self.group(
+                GroupId::new(gi),
+                name,
+                g,
+                categories,
+                schedule_ids,
+                &known_schedules,
+                &mut allow_site_lines,
+            );
+            groups.push(group);
+        }
+        Groups {
+            groups,
+            ids,
+            known: known_groups,
+            allow_site_lines,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        &mut self,
+        id: GroupId,
+        name: Name,
+        g: RawGroup,
+        categories: &Categories,
+        schedule_ids: &HashMap<String, ScheduleId>,
+        known_schedules: &str,
+        allow_site_lines: &mut Vec<(GroupId, usize, usize)>,
+    ) -> Group {
+        let gname = name.get_ref().clone();
+        if let Err(why) = check_name(&gname) {
+            self.invalid(name.span(), format!("group name {gname:?}: {why}"));
+        }
+        let mode = match g.mode.get_ref().as_str() {
+            "blocklist" => Mode::Blocklist,
+            "allowlist" => Mode::Allowlist,
+            other => {
+                self.invalid(
+                    g.mode.span(),
+                    format!(
+                        "group {gname:?}: mode {other:?} is not \"blocklist\" or \"allowlist\""
+                    ),
+                );
+                Mode::Blocklist
+            }
+        };
+        // Each category once per group, in one of block, allow and allow_during.
+        let mut seen: HashMap<CategoryId, &'static str> = HashMap::new();
+        let mut note = |c: &mut Compiler, id: CategoryId, field: &'static str, at: &Name| {
+            let Some(prev) = seen.insert(id, field) else {
+                return true;
+            };
+            let what = if prev == field {
+                format!(
+                    "group {gname:?}: category {:?} is listed twice in {field}",
+                    at.get_ref()
+                )
+            } else {
+                format!(
+                    "group {gname:?}: category {:?} is in both {prev} and {field}; say once what the group gets",
+                    at.get_ref()
+                )
+            };
+            c.errors.push(
+                c.source
+                    .error_at(at.span(), ConfigErrorKind::Duplicate(what)),
+            );
+            false
+        };
+        let illegal_allowed = |c: &mut Compiler, at: &Name, what: String| {
+            c.errors.push(
+                c.source
+                    .error_at(at.span(), ConfigErrorKind::IllegalAllowed(what)),
+            );
+        };
+        let mut block = CategorySet::EMPTY;
+        for cat in &g.block {
+            if let Some(cid) = self.category(categories, cat) {
+                if note(self, cid, "block", cat) {
+                    block.insert(cid);
+                }
+            }
+        }
+        let mut allow = CategorySet::EMPTY;
+        for cat in &g.allow {
+            let Some(cid) = self.category(categories, cat) else {
+                continue;
+            };
+            if categories.illegal.contains(cid) {
+                illegal_allowed(
+                    self,
+                    cat,
+                    format!(
+                        "group {gname:?} allows {:?}, an illegal category: illegal categories are blocked for every group",
+                        cat.get_ref()
+                    ),
+                );
+            } else if note(self, cid, "allow", cat) {
+                allow.insert(cid);
+            }
+        }
+        let mut allow_during = Vec::new();
+        for (cat, s) in &g.allow_during {
+            let Some(cid) = self.category(categories, cat) else {
+                continue;
+            };
+            if categories.illegal.contains(cid) {
+                illegal_allowed(
+                    self,
+                    cat,
+                    format!(
+                        "group {gname:?} allows {:?} during {:?}, but it is an illegal category: illegal categories are blocked for every group at all times",
+                        cat.get_ref(),
+                        s.get_ref()
+                    ),
+                );
+                continue;
+            }
+            if !note(self, cid, "allow_during", cat) {
+                continue;
+            }
+            match schedule_ids.get(s.get_ref()) {
+                Some(&sid) => allow_during.push((cid, sid)),
+                None => self.errors.push(self.source.error_at(
+                    s.span(),
+                    ConfigErrorKind::UnknownSchedule {
+                        name: s.get_ref().clone(),
+                        known: known_schedules.to_string(),
+                    },
+                )),
+            }
+        }
+        let (allow_sites, lines) = self.site_list(&gname, "allow_sites", &g.allow_sites);
+        allow_site_lines.extend(lines.into_iter().map(|(index, line)| (id, index, line)));
+        let block_sites = self.site_list(&gname, "block_sites", &g.block_sites).0;
+        for (i, a) in allow_sites.entries().iter().enumerate() {
+            if let Some(b) = block_sites
+                .entries()
+                .iter()
+                .find(|b| b.host == a.host && b.path == a.path)
+            {
+                let span = g.allow_sites[i].span();
+                self.errors.push(self.source.error_at(
+                    span,
+                    ConfigErrorKind::Duplicate(format!(
+                        "group {gname:?}: {:?} is in both allow_sites and block_sites ({:?})",
+                        a.text, b.text
+                    )),
+                ));
+            }
+        }
+        let fail_closed = match g.on_log_failure.as_ref().map(|v| v.get_ref().as_str()) {
+            None | Some("block") => true,
+            Some("allow") => false,
+            Some(other) => {
+                let span = g.on_log_failure.as_ref().map(|v| v.span()).unwrap_or(0..0);
+                self.invalid(
+                    span,
+                    format!(
+                        "group {gname:?}: on_log_failure {other:?} is not \"block\" or \"allow\""
+                    ),
+                );
+                true
+            }
+        };
+        Group {
+            name: gname,
+            description: g.description,
+            mode,
+            block,
+            allow,
+            allow_during,
+            allow_sites,
+            block_sites,
+            block_ip_literals: g.block_ip_literals,
+            require_sni: g.require_sni.unwrap_or(true),
+            block_ech: g.block_ech.unwrap_or(true),
+            fail_closed,
+        }
+    }
+
+    /// A group's `allow_sites` or `block_sites`, with each kept entry's line.
+    fn site_list(
+        &mut self,
+        group: &str,
+        field: &str,
+        entries: &[toml::Spanned<String>],
+    ) -> (SiteList, Vec<(usize, usize)>) {
+        let mut list = SiteList::default();
+        let mut lines = Vec::new();
+        for e in entries {
+            match SiteEntry::parse(e.get_ref()) {
+                Ok(entry) => {
+                    lines.push((list.entries().len(), self.source.line_of(e.span().start)));
+                    list.push(entry)
+                }
+                Err(why) => self.invalid(
+                    e.span(),
+                    format!("group {group:?}: {field} entry {:?}: {why}", e.get_ref()),
+                ),
+            }
+        }
+        (list, lines)
+    }
+
+    fn group_of(&mut self, groups: &Groups, name: &Name, src: &Source) -> Option<GroupId> {
+        let id = groups.ids.get(name.get_ref()).copied();
+        if id.is_none() {
+            self.errors.push(src.error_at(
+                name.span(),
+                ConfigErrorKind::UnknownGroup {
+                    name: name.get_ref().clone(),
+                    known: groups.known.clone(),
+                },
+            ));
+        }
+        id
+    }
+
+    /// Subnets and users; `None` when the default group does not resolve.
+    fn identity(
+        &mut self,
+        raw: &RawIdentity,
+        users: Option<(RawUsers, &Source)>,
+        groups: &Groups,
+    ) -> Option<Identity> {
+        let source = self.source;
+        let default_group = self.group_of(groups, &raw.default_group, source);
+        let mut subnets = Vec::new();
+        let mut seen_nets: BTreeMap<IpNet, usize> = BTreeMap::new();
+        for s in &raw.subnets {
+            let net: Option<IpNet> = match s.cidr.get_ref().parse::<IpNet>() {
+                Ok(n) => Some(n.trunc()),
+                Err(_) => match s.cidr.get_ref().parse::<IpAddr>() {
+                    Ok(ip) => Some(IpNet::from(ip)),
+                    Err(_) => {
+                        self.invalid(
+                            s.cidr.span(),
+                            format!(
+                                "subnet {:?} is not a network in CIDR form (e.g. \"10.20.0.0/16\")",
+                                s.cidr.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(net) = net {
+                let line = source.line_of(s.cidr.span().start);
+                if let Some(prev) = seen_nets.insert(net, line) {
+                    self.errors.push(source.error_at(
+                        s.cidr.span(),
+                        ConfigErrorKind::Duplicate(format!(
+                            "subnet {net} is already defined on line {prev}"
+                        )),
+                    ));
+                }
+            }
+            let auth = match s.auth.as_ref().map(|a| a.get_ref().as_str()) {
+                None | Some("none") => AuthRequirement::None,
+                Some("required") => AuthRequirement::Required,
+                Some(other) => {
+                    let span = s.auth.as_ref().map(|a| a.span()).unwrap_or(0..0);
+                    self.invalid(
+                        span,
+                        format!("auth {other:?} is not \"none\" or \"required\""),
+                    );
+                    AuthRequirement::None
+                }
+            };
+            let group = self.group_of(groups, &s.group, source);
+            if let (Some(net), Some(group)) = (net, group) {
+                subnets.push(SubnetRule {
+                    net,
+                    group,
+                    auth,
+                    description: s.description.clone(),
+                });
+            }
+        }
+        let mut user_list = Vec::new();
+        if let Some((raw_users, users_source)) = users {
+            let mut seen_users: HashMap<String, usize> = HashMap::new();
+            for u in raw_users.user {
+                let line = users_source.line_of(u.name.span().start);
+                if let Some(prev) = seen_users.insert(u.name.get_ref().clone(), line) {
+                    self.errors.push(users_source.error_at(
+                        u.name.span(),
+                        ConfigErrorKind::Duplicate(format!(
+                            "user {:?} is already defined on line {prev}",
+                            u.name.get_ref()
+                        )),
+                    ));
+                    continue;
+                }
+                if let Some(group) = self.group_of(groups, &u.group, users_source) {
+                    user_list.push(User {
+                        name: u.name.into_inner(),
+                        group,
+                        password_hash: u.password_hash,
+                    });
+                }
+            }
+        }
+        Some(Identity::new(default_group?, subnets, user_list))
+    }
+
+    fn grant_rules(&mut self, raw: &RawGrantRules) -> GrantRules {
+        let pattern_text = raw
+            .ticket_pattern
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_else(|| "^[A-Z]+-[0-9]+$".to_string());
+        let ticket_pattern = match regex::Regex::new(&pattern_text) {
+            Ok(r) => r,
+            Err(e) => {
+                let span = raw
+                    .ticket_pattern
+                    .as_ref()
+                    .map(|p| p.span())
+                    .unwrap_or(0..0);
+                self.invalid(span, format!("ticket_pattern: {e}"));
+                regex::Regex::new("^$").expect("the empty pattern compiles")
+            }
+        };
+        GrantRules {
+            file: self.base.join(raw.file.as_deref().unwrap_or("grants.toml")),
+            ticket_pattern,
+            max_duration: chrono::Duration::days(i64::from(raw.max_days.unwrap_or(30).max(1))),
+        }
+    }
+
+    fn log(&mut self, raw: &RawLog) -> LogSettings {
+        LogSettings {
+            dir: self
+                .base
+                .join(raw.dir.as_deref().unwrap_or("../var/decisions")),
+            node: raw.node.clone().unwrap_or_default(),
+            fsync_interval: std::time::Duration::from_millis(
+                raw.fsync_interval_ms.unwrap_or(100).clamp(1, 60_000),
+            ),
+            segment_bytes: raw.segment_mib.unwrap_or(64).clamp(1, 4096) << 20,
+            queue: raw.queue.unwrap_or(65_536).clamp(16, 1 << 22),
+            retention_days: raw.retention_days.unwrap_or(0),
+        }
+    }
+
+    fn admin(&mut self, raw: &RawAdmin) -> AdminSettings {
+        let (source, errors) = (self.source, &mut self.errors);
+        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9180));
+        let listen = match &raw.listen {
+            None => default,
+            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+                errors.push(source.error_at(
+                    l.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "admin listen {:?} is not an address:port",
+                        l.get_ref()
+                    )),
+                ));
+                default
+            }),
+        };
+        let mut tokens = Vec::new();
+        for t in &raw.tokens {
+            let role = match t.role.get_ref().as_str() {
+                "technician" => Role::Technician,
+                "viewer" => Role::Viewer,
+                other => {
+                    errors.push(source.error_at(
+                        t.role.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "token role {other:?} is not \"technician\" or \"viewer\""
+                        )),
+                    ));
+                    continue;
+                }
+            };
+            let hex = t.sha256.get_ref();
+            let mut sha256 = [0u8; 32];
+            let ok = hex.len() == 64
+                && hex
+                    .as_bytes()
+                    .chunks(2)
+                    .zip(sha256.iter_mut())
+                    .all(|(pair, out)| {
+                        match std::str::from_utf8(pair)
+                            .ok()
+                            .and_then(|p| u8::from_str_radix(p, 16).ok())
+                        {
+                            Some(b) => {
+                                *out = b;
+                                true
+                            }
+                            None => false,
+                        }
+                    });
+            if !ok {
+                errors.push(source.error_at(
+                    t.sha256.span(),
+                    ConfigErrorKind::InvalidValue(
+                        "sha256 must be 64 hex digits: the SHA-256 of the token (`gatehouse admin token` makes one)".into(),
+                    ),
+                ));
+                continue;
+            }
+            if tokens
+                .iter()
+                .any(|x: &AdminToken| x.name == *t.name.get_ref())
+            {
+                errors.push(source.error_at(
+                    t.name.span(),
+                    ConfigErrorKind::Duplicate(format!(
+                        "token name {:?} is used twice",
+                        t.name.get_ref()
+                    )),
+                ));
+                continue;
+            }
+            tokens.push(AdminToken {
+                name: t.name.get_ref().clone(),
+                role,
+                sha256,
+            });
+        }
+        AdminSettings { listen, tokens }
+    }
+
+    fn server(&mut self, raw: &RawServer) -> ServerSettings {
+        let (source, errors) = (self.source, &mut self.errors);
+        use std::time::Duration;
+        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
+        let listen = match &raw.listen {
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 3128)),
+            Some(l) => match l.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    errors.push(source.error_at(
+                        l.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "listen {:?} is not an address:port such as \"127.0.0.1:3128\"",
+                            l.get_ref()
+                        )),
+                    ));
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 3128))
+                }
+            },
+        };
+        let mut allow_internal = Vec::new();
+        for c in raw.allow_internal_destinations.iter().flatten() {
+            match c
+                .get_ref()
+                .parse::<IpNet>()
+                .or_else(|_| c.get_ref().parse::<IpAddr>().map(IpNet::from))
+            {
+                Ok(n) => allow_internal.push(n.trunc()),
+                Err(_) => errors.push(source.error_at(
+                    c.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "allow_internal_destinations entry {:?} is not a CIDR",
+                        c.get_ref()
+                    )),
+                )),
+            }
+        }
+        let mut resolve = HashMap::new();
+        for (name, addr) in &raw.resolve {
+            let host = Host::parse(name);
+            match (host, addr.get_ref().parse::<IpAddr>()) {
+                (Ok(Host::Name(n)), Ok(ip)) => {
+                    resolve.insert(n, ip);
+                }
+                _ => errors.push(source.error_at(
+                    addr.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "resolve {name:?} = {:?}: expected a host name and an IP address",
+                        addr.get_ref()
+                    )),
+                )),
+            }
+        }
+        let tunnel_ports = raw.tunnel_ports.clone().unwrap_or_else(|| vec![443]);
+        if tunnel_ports.contains(&0) {
+            errors.push(source.error(ConfigErrorKind::InvalidValue(
+                "tunnel_ports cannot contain 0".into(),
+            )));
+        }
+        ServerSettings {
+            listen,
+            max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024).max(1024),
+            max_headers: raw.max_headers.unwrap_or(100).max(8),
+            max_uri_bytes: raw.max_uri_bytes.unwrap_or(8 * 1024).max(256),
+            head_timeout: secs(raw.head_timeout_secs, 15),
+            idle_timeout: secs(raw.idle_timeout_secs, 60),
+            body_idle_timeout: secs(raw.body_idle_timeout_secs, 30),
+            write_idle_timeout: secs(raw.write_idle_timeout_secs, 30),
+            connect_timeout: secs(raw.connect_timeout_secs, 10),
+            upstream_timeout: secs(raw.upstream_timeout_secs, 60),
+            tunnel_idle_timeout: secs(raw.tunnel_idle_timeout_secs, 600),
+            tunnel_max_lifetime: secs(raw.tunnel_max_lifetime_secs, 8 * 3600),
+            client_hello_timeout: secs(raw.client_hello_timeout_secs, 10),
+            max_connections: raw.max_connections.unwrap_or(0),
+            max_connections_per_client: raw.max_connections_per_client.unwrap_or(256).max(1),
+            tunnel_ports,
+            allow_internal_destinations: allow_internal,
+            shutdown_grace: secs(raw.shutdown_grace_secs, 10),
+            resolve,
+        }
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let list: Vec<&str> = names.collect();
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Names of groups and categories appear in paths, metrics labels and URLs.
+fn check_name(name: &str) -> Result<(), &'static str> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err("names use lowercase letters, digits, '-' and '_', start with a letter or digit, and are at most 64 characters")
+    }
+}

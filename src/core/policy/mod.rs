@@ -1,0 +1,301 @@
+//! The policy: a validated, immutable picture of who may reach what.
+//!
+//! [`Policy::compile`] (in `compile.rs`, one step per part of the file) turns the raw
+//! file ([`crate::core::config`]) into typed rules, collecting every problem with its
+//! file and line. Once a value is a `Policy` it is valid: names resolve, no group can
+//! reach an `illegal` category, schedules parse. Deciding a request is
+//! [`crate::core::decide`]'s job; this module only holds and looks up the rules.
+//!
+//! Pure: no I/O, no clock.
+
+mod compile;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use crate::core::category::{Category, CategoryId, CategorySet};
+use crate::core::classify::CompiledLists;
+use crate::core::config::{ConfigError, ConfigErrorKind, Source};
+use crate::core::host::Target;
+use crate::core::identity::Identity;
+use crate::core::schedule::{Schedule, ScheduleId};
+// Re-exported while the shell moves to the modules' own paths.
+pub use crate::core::group::{Group, GroupId, Mode};
+pub use crate::core::site::{SiteEntry, SiteList};
+pub use crate::core::verdict::{Action, GrantRef, Reason, ReasonCode, Requester, Verdict};
+
+/// The rules grants must follow (`[grants]`).
+#[derive(Debug, Clone)]
+pub struct GrantRules {
+    /// The grants file. Default `grants.toml` beside the policy.
+    pub file: PathBuf,
+    /// Tickets must match this. Default `^[A-Z]+-[0-9]+$` (`HD-4411`).
+    pub ticket_pattern: regex::Regex,
+    /// The longest a grant may last. Default 30 days.
+    pub max_duration: chrono::Duration,
+}
+
+/// What an admin API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read grants.
+    Viewer,
+    /// Read and change grants.
+    Technician,
+}
+
+/// An admin API token, kept only as its hash.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// Whose it is.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+}
+
+/// The admin listener (`[admin]`).
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Listen address. Default `127.0.0.1:9180`: loopback only.
+    pub listen: std::net::SocketAddr,
+    /// API tokens.
+    pub tokens: Vec<AdminToken>,
+}
+
+/// The decision log's settings (`[log]`).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Directory of segments. Default `../var/decisions` beside the policy.
+    pub dir: PathBuf,
+    /// This node's name; empty means the host name (filled in at start).
+    pub node: String,
+    /// Time between fsyncs. Default 100 ms: a power cut loses at most that.
+    pub fsync_interval: std::time::Duration,
+    /// Segment size at which a new one starts. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Entries that may wait for the writer. Default 65 536.
+    pub queue: usize,
+    /// Days to keep whole segments; 0 keeps all. Default 0.
+    pub retention_days: u32,
+}
+
+/// The proxy listener's settings and limits (`[server]`), with their defaults.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Proxy listen address. Default `127.0.0.1:3128`: a first run exposes nothing.
+    pub listen: std::net::SocketAddr,
+    /// Largest request head. Default 64 KiB (→ `431`).
+    pub max_header_bytes: usize,
+    /// Most header fields. Default 100 (→ `431`).
+    pub max_headers: usize,
+    /// Longest request target. Default 8 KiB (→ `414`).
+    pub max_uri_bytes: usize,
+    /// Time to receive a head once started. Default 15 s (→ `408`).
+    pub head_timeout: std::time::Duration,
+    /// Keep-alive idle time. Default 60 s.
+    pub idle_timeout: std::time::Duration,
+    /// Request-body stall. Default 30 s.
+    pub body_idle_timeout: std::time::Duration,
+    /// Response-write stall. Default 30 s.
+    pub write_idle_timeout: std::time::Duration,
+    /// Upstream connect. Default 10 s (→ `504`).
+    pub connect_timeout: std::time::Duration,
+    /// Upstream response head. Default 60 s (→ `504`).
+    pub upstream_timeout: std::time::Duration,
+    /// Tunnel idle. Default 10 min.
+    pub tunnel_idle_timeout: std::time::Duration,
+    /// Tunnel lifetime. Default 8 h.
+    pub tunnel_max_lifetime: std::time::Duration,
+    /// ClientHello wait. Default 10 s.
+    pub client_hello_timeout: std::time::Duration,
+    /// Connection cap; 0 = from the file-descriptor limit.
+    pub max_connections: usize,
+    /// Per-client-address cap. Default 256.
+    pub max_connections_per_client: usize,
+    /// CONNECT ports. Default `[443]`.
+    pub tunnel_ports: Vec<u16>,
+    /// Internal networks that may be dialled anyway. Default none.
+    pub allow_internal_destinations: Vec<IpNet>,
+    /// Shutdown grace. Default 10 s.
+    pub shutdown_grace: std::time::Duration,
+    /// Static resolution overrides.
+    pub resolve: HashMap<String, IpAddr>,
+}
+
+/// Where one category's lists are.
+#[derive(Debug, Clone)]
+pub struct CategoryDef {
+    /// Name, severity, description.
+    pub category: Category,
+    /// Directory holding its `domains`, `urls`, `expressions`, `search_terms`.
+    pub list_dir: PathBuf,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The policy file.
+    pub path: PathBuf,
+    /// School or trust name.
+    pub school: String,
+    /// The school's time zone.
+    pub timezone: chrono_tz::Tz,
+    /// The lists directory.
+    pub lists_dir: PathBuf,
+    /// Where the compiled domain index is cached.
+    pub lists_cache: PathBuf,
+    /// The users file, if the policy names one.
+    pub users_file: Option<PathBuf>,
+    categories: Vec<CategoryDef>,
+    illegal: CategorySet,
+    schedules: Vec<Schedule>,
+    groups: Vec<Group>,
+    /// Identity rules.
+    pub identity: Identity,
+    /// The proxy's listener settings.
+    pub server: ServerSettings,
+    /// The decision log's settings.
+    pub log: LogSettings,
+    /// The rules for grants.
+    pub grant_rules: GrantRules,
+    /// The admin listener.
+    pub admin: AdminSettings,
+    /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
+    allow_site_lines: Vec<(GroupId, usize, usize)>,
+    source: Source,
+}
+
+impl Policy {
+    /// Checks the policy against its compiled lists: an `allow_sites` entry that an
+    /// illegal list matches would be a way round rule 1, so it is refused.
+    pub fn check_lists(&self, lists: &CompiledLists) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for &(group, entry, line) in &self.allow_site_lines {
+            let group = &self.groups[group.index()];
+            let site = &group.allow_sites.entries()[entry];
+            if let Some(c) = self.illegal_bits_of_site(lists, site).iter().next() {
+                errors.push(ConfigError {
+                    file: self.source.path.clone(),
+                    line: Some(line),
+                    kind: ConfigErrorKind::IllegalAllowed(format!(
+                        "group {:?}: allow_sites entry {:?} is on the list of {:?}, an illegal category: it cannot be allowed",
+                        group.name, site.text, self.categories[c.index()].category.name
+                    )),
+                });
+            }
+        }
+        errors
+    }
+
+    /// The illegal categories whose lists match a site entry.
+    pub fn illegal_bits_of_site(&self, lists: &CompiledLists, site: &SiteEntry) -> CategorySet {
+        let target = Target {
+            scheme: crate::core::host::Scheme::Http,
+            host: site.host.clone(),
+            port: 80,
+            path: site.path.clone().unwrap_or_else(|| "/".to_string()),
+            query: None,
+        };
+        lists
+            .classify(&target)
+            .categories
+            .intersection(self.illegal)
+    }
+
+    /// The categories, in declaration order.
+    pub fn categories(&self) -> impl Iterator<Item = (CategoryId, &CategoryDef)> {
+        self.categories
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((CategoryId::new(i)?, c)))
+    }
+
+    /// One category.
+    pub fn category(&self, id: CategoryId) -> &Category {
+        &self.categories[id.index()].category
+    }
+
+    /// A category by name.
+    pub fn category_id(&self, name: &str) -> Option<CategoryId> {
+        self.categories
+            .iter()
+            .position(|c| c.category.name == name)
+            .and_then(CategoryId::new)
+    }
+
+    /// The set of `illegal` categories.
+    pub fn illegal(&self) -> CategorySet {
+        self.illegal
+    }
+
+    /// The groups, in declaration order.
+    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &Group)> {
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (GroupId::new(i), g))
+    }
+
+    /// One group.
+    pub fn group(&self, id: GroupId) -> &Group {
+        &self.groups[id.index()]
+    }
+
+    /// A group by name.
+    pub fn group_id(&self, name: &str) -> Option<GroupId> {
+        self.groups
+            .iter()
+            .position(|g| g.name == name)
+            .map(GroupId::new)
+    }
+
+    /// The schedules.
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.schedules
+    }
+
+    /// One schedule.
+    pub fn schedule(&self, id: ScheduleId) -> &Schedule {
+        &self.schedules[id.index()]
+    }
+
+    /// A schedule by name.
+    pub fn schedule_named(&self, name: &str) -> Option<&Schedule> {
+        self.schedules.iter().find(|s| s.name == name)
+    }
+
+    /// The most severe category of a set (ties: the one declared first).
+    pub fn most_severe(&self, set: CategorySet) -> Option<CategoryId> {
+        set.iter().max_by(|a, b| {
+            self.category(*a)
+                .severity
+                .cmp(&self.category(*b).severity)
+                .then(b.cmp(a))
+        })
+    }
+
+    /// The code the decision log records for a reason (kept while callers move to
+    /// [`Reason::code`]).
+    pub fn reason_code(reason: &Reason) -> ReasonCode {
+        reason.code()
+    }
+
+    /// Category names of a set, most severe first.
+    pub fn category_names(&self, set: CategorySet) -> Vec<&str> {
+        let mut ids: Vec<CategoryId> = set.iter().collect();
+        ids.sort_by(|a, b| {
+            self.category(*b)
+                .severity
+                .cmp(&self.category(*a).severity)
+                .then(a.cmp(b))
+        });
+        ids.into_iter()
+            .map(|c| self.category(c).name.as_str())
+            .collect()
+    }
+}
