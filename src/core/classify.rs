@@ -815,42 +815,16 @@ pub fn search_query(host: &Host, path: &str, query: Option<&str>) -> Option<Stri
         if !labels.contains(&engine.label) || !path.starts_with(engine.path_prefix) {
             continue;
         }
-        for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // A query string is form-encoded: `+` is a space, `%XX` a byte.
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             if key == engine.param && !value.is_empty() {
-                let decoded = percent_decode_form(value).to_lowercase();
+                let decoded = value.to_lowercase();
                 let collapsed = decoded.split_whitespace().collect::<Vec<_>>().join(" ");
                 return (!collapsed.is_empty()).then_some(collapsed);
             }
         }
     }
     None
-}
-
-/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
-fn percent_decode_form(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One search term found in a query.
@@ -1168,6 +1142,22 @@ mod tests {
             ("example.com", "/search", Some("q=x"), None),
             ("www.google.com", "/search", Some("q="), None),
             ("www.google.com", "/search", None, None),
+            // An escape at the very end is decoded too (the hand-written decoder missed it).
+            (
+                "www.google.com",
+                "/search",
+                Some("q=self%20harm%21"),
+                Some("self harm!"),
+            ),
+            // A broken escape stays as typed.
+            (
+                "www.google.com",
+                "/search",
+                Some("q=100%+sure%zz"),
+                Some("100% sure%zz"),
+            ),
+            // The parameter's name may be escaped as well.
+            ("www.google.com", "/search", Some("%71=bets"), Some("bets")),
         ];
         for (h, p, q, want) in rows {
             assert_eq!(
