@@ -16,6 +16,7 @@
 //! | [`core::grants`] | ticketed, time-boxed unblocks |
 //! | [`lists`] | shell: reading list files and the compiled cache |
 //! | [`grant_store`] | shell: locked, validated, atomic edits of the grants file |
+//! | [`settings`] | shell: the listener, log and admin settings from the policy file |
 //! | [`snapshot`] | shell: loading a policy with its lists; the live, swappable snapshot |
 //! | [`decision`] | shell: decision records and the hand-off to the decision log |
 //! | [`report`] | shell: the weekly safeguarding report from the decision logs |
@@ -40,4 +41,5 @@ pub mod lists;
 pub mod metrics;
 pub mod proxy;
 pub mod report;
+pub mod settings;
 pub mod snapshot;

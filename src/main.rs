@@ -1377,7 +1377,7 @@ fn report(args: &ReportArgs) -> Result<ExitCode> {
         }
     };
     let dirs = if args.logs.is_empty() {
-        vec![policy.log.dir.clone()]
+        vec![snap.settings.log.dir.clone()]
     } else {
         args.logs.clone()
     };

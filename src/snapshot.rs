@@ -20,11 +20,14 @@ use crate::core::config::{
 use crate::core::grants::{self, GrantSet};
 use crate::core::policy::Policy;
 use crate::lists::{self, CacheMode, ListReport};
+use crate::settings::Settings;
 
-/// A policy, its lists and its grants, valid together.
+/// A policy, its lists and its grants, and the shell's settings, valid together.
 pub struct Snapshot {
     /// The policy.
     pub policy: Arc<Policy>,
+    /// The listener, log and admin settings from the same file.
+    pub settings: Arc<Settings>,
     /// Its compiled lists.
     pub lists: Arc<CompiledLists>,
     /// What loading the lists found.
@@ -40,6 +43,7 @@ impl Snapshot {
         let grants = load_grants(&self.policy, &self.lists)?;
         Ok(Snapshot {
             policy: self.policy.clone(),
+            settings: self.settings.clone(),
             lists: self.lists.clone(),
             report: self.report.clone(),
             grants: Arc::new(grants),
@@ -76,7 +80,18 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
         }
         None => (None, None),
     };
-    let policy = Policy::compile(raw, &source, raw_users.zip(users_source.as_ref()))?;
+    // Settings and policy are checked in one pass: every problem in the file is listed.
+    let settings = Settings::compile(&raw, &source);
+    let policy = Policy::compile(raw, &source, raw_users.zip(users_source.as_ref()));
+    let (policy, settings) = match (policy, settings) {
+        (Ok(policy), Ok(settings)) => (policy, settings),
+        (policy, settings) => {
+            let mut errors = policy.err().map(|e| e.0).unwrap_or_default();
+            errors.extend(settings.err().unwrap_or_default());
+            errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            return Err(ConfigErrors(errors));
+        }
+    };
     let (lists, report) = lists::load(&policy, cache).map_err(ConfigErrors)?;
     let errors = policy.check_lists(&lists);
     if !errors.is_empty() {
@@ -85,6 +100,7 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
     let grants = load_grants(&policy, &lists)?;
     Ok(Snapshot {
         policy: Arc::new(policy),
+        settings: Arc::new(settings),
         lists: Arc::new(lists),
         report,
         grants: Arc::new(grants),

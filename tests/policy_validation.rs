@@ -94,6 +94,10 @@ fn each_error_names_file_line_and_problem() {
         ("[groups.staff]", "[groups.pupils]", "policy.toml:31: invalid table header: duplicate key `pupils`"),
         ("[groups.staff]\nmode = \"blocklist\"\n", "[groups.staff]\nmode = \"blocklist\"\ncolour = \"red\"\n", "policy.toml:33: unknown field `colour`"),
         ("block = [\"games\"]", "block = \"games\"", "policy.toml:28: invalid type: string \"games\", expected a sequence"),
+        // The shell's settings ([server], [admin]) share the file and the pass.
+        ("[lists]", "[server]\nlisten = \"port 3128\"\n\n[lists]", "policy.toml:5: listen \"port 3128\" is not an address:port"),
+        ("[lists]", "[server]\nresolve = { \"a.example\" = \"nowhere\" }\n\n[lists]", "policy.toml:5: resolve \"a.example\" = \"nowhere\": expected a host name and an IP address"),
+        ("[lists]", "[admin]\nlisten = \"everywhere\"\n\n[lists]", "policy.toml:5: admin listen \"everywhere\" is not an address:port"),
     ];
     for (from, to, want) in rows {
         assert!(
@@ -125,6 +129,23 @@ fn every_error_is_reported_in_one_pass() {
     assert!(errors[0].starts_with("policy.toml:20:"), "{errors:#?}");
     assert!(errors[1].starts_with("policy.toml:28:"), "{errors:#?}");
     assert!(errors[2].starts_with("policy.toml:29:"), "{errors:#?}");
+}
+
+#[test]
+fn settings_and_policy_errors_are_reported_together() {
+    let policy = BASE
+        .replacen("[lists]", "[server]\nlisten = \"port 3128\"\n\n[lists]", 1)
+        .replacen("block = [\"games\"]", "block = [\"gamez\"]", 1);
+    let errors = errors_for(&policy);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("policy.toml:5: listen"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].starts_with("policy.toml:31: unknown category"),
+        "{errors:#?}"
+    );
 }
 
 #[test]

@@ -233,7 +233,7 @@ pub struct RawGrantRules {
     pub max_days: Option<u32>,
 }
 
-/// `[log]`: every field optional; defaults in [`crate::core::policy::LogSettings`].
+/// `[log]`: every field optional; defaults in the shell's `settings::LogSettings`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
@@ -255,7 +255,7 @@ pub struct RawLog {
     pub queue_timeout_ms: Option<u64>,
 }
 
-/// `[server]`: every field optional; defaults are in [`crate::core::policy::ServerSettings`].
+/// `[server]`: every field optional; defaults are in the shell's `settings::ServerSettings`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {

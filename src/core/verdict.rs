@@ -97,7 +97,7 @@ pub struct GrantRef {
     pub ticket: Arc<str>,
 }
 
-/// The outcome of [`Policy::decide`].
+/// The outcome of [`Policy::decide`](crate::core::policy::Policy::decide).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Allow or block.

@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use super::reader::{list_segments, scan_tail};
 use super::{chain_next, frame, genesis, segment_name, Body, SegmentHeader};
 
-pub use crate::core::policy::LogSettings;
+pub use crate::settings::LogSettings;
 
 /// Why an entry was not logged.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -29,9 +29,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Proxy;
-use crate::core::policy::{AdminToken, Role};
 use crate::decision_log::Body as Entry;
 use crate::grant_store::{self, NewGrant, StoreError};
+use crate::settings::{AdminToken, Role};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -141,7 +141,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     let snap = proxy.live.get();
-    let token = token_of(&req, &snap.policy.admin.tokens).cloned();
+    let token = token_of(&req, &snap.settings.admin.tokens).cloned();
     let who = token
         .as_ref()
         .map(|t| t.name.clone())
@@ -284,7 +284,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
                     )
                 }
             };
-            let dir = snap.policy.log.dir.clone();
+            let dir = snap.settings.log.dir.clone();
             let found =
                 tokio::task::spawn_blocking(move || crate::decision_log::reader::find(&dir, seq))
                     .await;

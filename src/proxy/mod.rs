@@ -836,7 +836,7 @@ impl Proxy {
             None => Uri::from_static("/"),
         };
         let started = std::time::Instant::now();
-        let timeout = policy.server.upstream_timeout;
+        let timeout = ctx.snapshot.settings.server.upstream_timeout;
         let up = Arc::new(UpCount::default());
         if body.is_end_stream() {
             up.done.store(true, Ordering::Release);
@@ -873,7 +873,7 @@ impl Proxy {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                let settings = policy.server.clone();
+                let settings = ctx.snapshot.settings.server.clone();
                 self.tracker.spawn(async move {
                     if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
                         tunnel::splice(
@@ -1016,7 +1016,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     for w in &snap.report.warnings {
         tracing::warn!(file = %w.file.display(), line = w.line, "{}", w.message);
     }
-    let settings = snap.policy.server.clone();
+    let settings = snap.settings.server.clone();
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -1024,7 +1024,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
             source,
         })?;
     let local = listener.local_addr()?;
-    let admin_addr = snap.policy.admin.listen;
+    let admin_addr = snap.settings.admin.listen;
     let admin_listener =
         TcpListener::bind(admin_addr)
             .await
@@ -1040,7 +1040,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         max_idle_per_origin: 256,
     });
     let cap = connection_cap(settings.max_connections);
-    let mut log_settings: LogSettings = live.get().policy.log.clone();
+    let mut log_settings: LogSettings = live.get().settings.log.clone();
     if log_settings.node.is_empty() {
         log_settings.node = node_name();
     }
@@ -1316,9 +1316,9 @@ impl Proxy {
         let result = tokio::task::spawn_blocking(move || load_then(&path, after_load)).await;
         match result {
             Ok(Ok(snap)) => {
-                let old_listen = self.live.get().policy.server.listen;
-                if snap.policy.server.listen != old_listen {
-                    tracing::warn!(old = %old_listen, new = %snap.policy.server.listen, "the listen address changes only at restart");
+                let old_listen = self.live.get().settings.server.listen;
+                if snap.settings.server.listen != old_listen {
+                    tracing::warn!(old = %old_listen, new = %snap.settings.server.listen, "the listen address changes only at restart");
                 }
                 let entries = snap.lists.domains.len();
                 let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
@@ -1409,7 +1409,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let settings = proxy.live.get().policy.server.clone();
+    let settings = proxy.live.get().settings.server.clone();
     let limits = ConnLimits {
         head_bytes: settings.max_header_bytes,
         headers: settings.max_headers,

@@ -174,7 +174,7 @@ pub async fn handle(
     };
     let snap = ctx.snapshot.clone();
     let policy = &snap.policy;
-    let settings = &policy.server;
+    let settings = &snap.settings.server;
     let url = format!("{}:{}", target.host, target.port);
 
     if !settings.tunnel_ports.contains(&target.port) {
@@ -251,7 +251,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let snap = ctx.snapshot.clone();
     let policy = &snap.policy;
-    let settings = &policy.server;
+    let settings = &snap.settings.server;
     let group = policy.group(ctx.group);
     let url = format!("{}:{}", target.host, target.port);
     let mut hello = Vec::new();

@@ -193,7 +193,7 @@ impl Dialer {
 impl Dialer {
     /// The dialer for a snapshot's settings.
     pub fn for_snapshot(snap: &crate::snapshot::Snapshot, own: Arc<Vec<SocketAddr>>) -> Dialer {
-        let s = &snap.policy.server;
+        let s = &snap.settings.server;
         Dialer {
             overrides: Arc::new(s.resolve.clone()),
             allow_internal: Arc::new(s.allow_internal_destinations.clone()),

@@ -1,7 +1,7 @@
 //! [`Policy::compile`]: the raw file ([`crate::core::config`]) into typed rules, in steps.
 //!
 //! Each step compiles one part of the file (school, categories, schedules, groups,
-//! identity, grants, and the shell's listener, log and admin settings) and hands the next
+//! identity, grants) and hands the next
 //! steps what they resolve names against. Every step goes on after a problem, with a
 //! harmless stand-in, and adds the problem to one list with its file and line: a
 //! technician fixes a policy in one pass rather than one error at a time.
@@ -12,15 +12,13 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use super::ServerSettings;
-use super::{AdminSettings, AdminToken, CategoryDef, GrantRules, LogSettings, Policy, Role};
+use super::{CategoryDef, GrantRules, Policy};
 use crate::core::category::{Category, CategoryId, CategorySet, Severity, MAX_CATEGORIES};
 use crate::core::config::{
-    ConfigError, ConfigErrorKind, ConfigErrors, Name, RawAdmin, RawCategory, RawGrantRules,
-    RawGroup, RawIdentity, RawLog, RawPolicy, RawSchedule, RawServer, RawUsers, Source,
+    ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawGrantRules, RawGroup,
+    RawIdentity, RawPolicy, RawSchedule, RawUsers, Source,
 };
 use crate::core::group::{Group, GroupId, Mode};
-use crate::core::host::Host;
 use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
 use crate::core::schedule::{parse_tz, Schedule, ScheduleId, Window};
 use crate::core::site::{SiteEntry, SiteList};
@@ -50,9 +48,6 @@ impl Policy {
         let groups = c.groups(raw.groups, &categories, &schedule_ids, &schedules);
         let identity = c.identity(&raw.identity, users, &groups);
         let grant_rules = c.grant_rules(&raw.grants);
-        let server = c.server(&raw.server);
-        let admin = c.admin(&raw.admin);
-        let log = c.log(&raw.log);
 
         let mut errors = c.errors;
         if !errors.is_empty() {
@@ -72,10 +67,7 @@ impl Policy {
             schedules,
             groups: groups.groups,
             identity,
-            server,
-            log,
             grant_rules,
-            admin,
             allow_site_lines: groups.allow_site_lines,
             source: source.clone(),
         })
@@ -598,184 +590,6 @@ impl Compiler<'_> {
             file: self.base.join(raw.file.as_deref().unwrap_or("grants.toml")),
             ticket_pattern,
             max_duration: chrono::Duration::days(i64::from(raw.max_days.unwrap_or(30).max(1))),
-        }
-    }
-
-    fn log(&mut self, raw: &RawLog) -> LogSettings {
-        LogSettings {
-            dir: self
-                .base
-                .join(raw.dir.as_deref().unwrap_or("../var/decisions")),
-            node: raw.node.clone().unwrap_or_default(),
-            fsync_interval: std::time::Duration::from_millis(
-                raw.fsync_interval_ms.unwrap_or(100).clamp(1, 60_000),
-            ),
-            segment_bytes: raw.segment_mib.unwrap_or(64).clamp(1, 4096) << 20,
-            queue: raw.queue.unwrap_or(65_536).clamp(16, 1 << 22),
-            retention_days: raw.retention_days.unwrap_or(0),
-        }
-    }
-
-    fn admin(&mut self, raw: &RawAdmin) -> AdminSettings {
-        let (source, errors) = (self.source, &mut self.errors);
-        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9180));
-        let listen = match &raw.listen {
-            None => default,
-            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
-                errors.push(source.error_at(
-                    l.span(),
-                    ConfigErrorKind::InvalidValue(format!(
-                        "admin listen {:?} is not an address:port",
-                        l.get_ref()
-                    )),
-                ));
-                default
-            }),
-        };
-        let mut tokens = Vec::new();
-        for t in &raw.tokens {
-            let role = match t.role.get_ref().as_str() {
-                "technician" => Role::Technician,
-                "viewer" => Role::Viewer,
-                other => {
-                    errors.push(source.error_at(
-                        t.role.span(),
-                        ConfigErrorKind::InvalidValue(format!(
-                            "token role {other:?} is not \"technician\" or \"viewer\""
-                        )),
-                    ));
-                    continue;
-                }
-            };
-            let hex = t.sha256.get_ref();
-            let mut sha256 = [0u8; 32];
-            let ok = hex.len() == 64
-                && hex
-                    .as_bytes()
-                    .chunks(2)
-                    .zip(sha256.iter_mut())
-                    .all(|(pair, out)| {
-                        match std::str::from_utf8(pair)
-                            .ok()
-                            .and_then(|p| u8::from_str_radix(p, 16).ok())
-                        {
-                            Some(b) => {
-                                *out = b;
-                                true
-                            }
-                            None => false,
-                        }
-                    });
-            if !ok {
-                errors.push(source.error_at(
-                    t.sha256.span(),
-                    ConfigErrorKind::InvalidValue(
-                        "sha256 must be 64 hex digits: the SHA-256 of the token (`gatehouse admin token` makes one)".into(),
-                    ),
-                ));
-                continue;
-            }
-            if tokens
-                .iter()
-                .any(|x: &AdminToken| x.name == *t.name.get_ref())
-            {
-                errors.push(source.error_at(
-                    t.name.span(),
-                    ConfigErrorKind::Duplicate(format!(
-                        "token name {:?} is used twice",
-                        t.name.get_ref()
-                    )),
-                ));
-                continue;
-            }
-            tokens.push(AdminToken {
-                name: t.name.get_ref().clone(),
-                role,
-                sha256,
-            });
-        }
-        AdminSettings { listen, tokens }
-    }
-
-    fn server(&mut self, raw: &RawServer) -> ServerSettings {
-        let (source, errors) = (self.source, &mut self.errors);
-        use std::time::Duration;
-        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
-        let listen = match &raw.listen {
-            None => std::net::SocketAddr::from(([127, 0, 0, 1], 3128)),
-            Some(l) => match l.get_ref().parse() {
-                Ok(a) => a,
-                Err(_) => {
-                    errors.push(source.error_at(
-                        l.span(),
-                        ConfigErrorKind::InvalidValue(format!(
-                            "listen {:?} is not an address:port such as \"127.0.0.1:3128\"",
-                            l.get_ref()
-                        )),
-                    ));
-                    std::net::SocketAddr::from(([127, 0, 0, 1], 3128))
-                }
-            },
-        };
-        let mut allow_internal = Vec::new();
-        for c in raw.allow_internal_destinations.iter().flatten() {
-            match c
-                .get_ref()
-                .parse::<IpNet>()
-                .or_else(|_| c.get_ref().parse::<IpAddr>().map(IpNet::from))
-            {
-                Ok(n) => allow_internal.push(n.trunc()),
-                Err(_) => errors.push(source.error_at(
-                    c.span(),
-                    ConfigErrorKind::InvalidValue(format!(
-                        "allow_internal_destinations entry {:?} is not a CIDR",
-                        c.get_ref()
-                    )),
-                )),
-            }
-        }
-        let mut resolve = HashMap::new();
-        for (name, addr) in &raw.resolve {
-            let host = Host::parse(name);
-            match (host, addr.get_ref().parse::<IpAddr>()) {
-                (Ok(Host::Name(n)), Ok(ip)) => {
-                    resolve.insert(n, ip);
-                }
-                _ => errors.push(source.error_at(
-                    addr.span(),
-                    ConfigErrorKind::InvalidValue(format!(
-                        "resolve {name:?} = {:?}: expected a host name and an IP address",
-                        addr.get_ref()
-                    )),
-                )),
-            }
-        }
-        let tunnel_ports = raw.tunnel_ports.clone().unwrap_or_else(|| vec![443]);
-        if tunnel_ports.contains(&0) {
-            errors.push(source.error(ConfigErrorKind::InvalidValue(
-                "tunnel_ports cannot contain 0".into(),
-            )));
-        }
-        ServerSettings {
-            listen,
-            max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024).max(1024),
-            max_headers: raw.max_headers.unwrap_or(100).max(8),
-            max_uri_bytes: raw.max_uri_bytes.unwrap_or(8 * 1024).max(256),
-            head_timeout: secs(raw.head_timeout_secs, 15),
-            idle_timeout: secs(raw.idle_timeout_secs, 60),
-            body_idle_timeout: secs(raw.body_idle_timeout_secs, 30),
-            write_idle_timeout: secs(raw.write_idle_timeout_secs, 30),
-            connect_timeout: secs(raw.connect_timeout_secs, 10),
-            upstream_timeout: secs(raw.upstream_timeout_secs, 60),
-            tunnel_idle_timeout: secs(raw.tunnel_idle_timeout_secs, 600),
-            tunnel_max_lifetime: secs(raw.tunnel_max_lifetime_secs, 8 * 3600),
-            client_hello_timeout: secs(raw.client_hello_timeout_secs, 10),
-            max_connections: raw.max_connections.unwrap_or(0),
-            max_connections_per_client: raw.max_connections_per_client.unwrap_or(256).max(1),
-            tunnel_ports,
-            allow_internal_destinations: allow_internal,
-            shutdown_grace: secs(raw.shutdown_grace_secs, 10),
-            resolve,
         }
     }
 }

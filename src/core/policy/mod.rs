@@ -10,11 +10,7 @@
 
 mod compile;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
-
-use ipnet::IpNet;
 
 use crate::core::category::{Category, CategoryId, CategorySet};
 use crate::core::classify::CompiledLists;
@@ -36,95 +32,6 @@ pub struct GrantRules {
     pub ticket_pattern: regex::Regex,
     /// The longest a grant may last. Default 30 days.
     pub max_duration: chrono::Duration,
-}
-
-/// What an admin API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Read grants.
-    Viewer,
-    /// Read and change grants.
-    Technician,
-}
-
-/// An admin API token, kept only as its hash.
-#[derive(Debug, Clone)]
-pub struct AdminToken {
-    /// Whose it is.
-    pub name: String,
-    /// What it may do.
-    pub role: Role,
-    /// SHA-256 of the token.
-    pub sha256: [u8; 32],
-}
-
-/// The admin listener (`[admin]`).
-#[derive(Debug, Clone)]
-pub struct AdminSettings {
-    /// Listen address. Default `127.0.0.1:9180`: loopback only.
-    pub listen: std::net::SocketAddr,
-    /// API tokens.
-    pub tokens: Vec<AdminToken>,
-}
-
-/// The decision log's settings (`[log]`).
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    /// Directory of segments. Default `../var/decisions` beside the policy.
-    pub dir: PathBuf,
-    /// This node's name; empty means the host name (filled in at start).
-    pub node: String,
-    /// Time between fsyncs. Default 100 ms: a power cut loses at most that.
-    pub fsync_interval: std::time::Duration,
-    /// Segment size at which a new one starts. Default 64 MiB.
-    pub segment_bytes: u64,
-    /// Entries that may wait for the writer. Default 65 536.
-    pub queue: usize,
-    /// Days to keep whole segments; 0 keeps all. Default 0.
-    pub retention_days: u32,
-}
-
-/// The proxy listener's settings and limits (`[server]`), with their defaults.
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    /// Proxy listen address. Default `127.0.0.1:3128`: a first run exposes nothing.
-    pub listen: std::net::SocketAddr,
-    /// Largest request head. Default 64 KiB (→ `431`).
-    pub max_header_bytes: usize,
-    /// Most header fields. Default 100 (→ `431`).
-    pub max_headers: usize,
-    /// Longest request target. Default 8 KiB (→ `414`).
-    pub max_uri_bytes: usize,
-    /// Time to receive a head once started. Default 15 s (→ `408`).
-    pub head_timeout: std::time::Duration,
-    /// Keep-alive idle time. Default 60 s.
-    pub idle_timeout: std::time::Duration,
-    /// Request-body stall. Default 30 s.
-    pub body_idle_timeout: std::time::Duration,
-    /// Response-write stall. Default 30 s.
-    pub write_idle_timeout: std::time::Duration,
-    /// Upstream connect. Default 10 s (→ `504`).
-    pub connect_timeout: std::time::Duration,
-    /// Upstream response head. Default 60 s (→ `504`).
-    pub upstream_timeout: std::time::Duration,
-    /// Tunnel idle. Default 10 min.
-    pub tunnel_idle_timeout: std::time::Duration,
-    /// Tunnel lifetime. Default 8 h.
-    pub tunnel_max_lifetime: std::time::Duration,
-    /// ClientHello wait. Default 10 s.
-    pub client_hello_timeout: std::time::Duration,
-    /// Connection cap; 0 = from the file-descriptor limit.
-    pub max_connections: usize,
-    /// Per-client-address cap. Default 256.
-    pub max_connections_per_client: usize,
-    /// CONNECT ports. Default `[443]`.
-    pub tunnel_ports: Vec<u16>,
-    /// Internal networks that may be dialled anyway. Default none.
-    pub allow_internal_destinations: Vec<IpNet>,
-    /// Shutdown grace. Default 10 s.
-    pub shutdown_grace: std::time::Duration,
-    /// Static resolution overrides.
-    pub resolve: HashMap<String, IpAddr>,
 }
 
 /// Where one category's lists are.
@@ -157,14 +64,8 @@ pub struct Policy {
     groups: Vec<Group>,
     /// Identity rules.
     pub identity: Identity,
-    /// The proxy's listener settings.
-    pub server: ServerSettings,
-    /// The decision log's settings.
-    pub log: LogSettings,
     /// The rules for grants.
     pub grant_rules: GrantRules,
-    /// The admin listener.
-    pub admin: AdminSettings,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,

@@ -1,0 +1,328 @@
+//! The shell's own settings from the policy file: the proxy listener and its limits
+//! (`[server]`), the decision log (`[log]`) and the admin listener (`[admin]`).
+//!
+//! They share the policy file with the rules, and are checked in the same pass (their
+//! problems are listed with the policy's, by file and line), but nothing in the core
+//! reads them: the decision does not depend on a timeout or a listen address. So they
+//! live here, beside the shell that uses them, and the [`crate::snapshot::Snapshot`]
+//! carries them next to the policy. Compiling them is pure, like the policy's.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use crate::core::config::{
+    ConfigError, ConfigErrorKind, RawAdmin, RawLog, RawPolicy, RawServer, Source,
+};
+use crate::core::host::Host;
+
+/// Everything the shell takes from the policy file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The proxy's listener settings.
+    pub server: ServerSettings,
+    /// The decision log's settings.
+    pub log: LogSettings,
+    /// The admin listener.
+    pub admin: AdminSettings,
+}
+
+impl Settings {
+    /// Compiles `[server]`, `[log]` and `[admin]` of the policy file at `source`; every
+    /// problem found, with its line.
+    pub fn compile(raw: &RawPolicy, source: &Source) -> Result<Settings, Vec<ConfigError>> {
+        let mut c = Compiler {
+            source,
+            base: source.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            errors: Vec::new(),
+        };
+        let settings = Settings {
+            server: c.server(&raw.server),
+            log: c.log(&raw.log),
+            admin: c.admin(&raw.admin),
+        };
+        if c.errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(c.errors)
+        }
+    }
+}
+
+/// What an admin API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read grants.
+    Viewer,
+    /// Read and change grants.
+    Technician,
+}
+
+/// An admin API token, kept only as its hash.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// Whose it is.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+}
+
+/// The admin listener (`[admin]`).
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Listen address. Default `127.0.0.1:9180`: loopback only.
+    pub listen: std::net::SocketAddr,
+    /// API tokens.
+    pub tokens: Vec<AdminToken>,
+}
+
+/// The decision log's settings (`[log]`).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Directory of segments. Default `../var/decisions` beside the policy.
+    pub dir: PathBuf,
+    /// This node's name; empty means the host name (filled in at start).
+    pub node: String,
+    /// Time between fsyncs. Default 100 ms: a power cut loses at most that.
+    pub fsync_interval: std::time::Duration,
+    /// Segment size at which a new one starts. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Entries that may wait for the writer. Default 65 536.
+    pub queue: usize,
+    /// Days to keep whole segments; 0 keeps all. Default 0.
+    pub retention_days: u32,
+}
+
+/// The proxy listener's settings and limits (`[server]`), with their defaults.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Proxy listen address. Default `127.0.0.1:3128`: a first run exposes nothing.
+    pub listen: std::net::SocketAddr,
+    /// Largest request head. Default 64 KiB (→ `431`).
+    pub max_header_bytes: usize,
+    /// Most header fields. Default 100 (→ `431`).
+    pub max_headers: usize,
+    /// Longest request target. Default 8 KiB (→ `414`).
+    pub max_uri_bytes: usize,
+    /// Time to receive a head once started. Default 15 s (→ `408`).
+    pub head_timeout: std::time::Duration,
+    /// Keep-alive idle time. Default 60 s.
+    pub idle_timeout: std::time::Duration,
+    /// Request-body stall. Default 30 s.
+    pub body_idle_timeout: std::time::Duration,
+    /// Response-write stall. Default 30 s.
+    pub write_idle_timeout: std::time::Duration,
+    /// Upstream connect. Default 10 s (→ `504`).
+    pub connect_timeout: std::time::Duration,
+    /// Upstream response head. Default 60 s (→ `504`).
+    pub upstream_timeout: std::time::Duration,
+    /// Tunnel idle. Default 10 min.
+    pub tunnel_idle_timeout: std::time::Duration,
+    /// Tunnel lifetime. Default 8 h.
+    pub tunnel_max_lifetime: std::time::Duration,
+    /// ClientHello wait. Default 10 s.
+    pub client_hello_timeout: std::time::Duration,
+    /// Connection cap; 0 = from the file-descriptor limit.
+    pub max_connections: usize,
+    /// Per-client-address cap. Default 256.
+    pub max_connections_per_client: usize,
+    /// CONNECT ports. Default `[443]`.
+    pub tunnel_ports: Vec<u16>,
+    /// Internal networks that may be dialled anyway. Default none.
+    pub allow_internal_destinations: Vec<IpNet>,
+    /// Shutdown grace. Default 10 s.
+    pub shutdown_grace: std::time::Duration,
+    /// Static resolution overrides.
+    pub resolve: HashMap<String, IpAddr>,
+}
+
+/// One compilation: where relative paths start, and every problem found so far.
+struct Compiler<'a> {
+    source: &'a Source,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Compiler<'_> {
+    fn log(&mut self, raw: &RawLog) -> LogSettings {
+        LogSettings {
+            dir: self
+                .base
+                .join(raw.dir.as_deref().unwrap_or("../var/decisions")),
+            node: raw.node.clone().unwrap_or_default(),
+            fsync_interval: std::time::Duration::from_millis(
+                raw.fsync_interval_ms.unwrap_or(100).clamp(1, 60_000),
+            ),
+            segment_bytes: raw.segment_mib.unwrap_or(64).clamp(1, 4096) << 20,
+            queue: raw.queue.unwrap_or(65_536).clamp(16, 1 << 22),
+            retention_days: raw.retention_days.unwrap_or(0),
+        }
+    }
+
+    fn admin(&mut self, raw: &RawAdmin) -> AdminSettings {
+        let (source, errors) = (self.source, &mut self.errors);
+        let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9180));
+        let listen = match &raw.listen {
+            None => default,
+            Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+                errors.push(source.error_at(
+                    l.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "admin listen {:?} is not an address:port",
+                        l.get_ref()
+                    )),
+                ));
+                default
+            }),
+        };
+        let mut tokens = Vec::new();
+        for t in &raw.tokens {
+            let role = match t.role.get_ref().as_str() {
+                "technician" => Role::Technician,
+                "viewer" => Role::Viewer,
+                other => {
+                    errors.push(source.error_at(
+                        t.role.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "token role {other:?} is not \"technician\" or \"viewer\""
+                        )),
+                    ));
+                    continue;
+                }
+            };
+            let hex = t.sha256.get_ref();
+            let mut sha256 = [0u8; 32];
+            let ok = hex.len() == 64
+                && hex
+                    .as_bytes()
+                    .chunks(2)
+                    .zip(sha256.iter_mut())
+                    .all(|(pair, out)| {
+                        match std::str::from_utf8(pair)
+                            .ok()
+                            .and_then(|p| u8::from_str_radix(p, 16).ok())
+                        {
+                            Some(b) => {
+                                *out = b;
+                                true
+                            }
+                            None => false,
+                        }
+                    });
+            if !ok {
+                errors.push(source.error_at(
+                    t.sha256.span(),
+                    ConfigErrorKind::InvalidValue(
+                        "sha256 must be 64 hex digits: the SHA-256 of the token (`gatehouse admin token` makes one)".into(),
+                    ),
+                ));
+                continue;
+            }
+            if tokens
+                .iter()
+                .any(|x: &AdminToken| x.name == *t.name.get_ref())
+            {
+                errors.push(source.error_at(
+                    t.name.span(),
+                    ConfigErrorKind::Duplicate(format!(
+                        "token name {:?} is used twice",
+                        t.name.get_ref()
+                    )),
+                ));
+                continue;
+            }
+            tokens.push(AdminToken {
+                name: t.name.get_ref().clone(),
+                role,
+                sha256,
+            });
+        }
+        AdminSettings { listen, tokens }
+    }
+
+    fn server(&mut self, raw: &RawServer) -> ServerSettings {
+        let (source, errors) = (self.source, &mut self.errors);
+        use std::time::Duration;
+        let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
+        let listen = match &raw.listen {
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 3128)),
+            Some(l) => match l.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    errors.push(source.error_at(
+                        l.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "listen {:?} is not an address:port such as \"127.0.0.1:3128\"",
+                            l.get_ref()
+                        )),
+                    ));
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 3128))
+                }
+            },
+        };
+        let mut allow_internal = Vec::new();
+        for c in raw.allow_internal_destinations.iter().flatten() {
+            match c
+                .get_ref()
+                .parse::<IpNet>()
+                .or_else(|_| c.get_ref().parse::<IpAddr>().map(IpNet::from))
+            {
+                Ok(n) => allow_internal.push(n.trunc()),
+                Err(_) => errors.push(source.error_at(
+                    c.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "allow_internal_destinations entry {:?} is not a CIDR",
+                        c.get_ref()
+                    )),
+                )),
+            }
+        }
+        let mut resolve = HashMap::new();
+        for (name, addr) in &raw.resolve {
+            let host = Host::parse(name);
+            match (host, addr.get_ref().parse::<IpAddr>()) {
+                (Ok(Host::Name(n)), Ok(ip)) => {
+                    resolve.insert(n, ip);
+                }
+                _ => errors.push(source.error_at(
+                    addr.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "resolve {name:?} = {:?}: expected a host name and an IP address",
+                        addr.get_ref()
+                    )),
+                )),
+            }
+        }
+        let tunnel_ports = raw.tunnel_ports.clone().unwrap_or_else(|| vec![443]);
+        if tunnel_ports.contains(&0) {
+            errors.push(source.error(ConfigErrorKind::InvalidValue(
+                "tunnel_ports cannot contain 0".into(),
+            )));
+        }
+        ServerSettings {
+            listen,
+            max_header_bytes: raw.max_header_bytes.unwrap_or(64 * 1024).max(1024),
+            max_headers: raw.max_headers.unwrap_or(100).max(8),
+            max_uri_bytes: raw.max_uri_bytes.unwrap_or(8 * 1024).max(256),
+            head_timeout: secs(raw.head_timeout_secs, 15),
+            idle_timeout: secs(raw.idle_timeout_secs, 60),
+            body_idle_timeout: secs(raw.body_idle_timeout_secs, 30),
+            write_idle_timeout: secs(raw.write_idle_timeout_secs, 30),
+            connect_timeout: secs(raw.connect_timeout_secs, 10),
+            upstream_timeout: secs(raw.upstream_timeout_secs, 60),
+            tunnel_idle_timeout: secs(raw.tunnel_idle_timeout_secs, 600),
+            tunnel_max_lifetime: secs(raw.tunnel_max_lifetime_secs, 8 * 3600),
+            client_hello_timeout: secs(raw.client_hello_timeout_secs, 10),
+            max_connections: raw.max_connections.unwrap_or(0),
+            max_connections_per_client: raw.max_connections_per_client.unwrap_or(256).max(1),
+            tunnel_ports,
+            allow_internal_destinations: allow_internal,
+            shutdown_grace: secs(raw.shutdown_grace_secs, 10),
+            resolve,
+        }
+    }
+}
