@@ -25,7 +25,8 @@ use crate::core::classify::{
 };
 use crate::core::config::{ConfigError, ConfigErrorKind};
 use crate::core::host::Host;
-use crate::core::policy::{Policy, SiteEntry};
+use crate::core::policy::Policy;
+use crate::core::site::SiteEntry;
 
 /// Whether to use the compiled cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,8 +18,10 @@ use ipnet::IpNet;
 use crate::core::category::CategorySet;
 use crate::core::classify::CompiledLists;
 use crate::core::config::{ConfigError, ConfigErrorKind, ConfigErrors, Source};
+use crate::core::group::GroupId;
 use crate::core::host::Target;
-use crate::core::policy::{GroupId, Policy, SiteList};
+use crate::core::policy::Policy;
+use crate::core::site::{SiteError, SiteList};
 
 /// Why a grant was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,13 +48,8 @@ pub enum GrantError {
     #[error("a grant may last at most {0} days (the policy's max_days)")]
     TooLong(i64),
     /// A site or URL that is not a valid host or host/path.
-    #[error("site {entry:?}: {reason}")]
-    Site {
-        /// The entry as given.
-        entry: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error(transparent)]
+    Site(#[from] SiteError),
     /// A target that reaches an `illegal` category.
     #[error("{0} is in the illegal category {1}: no grant can unblock it")]
     Illegal(String, String),
@@ -202,8 +199,7 @@ impl Grant {
             let name = policy.category(c).name.clone();
             return Err(GrantError::Illegal(format!("category {name}"), name));
         }
-        let sites = SiteList::parse(&req.sites)
-            .map_err(|(entry, reason)| GrantError::Site { entry, reason })?;
+        let sites = SiteList::parse(&req.sites)?;
         for entry in sites.entries() {
             let bits = policy.illegal_bits_of_site(lists, entry);
             if let Some(c) = bits.iter().next() {

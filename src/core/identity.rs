@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::core::policy::GroupId;
+use crate::core::group::GroupId;
 
 /// Whether clients in a subnet must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

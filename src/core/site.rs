@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::core::classify::suffixes;
-use crate::core::host::{Host, Target};
+use crate::core::host::{Host, HostError, Target};
 
 /// One site entry: a domain (matching its subdomains) or a host with a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct SiteEntry {
 
 impl SiteEntry {
     /// Parses `example.com`, `example.com/path`, `http://example.com/path` or an IP.
-    pub fn parse(text: &str) -> Result<SiteEntry, String> {
+    pub fn parse(text: &str) -> Result<SiteEntry, HostError> {
         let trimmed = text.trim();
         let without_scheme = trimmed
             .strip_prefix("http://")
@@ -31,7 +31,7 @@ impl SiteEntry {
             }
             _ => (without_scheme, None),
         };
-        let host = Host::parse(host_part).map_err(|e| e.to_string())?;
+        let host = Host::parse(host_part)?;
         let path = path
             .filter(|p| *p != "/")
             .map(crate::core::classify::normalise_path);
@@ -43,6 +43,16 @@ impl SiteEntry {
     }
 }
 
+/// A site entry that is not a valid host or host/path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("site {entry:?}: {source}")]
+pub struct SiteError {
+    /// The entry as given.
+    pub entry: String,
+    /// What is wrong with its host.
+    pub source: HostError,
+}
+
 /// A short list of sites, for a group's `allow_sites`/`block_sites` and grants.
 #[derive(Debug, Clone, Default)]
 pub struct SiteList {
@@ -52,11 +62,13 @@ pub struct SiteList {
 
 impl SiteList {
     /// Parses entries; the error names the first bad entry and why.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<SiteList, (String, String)> {
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<SiteList, SiteError> {
         let mut list = SiteList::default();
         for e in entries {
-            let entry =
-                SiteEntry::parse(e.as_ref()).map_err(|why| (e.as_ref().to_string(), why))?;
+            let entry = SiteEntry::parse(e.as_ref()).map_err(|source| SiteError {
+                entry: e.as_ref().to_string(),
+                source,
+            })?;
             list.push(entry);
         }
         Ok(list)
