@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
+use gatehouse::grant_store::{GrantRow, GrantState, StoreError};
 use gatehouse::lists::CacheMode;
 
 use super::common::{load, parse_time_arg, ConfigArg};
@@ -105,15 +106,16 @@ fn parse_duration(text: &str) -> Result<chrono::Duration> {
 
 /// A refused edit as one error line; a grants file that would not validate prints each
 /// of its errors first, so the technician sees every problem in one go.
-fn store_error(e: gatehouse::grant_store::StoreError) -> anyhow::Error {
+fn store_error(e: StoreError) -> anyhow::Error {
     match e {
-        gatehouse::grant_store::StoreError::Invalid(errors) => {
+        StoreError::Invalid(errors) => {
             for e in &errors.0 {
                 eprintln!("{e}");
             }
             anyhow!("refused: the grants file would not be valid; nothing was changed")
         }
-        other => anyhow!("{other}"),
+        // The others already name the file and the cause.
+        other => other.into(),
     }
 }
 
@@ -175,41 +177,33 @@ pub fn run(command: GrantCommand) -> Result<ExitCode> {
         }
         GrantCommand::List { config, all, json } => {
             let snap = load(&config.config, CacheMode::Use)?;
-            let rows: Vec<serde_json::Value> = grant_store::list(&snap, Utc::now())
+            let rows: Vec<GrantRow> = grant_store::list(&snap, Utc::now())
                 .map_err(store_error)?
                 .into_iter()
-                .filter(|r| all || r["state"] == "active")
+                .filter(|r| all || r.state == GrantState::Active)
                 .collect();
             if json {
-                println!("{}", serde_json::Value::Array(rows));
+                // By way of a `Value`, whose objects sort their keys: the same text as
+                // the admin API's `GET /api/grants` gives for the same rows.
+                println!("{}", serde_json::to_value(&rows)?);
             } else if rows.is_empty() {
                 println!("no grants{}", if all { "" } else { " in force" });
             } else {
                 for r in rows {
-                    let join = |k: &str| {
-                        r[k].as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|v| v.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            })
-                            .unwrap_or_default()
-                    };
                     println!(
                         "{}  {}  {}  by {}  for [{}{}{}]  opens [{}{}]  until {}  {}  \"{}\"",
-                        r["id"].as_str().unwrap_or(""),
-                        r["state"].as_str().unwrap_or(""),
-                        r["ticket"].as_str().unwrap_or(""),
-                        r["issued_by"].as_str().unwrap_or(""),
-                        join("groups"),
-                        join("users"),
-                        join("subnets"),
-                        join("sites"),
-                        join("categories"),
-                        r["expires"].as_str().unwrap_or(""),
-                        r["time_left"].as_str().unwrap_or(""),
-                        r["reason"].as_str().unwrap_or(""),
+                        r.id,
+                        r.state.as_str(),
+                        r.ticket,
+                        r.issued_by,
+                        r.groups.join(","),
+                        r.users.join(","),
+                        r.subnets.join(","),
+                        r.sites.join(","),
+                        r.categories.join(","),
+                        r.expires,
+                        r.time_left.as_deref().unwrap_or(""),
+                        r.reason,
                     );
                 }
             }

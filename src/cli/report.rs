@@ -2,6 +2,7 @@
 //! from the decision logs of one or more nodes, with the grants file's terms for each
 //! grant, in HTML, CSV, JSON or Markdown.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +10,10 @@ use anyhow::{anyhow, Context, Result};
 use chrono::{Datelike, Utc};
 use clap::Args;
 
+use gatehouse::core::grants::describe_terms;
+use gatehouse::grant_store::GrantRow;
 use gatehouse::lists::CacheMode;
+use gatehouse::report::GrantTerms;
 
 use super::common::{load, parse_time_arg, ConfigArg};
 
@@ -46,43 +50,23 @@ pub enum ReportFormat {
 }
 
 /// Grant id → terms, from `grant_store::list`'s rows.
-fn grant_terms(
-    rows: &[serde_json::Value],
-) -> std::collections::BTreeMap<String, gatehouse::report::GrantTerms> {
-    // The same wording as the audit trail's (`Grant::terms`).
-    let join = |row: &serde_json::Value, parts: &[(&'static str, &str)]| {
-        let parts: Vec<(&str, Vec<String>)> = parts
-            .iter()
-            .map(|(key, label)| {
-                let names = row[*key]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (*label, names)
-            })
-            .collect();
-        gatehouse::core::grants::describe_terms(&parts)
-    };
+fn grant_terms(rows: &[GrantRow]) -> BTreeMap<String, GrantTerms> {
     rows.iter()
-        .filter_map(|row| {
-            let id = row["id"].as_str()?.to_string();
-            let terms = gatehouse::report::GrantTerms {
-                scope: join(
-                    row,
-                    &[
-                        ("groups", "groups"),
-                        ("users", "users"),
-                        ("subnets", "networks"),
-                    ],
-                ),
-                target: join(row, &[("sites", "sites"), ("categories", "categories")]),
-                reason: row["reason"].as_str().unwrap_or_default().to_string(),
+        .map(|row| {
+            // The same wording as the audit trail's (`Grant::terms`).
+            let terms = GrantTerms {
+                scope: describe_terms(&[
+                    ("groups", row.groups.clone()),
+                    ("users", row.users.clone()),
+                    ("networks", row.subnets.clone()),
+                ]),
+                target: describe_terms(&[
+                    ("sites", row.sites.clone()),
+                    ("categories", row.categories.clone()),
+                ]),
+                reason: row.reason.clone(),
             };
-            Some((id, terms))
+            (row.id.clone(), terms)
         })
         .collect()
 }
