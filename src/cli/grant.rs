@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 
-use gatehouse::grant_store::{GrantRow, GrantState, StoreError};
+use gatehouse::grant_store::{self, GrantRow, GrantState, StoreError};
 use gatehouse::lists::CacheMode;
 
 use super::common::{load, parse_time_arg, ConfigArg};
@@ -114,14 +114,14 @@ fn store_error(e: StoreError) -> anyhow::Error {
             }
             anyhow!("refused: the grants file would not be valid; nothing was changed")
         }
-        // The others already name the file and the cause.
+        // A wrong request or a file that could not be used: already one line that says
+        // what went wrong (and, for the file, which file and why).
         other => other.into(),
     }
 }
 
 /// `gatehouse grant add|list|revoke`.
 pub fn run(command: GrantCommand) -> Result<ExitCode> {
-    use gatehouse::grant_store;
     match command {
         GrantCommand::Add(args) => {
             let snap = load(&args.config.config, CacheMode::Use)?;
