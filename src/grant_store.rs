@@ -7,25 +7,145 @@
 //! edits queue and none is lost, and the file is never half-written or invalid. The
 //! running proxy sees the rename through its watcher.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::core::config::{ConfigErrors, Source};
 use crate::snapshot::Snapshot;
 
-/// Why an edit was refused.
+/// Why an edit was refused, or the file could not be listed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The file could not be read, locked or written.
-    #[error("{0}")]
-    Io(String),
+    /// The file could not be read, locked, parsed or written.
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// The request itself is wrong (no such grant, no duration, …).
     #[error("{0}")]
     Request(String),
     /// The resulting file would not validate; nothing was changed.
     #[error("refused: the grants file would not be valid; nothing was changed\n{0}")]
     Invalid(ConfigErrors),
+}
+
+/// What went wrong with the grants file or its lock file, and which file.
+///
+/// The message already says why (it ends with the underlying error), and that error is
+/// kept as a field, not as `source()`: the admin API sends the message alone, and an
+/// error chain printed by the CLI would otherwise say the cause twice.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The lock file could not be opened (or created).
+    #[error("opening {}: {error}", path.display())]
+    OpenLock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The lock could not be taken.
+    #[error("locking {}: {error}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The grants file exists but could not be read.
+    #[error("reading {}: {error}", path.display())]
+    Read {
+        /// The grants file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The edited grants file could not be written; the old one is still in place.
+    #[error("writing {}: {error}", path.display())]
+    Write {
+        /// The grants file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The grants file is not TOML, so it cannot be edited.
+    #[error("{} is not valid TOML: {error}", path.display())]
+    Syntax {
+        /// The grants file.
+        path: PathBuf,
+        /// Where and why (boxed: it is large, and every `Result` here would carry it).
+        error: Box<toml_edit::TomlError>,
+    },
+    /// The grants file is TOML but not a grants file (unknown or missing fields).
+    #[error("{} is not a valid grants file: {error}", path.display())]
+    Format {
+        /// The grants file.
+        path: PathBuf,
+        /// Where and why (boxed, as for `Syntax`).
+        error: Box<toml::de::Error>,
+    },
+}
+
+/// Where a grant stands, as `list` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantState {
+    /// In force now.
+    Active,
+    /// Starts later.
+    Future,
+    /// Ran out (archived as expired, or past its expiry and not yet archived).
+    Expired,
+    /// Revoked by a technician (archived with who and why).
+    Revoked,
+}
+
+impl GrantState {
+    /// The word used in listings and in the JSON: `active`, `future`, `expired`, `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Active => "active",
+            GrantState::Future => "future",
+            GrantState::Expired => "expired",
+            GrantState::Revoked => "revoked",
+        }
+    }
+}
+
+/// One grant of the file (in force or archived) as `list` reports it: its fields as
+/// written, its state and its time left. Serialises to the objects of `GET /api/grants`
+/// and `gatehouse grant list --json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GrantRow {
+    /// Identifier (`g-12`).
+    pub id: String,
+    /// Where it stands now.
+    pub state: GrantState,
+    /// Helpdesk ticket.
+    pub ticket: String,
+    /// Technician who issued it.
+    pub issued_by: String,
+    /// Why it was issued.
+    pub reason: String,
+    /// Groups it covers.
+    pub groups: Vec<String>,
+    /// Users it covers.
+    pub users: Vec<String>,
+    /// Client networks it covers.
+    pub subnets: Vec<String>,
+    /// Sites and URL prefixes it opens.
+    pub sites: Vec<String>,
+    /// Categories it opens.
+    pub categories: Vec<String>,
+    /// Start as written (RFC 3339), if the file gives one.
+    pub starts: Option<String>,
+    /// Expiry as written (RFC 3339).
+    pub expires: String,
+    /// For an active grant: `2d 3h 15m left`.
+    pub time_left: Option<String>,
+    /// For a revoked grant: who revoked it.
+    pub revoked_by: Option<String>,
+    /// For an archived grant: why it was revoked, or `expired`.
+    pub revoke_reason: Option<String>,
 }
 
 /// A grant to add, as the CLI and the API take it.
@@ -136,6 +256,18 @@ fn string_array(items: &[String]) -> toml_edit::Item {
     toml_edit::value(a)
 }
 
+/// The grants file's text; a file not yet created has no grants.
+fn read(path: &std::path::Path) -> Result<String, FileError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(error) => Err(FileError::Read {
+            path: path.to_path_buf(),
+            error,
+        }),
+    }
+}
+
 /// Runs `edit` on the grants file under the lock, validates, writes. Returns what
 /// `edit` returned.
 fn edit<T>(
@@ -144,33 +276,37 @@ fn edit<T>(
     edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let path = snap.policy.grant_rules.file.clone();
-    let io = |what: &str, p: &Path, e: std::io::Error| {
-        StoreError::Io(format!("{what} {}: {e}", p.display()))
-    };
     let lock_path = path.with_extension("toml.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| io("opening", &lock_path, e))?;
-    lock.lock().map_err(|e| io("locking", &lock_path, e))?;
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io("reading", &path, e)),
-    };
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e| StoreError::Io(format!("{} is not valid TOML: {e}", path.display())))?;
+        .map_err(|error| FileError::OpenLock {
+            path: lock_path.clone(),
+            error,
+        })?;
+    lock.lock().map_err(|error| FileError::Lock {
+        path: lock_path.clone(),
+        error,
+    })?;
+    let text = read(&path)?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|error| FileError::Syntax {
+        path: path.clone(),
+        error: Box::new(error),
+    })?;
     archive_expired(&mut doc, now)?;
     let result = edit(&mut doc)?;
     let new_text = doc.to_string();
     let source = Source::new(&path, &new_text);
     crate::core::grants::compile_file(&new_text, &source, &snap.policy, &snap.lists, now)
         .map_err(StoreError::Invalid)?;
-    crate::lists::write_atomically(&path, new_text.as_bytes())
-        .map_err(|e| io("writing", &path, e))?;
+    crate::lists::write_atomically(&path, new_text.as_bytes()).map_err(|error| {
+        FileError::Write {
+            path: path.clone(),
+            error,
+        }
+    })?;
     drop(lock);
     Ok(result)
 }
@@ -238,37 +374,31 @@ pub fn revoke(
     })
 }
 
-/// Every grant in the file, as JSON objects with their state (`active`, `future`,
-/// `expired`, `revoked`) and time left.
-pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<serde_json::Value>, StoreError> {
+/// Every grant in the file, in force and archived, with its state and time left.
+pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<GrantRow>, StoreError> {
     let path = &snap.policy.grant_rules.file;
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
-    };
-    let raw: crate::core::grants::RawGrantsFile = toml::from_str(&text).map_err(|e| {
-        StoreError::Io(format!(
-            "{} is not a valid grants file: {e}",
-            path.display()
-        ))
-    })?;
+    let text = read(path)?;
+    let raw: crate::core::grants::RawGrantsFile =
+        toml::from_str(&text).map_err(|error| FileError::Format {
+            path: path.clone(),
+            error: Box::new(error),
+        })?;
     let mut rows = Vec::new();
-    for (section, list) in [("grant", &raw.grant), ("archived", &raw.archived)] {
+    for (archived, list) in [(false, &raw.grant), (true, &raw.archived)] {
         for g in list {
             let starts = g
                 .starts
                 .as_ref()
                 .and_then(|s| DateTime::parse_from_rfc3339(s.get_ref()).ok());
             let expires = DateTime::parse_from_rfc3339(g.expires.get_ref()).ok();
-            let state = match (section, starts, expires) {
-                ("archived", _, _) if g.revoked_by.is_some() => "revoked",
-                ("archived", _, _) => "expired",
-                (_, _, Some(e)) if e <= now => "expired",
-                (_, Some(s), _) if s > now => "future",
-                _ => "active",
+            let state = match (archived, starts, expires) {
+                (true, _, _) if g.revoked_by.is_some() => GrantState::Revoked,
+                (true, _, _) => GrantState::Expired,
+                (_, _, Some(e)) if e <= now => GrantState::Expired,
+                (_, Some(s), _) if s > now => GrantState::Future,
+                _ => GrantState::Active,
             };
-            let left = expires.filter(|_| state == "active").map(|e| {
+            let time_left = expires.filter(|_| state == GrantState::Active).map(|e| {
                 let d = e.with_timezone(&Utc) - now;
                 format!(
                     "{}d {}h {}m left",
@@ -280,24 +410,81 @@ pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<serde_json::Value
             let names = |v: &[toml::Spanned<String>]| {
                 v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>()
             };
-            rows.push(serde_json::json!({
-                "id": g.id.get_ref(),
-                "state": state,
-                "ticket": g.ticket.get_ref(),
-                "issued_by": g.issued_by.get_ref(),
-                "reason": g.reason.get_ref(),
-                "groups": names(&g.groups),
-                "users": g.users,
-                "subnets": names(&g.subnets),
-                "sites": names(&g.sites),
-                "categories": names(&g.categories),
-                "starts": g.starts.as_ref().map(|s| s.get_ref().clone()),
-                "expires": g.expires.get_ref(),
-                "time_left": left,
-                "revoked_by": g.revoked_by,
-                "revoke_reason": g.revoke_reason,
-            }));
+            rows.push(GrantRow {
+                id: g.id.get_ref().clone(),
+                state,
+                ticket: g.ticket.get_ref().clone(),
+                issued_by: g.issued_by.get_ref().clone(),
+                reason: g.reason.get_ref().clone(),
+                groups: names(&g.groups),
+                users: g.users.clone(),
+                subnets: names(&g.subnets),
+                sites: names(&g.sites),
+                categories: names(&g.categories),
+                starts: g.starts.as_ref().map(|s| s.get_ref().clone()),
+                expires: g.expires.get_ref().clone(),
+                time_left,
+                revoked_by: g.revoked_by.clone(),
+                revoke_reason: g.revoke_reason.clone(),
+            });
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows' JSON is an interface (the admin API's `GET /api/grants`, `grant list
+    /// --json`): these are the names and values scripts read.
+    #[test]
+    fn a_row_serialises_to_the_listed_json() {
+        let row = GrantRow {
+            id: "g-3".into(),
+            state: GrantState::Revoked,
+            ticket: "HD-3".into(),
+            issued_by: "c".into(),
+            reason: "GCSE RE unit".into(),
+            groups: vec!["ks4".into()],
+            users: vec![],
+            subnets: vec!["10.0.0.0/8".into()],
+            sites: vec!["bet.test".into()],
+            categories: vec![],
+            starts: Some("2026-12-04T14:43:50Z".into()),
+            expires: "2026-12-05T14:43:50Z".into(),
+            time_left: None,
+            revoked_by: Some("c".into()),
+            revoke_reason: Some("done".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&row).ok(),
+            Some(serde_json::json!({
+                "id": "g-3",
+                "state": "revoked",
+                "ticket": "HD-3",
+                "issued_by": "c",
+                "reason": "GCSE RE unit",
+                "groups": ["ks4"],
+                "users": [],
+                "subnets": ["10.0.0.0/8"],
+                "sites": ["bet.test"],
+                "categories": [],
+                "starts": "2026-12-04T14:43:50Z",
+                "expires": "2026-12-05T14:43:50Z",
+                "time_left": null,
+                "revoked_by": "c",
+                "revoke_reason": "done",
+            }))
+        );
+        for (state, word) in [
+            (GrantState::Active, "active"),
+            (GrantState::Future, "future"),
+            (GrantState::Expired, "expired"),
+            (GrantState::Revoked, "revoked"),
+        ] {
+            assert_eq!(serde_json::to_value(state).ok(), Some(word.into()));
+            assert_eq!(state.as_str(), word);
+        }
+    }
 }

@@ -140,6 +140,15 @@ pub struct ServerSettings {
     pub resolve: HashMap<String, IpAddr>,
 }
 
+impl LogSettings {
+    /// The log directory that `[log]` names, relative to the policy file's directory
+    /// `base`; default `../var/decisions`. For commands that read the log without
+    /// loading the whole policy.
+    pub fn dir_of(raw: &RawLog, base: &Path) -> PathBuf {
+        base.join(raw.dir.as_deref().unwrap_or("../var/decisions"))
+    }
+}
+
 /// One compilation: where relative paths start, and every problem found so far.
 struct Compiler<'a> {
     source: &'a Source,
@@ -150,9 +159,7 @@ struct Compiler<'a> {
 impl Compiler<'_> {
     fn log(&mut self, raw: &RawLog) -> LogSettings {
         LogSettings {
-            dir: self
-                .base
-                .join(raw.dir.as_deref().unwrap_or("../var/decisions")),
+            dir: LogSettings::dir_of(raw, &self.base),
             node: raw.node.clone().unwrap_or_default(),
             fsync_interval: std::time::Duration::from_millis(
                 raw.fsync_interval_ms.unwrap_or(100).clamp(1, 60_000),

@@ -197,7 +197,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
                         "-",
                         format!("{} grants", rows.len()),
                     );
-                    json(StatusCode::OK, serde_json::Value::Array(rows))
+                    json(StatusCode::OK, serde_json::json!(rows))
                 }
                 _ => json(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -366,7 +366,7 @@ fn refused(
             errors.0.iter().map(|e| e.kind.to_string()).collect(),
         ),
         StoreError::Request(m) => (StatusCode::BAD_REQUEST, vec![m]),
-        StoreError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, vec![m]),
+        StoreError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, vec![m.to_string()]),
     };
     audit(format!("api {what} refused"), key, key, errors.join("; "));
     json(status, serde_json::json!({ "errors": errors }))

@@ -180,12 +180,6 @@ impl Policy {
         })
     }
 
-    /// The code the decision log records for a reason (kept while callers move to
-    /// [`Reason::code`]).
-    pub fn reason_code(reason: &Reason) -> ReasonCode {
-        reason.code()
-    }
-
     /// Category names of a set, most severe first.
     pub fn category_names(&self, set: CategorySet) -> Vec<&str> {
         let mut ids: Vec<CategoryId> = set.iter().collect();

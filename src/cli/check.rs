@@ -1,0 +1,168 @@
+//! `gatehouse check` and `gatehouse lists compile`: both load the policy and its lists
+//! the way start-up does and report what the list build skipped; `check` then prints a
+//! summary of the policy, `lists compile` rebuilds the compiled cache.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+
+use gatehouse::lists::CacheMode;
+use gatehouse::snapshot::Snapshot;
+
+use super::common::{load, ConfigArg};
+
+#[derive(Subcommand)]
+pub enum ListsCommand {
+    /// Compile the domain lists and write the cache that start-up loads.
+    Compile(ConfigArg),
+}
+
+/// What the list build skipped or could not do: the lists still load, so these are
+/// warnings, but a technician should see every one.
+fn print_list_warnings(snap: &Snapshot) {
+    for dir in &snap.report.missing_dirs {
+        eprintln!(
+            "warning: {}: no list directory; the category matches nothing",
+            dir.display()
+        );
+    }
+    for w in &snap.report.warnings {
+        if w.line == 0 {
+            eprintln!("warning: {}: {}", w.file.display(), w.message);
+        } else {
+            eprintln!(
+                "warning: {}:{}: skipped {}",
+                w.file.display(),
+                w.line,
+                w.message
+            );
+        }
+    }
+    let unshown = (snap.report.skipped as usize).saturating_sub(snap.report.warnings.len());
+    if unshown > 0 {
+        eprintln!("warning: … and {unshown} more list lines skipped");
+    }
+    if let Some(e) = &snap.report.cache_error {
+        eprintln!("warning: compiled lists not cached: {e}");
+    }
+}
+
+/// `gatehouse check`: loads everything the proxy would load and prints what it found.
+pub fn check(args: &ConfigArg) -> Result<ExitCode> {
+    let snap = load(&args.config, CacheMode::Use)?;
+    print_list_warnings(&snap);
+    let p = &snap.policy;
+    println!("policy {}: OK", p.path.display());
+    println!("school: {} (time zone {})", p.school, p.timezone.name());
+    println!(
+        "lists: {} ({} in {} ms)",
+        p.lists_dir.display(),
+        if snap.report.from_cache {
+            "compiled cache"
+        } else {
+            "compiled from text"
+        },
+        snap.report.elapsed.as_millis()
+    );
+    println!("categories: {}", p.categories().count());
+    println!(
+        "  {:<20} {:<14} {:>9} {:>6} {:>6} {:>6}",
+        "name", "severity", "domains", "urls", "exprs", "terms"
+    );
+    for (id, def) in p.categories() {
+        let c = &snap.report.counts[id.index()];
+        println!(
+            "  {:<20} {:<14} {:>9} {:>6} {:>6} {:>6}",
+            def.category.name,
+            def.category.severity.as_str(),
+            c.domains,
+            c.urls + c.hashes,
+            c.expressions,
+            c.terms
+        );
+    }
+    println!("schedules:");
+    for s in p.schedules() {
+        let windows: Vec<String> = s.windows.iter().map(|w| w.to_string()).collect();
+        println!("  {:<12} {} ({})", s.name, windows.join(", "), s.tz.name());
+    }
+    println!("groups:");
+    for (_, g) in p.groups() {
+        let mut parts = vec![format!("{} mode", g.mode)];
+        let blocked = p.category_names(g.block);
+        if !blocked.is_empty() {
+            parts.push(format!("blocks {}", blocked.join(" ")));
+        }
+        for (c, s) in &g.allow_during {
+            parts.push(format!(
+                "{} only during {}",
+                p.category(*c).name,
+                p.schedule(*s).name
+            ));
+        }
+        let allowed = p.category_names(g.allow);
+        if !allowed.is_empty() {
+            parts.push(format!("allows {}", allowed.join(" ")));
+        }
+        if !g.allow_sites.is_empty() || !g.block_sites.is_empty() {
+            parts.push(format!(
+                "{} allowed / {} blocked sites",
+                g.allow_sites.entries().len(),
+                g.block_sites.entries().len()
+            ));
+        }
+        if g.block_ip_literals {
+            parts.push("IP-address hosts blocked".to_string());
+        }
+        println!("  {:<12} {}", g.name, parts.join("; "));
+    }
+    let id = &p.identity;
+    println!(
+        "identity: default group {}; {} subnets; {} users",
+        p.group(id.default_group).name,
+        id.subnets().len(),
+        id.users().count()
+    );
+    for s in id.subnets() {
+        println!(
+            "  {:<20} → {}{}{}",
+            s.net.to_string(),
+            p.group(s.group).name,
+            if s.auth == gatehouse::core::identity::AuthRequirement::Required {
+                " (authentication required)"
+            } else {
+                ""
+            },
+            if s.description.is_empty() {
+                String::new()
+            } else {
+                format!("  # {}", s.description)
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gatehouse lists …`.
+pub fn lists(command: ListsCommand) -> Result<ExitCode> {
+    match command {
+        ListsCommand::Compile(args) => compile(&args),
+    }
+}
+
+/// `gatehouse lists compile`: rebuilds the compiled-list cache from the text lists.
+fn compile(args: &ConfigArg) -> Result<ExitCode> {
+    let snap = load(&args.config, CacheMode::Rebuild)?;
+    print_list_warnings(&snap);
+    if snap.report.cache_error.is_some() {
+        bail!("the compiled lists could not be written");
+    }
+    println!(
+        "compiled {} domain entries into {} in {} ms",
+        snap.lists.domains.len(),
+        snap.policy.lists_cache.display(),
+        snap.report.elapsed.as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
+}
