@@ -7,6 +7,21 @@
 //! makes every decision table-testable and every reload all-or-nothing (the shell reads
 //! the files, the core compiles them or refuses them whole).
 //!
+//! | module | job | depends on |
+//! | --- | --- | --- |
+//! | [`host`] | normalise hosts and request targets: the part pupils attack | – |
+//! | [`category`] | categories, severities, category sets (a bitset) | – |
+//! | [`schedule`] | weekly time windows in a time zone | – |
+//! | [`classify`] | compiled lists and the lookup from target to categories | host, category |
+//! | [`site`] | site entries and short site lists (`allow_sites`, grants) | host, classify |
+//! | [`group`] | groups: the filtering levels and what each may reach | site, schedule |
+//! | [`identity`] | subnets, users and their groups | group |
+//! | [`config`] | the policy file as written, with file:line errors | – |
+//! | [`policy`] | the validated policy (`compile.rs`: the file into rules, in steps) | all above |
+//! | [`grants`] | ticketed, time-boxed unblocks, validated against a policy | policy |
+//! | [`verdict`] | what a decision says: requester, verdict, reason and its code | group |
+//! | [`decide`] | `Policy::decide` and `Policy::explain` | policy, grants, verdict |
+//!
 //! `clippy.toml` lists the clock, file-system, process, thread and socket calls and
 //! types; this module denies them (the shell, in `lib.rs`, allows them), so the compiler
 //! keeps I/O out of the core. Dependencies point one way: the shell imports the core,
