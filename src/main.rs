@@ -1398,7 +1398,7 @@ fn report(args: &ReportArgs) -> Result<ExitCode> {
             Err(e) => report::Integrity {
                 dir: dir.display().to_string(),
                 ok: false,
-                detail: e,
+                detail: e.to_string(),
             },
         });
     }

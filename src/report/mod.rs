@@ -23,4 +23,4 @@ pub use model::{
     Alert, BypassRow, Count, DayRow, GrantRow, GrantTerms, GroupRow, Integrity, PersonRow, Report,
     SearchRow, Totals,
 };
-pub use period::{iso_week, Period};
+pub use period::{iso_week, IsoWeekError, Period};
