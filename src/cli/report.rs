@@ -114,7 +114,7 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
             Err(e) => report::Integrity {
                 dir: dir.display().to_string(),
                 ok: false,
-                detail: e,
+                detail: e.to_string(),
             },
         });
     }

@@ -98,6 +98,10 @@ pub fn decision_json(
 pub struct Exporter {
     format: Format,
     pending: HashMap<(String, u64), (i64, Decision)>,
+    /// A CSV row, quoted by the `csv` crate (RFC 4180: URLs and names may hold commas,
+    /// quotes and line breaks), on its way to the output handed in with it; kept between
+    /// rows for its capacity.
+    row: Vec<u8>,
 }
 
 /// Decisions waiting longer than this for their completion are written without it
@@ -110,13 +114,27 @@ fn iso(us: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
+/// The CSV export's columns, in order.
+const CSV_HEADER: [&str; 18] = [
+    "time",
+    "node",
+    "seq",
+    "client",
+    "user",
+    "group",
+    "method",
+    "url",
+    "sni",
+    "categories",
+    "action",
+    "reason",
+    "grant",
+    "status",
+    "bytes_up",
+    "bytes_down",
+    "duration_ms",
+    "search_terms",
+];
 
 impl Exporter {
     /// An exporter for `format`.
@@ -124,16 +142,14 @@ impl Exporter {
         Exporter {
             format,
             pending: HashMap::new(),
+            row: Vec::new(),
         }
     }
 
     /// Writes the header row, if the format has one.
     pub fn header(&self, out: &mut dyn Write) -> io::Result<()> {
         if self.format == Format::Csv {
-            writeln!(
-                out,
-                "time,node,seq,client,user,group,method,url,sni,categories,action,reason,grant,status,bytes_up,bytes_down,duration_ms,search_terms"
-            )?;
+            writeln!(out, "{}", CSV_HEADER.join(","))?;
         }
         Ok(())
     }
@@ -211,12 +227,12 @@ impl Exporter {
         Ok(())
     }
 
-    fn write(&self, r: &Row<'_>, out: &mut dyn Write) -> io::Result<()> {
+    fn write(&mut self, r: &Row<'_>, out: &mut dyn Write) -> io::Result<()> {
         let d = r.d;
         match self.format {
             Format::Jsonl => writeln!(out, "{}", r.json()),
             Format::Csv => {
-                let fields = [
+                let fields: [String; CSV_HEADER.len()] = [
                     iso(r.time_us),
                     r.node.to_string(),
                     r.seq.to_string(),
@@ -236,8 +252,17 @@ impl Exporter {
                     format!("{:.3}", r.duration_us as f64 / 1000.0),
                     d.terms.join(";"),
                 ];
-                let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-                writeln!(out, "{}", line.join(","))
+                // Each row goes through a writer of its own into `row`, not straight into
+                // `out`: a csv::Writer flushes its output when it is done, and that flush
+                // per row would defeat the caller's buffering.
+                let mut row = csv::WriterBuilder::new()
+                    .buffer_capacity(1024)
+                    .from_writer(std::mem::take(&mut self.row));
+                row.write_record(&fields)?;
+                self.row = row.into_inner().map_err(|e| e.into_error())?;
+                let written = out.write_all(&self.row);
+                self.row.clear();
+                written
             }
             Format::Squid => {
                 // time.ms elapsed-ms client code/status bytes method url user hierarchy type
@@ -325,5 +350,61 @@ pub fn human_line(entry: &Entry) -> Option<String> {
             entry.seq
         )),
         Body::Completion { .. } | Body::Seal { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_read_back_field_for_field() {
+        let decision = Decision {
+            client: std::net::IpAddr::from([10, 0, 0, 7]),
+            user: Some("o\"brien, pat".into()),
+            group: "ks4".into(),
+            method: "GET".into(),
+            url: "http://a.example/search?q=a,b&r=\"c\"\r\nd".into(),
+            sni: None,
+            categories: vec!["games".into(), "social".into()],
+            action: StoredAction::Block,
+            reason: crate::decision_log::ReasonCode::Category,
+            grant: None,
+            status: 403,
+            terms: vec![],
+        };
+        let mut exporter = Exporter::new(Format::Csv);
+        let mut out = Vec::new();
+        exporter.header(&mut out).expect("header");
+        for seq in [1, 2] {
+            let entry = Entry {
+                seq,
+                time_us: 1_700_000_000_000_000,
+                body: Body::Decision(decision.clone()),
+            };
+            exporter.entry("node-a", &entry, &mut out).expect("row");
+        }
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        let header: Vec<String> = reader
+            .headers()
+            .expect("header")
+            .iter()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(header, CSV_HEADER);
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
+        assert_eq!(rows.len(), 2);
+        for (row, seq) in rows.iter().zip(["1", "2"]) {
+            let field = |name: &str| {
+                let i = CSV_HEADER.iter().position(|h| *h == name).expect("column");
+                row.get(i).expect("field").to_string()
+            };
+            assert_eq!(field("seq"), seq);
+            assert_eq!(field("user"), "o\"brien, pat");
+            assert_eq!(field("url"), decision.url);
+            assert_eq!(field("categories"), "games;social");
+            assert_eq!(field("status"), "403");
+            assert_eq!(field("duration_ms"), "0.000");
+        }
     }
 }

@@ -215,28 +215,27 @@ impl SegmentHeader {
     }
 
     /// Decodes a header from the start of `bytes`; its length in bytes.
-    pub fn decode(bytes: &[u8]) -> Result<(SegmentHeader, usize), String> {
+    pub fn decode(bytes: &[u8]) -> Result<(SegmentHeader, usize), HeaderError> {
         if bytes.len() < 10 || &bytes[..8] != MAGIC {
-            return Err("not a Gatehouse decision-log segment (bad magic or version)".into());
+            return Err(HeaderError::NotASegment);
         }
         let node_len = usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
         let len = 10 + node_len + 8 + 32 + 8 + 4;
         if bytes.len() < len {
-            return Err("segment header is truncated".into());
+            return Err(HeaderError::Truncated);
         }
-        let crc = u32::from_le_bytes(bytes[len - 4..len].try_into().map_err(|_| "header")?);
+        let crc = u32::from_le_bytes(le_bytes(bytes, len - 4)?);
         if crc32c::crc32c(&bytes[..len - 4]) != crc {
-            return Err("segment header checksum does not match".into());
+            return Err(HeaderError::BadChecksum);
         }
         let node = String::from_utf8(bytes[10..10 + node_len].to_vec())
-            .map_err(|_| "node name is not UTF-8")?;
+            .map_err(|_| HeaderError::NodeNotUtf8)?;
         let mut pos = 10 + node_len;
-        let first_seq = u64::from_le_bytes(bytes[pos..pos + 8].try_into().map_err(|_| "header")?);
+        let first_seq = u64::from_le_bytes(le_bytes(bytes, pos)?);
         pos += 8;
-        let mut prev_chain = [0u8; 32];
-        prev_chain.copy_from_slice(&bytes[pos..pos + 32]);
+        let prev_chain = le_bytes(bytes, pos)?;
         pos += 32;
-        let created_us = i64::from_le_bytes(bytes[pos..pos + 8].try_into().map_err(|_| "header")?);
+        let created_us = i64::from_le_bytes(le_bytes(bytes, pos)?);
         Ok((
             SegmentHeader {
                 node,
@@ -247,6 +246,32 @@ impl SegmentHeader {
             len,
         ))
     }
+}
+
+/// The `N` bytes of `bytes` at `at`; a header shorter than its fields is truncated.
+fn le_bytes<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], HeaderError> {
+    bytes
+        .get(at..at + N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(HeaderError::Truncated)
+}
+
+/// Why the start of a file is not a segment header. The reader adds the file's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Another kind of file, or a segment of a format version this build cannot read.
+    #[error("not a Gatehouse decision-log segment (bad magic or version)")]
+    NotASegment,
+    /// The file ends inside the header: its creation was cut short (a crash or a full
+    /// disk as the segment started), so it holds no entry.
+    #[error("segment header is truncated")]
+    Truncated,
+    /// The header's bytes were changed after it was written.
+    #[error("segment header checksum does not match")]
+    BadChecksum,
+    /// The node name is not UTF-8 (the checksum matched, so it was written so).
+    #[error("node name is not UTF-8")]
+    NodeNotUtf8,
 }
 
 /// Frames a payload: length, checksum, bytes.

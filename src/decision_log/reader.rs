@@ -9,7 +9,56 @@ use std::sync::{mpsc, Arc};
 
 use serde::Deserialize;
 
-use super::{chain_next, genesis, segment_first_seq, Body, Entry, SegmentHeader, MAX_PAYLOAD};
+use super::{
+    chain_next, genesis, segment_first_seq, Body, Entry, HeaderError, SegmentHeader, MAX_PAYLOAD,
+};
+
+/// Why a log directory or a segment could not be read at all. Damage inside a segment
+/// is not one of these: [`verify`] reports it as the log's fault, readers stop before
+/// it, and [`scan_tail`] says where the good entries end.
+///
+/// Each message names the directory or file and includes its cause, and the cause is
+/// not also given as [`std::error::Error::source`]: the command line prints an error's
+/// chain, which would then say it twice.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The log directory cannot be listed: it does not exist, or this user may not read
+    /// it.
+    #[error("{}: {error}", dir.display())]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// A segment cannot be opened or read: removed meanwhile, or not readable by this
+    /// user.
+    #[error("{}: {error}", path.display())]
+    Segment {
+        /// The segment.
+        path: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// A segment's header is missing, damaged or of another format: none of its entries
+    /// can be trusted, so none is read.
+    #[error("{}: {fault}", path.display())]
+    Header {
+        /// The segment.
+        path: PathBuf,
+        /// What is wrong with the header.
+        fault: HeaderError,
+    },
+}
+
+impl ReadError {
+    fn dir(dir: &Path) -> impl FnOnce(io::Error) -> ReadError + '_ {
+        move |error| ReadError::Dir {
+            dir: dir.to_path_buf(),
+            error,
+        }
+    }
+}
 
 /// The segments in `dir`, oldest first.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -26,26 +75,17 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// Why a frame could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameFault {
     /// The file ends inside a frame.
+    #[error("the file ends in the middle of an entry (torn write)")]
     Torn,
     /// The length field is impossible.
+    #[error("impossible entry length {0}")]
     BadLength(u32),
     /// The checksum does not match the payload.
+    #[error("checksum mismatch (the entry's bytes were changed)")]
     BadChecksum,
-}
-
-impl std::fmt::Display for FrameFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FrameFault::Torn => write!(f, "the file ends in the middle of an entry (torn write)"),
-            FrameFault::BadLength(n) => write!(f, "impossible entry length {n}"),
-            FrameFault::BadChecksum => {
-                write!(f, "checksum mismatch (the entry's bytes were changed)")
-            }
-        }
-    }
 }
 
 /// Frames of one segment, in order.
@@ -58,21 +98,29 @@ pub struct Frames {
 
 impl Frames {
     /// Opens a segment; its header and the frame iterator after it.
-    pub fn open(path: &Path) -> Result<(SegmentHeader, Frames), String> {
-        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn open(path: &Path) -> Result<(SegmentHeader, Frames), ReadError> {
+        let unreadable = |error: io::Error| match error.kind() {
+            io::ErrorKind::UnexpectedEof => ReadError::Header {
+                path: path.to_path_buf(),
+                fault: HeaderError::Truncated,
+            },
+            _ => ReadError::Segment {
+                path: path.to_path_buf(),
+                error,
+            },
+        };
+        let file = File::open(path).map_err(unreadable)?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut start = vec![0u8; 10];
-        reader
-            .read_exact(&mut start)
-            .map_err(|_| format!("{}: segment header is truncated", path.display()))?;
+        reader.read_exact(&mut start).map_err(unreadable)?;
         let node_len = usize::from(u16::from_le_bytes([start[8], start[9]]));
         let mut rest = vec![0u8; node_len + 8 + 32 + 8 + 4];
-        reader
-            .read_exact(&mut rest)
-            .map_err(|_| format!("{}: segment header is truncated", path.display()))?;
+        reader.read_exact(&mut rest).map_err(unreadable)?;
         start.extend_from_slice(&rest);
-        let (header, len) =
-            SegmentHeader::decode(&start).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (header, len) = SegmentHeader::decode(&start).map_err(|fault| ReadError::Header {
+            path: path.to_path_buf(),
+            fault,
+        })?;
         Ok((
             header,
             Frames {
@@ -142,11 +190,43 @@ pub struct TailScan {
     /// Time of the last good entry (µs), or the header's creation time.
     pub last_time_us: i64,
     /// What was wrong after the last good entry, if anything.
-    pub damage: Option<String>,
+    pub damage: Option<TailDamage>,
+}
+
+/// What ends a segment's good entries before its end: what a crash or a full disk
+/// leaves (a torn frame), or a change to the file. The writer cuts the segment there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TailDamage {
+    /// The frame at `offset` is torn, too long or fails its checksum.
+    #[error("at byte {offset}: {fault}")]
+    Frame {
+        /// Where the frame starts in the segment.
+        offset: u64,
+        /// What is wrong with it.
+        fault: FrameFault,
+    },
+    /// A whole, checksummed frame holds something that is not an entry.
+    #[error("entry at byte {offset} does not decode: {error}")]
+    Undecodable {
+        /// Where the frame starts in the segment.
+        offset: u64,
+        /// What the decoder said.
+        error: postcard::Error,
+    },
+    /// An entry out of sequence: entries were removed, repeated or reordered.
+    #[error("entry at byte {offset} has sequence {seq} after {after}")]
+    OutOfSequence {
+        /// Where the frame starts in the segment.
+        offset: u64,
+        /// The sequence number it carries.
+        seq: u64,
+        /// The sequence number of the last good entry before it.
+        after: u64,
+    },
 }
 
 /// Scans a segment to its last good entry.
-pub fn scan_tail(path: &Path) -> Result<TailScan, String> {
+pub fn scan_tail(path: &Path) -> Result<TailScan, ReadError> {
     let (header, mut frames) = Frames::open(path)?;
     let mut chain = header.prev_chain;
     let mut last_seq = header.first_seq.saturating_sub(1);
@@ -163,19 +243,23 @@ pub fn scan_tail(path: &Path) -> Result<TailScan, String> {
                     good_len = frames.offset;
                 }
                 Ok(entry) => {
-                    damage = Some(format!(
-                        "entry at byte {good_len} has sequence {} after {last_seq}",
-                        entry.seq
-                    ));
+                    damage = Some(TailDamage::OutOfSequence {
+                        offset: good_len,
+                        seq: entry.seq,
+                        after: last_seq,
+                    });
                     break;
                 }
                 Err(e) => {
-                    damage = Some(format!("entry at byte {good_len} does not decode: {e}"));
+                    damage = Some(TailDamage::Undecodable {
+                        offset: good_len,
+                        error: e,
+                    });
                     break;
                 }
             },
             Err((at, fault)) => {
-                damage = Some(format!("at byte {at}: {fault}"));
+                damage = Some(TailDamage::Frame { offset: at, fault });
                 break;
             }
         }
@@ -210,7 +294,7 @@ pub struct VerifyReport {
 /// Checks every checksum, the sequence and the whole chain, from the oldest segment kept
 /// (retention may have removed older ones: the oldest segment's header anchors the
 /// chain). Stops at the first fault.
-pub fn verify(dir: &Path) -> Result<VerifyReport, String> {
+pub fn verify(dir: &Path) -> Result<VerifyReport, ReadError> {
     verify_and_read(dir, &mut |_, _| {})
 }
 
@@ -419,8 +503,8 @@ impl ChunkReader {
 pub fn verify_and_read(
     dir: &Path,
     on_entry: &mut dyn FnMut(&str, &Entry),
-) -> Result<VerifyReport, String> {
-    let segments = list_segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+) -> Result<VerifyReport, ReadError> {
+    let segments = list_segments(dir).map_err(ReadError::dir(dir))?;
     let mut report = VerifyReport::default();
     std::thread::scope(|scope| {
         let (job_tx, job_rx) = mpsc::sync_channel::<ChainJob>(2);
@@ -484,7 +568,7 @@ pub fn verify_and_read(
                 Ok(x) => x,
                 Err(e) => {
                     if deliver(waiting.take(), &mut report) {
-                        report.fault = Some(e);
+                        report.fault = Some(e.to_string());
                     }
                     break;
                 }
@@ -618,7 +702,7 @@ pub fn verify_and_read(
 
 /// Every readable entry of a log directory, oldest first, with the node that wrote it.
 /// Stops quietly at a damaged frame (verify reports damage; readers read what is sound).
-pub fn entries(dir: &Path) -> Result<impl Iterator<Item = (String, Entry)>, String> {
+pub fn entries(dir: &Path) -> Result<impl Iterator<Item = (String, Entry)>, ReadError> {
     entries_after(dir, 0)
 }
 
@@ -627,8 +711,8 @@ pub fn entries(dir: &Path) -> Result<impl Iterator<Item = (String, Entry)>, Stri
 pub fn entries_after(
     dir: &Path,
     after: u64,
-) -> Result<impl Iterator<Item = (String, Entry)>, String> {
-    let mut segments = list_segments(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+) -> Result<impl Iterator<Item = (String, Entry)>, ReadError> {
+    let mut segments = list_segments(dir).map_err(ReadError::dir(dir))?;
     let first_needed = segments
         .iter()
         .rposition(|p| {
@@ -670,7 +754,7 @@ const COMPLETION_HORIZON_US: i64 = 25 * 3600 * 1_000_000;
 /// The entry with sequence number `seq` in `dir`, reading only the segments from the
 /// one that holds it; `Ok(None)` if the log does not hold it (never written, or deleted
 /// by retention).
-pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, String> {
+pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
     let mut after = entries_after(dir, seq.saturating_sub(1))?;
     let Some((node, entry)) = after.next() else {
         return Ok(None);

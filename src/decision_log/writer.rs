@@ -24,7 +24,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +43,70 @@ pub enum LogError {
     /// The log cannot be written now.
     #[error("the decision log cannot be written: {0}")]
     Unavailable(String),
+}
+
+/// Why the log could not be opened: the proxy does not start without it.
+///
+/// Each message names the directory or file and includes the operating system's reason,
+/// which is therefore not also given as [`std::error::Error::source`] (the command line
+/// prints an error's chain, which would then say it twice).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The log directory cannot be created or listed: check that its parent exists and
+    /// that the user Gatehouse runs as may write there.
+    #[error("{}: {error}", dir.display())]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// What the operating system said.
+        error: std::io::Error,
+    },
+    /// The last segment could not be reopened for appending, or its damaged tail cut
+    /// off, or an unreadable one set aside: check its permissions and the disk.
+    #[error("{}: {error}", path.display())]
+    Repair {
+        /// The segment.
+        path: PathBuf,
+        /// What the operating system said.
+        error: std::io::Error,
+    },
+    /// A new segment could not be created, written or synced: the disk may be full or
+    /// read-only.
+    #[error("{}: {error}", path.display())]
+    Create {
+        /// The segment it would have been.
+        path: PathBuf,
+        /// What the operating system said.
+        error: std::io::Error,
+    },
+    /// The thread that writes and syncs on a timer could not be started (a limit on
+    /// threads or memory).
+    #[error("cannot start the decision log's timer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+// For `map_err`: the error about this directory or file.
+impl OpenError {
+    fn dir(dir: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+        move |error| OpenError::Dir {
+            dir: dir.to_path_buf(),
+            error,
+        }
+    }
+
+    fn repair(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+        move |error| OpenError::Repair {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    fn create(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+        move |error| OpenError::Create {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
 }
 
 /// Counters and state shared with metrics and the proxy.
@@ -317,9 +381,8 @@ impl Syncer {
 }
 
 /// Opens (or creates) the log, repairs a torn tail, and starts the sync and timer threads.
-pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
-    std::fs::create_dir_all(&settings.dir)
-        .map_err(|e| format!("{}: {e}", settings.dir.display()))?;
+pub fn open(settings: LogSettings) -> Result<LogHandle, OpenError> {
+    std::fs::create_dir_all(&settings.dir).map_err(OpenError::dir(&settings.dir))?;
     let stats = Arc::new(LogStats::default());
     let mut writer = Writer::open(settings.clone(), stats.clone())?;
     match Syncer::start(stats.clone()) {
@@ -361,7 +424,7 @@ pub fn open(settings: LogSettings) -> Result<LogHandle, String> {
                 shared.write_queued(&mut writer, false);
                 writer.maintain(false);
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(OpenError::Thread)?;
     }
     Ok(LogHandle { shared, stats })
 }
@@ -372,10 +435,10 @@ fn utc_day(us: i64) -> (i32, u32) {
 }
 
 impl Writer {
-    fn open(settings: LogSettings, stats: Arc<LogStats>) -> Result<Writer, String> {
+    fn open(settings: LogSettings, stats: Arc<LogStats>) -> Result<Writer, OpenError> {
         let dir = settings.dir.clone();
         loop {
-            let segments = list_segments(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let segments = list_segments(&dir).map_err(OpenError::dir(&dir))?;
             let Some(last) = segments.last() else {
                 let node = settings.node.clone();
                 return Writer::create(settings, stats, 1, genesis(&node), None);
@@ -390,15 +453,14 @@ impl Writer {
                         .read(true)
                         .write(true)
                         .open(last)
-                        .map_err(|e| format!("{}: {e}", last.display()))?;
+                        .map_err(OpenError::repair(last))?;
                     file.set_len(tail.good_len)
-                        .map_err(|e| format!("{}: {e}", last.display()))?;
-                    file.sync_all()
-                        .map_err(|e| format!("{}: {e}", last.display()))?;
+                        .map_err(OpenError::repair(last))?;
+                    file.sync_all().map_err(OpenError::repair(last))?;
                     let mut file = file;
                     use std::io::Seek;
                     file.seek(std::io::SeekFrom::End(0))
-                        .map_err(|e| e.to_string())?;
+                        .map_err(OpenError::repair(last))?;
                     return Ok(Writer {
                         day: utc_day(tail.last_time_us),
                         settings,
@@ -420,8 +482,7 @@ impl Writer {
                     // set it aside and continue from the one before.
                     let aside = last.with_extension("ghlog.damaged");
                     tracing::warn!(segment = %last.display(), "decision log segment unreadable ({e}); moved to {}", aside.display());
-                    std::fs::rename(last, &aside)
-                        .map_err(|e| format!("{}: {e}", last.display()))?;
+                    std::fs::rename(last, &aside).map_err(OpenError::repair(last))?;
                     stats.tails_repaired.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -434,7 +495,7 @@ impl Writer {
         first_seq: u64,
         prev_chain: [u8; 32],
         syncer: Option<Syncer>,
-    ) -> Result<Writer, String> {
+    ) -> Result<Writer, OpenError> {
         let path = settings.dir.join(segment_name(first_seq));
         let created_us = now_us();
         let header = SegmentHeader {
@@ -448,9 +509,8 @@ impl Writer {
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        file.write_all(&header)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(OpenError::create(&path))?;
+        file.write_all(&header).map_err(OpenError::create(&path))?;
         let file = Arc::new(file);
         // A segment started while running (a roll) is made durable by the syncer, with
         // its directory entry; the one started at first start, in line.
@@ -458,8 +518,7 @@ impl Writer {
             s.send(SyncJob::File(file.clone())) && s.send(SyncJob::Dir(settings.dir.clone()))
         });
         if !queued {
-            file.sync_all()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            file.sync_all().map_err(OpenError::create(&path))?;
             sync_dir(&settings.dir);
         }
         Ok(Writer {

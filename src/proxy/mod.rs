@@ -1047,7 +1047,8 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     // A file-size limit (RLIMIT_FSIZE) must make writes fail, not kill the process.
     let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))?;
     let log_dir = log_settings.dir.clone();
-    let handle = crate::decision_log::writer::open(log_settings).map_err(RunError::Log)?;
+    let handle = crate::decision_log::writer::open(log_settings)
+        .map_err(|e| RunError::Log(e.to_string()))?;
     tracing::info!(dir = %log_dir.display(), "decision log open");
     let proxy = Arc::new(Proxy {
         live,
