@@ -185,6 +185,6 @@ impl Pool {
 fn refused(host: &str, e: &hyper::Error) -> UpstreamError {
     UpstreamError::Refused {
         host: host.to_string(),
-        detail: super::error_chain(e),
+        detail: super::upstream::error_chain(e),
     }
 }

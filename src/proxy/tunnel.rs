@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::{Body, Proxy, RequestContext};
 use crate::core::host::{Host, Target};
-use crate::core::verdict::{Action, ReasonCode};
+use crate::core::verdict::{Action, ReasonCode, Verdict};
 use crate::decision_log::{Decision, StoredAction};
 
 /// Largest ClientHello we wait for (post-quantum key shares make them a few KiB).
@@ -245,7 +245,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     proxy: Arc<Proxy>,
     ctx: RequestContext,
     target: Target,
-    connect_verdict: crate::core::policy::Verdict,
+    connect_verdict: Verdict,
     client: &mut C,
     mut upstream: TcpStream,
 ) {
@@ -402,7 +402,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let started = std::time::Instant::now();
-    let _tunnel = super::GaugeGuard::open(&proxy.metrics.tunnels);
+    let _tunnel = crate::metrics::GaugeGuard::open(&proxy.metrics.tunnels);
     let (up, down) = splice(
         client,
         upstream,
