@@ -1,13 +1,66 @@
 //! Decision records and the hand-off to the decision log.
 //!
-//! Every verdict the proxy makes becomes a [`Decision`] record, handed to
+//! Every verdict the proxy makes becomes a [`Decision`] record, made by
+//! [`Decision::new`] from what was [`Asked`] (who, in which group, which method on which
+//! URL, taken from the request once) and what was decided, and handed to
 //! [`DecisionLog::record`] *before* the response or tunnel it describes goes ahead. The
 //! call returns once the decision log's writer has the record with the operating system,
 //! with its sequence number: the reference on the block page.
 
+use std::net::IpAddr;
+
+use crate::core::verdict::ReasonCode;
 pub use crate::decision_log::writer::LogError;
 use crate::decision_log::writer::LogHandle;
-use crate::decision_log::{Body, Decision};
+use crate::decision_log::{Body, Decision, StoredAction};
+
+/// What a request asked for, and who asked: the facts every record of a decision on it
+/// shares. The proxy makes one from the request itself, so that every record of the
+/// request (its verdict, a refusal of how it arrived, an upstream it may not reach)
+/// names the same method and URL.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// Client address.
+    pub client: IpAddr,
+    /// The signed-in user, if any.
+    pub user: Option<&'a str>,
+    /// The name of the group decided for.
+    pub group: &'a str,
+    /// The request's method (`CONNECT` for tunnels).
+    pub method: &'a str,
+    /// URL for plain HTTP; `host:port` for tunnels.
+    pub url: &'a str,
+    /// A tunnel's SNI, once its ClientHello has been read.
+    pub sni: Option<&'a str>,
+}
+
+impl Decision {
+    /// The record of a decision on what was `asked`: the one constructor the proxy uses.
+    pub fn new(
+        asked: &Asked<'_>,
+        action: StoredAction,
+        reason: ReasonCode,
+        categories: Vec<String>,
+        grant: Option<String>,
+        status: u16,
+        terms: Vec<String>,
+    ) -> Decision {
+        Decision {
+            client: asked.client,
+            user: asked.user.map(str::to_string),
+            group: asked.group.to_string(),
+            method: asked.method.to_string(),
+            url: asked.url.to_string(),
+            sni: asked.sni.map(str::to_string),
+            categories,
+            action,
+            reason,
+            grant,
+            status,
+            terms,
+        }
+    }
+}
 
 /// The decision log as the request path sees it: records go to the log writer, and a
 /// debug-level line to the tracing log (`RUST_LOG=gatehouse::decision=debug`).

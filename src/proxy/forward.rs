@@ -24,7 +24,7 @@ use super::pool::{Lease, Pool};
 use super::upstream::UpstreamError;
 use super::{tunnel, Body, BoxError, Proxy, RequestContext};
 use crate::core::host::Target;
-use crate::decision::DecisionLog;
+use crate::decision::{Asked, DecisionLog};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own, removed before forwarding.
 /// Constants, not strings: removing by `&str` parses the name again on every request.
@@ -229,7 +229,7 @@ impl Proxy {
         reference: u64,
         target: &Target,
         authority: &str,
-        url: &str,
+        asked: &Asked<'_>,
         completion: &mut Option<Completion>,
     ) -> Response<Body> {
         let snap = &ctx.snapshot;
@@ -275,9 +275,9 @@ impl Proxy {
                 let e = UpstreamError::Timeout {
                     host: target.host.to_string(),
                 };
-                return self.upstream_failure(ctx, "GET", url, &e, false).await;
+                return self.upstream_failure(ctx, asked, &e, false).await;
             }
-            Ok(Err(e)) => return self.upstream_failure(ctx, "GET", url, &e, false).await,
+            Ok(Err(e)) => return self.upstream_failure(ctx, asked, &e, false).await,
             Ok(Ok(r)) => r,
         };
         let (mut resp, lease) = resp;

@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::group::GroupId;
 use crate::core::verdict::Requester;
-use crate::decision::DecisionLog;
+use crate::decision::{Asked, DecisionLog};
 use crate::snapshot::{Live, Snapshot};
 
 use self::auth::AuthCache;
@@ -103,6 +103,19 @@ impl RequestContext {
             group: self.group,
             user: self.user.as_deref(),
             client: Some(self.client),
+        }
+    }
+
+    /// What this request asks for, as its records name it: `method` is the request's
+    /// own, `url` as recorded (absolute for plain HTTP, `host:port` for tunnels).
+    fn asked<'a>(&'a self, method: &'a str, url: &'a str) -> Asked<'a> {
+        Asked {
+            client: self.client,
+            user: self.user.as_deref(),
+            group: &self.snapshot.policy.group(self.group).name,
+            method,
+            url,
+            sni: None,
         }
     }
 }

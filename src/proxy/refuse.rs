@@ -13,7 +13,7 @@ use hyper::{Response, StatusCode};
 use super::upstream::UpstreamError;
 use super::{full, pages, Body, Proxy, RequestContext};
 use crate::core::verdict::{Reason, ReasonCode, Verdict};
-use crate::decision::format_reference;
+use crate::decision::{format_reference, Asked};
 use crate::decision_log::{Decision, StoredAction};
 use crate::snapshot::Snapshot;
 
@@ -72,32 +72,24 @@ impl Proxy {
     }
 
     /// Records a refusal that is not a policy verdict (a port, a protocol, a missing SNI).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn record_refusal(
         &self,
         ctx: &RequestContext,
-        method: &str,
-        url: &str,
-        sni: Option<String>,
+        asked: &Asked<'_>,
         categories: Vec<String>,
         reason: ReasonCode,
         explanation: &str,
         status: u16,
     ) -> Option<u64> {
-        let record = Decision {
-            client: ctx.client,
-            user: ctx.user.clone(),
-            group: ctx.snapshot.policy.group(ctx.group).name.clone(),
-            method: method.to_string(),
-            url: url.to_string(),
-            sni,
-            categories,
-            action: StoredAction::Block,
+        let record = Decision::new(
+            asked,
+            StoredAction::Block,
             reason,
-            grant: None,
+            categories,
+            None,
             status,
-            terms: Vec::new(),
-        };
+            Vec::new(),
+        );
         self.log_decision(ctx, record, explanation).await.ok()
     }
 
@@ -106,8 +98,7 @@ impl Proxy {
     pub(super) async fn refuse(
         &self,
         ctx: &RequestContext,
-        method: &str,
-        url: &str,
+        asked: &Asked<'_>,
         category: Option<&str>,
         categories: Vec<String>,
         reason: ReasonCode,
@@ -116,16 +107,7 @@ impl Proxy {
     ) -> Response<Body> {
         // A refusal stands even when it cannot be logged; only its reference is missing.
         let reference = match self
-            .record_refusal(
-                ctx,
-                method,
-                url,
-                None,
-                categories,
-                reason,
-                &explanation,
-                403,
-            )
+            .record_refusal(ctx, asked, categories, reason, &explanation, 403)
             .await
         {
             Some(seq) => format_reference(seq),
@@ -135,7 +117,7 @@ impl Proxy {
         let time = self.local_time(snap, ctx.now);
         let info = pages::BlockInfo {
             school: &snap.policy.school,
-            site: url,
+            site: asked.url,
             category,
             explanation: &explanation,
             group: &snap.policy.group(ctx.group).name,
@@ -157,8 +139,7 @@ impl Proxy {
     pub(super) async fn refuse_verdict(
         &self,
         ctx: &RequestContext,
-        method: &str,
-        url: &str,
+        asked: &Asked<'_>,
         host_note: Option<&str>,
         verdict: &Verdict,
         classification: &crate::core::classify::Classification,
@@ -184,8 +165,7 @@ impl Proxy {
         let mut resp = self
             .refuse(
                 ctx,
-                method,
-                url,
+                asked,
                 shown,
                 names,
                 verdict.reason.code(),
@@ -194,7 +174,7 @@ impl Proxy {
             )
             .await;
         if !classification.terms.is_empty() {
-            tracing::info!(target: "gatehouse::decision", url, terms = ?classification.terms.iter().map(|t| &t.term).collect::<Vec<_>>(), "search terms of concern");
+            tracing::info!(target: "gatehouse::decision", url = asked.url, terms = ?classification.terms.iter().map(|t| &t.term).collect::<Vec<_>>(), "search terms of concern");
         }
         if as_text {
             resp.headers_mut()
@@ -218,8 +198,7 @@ impl Proxy {
     pub(super) async fn upstream_failure(
         &self,
         ctx: &RequestContext,
-        method: &str,
-        url: &str,
+        asked: &Asked<'_>,
         e: &UpstreamError,
         as_text: bool,
     ) -> Response<Body> {
@@ -237,7 +216,7 @@ impl Proxy {
                 (StatusCode::BAD_GATEWAY, "The site could not be reached")
             }
         };
-        tracing::info!(target: "gatehouse::upstream", kind = e.kind(), method, url, error = %e, "upstream failure");
+        tracing::info!(target: "gatehouse::upstream", kind = e.kind(), method = asked.method, url = asked.url, error = %e, "upstream failure");
         self.metrics
             .upstream_errors
             .with_label_values(&[e.kind()])
@@ -247,9 +226,7 @@ impl Proxy {
             let _ = self
                 .record_refusal(
                     ctx,
-                    method,
-                    url,
-                    None,
+                    asked,
                     Vec::new(),
                     ReasonCode::InternalDestination,
                     &e.to_string(),
@@ -265,7 +242,12 @@ impl Proxy {
         }
         Proxy::page(
             status,
-            pages::error_page(&ctx.snapshot.policy.school, title, url, &e.to_string()),
+            pages::error_page(
+                &ctx.snapshot.policy.school,
+                title,
+                asked.url,
+                &e.to_string(),
+            ),
         )
     }
 

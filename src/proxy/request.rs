@@ -76,20 +76,6 @@ impl Proxy {
                 // Wrong credentials are recorded (a burst of them is a bypass attempt the
                 // DSL sees); a browser's first, credential-less request is not.
                 let group = subnet.map(|r| r.group).unwrap_or(identity.default_group);
-                let decision = Decision {
-                    client,
-                    user: None,
-                    group: snapshot.policy.group(group).name.clone(),
-                    method: req.method().to_string(),
-                    url: req.uri().to_string(),
-                    sni: None,
-                    categories: Vec::new(),
-                    action: StoredAction::Block,
-                    reason: ReasonCode::AuthFailed,
-                    grant: None,
-                    status: 407,
-                    terms: Vec::new(),
-                };
                 let ctx = RequestContext {
                     snapshot: snapshot.clone(),
                     client,
@@ -98,6 +84,16 @@ impl Proxy {
                     now: Utc::now(),
                     started,
                 };
+                let url = req.uri().to_string();
+                let decision = Decision::new(
+                    &ctx.asked(req.method().as_str(), &url),
+                    StoredAction::Block,
+                    ReasonCode::AuthFailed,
+                    Vec::new(),
+                    None,
+                    407,
+                    Vec::new(),
+                );
                 let _ = self
                     .log_decision(&ctx, decision, "proxy authentication failed")
                     .await;
@@ -209,12 +205,15 @@ impl Proxy {
         url.push_str("http://");
         url.push_str(&authority);
         url.push_str(path);
+        // Every record of this request names its own method: the request itself goes
+        // upstream, so the method is kept (a copy of a tag for the standard methods).
+        let method = req.method().clone();
+        let asked = ctx.asked(method.as_str(), &url);
         if verdict.action == Action::Block {
             return self
                 .refuse_verdict(
                     &ctx,
-                    req.method().as_str(),
-                    &url,
+                    &asked,
                     host_note.as_deref(),
                     &verdict,
                     &classification,
@@ -227,28 +226,23 @@ impl Proxy {
             explanation.push_str("; ");
             explanation.push_str(note);
         }
-        let record = Decision {
-            client: ctx.client,
-            user: ctx.user.clone(),
-            group: policy.group(ctx.group).name.clone(),
-            method: req.method().to_string(),
-            url: url.clone(),
-            sni: None,
-            categories: policy
+        let record = Decision::new(
+            &asked,
+            StoredAction::Allow,
+            verdict.reason.code(),
+            policy
                 .category_names(verdict.categories)
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            action: StoredAction::Allow,
-            reason: verdict.reason.code(),
-            grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
-            status: 0,
-            terms: classification
+            verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+            0,
+            classification
                 .terms
                 .iter()
                 .map(|t| t.term.clone())
                 .collect(),
-        };
+        );
         let reference = match self.log_decision(&ctx, record, &explanation).await {
             Ok(seq) => seq,
             Err(e) if policy.group(ctx.group).fail_closed => {
@@ -260,7 +254,9 @@ impl Proxy {
             Err(_) => 0,
         };
 
-        self.forward(req, &ctx, reference, &target, &authority, &url, completion)
-            .await
+        self.forward(
+            req, &ctx, reference, &target, &authority, &asked, completion,
+        )
+        .await
     }
 }

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::{Body, Proxy, RequestContext};
 use crate::core::host::{Host, Target};
 use crate::core::verdict::{Action, ReasonCode, Verdict};
+use crate::decision::Asked;
 use crate::decision_log::{Decision, StoredAction};
 
 /// Largest ClientHello we wait for (post-quantum key shares make them a few KiB).
@@ -176,6 +177,7 @@ pub async fn handle(
     let policy = &snap.policy;
     let settings = &policy.server;
     let url = format!("{}:{}", target.host, target.port);
+    let asked = ctx.asked("CONNECT", &url);
 
     if !settings.tunnel_ports.contains(&target.port) {
         let explanation = format!(
@@ -185,8 +187,7 @@ pub async fn handle(
         return proxy
             .refuse(
                 &ctx,
-                "CONNECT",
-                &url,
+                &asked,
                 None,
                 Vec::new(),
                 ReasonCode::Port,
@@ -206,7 +207,7 @@ pub async fn handle(
     );
     if verdict.action == Action::Block {
         return proxy
-            .refuse_verdict(&ctx, "CONNECT", &url, None, &verdict, &classification, true)
+            .refuse_verdict(&ctx, &asked, None, &verdict, &classification, true)
             .await;
     }
 
@@ -216,11 +217,7 @@ pub async fn handle(
         .await
     {
         Ok(s) => s,
-        Err(e) => {
-            return proxy
-                .upstream_failure(&ctx, "CONNECT", &url, &e, true)
-                .await
-        }
+        Err(e) => return proxy.upstream_failure(&ctx, &asked, &e, true).await,
     };
 
     let on_upgrade = hyper::upgrade::on(req);
@@ -254,6 +251,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     let settings = &policy.server;
     let group = policy.group(ctx.group);
     let url = format!("{}:{}", target.host, target.port);
+    let asked = ctx.asked("CONNECT", &url);
     let mut hello = Vec::new();
     let (sni, ech) = match read_client_hello(client, &mut hello, settings.client_hello_timeout)
         .await
@@ -261,7 +259,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         Hello::Gone => return,
         Hello::NotTls => {
             let _ = proxy
-                .record_refusal(&ctx, "CONNECT", &url, None, Vec::new(), ReasonCode::NotTls, "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
+                .record_refusal(&ctx, &asked, Vec::new(), ReasonCode::NotTls, "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
                 .await;
             return;
         }
@@ -278,9 +276,10 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         let _ = proxy
             .record_refusal(
                 &ctx,
-                "CONNECT",
-                &url,
-                sni.clone(),
+                &Asked {
+                    sni: sni.as_deref(),
+                    ..asked
+                },
                 Vec::new(),
                 ReasonCode::Ech,
                 &format!(
@@ -304,9 +303,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             let _ = proxy
                 .record_refusal(
                     &ctx,
-                    "CONNECT",
-                    &url,
-                    None,
+                    &asked,
                     categories,
                     ReasonCode::NoSni,
                     &format!(
@@ -323,9 +320,10 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             let _ = proxy
                 .record_refusal(
                     &ctx,
-                    "CONNECT",
-                    &url,
-                    Some(name.to_string()),
+                    &Asked {
+                        sni: Some(name),
+                        ..asked
+                    },
                     categories,
                     ReasonCode::BadSni,
                     &format!("the ClientHello names an invalid server {name:?}"),
@@ -364,9 +362,10 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 let _ = proxy
                     .record_refusal(
                         &ctx,
-                        "CONNECT",
-                        &url,
-                        Some(name.to_string()),
+                        &Asked {
+                            sni: Some(name),
+                            ..asked
+                        },
                         categories,
                         v.reason.code(),
                         &explanation,
@@ -379,20 +378,18 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let explanation: String = policy.explain(&verdict);
-    let record = Decision {
-        client: ctx.client,
-        user: ctx.user.clone(),
-        group: group.name.clone(),
-        method: "CONNECT".into(),
-        url: url.clone(),
-        sni: sni.clone(),
+    let record = Decision::new(
+        &Asked {
+            sni: sni.as_deref(),
+            ..asked
+        },
+        StoredAction::Allow,
+        verdict.reason.code(),
         categories,
-        action: StoredAction::Allow,
-        reason: verdict.reason.code(),
-        grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
-        status: 200,
-        terms: classification_terms,
-    };
+        verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+        200,
+        classification_terms,
+    );
     let reference = match proxy.log_decision(&ctx, record, &explanation).await {
         Ok(seq) => seq,
         Err(_) if group.fail_closed => return,
