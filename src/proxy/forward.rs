@@ -24,7 +24,7 @@ use super::pool::{Lease, Pool};
 use super::upstream::UpstreamError;
 use super::{tunnel, Body, BoxError, Proxy, RequestContext};
 use crate::core::host::Target;
-use crate::decision::{Asked, DecisionLog};
+use crate::decision::{Allowed, Asked, DecisionLog};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own, removed before forwarding.
 /// Constants, not strings: removing by `&str` parses the name again on every request.
@@ -86,7 +86,8 @@ fn add_via(headers: &mut HeaderMap) {
 pub(super) struct Completion {
     log: DecisionLog,
     metrics: Arc<crate::metrics::Metrics>,
-    reference: u64,
+    /// The decision's reference (`None`: not recorded, its group fails open).
+    reference: Option<u64>,
     status: u16,
     started: std::time::Instant,
     up: Arc<UpCount>,
@@ -220,13 +221,15 @@ impl Drop for Tracked {
 
 impl Proxy {
     /// Sends an allowed request upstream (origin-form, on a pooled connection) and
-    /// returns the response to relay; `completion` is set to record how it ends.
+    /// returns the response to relay; `completion` is set to record how it ends. The
+    /// permit is the recorded decision that allowed it; an upgrade (`101`) spends it on
+    /// the splice that follows.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         ctx: &RequestContext,
-        reference: u64,
+        permit: Allowed,
         target: &Target,
         authority: &str,
         asked: &Asked<'_>,
@@ -260,6 +263,7 @@ impl Proxy {
         let result = tokio::time::timeout(
             timeout,
             self.pool.send(
+                &permit,
                 || self.dialer(snap),
                 authority,
                 target,
@@ -282,6 +286,7 @@ impl Proxy {
         };
         let (mut resp, lease) = resp;
         let status = resp.status();
+        let reference = permit.reference();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -289,6 +294,7 @@ impl Proxy {
                 self.tracker.spawn(async move {
                     if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
                         tunnel::splice(
+                            permit,
                             TokioIo::new(c),
                             TokioIo::new(u),
                             settings.tunnel_idle_timeout,

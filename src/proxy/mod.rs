@@ -4,9 +4,13 @@
 //!
 //! One [`Proxy`] value is shared by every connection. The policy and lists are read from
 //! the [`Live`] snapshot once per request, so a reload never changes the rules under a
-//! request in flight. Nothing is forwarded without a verdict: `forward` and the tunnel
-//! both take the [`Verdict`](crate::core::verdict::Verdict) that allowed them, and the
-//! record of it is handed to the decision log first.
+//! request in flight. Nothing is forwarded without a recorded verdict: sending a request
+//! upstream ([`Pool::send`](pool::Pool::send)) and splicing a tunnel or an upgraded
+//! connection ([`tunnel::splice`]) take an [`Allowed`](crate::decision::Allowed) permit,
+//! which only [`DecisionLog::allow`](crate::decision::DecisionLog::allow) makes, once the
+//! allow decision's record is with the operating system. Dialling is not gated: a
+//! `CONNECT` is dialled on its first verdict, before the ClientHello's SNI is decided and
+//! recorded, and a dial sends none of the client's bytes.
 //!
 //! | file | one job |
 //! | --- | --- |

@@ -22,7 +22,8 @@ use super::forward::{Completion, Tracked};
 use super::{tunnel, Body, Proxy, RequestContext};
 use crate::core::host::{parse_authority, Scheme, Target};
 use crate::core::identity::{canonical_ip, AuthRequirement};
-use crate::core::verdict::{Action, ReasonCode};
+use crate::core::verdict::{Action, ReasonCode, Verdict};
+use crate::decision::{Allowed, LogError, NoPermit};
 use crate::decision_log::{Decision, StoredAction};
 
 impl Proxy {
@@ -32,7 +33,29 @@ impl Proxy {
         ctx: &RequestContext,
         decision: Decision,
         explanation: &str,
-    ) -> Result<u64, crate::decision::LogError> {
+    ) -> Result<u64, LogError> {
+        self.count_decision(&decision);
+        let result = self.log.record(decision, explanation).await;
+        self.time_decision(ctx);
+        result
+    }
+
+    /// Counts an allow decision and records it: the permit to forward or tunnel, or why
+    /// there is none (see [`DecisionLog::allow`](crate::decision::DecisionLog::allow)).
+    pub(super) async fn log_allow(
+        &self,
+        ctx: &RequestContext,
+        verdict: &Verdict,
+        decision: Decision,
+        explanation: &str,
+    ) -> Result<Allowed, NoPermit> {
+        self.count_decision(&decision);
+        let result = self.log.allow(verdict, decision, explanation).await;
+        self.time_decision(ctx);
+        result
+    }
+
+    fn count_decision(&self, decision: &Decision) {
         let category = decision
             .categories
             .first()
@@ -42,11 +65,12 @@ impl Proxy {
             .requests
             .with_label_values(&[decision.group.as_str(), decision.action.as_str(), category])
             .inc();
-        let result = self.log.record(decision, explanation).await;
+    }
+
+    fn time_decision(&self, ctx: &RequestContext) {
         self.metrics
             .decision_seconds
             .observe(ctx.started.elapsed().as_secs_f64());
-        result
     }
 
     /// Handles one request from a client connection.
@@ -243,20 +267,20 @@ impl Proxy {
                 .map(|t| t.term.clone())
                 .collect(),
         );
-        let reference = match self.log_decision(&ctx, record, &explanation).await {
-            Ok(seq) => seq,
-            Err(e) if policy.group(ctx.group).fail_closed => {
+        let permit = match self.log_allow(&ctx, &verdict, record, &explanation).await {
+            Ok(permit) => permit,
+            // Groups configured `on_log_failure = "allow"` keep working; the record is
+            // counted as lost, and the permit has no reference.
+            Err(NoPermit::Unlogged(unlogged)) if !policy.group(ctx.group).fail_closed => {
+                unlogged.allow_unrecorded()
+            }
+            Err(e) => {
                 tracing::warn!(target: "gatehouse::decision", group = %policy.group(ctx.group).name, error = %e, "refused: the decision log cannot be written");
                 return self.log_unavailable(&ctx);
             }
-            // Groups configured `on_log_failure = "allow"` keep working; the record is
-            // counted as lost.
-            Err(_) => 0,
         };
 
-        self.forward(
-            req, &ctx, reference, &target, &authority, &asked, completion,
-        )
-        .await
+        self.forward(req, &ctx, permit, &target, &authority, &asked, completion)
+            .await
     }
 }

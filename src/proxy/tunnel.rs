@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::{Body, Proxy, RequestContext};
 use crate::core::host::{Host, Target};
 use crate::core::verdict::{Action, ReasonCode, Verdict};
-use crate::decision::Asked;
+use crate::decision::{Allowed, Asked, NoPermit};
 use crate::decision_log::{Decision, StoredAction};
 
 /// Largest ClientHello we wait for (post-quantum key shares make them a few KiB).
@@ -119,7 +119,14 @@ fn offers_ech(records: &[u8]) -> bool {
 
 /// Copies both ways until both sides finish, the tunnel has been idle for `idle`, or it
 /// has lived for `lifetime`. Returns bytes (client → upstream, upstream → client).
-pub async fn splice<A, B>(a: A, b: B, idle: Duration, lifetime: Duration) -> (u64, u64)
+/// Spends a permit: the recorded decision that allowed the tunnel (or the upgrade).
+pub async fn splice<A, B>(
+    _permit: Allowed,
+    a: A,
+    b: B,
+    idle: Duration,
+    lifetime: Duration,
+) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -390,17 +397,22 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         200,
         classification_terms,
     );
-    let reference = match proxy.log_decision(&ctx, record, &explanation).await {
-        Ok(seq) => seq,
-        Err(_) if group.fail_closed => return,
-        Err(_) => 0,
+    let permit = match proxy.log_allow(&ctx, &verdict, record, &explanation).await {
+        Ok(permit) => permit,
+        // As for plain HTTP: a group that fails open goes ahead unrecorded.
+        Err(NoPermit::Unlogged(unlogged)) if !group.fail_closed => unlogged.allow_unrecorded(),
+        Err(_) => return,
     };
+    // The ClientHello was held back until now: no byte of the client's reaches the
+    // upstream before the decision on its SNI is recorded.
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
+    let reference = permit.reference();
     let started = std::time::Instant::now();
     let _tunnel = crate::metrics::GaugeGuard::open(&proxy.metrics.tunnels);
     let (up, down) = splice(
+        permit,
         client,
         upstream,
         settings.tunnel_idle_timeout,
