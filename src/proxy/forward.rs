@@ -3,8 +3,9 @@
 //! count their bytes so that the request's completion can be recorded when the response
 //! ends (or the client goes away).
 //!
-//! Nothing here decides: the request path has decided and recorded the verdict before
-//! [`Proxy::forward`] is called.
+//! Nothing here decides: [`Proxy::forward`] takes the permit ([`Allowed`]) that only the
+//! record of an allow decision makes, and hands it to the pool, and to the splice of an
+//! upgraded connection.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,7 +5,8 @@
 //! The second decision is what stops domain fronting and IP-literal tunnels: a tunnel to
 //! an allowed host, or to a bare address, whose ClientHello names a blocked host is
 //! closed before a byte of it reaches the upstream. Bytes that are not a ClientHello
-//! (SSH, OpenVPN over TCP) close the tunnel too.
+//! (SSH, OpenVPN over TCP) close the tunnel too. Only the record of that second decision
+//! makes the permit ([`Allowed`]) that [`splice`] takes.
 //!
 //! Encrypted ClientHello (ECH) carries the real server name encrypted, behind an outer
 //! "public name" such as `cloudflare-ech.com`. A ClientHello offering ECH whose outer
