@@ -1,13 +1,143 @@
 //! Decision records and the hand-off to the decision log.
 //!
-//! Every verdict the proxy makes becomes a [`Decision`] record, handed to
+//! Every verdict the proxy makes becomes a [`Decision`] record, made by
+//! [`Decision::new`] from what was [`Asked`] (who, in which group, which method on which
+//! URL, taken from the request once) and what was decided, and handed to
 //! [`DecisionLog::record`] *before* the response or tunnel it describes goes ahead. The
 //! call returns once the decision log's writer has the record with the operating system,
 //! with its sequence number: the reference on the block page.
+//!
+//! # The permit
+//!
+//! Forwarding a request ([`Pool::send`](crate::proxy::pool::Pool::send)) and splicing a
+//! tunnel ([`splice`](crate::proxy::tunnel::splice)) take an [`Allowed`], and only
+//! [`DecisionLog::allow`] makes one: from an allow verdict and its record, once the
+//! record is with the operating system. So no code path can send a client's bytes
+//! upstream without an allow decision that was recorded — the compiler, not a reviewer,
+//! checks it. A record of a block makes no permit.
+//!
+//! When the record cannot be written, `allow` makes no permit either: it returns
+//! [`Unlogged`], the error and the permit the record would have given. A group that fails
+//! closed (the default) refuses the request; one configured `on_log_failure = "allow"`
+//! goes ahead with [`Unlogged::allow_unrecorded`], a permit with no reference — still
+//! made only here, from the same decision, and visibly the exception where it is used.
 
+use std::net::IpAddr;
+
+use crate::core::verdict::{Action, GrantRef, ReasonCode, Verdict};
 pub use crate::decision_log::writer::LogError;
 use crate::decision_log::writer::LogHandle;
-use crate::decision_log::{Body, Decision};
+use crate::decision_log::{Body, Decision, StoredAction};
+
+/// What a request asked for, and who asked: the facts every record of a decision on it
+/// shares. The proxy makes one from the request itself, so that every record of the
+/// request (its verdict, a refusal of how it arrived, an upstream it may not reach)
+/// names the same method and URL.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// Client address.
+    pub client: IpAddr,
+    /// The signed-in user, if any.
+    pub user: Option<&'a str>,
+    /// The name of the group decided for.
+    pub group: &'a str,
+    /// The request's method (`CONNECT` for tunnels).
+    pub method: &'a str,
+    /// URL for plain HTTP; `host:port` for tunnels.
+    pub url: &'a str,
+    /// A tunnel's SNI, once its ClientHello has been read.
+    pub sni: Option<&'a str>,
+}
+
+impl Decision {
+    /// The record of a decision on what was `asked`: the one constructor the proxy uses.
+    pub fn new(
+        asked: &Asked<'_>,
+        action: StoredAction,
+        reason: ReasonCode,
+        categories: Vec<String>,
+        grant: Option<String>,
+        status: u16,
+        terms: Vec<String>,
+    ) -> Decision {
+        Decision {
+            client: asked.client,
+            user: asked.user.map(str::to_string),
+            group: asked.group.to_string(),
+            method: asked.method.to_string(),
+            url: asked.url.to_string(),
+            sni: asked.sni.map(str::to_string),
+            categories,
+            action,
+            reason,
+            grant,
+            status,
+            terms,
+        }
+    }
+}
+
+/// Leave to forward one request or open one tunnel: an allow decision, recorded. Only
+/// [`DecisionLog::allow`] makes one (see the module documentation).
+#[derive(Debug)]
+#[must_use = "a permit is what lets a request go upstream"]
+pub struct Allowed {
+    reason: ReasonCode,
+    grant: Option<GrantRef>,
+    reference: Option<u64>,
+}
+
+impl Allowed {
+    /// The decision's sequence number (the reference); `None` when its group fails open
+    /// and the record could not be written.
+    pub fn reference(&self) -> Option<u64> {
+        self.reference
+    }
+
+    /// The rule that allowed it.
+    pub fn reason(&self) -> ReasonCode {
+        self.reason
+    }
+
+    /// The grant that allowed it, if one did.
+    pub fn grant(&self) -> Option<&GrantRef> {
+        self.grant.as_ref()
+    }
+}
+
+/// Why [`DecisionLog::allow`] made no permit.
+#[derive(Debug, thiserror::Error)]
+pub enum NoPermit {
+    /// The verdict or its record is a block: nothing may go ahead on it, and nothing was
+    /// recorded (a caller's mistake: refusals are recorded with [`DecisionLog::record`]).
+    #[error("a block decision allows nothing")]
+    Blocked,
+    /// The record could not be written.
+    #[error(transparent)]
+    Unlogged(Unlogged),
+}
+
+/// An allow decision whose record could not be written: the error, and the permit the
+/// record would have given, for the groups that fail open.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Unlogged {
+    error: LogError,
+    permit: Allowed,
+}
+
+impl Unlogged {
+    /// Why the record could not be written.
+    pub fn error(&self) -> &LogError {
+        &self.error
+    }
+
+    /// The permit without a record, for a group configured `on_log_failure = "allow"`:
+    /// it keeps working, and the lost record is counted by the log's writer.
+    pub fn allow_unrecorded(self) -> Allowed {
+        self.permit
+    }
+}
 
 /// The decision log as the request path sees it: records go to the log writer, and a
 /// debug-level line to the tracing log (`RUST_LOG=gatehouse::decision=debug`).
@@ -44,17 +174,50 @@ impl DecisionLog {
         result
     }
 
-    /// Records how a request ended (not waited for).
+    /// Records an allow decision and, once the record is with the operating system,
+    /// makes the permit to act on it: the only way to make an [`Allowed`]. Refuses a
+    /// verdict or a record that is a block.
+    pub async fn allow(
+        &self,
+        verdict: &Verdict,
+        decision: Decision,
+        explanation: &str,
+    ) -> Result<Allowed, NoPermit> {
+        if verdict.action != Action::Allow || decision.action != StoredAction::Allow {
+            return Err(NoPermit::Blocked);
+        }
+        let reason = decision.reason;
+        let grant = verdict.grant.clone();
+        match self.record(decision, explanation).await {
+            Ok(seq) => Ok(Allowed {
+                reason,
+                grant,
+                reference: Some(seq),
+            }),
+            Err(error) => Err(NoPermit::Unlogged(Unlogged {
+                error,
+                permit: Allowed {
+                    reason,
+                    grant,
+                    reference: None,
+                },
+            })),
+        }
+    }
+
+    /// Records how a request ended (not waited for). A decision that could not be
+    /// recorded (`None`: its group fails open) has its completion written against 0,
+    /// which no decision has: sequence numbers start at 1.
     pub fn completed(
         &self,
-        reference: u64,
+        reference: Option<u64>,
         status: u16,
         bytes_up: u64,
         bytes_down: u64,
         duration: std::time::Duration,
     ) {
         self.handle.append_later(Body::Completion {
-            of: reference,
+            of: reference.unwrap_or(0),
             status,
             bytes_up,
             bytes_down,
@@ -296,6 +459,93 @@ mod tests {
         ] {
             assert_eq!(unblock(&decision), want, "{decision:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn only_a_recorded_allow_makes_a_permit() {
+        use crate::core::category::CategorySet;
+        use crate::core::group::{GroupId, Mode};
+        use crate::core::verdict::Reason;
+        use crate::decision_log::Body as Entry;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = DecisionLog {
+            handle: crate::decision_log::writer::open(crate::decision_log::writer::LogSettings {
+                dir: dir.path().to_path_buf(),
+                node: "test".into(),
+                fsync_interval: std::time::Duration::from_millis(100),
+                segment_bytes: 64 << 20,
+                queue: 1024,
+                retention_days: 0,
+            })
+            .expect("the log opens"),
+        };
+        let verdict = |action| Verdict {
+            action,
+            reason: Reason::Mode(Mode::Blocklist),
+            categories: CategorySet::default(),
+            group: GroupId::new(0),
+            grant: Some(GrantRef {
+                id: "g1".into(),
+                ticket: "HD-1".into(),
+            }),
+        };
+        let asked = Asked {
+            client: "10.0.0.1".parse().expect("ip"),
+            user: None,
+            group: "ks3",
+            method: "POST",
+            url: "http://a.test/",
+            sni: None,
+        };
+        let record = |action| {
+            Decision::new(
+                &asked,
+                action,
+                ReasonCode::Mode,
+                vec![],
+                Some("HD-1".into()),
+                0,
+                vec![],
+            )
+        };
+        // A block, in the verdict or in its record, makes no permit and records nothing.
+        for (v, r) in [
+            (Action::Block, StoredAction::Allow),
+            (Action::Allow, StoredAction::Block),
+            (Action::Block, StoredAction::Block),
+        ] {
+            let got = log.allow(&verdict(v), record(r), "test").await;
+            assert!(
+                matches!(got, Err(NoPermit::Blocked)),
+                "{v:?} {r:?}: {got:?}"
+            );
+        }
+        let permit = log
+            .allow(&verdict(Action::Allow), record(StoredAction::Allow), "test")
+            .await
+            .expect("a permit");
+        let reference = permit.reference().expect("a reference");
+        assert_eq!(permit.reason(), ReasonCode::Mode);
+        assert_eq!(permit.grant().map(|g| &*g.ticket), Some("HD-1"));
+        // The log cannot be written: no permit, unless the caller's group fails open.
+        log.handle.close().await;
+        match log
+            .allow(&verdict(Action::Allow), record(StoredAction::Allow), "test")
+            .await
+        {
+            Err(NoPermit::Unlogged(unlogged)) => {
+                let permit = unlogged.allow_unrecorded();
+                assert_eq!(permit.reference(), None);
+                assert_eq!(permit.grant().map(|g| &*g.ticket), Some("HD-1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let decisions: Vec<u64> = crate::decision_log::reader::entries(dir.path())
+            .expect("the log reads")
+            .filter(|(_, e)| matches!(e.body, Entry::Decision(_)))
+            .map(|(_, e)| e.seq)
+            .collect();
+        assert_eq!(decisions, [reference]);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! actions, error kinds — never a user, host or URL, so the number of series cannot be
 //! driven up by traffic. Gauges that mirror state kept elsewhere (connections, the
 //! decision log's queue) are read at scrape time.
+//! A [`GaugeGuard`] keeps a gauge of things open (connections, tunnels) true: it counts
+//! down when dropped, however the connection ends.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -263,5 +265,22 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Counts one open connection or tunnel in a gauge until dropped.
+pub struct GaugeGuard(prometheus::IntGauge);
+
+impl GaugeGuard {
+    /// Increments `gauge` now and decrements it when the guard drops.
+    pub fn open(gauge: &prometheus::IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

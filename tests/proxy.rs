@@ -929,6 +929,28 @@ fn upstream_failures_are_honest() {
     // No pivot into the school's network: internal addresses refused, by name or number.
     let r = curl(&["-x", &g.url(), "http://intranet.test/"]);
     assert_eq!(r.status, 403, "{r:?}");
+    // The pivot attempt is recorded with the request's own method, not as a GET.
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "-X",
+        "POST",
+        "--data",
+        "q=1",
+        "http://intranet.test/form",
+    ]);
+    assert_eq!(r.status, 403, "{r:?}");
+    // (The policy allowed it first; the refusal is the second record of the request.)
+    let tail = common::log_tail(&g.dir.path().join("log"));
+    let refusal = tail
+        .lines()
+        .find(|l| l.contains("BLOCK") && l.contains("intranet.test/form"))
+        .unwrap_or_else(|| panic!("the refusal in the log: {tail}"));
+    assert!(
+        refusal.contains("BLOCK  POST http://intranet.test/form")
+            && refusal.contains("internal_destination"),
+        "{refusal}"
+    );
     let r = curl(&[
         "-x",
         &g.url(),

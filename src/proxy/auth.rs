@@ -50,14 +50,23 @@ pub fn parse_basic(value: &str) -> Option<(String, String)> {
     Some((user.to_string(), pass.to_string()))
 }
 
+/// Why a password could not be hashed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// argon2 refused the password or its parameters (say, a password longer than it
+    /// takes); its own words, as before this was typed.
+    #[error("{0}")]
+    Argon2(argon2::password_hash::Error),
+}
+
 /// Hashes a password for the users file (argon2id, random salt).
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, HashError> {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(HashError::Argon2)
 }
 
 /// Checks a password against a PHC hash string.

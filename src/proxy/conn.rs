@@ -930,4 +930,417 @@ GET http://a.example/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
             );
         }
     }
+
+    /// Property tests of the guard as a parser of untrusted bytes: request streams, valid
+    /// and broken, cut into reads at arbitrary places.
+    mod streams {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::{select, Index};
+
+        std::thread_local! {
+            /// `GuardedIo::new` needs a runtime (a socket, timers); `absorb` itself does no I/O.
+            static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a test runtime");
+        }
+
+        /// What the guard did with a stream: what it passed on, what it holds of a head
+        /// not yet complete, and its refusal if it refused.
+        #[derive(Debug)]
+        struct Fed {
+            ready: Vec<u8>,
+            head: Vec<u8>,
+            result: Result<(), HeadError>,
+        }
+
+        /// Feeds `input` to a fresh guard in reads cut at `cuts` (sorted), stopping at a
+        /// refusal as the connection does.
+        fn feed(input: &[u8], cuts: &[usize]) -> Fed {
+            RUNTIME.with(|runtime| {
+                let _in = runtime.enter();
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                    .expect("connect");
+                client.set_nonblocking(true).expect("non-blocking");
+                let stream = TcpStream::from_std(client).expect("registers");
+                let (mut io, _signal) = GuardedIo::new(stream, limits());
+                let mut at = 0;
+                let mut result = Ok(());
+                for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+                    if let Err(e) = io.absorb(&input[at..cut]) {
+                        result = Err(e);
+                        break;
+                    }
+                    at = cut;
+                }
+                Fed {
+                    ready: io.ready,
+                    head: io.head,
+                    result,
+                }
+            })
+        }
+
+        /// The ways to cut `len` bytes tried for every stream: none, every byte, and the
+        /// random ones.
+        fn cut_sets(len: usize, random: &[Vec<Index>]) -> Vec<Vec<usize>> {
+            let mut sets = vec![Vec::new(), (1..len).collect()];
+            for picks in random {
+                let mut cuts: Vec<usize> = picks.iter().map(|i| i.index(len + 1)).collect();
+                cuts.sort_unstable();
+                cuts.dedup();
+                sets.push(cuts);
+            }
+            sets
+        }
+
+        fn random_cuts() -> impl Strategy<Value = Vec<Vec<Index>>> {
+            prop::collection::vec(prop::collection::vec(any::<Index>(), 1..12), 1..4)
+        }
+
+        const HOST: &str = "Host: a.example\r\n";
+        const LENGTH_NAMES: [&str; 3] = ["Content-Length", "content-length", "CONTENT-LENGTH"];
+        const CHUNKED: [(&str, &str); 3] = [
+            ("Transfer-Encoding", "chunked"),
+            ("transfer-encoding", "Chunked"),
+            ("TRANSFER-ENCODING", "CHUNKED"),
+        ];
+
+        fn path() -> impl Strategy<Value = String> {
+            "/[a-z0-9?=&]{0,12}"
+        }
+
+        fn body(min: usize) -> impl Strategy<Value = Vec<u8>> {
+            // Any bytes: a body may hold what looks like a head, or its blank line.
+            prop::collection::vec(any::<u8>(), min..40)
+        }
+
+        /// A chunked body: its chunks (size in either case of hex, an extension or not),
+        /// the last chunk, a trailer or not.
+        fn chunks() -> impl Strategy<Value = Vec<u8>> {
+            (
+                prop::collection::vec((body(1), any::<bool>(), any::<bool>()), 0..4),
+                any::<bool>(),
+            )
+                .prop_map(|(chunks, trailer)| {
+                    let mut out = Vec::new();
+                    for (data, upper, ext) in chunks {
+                        let size = if upper {
+                            format!("{:X}", data.len())
+                        } else {
+                            format!("{:x}", data.len())
+                        };
+                        out.extend_from_slice(size.as_bytes());
+                        if ext {
+                            out.extend_from_slice(b";ext=1");
+                        }
+                        out.extend_from_slice(b"\r\n");
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    out.extend_from_slice(b"0\r\n");
+                    if trailer {
+                        out.extend_from_slice(b"X-Trailer: y\r\n");
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    out
+                })
+        }
+
+        /// One well-framed piece of a request stream.
+        fn valid_part() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                // Blank lines before a request (RFC 9112 §2.2).
+                (1..3usize).prop_map(|n| b"\r\n".repeat(n)),
+                (
+                    select(&["GET", "HEAD", "DELETE", "OPTIONS"][..]),
+                    path(),
+                    0..4usize
+                )
+                    .prop_map(|(method, path, extra)| {
+                        let mut head =
+                            format!("{method} http://a.example{path} HTTP/1.1\r\n{HOST}");
+                        for i in 0..extra {
+                            head.push_str(&format!("X-{i}: v{i}\r\n"));
+                        }
+                        head.push_str("\r\n");
+                        head.into_bytes()
+                    }),
+                (select(&LENGTH_NAMES[..]), path(), body(0)).prop_map(|(name, path, body)| {
+                    let mut out = format!(
+                        "POST http://a.example{path} HTTP/1.1\r\n{HOST}{name}: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(&body);
+                    out
+                }),
+                (select(&CHUNKED[..]), path(), chunks()).prop_map(|((name, value), path, body)| {
+                    let mut out = format!(
+                        "POST http://a.example{path} HTTP/1.1\r\n{HOST}{name}: {value}\r\n\r\n"
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(&body);
+                    out
+                }),
+            ]
+        }
+
+        fn valid_stream() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(valid_part(), 0..6).prop_map(|parts| parts.concat())
+        }
+
+        /// A piece the guard must refuse: its bytes, and how many of them may be passed on
+        /// before the refusal (at least, at most). A refused head passes none of itself;
+        /// a malformed chunked body passes its head and may pass what precedes the first
+        /// bad byte, read before it.
+        fn bad_part() -> impl Strategy<Value = (Vec<u8>, usize, usize)> {
+            let head = |extra: String| {
+                let head =
+                    format!("POST http://a.example/ HTTP/1.1\r\n{HOST}{extra}\r\n").into_bytes();
+                (head, 0, 0)
+            };
+            let heads = prop_oneof![
+                // Framing that two parsers could read two ways: request smuggling.
+                (select(&LENGTH_NAMES[..]), 0..1000u32)
+                    .prop_map(move |(name, n)| format!("{name}: {n}\r\n{name}: {n}\r\n")),
+                (0..1000u32, 1..1000u32).prop_map(|(n, d)| format!(
+                    "Content-Length: {n}\r\nContent-Length: {}\r\n",
+                    n + d
+                )),
+                select(
+                    &[
+                        "5, 5",
+                        "+5",
+                        "-1",
+                        "0x5",
+                        "5 5",
+                        "",
+                        "1e3",
+                        "1234567890123456789"
+                    ][..]
+                )
+                .prop_map(|v| format!("Content-Length: {v}\r\n")),
+                (0..1000u32, any::<bool>()).prop_map(|(n, te_first)| if te_first {
+                    format!("Transfer-Encoding: chunked\r\nContent-Length: {n}\r\n")
+                } else {
+                    format!("Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n")
+                }),
+                select(
+                    &[
+                        "chunked, chunked",
+                        "xchunked",
+                        "gzip, chunked",
+                        "chunked;q=1",
+                        "identity",
+                        "chunked,",
+                        ",chunked",
+                        "chunk",
+                        "chunked\tgzip",
+                    ][..]
+                )
+                .prop_map(|v| format!("Transfer-Encoding: {v}\r\n")),
+                Just("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n".to_string()),
+                select(
+                    &[
+                        "Transfer-Encoding ",
+                        "Transfer-Encoding\t",
+                        " Transfer-Encoding"
+                    ][..]
+                )
+                .prop_map(|name| format!("{name}: chunked\r\n")),
+                Just("Host: b.example\r\n".to_string()),
+                // Over the limits (8 fields, 1 KiB).
+                Just((0..8).map(|i| format!("X-{i}: y\r\n")).collect::<String>()),
+                (1030..1200usize).prop_map(|n| format!("X-Big: {}\r\n", "y".repeat(n))),
+            ]
+            .prop_map(head);
+            let other_heads = prop_oneof![
+                Just(
+                    b"POST http://a.example/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        .to_vec()
+                ),
+                (65..200usize).prop_map(|n| format!(
+                    "GET http://a.example/{} HTTP/1.1\r\n{HOST}\r\n",
+                    "x".repeat(n)
+                )
+                .into_bytes()),
+            ]
+            .prop_map(|head| (head, 0, 0));
+            // (the bad line, where its first bad byte is)
+            const BAD_CHUNK: &[(&[u8], usize)] = &[
+                (b"zz\r\n", 0),
+                (b"-1\r\n", 0),
+                (b"+5\r\n", 0),
+                (b" 5\r\n", 0),
+                (b"\r\n", 0),
+                (b";x\r\n", 0),
+                (b"0x5\r\n", 1),
+                (b"1000000000000000\r\n", 15),
+                (b"5\nhello\r\n", 1),
+                (b"5;a\nhello\r\n", 3),
+                (b"3\r\nabc\n", 6),
+                (b"5\r\nhelloX", 8),
+                (b"0\r\nX: y\n", 7),
+                (b"0\r\n\n", 3),
+            ];
+            let chunked_bodies =
+                (select(BAD_CHUNK), chunks()).prop_map(|((line, bad_at), valid)| {
+                    let mut out = format!(
+                    "POST http://a.example/ HTTP/1.1\r\n{HOST}Transfer-Encoding: chunked\r\n\r\n"
+                )
+                    .into_bytes();
+                    let head_len = out.len();
+                    // Valid chunks first (without the last chunk and its blank line).
+                    let chunks_before = &valid[..valid.len() - 2];
+                    let chunks_before = match chunks_before.strip_suffix(b"X-Trailer: y\r\n") {
+                        Some(before) => before,
+                        None => chunks_before,
+                    };
+                    let chunks_before = &chunks_before[..chunks_before.len() - 3];
+                    out.extend_from_slice(chunks_before);
+                    let at_most = out.len() + bad_at;
+                    out.extend_from_slice(line);
+                    (out, head_len, at_most)
+                });
+            prop_oneof![heads, other_heads, chunked_bodies]
+        }
+
+        /// A stream broken at random: bytes flipped, inserted, deleted or repeated.
+        fn mutated_stream() -> impl Strategy<Value = Vec<u8>> {
+            let edit = prop_oneof![
+                (any::<Index>(), any::<u8>()).prop_map(|(i, b)| (0u8, i, vec![b], 0usize)),
+                (any::<Index>(), prop::collection::vec(any::<u8>(), 1..8))
+                    .prop_map(|(i, bytes)| (1, i, bytes, 0)),
+                (any::<Index>(), 1..8usize).prop_map(|(i, n)| (2, i, Vec::new(), n)),
+                (any::<Index>(), 1..32usize).prop_map(|(i, n)| (3, i, Vec::new(), n)),
+            ];
+            const TOKENS: &[&[u8]] = &[
+                b"\r\n",
+                b"GET http://a.example/ HTTP/1.1\r\n",
+                b"CONNECT a.example:443 HTTP/1.1\r\n",
+                b"Host: a.example\r\n",
+                b"Content-Length: 5\r\n",
+                b"Content-Length: 0\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"5\r\nhello\r\n",
+                b"0\r\n\r\n",
+                b"hello",
+                b"\r\n\r\n",
+            ];
+            let tokens = prop::collection::vec(select(TOKENS), 0..16).prop_map(|t| t.concat());
+            prop_oneof![
+                (valid_stream(), prop::collection::vec(edit, 1..4)).prop_map(|(mut s, edits)| {
+                    for (kind, at, bytes, n) in edits {
+                        let i = at.index(s.len() + 1);
+                        match kind {
+                            0 if i < s.len() => s[i] = bytes[0],
+                            1 => {
+                                s.splice(i..i, bytes);
+                            }
+                            2 => {
+                                s.drain(i..(i + n).min(s.len()));
+                            }
+                            3 => {
+                                let piece = s[i..(i + n).min(s.len())].to_vec();
+                                s.splice(i..i, piece);
+                            }
+                            _ => {}
+                        }
+                    }
+                    s
+                }),
+                tokens,
+                prop::collection::vec(any::<u8>(), 0..200),
+            ]
+        }
+
+        fn is_prefix(short: &[u8], long: &[u8]) -> bool {
+            long.starts_with(short)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Well-framed pipelined requests pass through byte for byte however they
+            /// are cut into reads.
+            #[test]
+            fn valid_streams_pass_through_whole(stream in valid_stream(), random in random_cuts()) {
+                for cuts in cut_sets(stream.len(), &random) {
+                    let fed = feed(&stream, &cuts);
+                    prop_assert_eq!(&fed.result, &Ok(()), "cuts {:?}", cuts);
+                    prop_assert!(
+                        fed.ready == stream,
+                        "cuts {:?}: passed {:?}",
+                        cuts,
+                        String::from_utf8_lossy(&fed.ready)
+                    );
+                    prop_assert!(fed.head.is_empty());
+                }
+            }
+
+            /// A request the guard must refuse is refused at every cut, for the same
+            /// reason, and nothing of it (nor after it) is passed on; what came before it
+            /// is.
+            #[test]
+            fn refused_requests_pass_nothing_on(
+                before in valid_stream(),
+                (bad, at_least, at_most) in bad_part(),
+                after in prop_oneof![valid_stream(), body(0)],
+                random in random_cuts(),
+            ) {
+                let stream = [&before[..], &bad, &after].concat();
+                let whole = feed(&stream, &[]);
+                prop_assert!(whole.result.is_err(), "accepted {:?}", String::from_utf8_lossy(&bad));
+                for cuts in cut_sets(stream.len(), &random) {
+                    let fed = feed(&stream, &cuts);
+                    prop_assert_eq!(&fed.result, &whole.result, "cuts {:?}", cuts);
+                    prop_assert!(is_prefix(&fed.ready, &stream));
+                    let (least, most) = (before.len() + at_least, before.len() + at_most);
+                    prop_assert!(
+                        (least..=most).contains(&fed.ready.len()),
+                        "cuts {:?}: passed {} bytes of {:?}, want {}..={}",
+                        cuts,
+                        fed.ready.len(),
+                        String::from_utf8_lossy(&stream),
+                        least,
+                        most
+                    );
+                }
+            }
+
+            /// Any bytes at all: the guard never panics, and how the bytes are cut into
+            /// reads changes nothing — the same refusal or none, the same bytes passed on
+            /// and held (a refused chunked body may pass more of what preceded its bad
+            /// byte when that came in an earlier read, never anything after it).
+            #[test]
+            fn any_bytes_cut_anywhere_agree(stream in mutated_stream(), random in random_cuts()) {
+                let whole = feed(&stream, &[]);
+                let bytewise = feed(&stream, &(1..stream.len()).collect::<Vec<_>>());
+                prop_assert_eq!(&bytewise.result, &whole.result);
+                for cuts in cut_sets(stream.len(), &random) {
+                    let fed = feed(&stream, &cuts);
+                    prop_assert_eq!(&fed.result, &whole.result, "cuts {:?}", cuts);
+                    match fed.result {
+                        Ok(()) => {
+                            prop_assert_eq!(&fed.ready, &whole.ready, "cuts {:?}", cuts);
+                            prop_assert_eq!(&fed.head, &whole.head, "cuts {:?}", cuts);
+                            prop_assert!([&fed.ready[..], &fed.head].concat() == stream);
+                        }
+                        Err(HeadError::Bad("malformed chunked body")) => {
+                            prop_assert!(is_prefix(&whole.ready, &fed.ready), "cuts {:?}", cuts);
+                            prop_assert!(is_prefix(&fed.ready, &bytewise.ready), "cuts {:?}", cuts);
+                            prop_assert!(is_prefix(&bytewise.ready, &stream));
+                        }
+                        Err(_) => {
+                            prop_assert_eq!(&fed.ready, &whole.ready, "cuts {:?}", cuts);
+                            prop_assert!(is_prefix(&fed.ready, &stream));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -28,6 +28,7 @@ use hyper_util::rt::TokioIo;
 use super::upstream::{Dialer, UpstreamError};
 use super::CountUp;
 use crate::core::host::Target;
+use crate::decision::Allowed;
 
 type Map<V> = hashbrown::HashMap<Arc<str>, V, rustc_hash::FxBuildHasher>;
 
@@ -147,10 +148,12 @@ impl Pool {
 
     /// Sends `req` to the target (`origin`, its authority, is the pool key), on a pooled
     /// connection when one is free, else on a new one dialled with `dialer()`'s rules.
+    /// Only with a permit: the recorded decision that allowed the request.
     /// On success the lease travels with the response so that the connection can be
     /// given back when both bodies have ended.
     pub async fn send(
         &self,
+        _permit: &Allowed,
         dialer: impl FnOnce() -> Dialer,
         origin: &str,
         target: &Target,
@@ -185,6 +188,6 @@ impl Pool {
 fn refused(host: &str, e: &hyper::Error) -> UpstreamError {
     UpstreamError::Refused {
         host: host.to_string(),
-        detail: super::error_chain(e),
+        detail: super::upstream::error_chain(e),
     }
 }

@@ -5,7 +5,8 @@
 //! The second decision is what stops domain fronting and IP-literal tunnels: a tunnel to
 //! an allowed host, or to a bare address, whose ClientHello names a blocked host is
 //! closed before a byte of it reaches the upstream. Bytes that are not a ClientHello
-//! (SSH, OpenVPN over TCP) close the tunnel too.
+//! (SSH, OpenVPN over TCP) close the tunnel too. Only the record of that second decision
+//! makes the permit ([`Allowed`]) that [`splice`] takes.
 //!
 //! Encrypted ClientHello (ECH) carries the real server name encrypted, behind an outer
 //! "public name" such as `cloudflare-ech.com`. A ClientHello offering ECH whose outer
@@ -28,7 +29,8 @@ use tokio::time::Instant;
 
 use super::{Body, Proxy, RequestContext};
 use crate::core::host::{Host, Target};
-use crate::core::verdict::{Action, ReasonCode};
+use crate::core::verdict::{Action, ReasonCode, Verdict};
+use crate::decision::{Allowed, Asked, NoPermit};
 use crate::decision_log::{Decision, StoredAction};
 
 /// Largest ClientHello we wait for (post-quantum key shares make them a few KiB).
@@ -118,7 +120,14 @@ fn offers_ech(records: &[u8]) -> bool {
 
 /// Copies both ways until both sides finish, the tunnel has been idle for `idle`, or it
 /// has lived for `lifetime`. Returns bytes (client → upstream, upstream → client).
-pub async fn splice<A, B>(a: A, b: B, idle: Duration, lifetime: Duration) -> (u64, u64)
+/// Spends a permit: the recorded decision that allowed the tunnel (or the upgrade).
+pub async fn splice<A, B>(
+    _permit: Allowed,
+    a: A,
+    b: B,
+    idle: Duration,
+    lifetime: Duration,
+) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -176,6 +185,7 @@ pub async fn handle(
     let policy = &snap.policy;
     let settings = &snap.settings.server;
     let url = format!("{}:{}", target.host, target.port);
+    let asked = ctx.asked("CONNECT", &url);
 
     if !settings.tunnel_ports.contains(&target.port) {
         let explanation = format!(
@@ -185,8 +195,7 @@ pub async fn handle(
         return proxy
             .refuse(
                 &ctx,
-                "CONNECT",
-                &url,
+                &asked,
                 None,
                 Vec::new(),
                 ReasonCode::Port,
@@ -206,7 +215,7 @@ pub async fn handle(
     );
     if verdict.action == Action::Block {
         return proxy
-            .refuse_verdict(&ctx, "CONNECT", &url, None, &verdict, &classification, true)
+            .refuse_verdict(&ctx, &asked, None, &verdict, &classification, true)
             .await;
     }
 
@@ -216,11 +225,7 @@ pub async fn handle(
         .await
     {
         Ok(s) => s,
-        Err(e) => {
-            return proxy
-                .upstream_failure(&ctx, "CONNECT", &url, &e, true)
-                .await
-        }
+        Err(e) => return proxy.upstream_failure(&ctx, &asked, &e, true).await,
     };
 
     let on_upgrade = hyper::upgrade::on(req);
@@ -245,7 +250,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     proxy: Arc<Proxy>,
     ctx: RequestContext,
     target: Target,
-    connect_verdict: crate::core::policy::Verdict,
+    connect_verdict: Verdict,
     client: &mut C,
     mut upstream: TcpStream,
 ) {
@@ -254,6 +259,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     let settings = &snap.settings.server;
     let group = policy.group(ctx.group);
     let url = format!("{}:{}", target.host, target.port);
+    let asked = ctx.asked("CONNECT", &url);
     let mut hello = Vec::new();
     let (sni, ech) = match read_client_hello(client, &mut hello, settings.client_hello_timeout)
         .await
@@ -261,7 +267,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         Hello::Gone => return,
         Hello::NotTls => {
             let _ = proxy
-                .record_refusal(&ctx, "CONNECT", &url, None, Vec::new(), ReasonCode::NotTls, "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
+                .record_refusal(&ctx, &asked, Vec::new(), ReasonCode::NotTls, "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
                 .await;
             return;
         }
@@ -278,9 +284,10 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         let _ = proxy
             .record_refusal(
                 &ctx,
-                "CONNECT",
-                &url,
-                sni.clone(),
+                &Asked {
+                    sni: sni.as_deref(),
+                    ..asked
+                },
                 Vec::new(),
                 ReasonCode::Ech,
                 &format!(
@@ -304,9 +311,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             let _ = proxy
                 .record_refusal(
                     &ctx,
-                    "CONNECT",
-                    &url,
-                    None,
+                    &asked,
                     categories,
                     ReasonCode::NoSni,
                     &format!(
@@ -323,9 +328,10 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             let _ = proxy
                 .record_refusal(
                     &ctx,
-                    "CONNECT",
-                    &url,
-                    Some(name.to_string()),
+                    &Asked {
+                        sni: Some(name),
+                        ..asked
+                    },
                     categories,
                     ReasonCode::BadSni,
                     &format!("the ClientHello names an invalid server {name:?}"),
@@ -364,9 +370,10 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 let _ = proxy
                     .record_refusal(
                         &ctx,
-                        "CONNECT",
-                        &url,
-                        Some(name.to_string()),
+                        &Asked {
+                            sni: Some(name),
+                            ..asked
+                        },
                         categories,
                         v.reason.code(),
                         &explanation,
@@ -379,31 +386,34 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let explanation: String = policy.explain(&verdict);
-    let record = Decision {
-        client: ctx.client,
-        user: ctx.user.clone(),
-        group: group.name.clone(),
-        method: "CONNECT".into(),
-        url: url.clone(),
-        sni: sni.clone(),
+    let record = Decision::new(
+        &Asked {
+            sni: sni.as_deref(),
+            ..asked
+        },
+        StoredAction::Allow,
+        verdict.reason.code(),
         categories,
-        action: StoredAction::Allow,
-        reason: verdict.reason.code(),
-        grant: verdict.grant.as_ref().map(|g| g.ticket.to_string()),
-        status: 200,
-        terms: classification_terms,
+        verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+        200,
+        classification_terms,
+    );
+    let permit = match proxy.log_allow(&ctx, &verdict, record, &explanation).await {
+        Ok(permit) => permit,
+        // As for plain HTTP: a group that fails open goes ahead unrecorded.
+        Err(NoPermit::Unlogged(unlogged)) if !group.fail_closed => unlogged.allow_unrecorded(),
+        Err(_) => return,
     };
-    let reference = match proxy.log_decision(&ctx, record, &explanation).await {
-        Ok(seq) => seq,
-        Err(_) if group.fail_closed => return,
-        Err(_) => 0,
-    };
+    // The ClientHello was held back until now: no byte of the client's reaches the
+    // upstream before the decision on its SNI is recorded.
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
+    let reference = permit.reference();
     let started = std::time::Instant::now();
-    let _tunnel = super::GaugeGuard::open(&proxy.metrics.tunnels);
+    let _tunnel = crate::metrics::GaugeGuard::open(&proxy.metrics.tunnels);
     let (up, down) = splice(
+        permit,
         client,
         upstream,
         settings.tunnel_idle_timeout,

@@ -203,6 +203,17 @@ impl Dialer {
     }
 }
 
+/// An error and its sources, joined: hyper's own message alone says little.
+pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

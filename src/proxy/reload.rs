@@ -1,0 +1,235 @@
+//! Changes at run time: SIGHUP reloads policy and lists, and the watched grants file
+//! reloads the grants. Either builds a whole new snapshot on the start-up path and swaps
+//! it in; one that fails changes nothing, and the snapshot in force keeps serving.
+//! Grant changes (added, revoked, removed by hand, expired) become audit records in the
+//! decision log; the gauges that describe the snapshot are set here too.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::Proxy;
+use crate::lists::CacheMode;
+use crate::snapshot::{self, Snapshot};
+
+/// Loads policy and lists (on a blocking thread), then runs `after_load` there.
+pub(super) fn load_then(
+    path: &std::path::Path,
+    after_load: fn(),
+) -> Result<Snapshot, crate::core::config::ConfigErrors> {
+    let result = snapshot::load(path, CacheMode::Use);
+    after_load();
+    result
+}
+
+/// Watches the grants file's directory; `None` (with a warning) if it cannot.
+pub(super) fn watch_grants(
+    file: &std::path::Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = file.parent()?.to_path_buf();
+    let name = file.file_name()?.to_os_string();
+    let mut watcher = match notify::recommended_watcher(
+        move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                if event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == Some(name.as_os_str()))
+                {
+                    let _ = tx.send(());
+                }
+            }
+        },
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the grants file; send SIGHUP after editing it");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the grants directory; send SIGHUP after editing it");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Audit records for what changed between two grant sets.
+fn grant_changes(
+    old: &crate::core::grants::GrantSet,
+    new: &crate::core::grants::GrantSet,
+    policy: &crate::core::policy::Policy,
+) -> Vec<crate::decision_log::Body> {
+    use crate::decision_log::Body;
+    let mut out = Vec::new();
+    for g in &new.grants {
+        if !old.grants.iter().any(|o| o.id == g.id) {
+            out.push(Body::Grant {
+                action: "added".into(),
+                id: g.id.to_string(),
+                ticket: g.ticket.to_string(),
+                by: g.issued_by.clone(),
+                detail: {
+                    let (scope, target) = g.terms(policy);
+                    format!(
+                        "{} (for {scope}; opens {target}; from {} until {})",
+                        g.reason,
+                        g.starts.to_rfc3339(),
+                        g.expires.to_rfc3339()
+                    )
+                },
+            });
+        }
+    }
+    for g in &old.grants {
+        if new.grants.iter().any(|n| n.id == g.id) {
+            continue;
+        }
+        let revoked_by = new
+            .archived
+            .iter()
+            .find(|(id, _)| **id == *g.id)
+            .and_then(|(_, by)| by.clone());
+        out.push(Body::Grant {
+            action: if revoked_by.is_some() {
+                "revoked".into()
+            } else {
+                "removed".into()
+            },
+            id: g.id.to_string(),
+            ticket: g.ticket.to_string(),
+            by: revoked_by.unwrap_or_else(|| "a hand edit of the grants file".into()),
+            detail: g.reason.clone(),
+        });
+    }
+    out
+}
+
+impl Proxy {
+    /// Gauges that describe the snapshot in force: list sizes, load time, grants.
+    pub(super) fn set_snapshot_gauges(&self) {
+        let snap = self.live.get();
+        for (id, def) in snap.policy.categories() {
+            let c = &snap.report.counts[id.index()];
+            let entries = c.domains + c.urls + c.hashes + c.expressions + c.terms;
+            self.metrics
+                .list_entries
+                .with_label_values(&[def.category.name.as_str()])
+                .set(entries as i64);
+        }
+        let now = Utc::now();
+        self.metrics.grants_active.set(
+            snap.grants
+                .grants
+                .iter()
+                .filter(|g| g.active_at(now))
+                .count() as i64,
+        );
+    }
+
+    /// Re-reads the grants file; a file that fails is refused whole and the grants in
+    /// force stay.
+    pub(super) fn reload_grants(&self) {
+        let current = self.live.get();
+        match current.with_grants() {
+            Ok(next) => {
+                let changes = grant_changes(&current.grants, &next.grants, &next.policy);
+                let active = next.grants.grants.len();
+                self.live.replace(next);
+                tracing::info!(
+                    kind = "grants",
+                    result = "ok",
+                    grants = active,
+                    "reloaded grants"
+                );
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Reload {
+                        what: "grants".into(),
+                        ok: true,
+                        detail: format!("{active} grants"),
+                    });
+                for change in changes {
+                    self.log.handle.append_nowait(change);
+                }
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(kind = "grants", result = "error", "{e}");
+                }
+                tracing::error!(
+                    kind = "grants",
+                    result = "error",
+                    "grants file refused; the grants in force stay"
+                );
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Reload {
+                        what: "grants".into(),
+                        ok: false,
+                        detail: errors.to_string(),
+                    });
+            }
+        }
+    }
+
+    /// Records grants that have run out since the last check (expiry itself is checked
+    /// at every decision; this is the audit trail's note of it).
+    pub(super) fn audit_expiries(&self, seen: &mut std::collections::HashSet<Arc<str>>) {
+        self.set_snapshot_gauges();
+        let now = Utc::now();
+        for g in &self.live.get().grants.grants {
+            if g.expires <= now && seen.insert(g.id.clone()) {
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Grant {
+                        action: "expired".into(),
+                        id: g.id.to_string(),
+                        ticket: g.ticket.to_string(),
+                        by: g.issued_by.clone(),
+                        detail: format!("expired at {}", g.expires.to_rfc3339()),
+                    });
+            }
+        }
+    }
+
+    /// Reloads policy and lists; a failure leaves the snapshot in force untouched.
+    pub(super) async fn reload(&self) {
+        let path = self.config.clone();
+        let after_load = self.after_load;
+        let result = tokio::task::spawn_blocking(move || load_then(&path, after_load)).await;
+        match result {
+            Ok(Ok(snap)) => {
+                let old_listen = self.live.get().settings.server.listen;
+                if snap.settings.server.listen != old_listen {
+                    tracing::warn!(old = %old_listen, new = %snap.settings.server.listen, "the listen address changes only at restart");
+                }
+                let entries = snap.lists.domains.len();
+                let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
+                self.live.replace(snap);
+                for change in changes {
+                    self.log.handle.append_nowait(change);
+                }
+                tracing::info!(
+                    kind = "policy",
+                    result = "ok",
+                    domains = entries,
+                    "reloaded policy and lists"
+                );
+            }
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!(kind = "policy", result = "error", "{e}");
+                }
+                tracing::error!(
+                    kind = "policy",
+                    result = "error",
+                    "reload refused; the previous policy stays in force"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "reload task failed"),
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Serving: `gatehouse run` opens the listeners and the decision log, then accepts
+//! connections under two caps (one global, derived from the file-descriptor limit, and
+//! one per client address), each refused at once with a `503` rather than queued. Every
+//! connection is served by hyper behind its guard (`conn.rs`) until it ends or shutdown
+//! asks it to finish. SIGTERM or SIGINT starts the shutdown: no new connections, and a
+//! grace period for those in flight.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use hyper::service::service_fn;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::auth::AuthCache;
+use super::conn::{ConnLimits, GuardedIo};
+use super::pool::{Pool, PoolSettings};
+use super::reload::{load_then, watch_grants};
+use super::{admin, Proxy};
+use crate::core::identity::canonical_ip;
+use crate::decision::DecisionLog;
+use crate::decision_log::writer::LogSettings;
+use crate::metrics::GaugeGuard;
+use crate::snapshot::Live;
+
+/// Why `gatehouse run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The policy did not load.
+    #[error("{0}")]
+    Policy(#[from] crate::core::config::ConfigErrors),
+    /// The listener could not be opened.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The decision log could not be opened.
+    #[error("decision log: {0}")]
+    Log(#[from] crate::decision_log::writer::OpenError),
+    /// The runtime or a signal handler failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The connection caps: a global limit derived from the file-descriptor limit, and one
+/// per client address, both refusing excess connections at once.
+struct Caps {
+    global: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    per_client_max: usize,
+}
+
+struct ClientSlot<'a> {
+    caps: &'a Caps,
+    ip: IpAddr,
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.caps.per_client.lock() {
+            if let Some(n) = map.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Caps {
+    fn take(&self, ip: IpAddr) -> Option<ClientSlot<'_>> {
+        let mut map = self.per_client.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.per_client_max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { caps: self, ip })
+    }
+}
+
+/// The file-descriptor limit, raised to the hard limit, and the connection cap it allows:
+/// each proxied connection may hold two descriptors (client and upstream), and some are
+/// kept back for lists, logs and the admin listener.
+fn connection_cap(configured: usize) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let derived = (limit.saturating_sub(64) / 2).max(16) as usize;
+    if configured == 0 {
+        derived
+    } else {
+        configured.min(derived)
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT. Returns when in-flight work has finished or
+/// the grace period has passed.
+///
+/// `after_load` runs on the loading thread after every load of policy and lists (start-up
+/// and each reload), once the build's scratch memory is freed: the binary uses it to have
+/// its allocator hand that memory back to the system, since compiling a million domains
+/// briefly needs several times the index's size.
+pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
+    let path = config.clone();
+    let snap = tokio::task::spawn_blocking(move || load_then(&path, after_load))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    for w in &snap.report.warnings {
+        tracing::warn!(file = %w.file.display(), line = w.line, "{}", w.message);
+    }
+    let settings = snap.settings.server.clone();
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    let admin_addr = snap.settings.admin.listen;
+    let admin_listener =
+        TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| RunError::Listen {
+                addr: admin_addr,
+                source,
+            })?;
+    let admin_local = admin_listener.local_addr()?;
+    let own = Arc::new(vec![local, admin_local]);
+    let live = Arc::new(Live::new(snap));
+    let pool = Pool::new(PoolSettings {
+        idle_timeout: Duration::from_secs(90),
+        max_idle_per_origin: 256,
+    });
+    let cap = connection_cap(settings.max_connections);
+    let mut log_settings: LogSettings = live.get().settings.log.clone();
+    if log_settings.node.is_empty() {
+        log_settings.node = node_name();
+    }
+    // A file-size limit (RLIMIT_FSIZE) must make writes fail, not kill the process.
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))?;
+    let log_dir = log_settings.dir.clone();
+    let handle = crate::decision_log::writer::open(log_settings).map_err(RunError::Log)?;
+    tracing::info!(dir = %log_dir.display(), "decision log open");
+    let proxy = Arc::new(Proxy {
+        live,
+        config,
+        log: DecisionLog { handle },
+        auth: AuthCache::default(),
+        pool,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        tracker: TaskTracker::new(),
+        own,
+        after_load,
+    });
+    let caps = Arc::new(Caps {
+        global: Arc::new(Semaphore::new(cap)),
+        per_client: Mutex::new(HashMap::new()),
+        per_client_max: settings.max_connections_per_client,
+    });
+    proxy.metrics.lists_loaded.set(Utc::now().timestamp());
+    proxy.set_snapshot_gauges();
+    tracing::info!(admin = %admin_local, "admin listener (metrics, health, grants API)");
+    tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
+
+    // The grants file is watched through its directory, so that editors' and the CLI's
+    // write-then-rename is seen; the watcher only turns file events into a reload signal.
+    let (grants_tx, mut grants_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let grants_file = proxy.live.get().policy.grant_rules.file.clone();
+    let _watcher = watch_grants(&grants_file, grants_tx);
+    let mut expiry_check = tokio::time::interval(Duration::from_secs(15));
+    let mut expired_seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+
+    let shutdown = CancellationToken::new();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        proxy.clone(),
+        shutdown.clone(),
+    ));
+    let accept = {
+        let proxy = proxy.clone();
+        let caps = caps.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { accept_loop(listener, proxy, caps, shutdown).await })
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => proxy.reload().await,
+            Some(()) = grants_rx.recv() => {
+                // Debounce: editors write in several steps.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while grants_rx.try_recv().is_ok() {}
+                proxy.reload_grants();
+            }
+            _ = expiry_check.tick() => proxy.audit_expiries(&mut expired_seen),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(
+        grace_secs = settings.shutdown_grace.as_secs(),
+        "shutting down: no new connections; finishing requests in flight"
+    );
+    shutdown.cancel();
+    let _ = accept.await;
+    let _ = admin_task.await;
+    proxy.tracker.close();
+    if tokio::time::timeout(settings.shutdown_grace, proxy.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+    proxy.log.handle.close().await;
+    tracing::info!("gatehouse stopped");
+    Ok(())
+}
+
+/// This node's name: the host name.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gatehouse".to_string())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    caps: Arc<Caps>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a transient error: back off
+                // rather than spin; connections in flight free descriptors as they end.
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = caps.global.clone().try_acquire_owned() else {
+            proxy.metrics.refused_connections.inc();
+            refuse_connection(stream, "the proxy is at its connection limit");
+            continue;
+        };
+        let proxy = proxy.clone();
+        let caps = caps.clone();
+        let shutdown = shutdown.clone();
+        proxy.clone().tracker.spawn(async move {
+            let _permit = permit;
+            let ip = canonical_ip(peer.ip());
+            let Some(_slot) = caps.take(ip) else {
+                proxy.metrics.refused_connections.inc();
+                refuse_connection(stream, "too many connections from this address");
+                return;
+            };
+            let _open = GaugeGuard::open(&proxy.metrics.connections);
+            serve_connection(proxy.clone(), stream, peer, shutdown).await;
+        });
+    }
+}
+
+/// Answers `503` without reading the request and closes: excess connections are refused
+/// at once, never queued.
+fn refuse_connection(stream: TcpStream, why: &str) {
+    let body = format!("{why}\n");
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(msg.as_bytes());
+}
+
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let settings = proxy.live.get().settings.server.clone();
+    let limits = ConnLimits {
+        head_bytes: settings.max_header_bytes,
+        headers: settings.max_headers,
+        uri_bytes: settings.max_uri_bytes,
+        head_timeout: settings.head_timeout,
+        idle_timeout: settings.idle_timeout,
+        body_idle_timeout: settings.body_idle_timeout,
+        write_idle_timeout: settings.write_idle_timeout,
+    };
+    let (io, signal) = GuardedIo::new(stream, limits);
+    let service = {
+        let proxy = proxy.clone();
+        service_fn(move |req| proxy.clone().handle(req, peer, signal.clone()))
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024))
+        .max_headers(settings.max_headers);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(client = %peer, error = %e, "connection ended");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
