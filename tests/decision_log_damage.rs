@@ -57,7 +57,7 @@ fn body(i: u64) -> Body {
             duration_us: i * 1_003,
         },
         1 => Body::Grant {
-            action: "added".into(),
+            action: gatehouse::decision_log::GrantEvent::Added,
             id: format!("g-{i}"),
             ticket: format!("HD-{i}"),
             by: "j.smith".into(),

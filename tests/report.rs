@@ -216,7 +216,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
     out.push((
         us("2026-10-20T09:00:00Z"),
         Body::Grant {
-            action: "added".into(),
+            action: gatehouse::decision_log::GrantEvent::Added,
             id: "g-1".into(),
             ticket: "HD-4411".into(),
             by: "j.smith".into(),

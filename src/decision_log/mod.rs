@@ -120,17 +120,18 @@ pub enum Body {
     },
     /// A policy, list or grants reload, good or refused.
     Reload {
-        /// What was reloaded (`policy`, `grants`).
-        what: String,
+        /// What was reloaded.
+        what: ReloadKind,
         /// Whether it took effect.
         ok: bool,
         /// Errors, or a summary.
         detail: String,
     },
-    /// A grant added, revoked, expired or refused.
+    /// A grant added, revoked, removed or expired, or an admin API call about grants
+    /// and decisions (the audit trail).
     Grant {
-        /// `added`, `revoked`, `expired`, `refused`.
-        action: String,
+        /// What happened.
+        action: GrantEvent,
         /// Grant id.
         id: String,
         /// Ticket.
@@ -155,6 +156,126 @@ pub enum Body {
         /// Gatehouse version.
         version: String,
     },
+}
+
+/// What a [`Body::Reload`] reloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadKind {
+    /// The policy and its lists.
+    Policy,
+    /// The grants file.
+    Grants,
+}
+
+impl ReloadKind {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadKind::Policy => "policy",
+            ReloadKind::Grants => "grants",
+        }
+    }
+
+    fn parse(name: &str) -> Option<ReloadKind> {
+        [ReloadKind::Policy, ReloadKind::Grants]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// What a [`Body::Grant`] entry records: a change to the grants in force, or a call to
+/// the admin API (who looked at grants or decisions, and which calls were refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantEvent {
+    /// A grant appeared in the grants file.
+    Added,
+    /// A grant was revoked (`grant revoke`, `DELETE /api/grants/{id}`).
+    Revoked,
+    /// A grant left the grants file without being revoked (a hand edit).
+    Removed,
+    /// A grant ran out.
+    Expired,
+    /// `GET /api/grants`.
+    ApiList,
+    /// `GET /api/decisions/{reference}`.
+    ApiShow,
+    /// An admin API call that was refused. It names the call: the HTTP method when the
+    /// caller may not make it (no valid token, a viewer writing), or the operation
+    /// (`add`, `revoke`) when the request itself was invalid.
+    ApiRefused(String),
+}
+
+impl GrantEvent {
+    /// The text stored and shown (`added`, `api list`, `api POST refused`).
+    pub fn text(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            GrantEvent::Added => "added".into(),
+            GrantEvent::Revoked => "revoked".into(),
+            GrantEvent::Removed => "removed".into(),
+            GrantEvent::Expired => "expired".into(),
+            GrantEvent::ApiList => "api list".into(),
+            GrantEvent::ApiShow => "api show".into(),
+            GrantEvent::ApiRefused(call) => format!("api {call} refused").into(),
+        }
+    }
+
+    /// The event a stored text names.
+    pub fn parse(text: &str) -> Option<GrantEvent> {
+        Some(match text {
+            "added" => GrantEvent::Added,
+            "revoked" => GrantEvent::Revoked,
+            "removed" => GrantEvent::Removed,
+            "expired" => GrantEvent::Expired,
+            "api list" => GrantEvent::ApiList,
+            "api show" => GrantEvent::ApiShow,
+            _ => {
+                let call = text.strip_prefix("api ")?.strip_suffix(" refused")?;
+                GrantEvent::ApiRefused(call.to_string())
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for GrantEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl std::fmt::Display for ReloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Both are stored as their text, as when they were strings: logs written before the
+// enums read back unchanged, and an unknown text is an error, not another event.
+impl Serialize for GrantEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for GrantEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        GrantEvent::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format_args!("unknown grant event {text:?}")))
+    }
+}
+
+impl Serialize for ReloadKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReloadKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ReloadKind::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format_args!("unknown reload kind {text:?}")))
+    }
 }
 
 /// The chain's starting value for a node.
@@ -301,6 +422,42 @@ mod tests {
             assert!(SegmentHeader::decode(&bad).is_err(), "byte {i}");
         }
         assert!(SegmentHeader::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn events_are_stored_as_their_text() {
+        let events = [
+            (GrantEvent::Added, "added"),
+            (GrantEvent::Revoked, "revoked"),
+            (GrantEvent::Removed, "removed"),
+            (GrantEvent::Expired, "expired"),
+            (GrantEvent::ApiList, "api list"),
+            (GrantEvent::ApiShow, "api show"),
+            (GrantEvent::ApiRefused("POST".into()), "api POST refused"),
+            (
+                GrantEvent::ApiRefused("revoke".into()),
+                "api revoke refused",
+            ),
+        ];
+        for (event, text) in events {
+            assert_eq!(event.text(), text);
+            // The bytes are the string's: logs from before the enum still read.
+            let bytes = postcard::to_stdvec(&event).expect("encodes");
+            assert_eq!(bytes, postcard::to_stdvec(text).expect("encodes"));
+            assert_eq!(postcard::from_bytes::<GrantEvent>(&bytes).ok(), Some(event));
+        }
+        for kind in [ReloadKind::Policy, ReloadKind::Grants] {
+            let bytes = postcard::to_stdvec(&kind).expect("encodes");
+            assert_eq!(bytes, postcard::to_stdvec(kind.as_str()).expect("encodes"));
+            assert_eq!(postcard::from_bytes::<ReloadKind>(&bytes).ok(), Some(kind));
+        }
+        for unknown in ["granted", "api list please", ""] {
+            let bytes = postcard::to_stdvec(unknown).expect("encodes");
+            assert!(
+                postcard::from_bytes::<GrantEvent>(&bytes).is_err(),
+                "{unknown:?}"
+            );
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Proxy;
-use crate::decision_log::Body as Entry;
+use crate::decision_log::{Body as Entry, GrantEvent};
 use crate::grant_store::{self, NewGrant, StoreError};
 use crate::settings::{AdminToken, Role};
 
@@ -146,7 +146,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
         .as_ref()
         .map(|t| t.name.clone())
         .unwrap_or_else(|| "unauthenticated".into());
-    let audit = |action: String, id: &str, ticket: &str, detail: String| {
+    let audit = |action: GrantEvent, id: &str, ticket: &str, detail: String| {
         proxy.log.handle.append_nowait(Entry::Grant {
             action,
             id: id.to_string(),
@@ -157,7 +157,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
     };
     let Some(token) = token else {
         audit(
-            format!("api {method} refused"),
+            GrantEvent::ApiRefused(method.to_string()),
             "-",
             "-",
             format!("{path}: no valid token"),
@@ -175,7 +175,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
     let writes = method != Method::GET;
     if writes && token.role != Role::Technician {
         audit(
-            format!("api {method} refused"),
+            GrantEvent::ApiRefused(method.to_string()),
             "-",
             "-",
             format!("{path}: viewer tokens may only read"),
@@ -192,7 +192,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
             match tokio::task::spawn_blocking(move || grant_store::list(&s, now)).await {
                 Ok(Ok(rows)) => {
                     audit(
-                        "api list".into(),
+                        GrantEvent::ApiList,
                         "-",
                         "-",
                         format!("{} grants", rows.len()),
@@ -218,7 +218,12 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
             let mut grant: NewGrant = match serde_json::from_slice(&body) {
                 Ok(g) => g,
                 Err(e) => {
-                    audit("api add refused".into(), "-", "-", e.to_string());
+                    audit(
+                        GrantEvent::ApiRefused("add".into()),
+                        "-",
+                        "-",
+                        e.to_string(),
+                    );
                     return json(
                         StatusCode::BAD_REQUEST,
                         serde_json::json!({"errors": [e.to_string()]}),
@@ -292,7 +297,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
             match found {
                 Ok(Ok(Some(found))) => {
                     audit(
-                        "api show".into(),
+                        GrantEvent::ApiShow,
                         &reference,
                         "-",
                         format!("decision #{seq}"),
@@ -355,7 +360,7 @@ fn decision_json(found: &crate::decision_log::reader::Found) -> serde_json::Valu
 }
 
 fn refused(
-    audit: &dyn Fn(String, &str, &str, String),
+    audit: &dyn Fn(GrantEvent, &str, &str, String),
     what: &str,
     key: &str,
     e: StoreError,
@@ -368,6 +373,11 @@ fn refused(
         StoreError::Request(m) => (StatusCode::BAD_REQUEST, vec![m]),
         StoreError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, vec![m.to_string()]),
     };
-    audit(format!("api {what} refused"), key, key, errors.join("; "));
+    audit(
+        GrantEvent::ApiRefused(what.into()),
+        key,
+        key,
+        errors.join("; "),
+    );
     json(status, serde_json::json!({ "errors": errors }))
 }

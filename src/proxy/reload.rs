@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::Proxy;
+use crate::decision_log::{GrantEvent, ReloadKind};
 use crate::lists::CacheMode;
 use crate::snapshot::{self, Snapshot};
 
@@ -67,7 +68,7 @@ fn grant_changes(
     for g in &new.grants {
         if !old.grants.iter().any(|o| o.id == g.id) {
             out.push(Body::Grant {
-                action: "added".into(),
+                action: GrantEvent::Added,
                 id: g.id.to_string(),
                 ticket: g.ticket.to_string(),
                 by: g.issued_by.clone(),
@@ -94,9 +95,9 @@ fn grant_changes(
             .and_then(|(_, by)| by.clone());
         out.push(Body::Grant {
             action: if revoked_by.is_some() {
-                "revoked".into()
+                GrantEvent::Revoked
             } else {
-                "removed".into()
+                GrantEvent::Removed
             },
             id: g.id.to_string(),
             ticket: g.ticket.to_string(),
@@ -147,7 +148,7 @@ impl Proxy {
                 self.log
                     .handle
                     .append_nowait(crate::decision_log::Body::Reload {
-                        what: "grants".into(),
+                        what: ReloadKind::Grants,
                         ok: true,
                         detail: format!("{active} grants"),
                     });
@@ -167,7 +168,7 @@ impl Proxy {
                 self.log
                     .handle
                     .append_nowait(crate::decision_log::Body::Reload {
-                        what: "grants".into(),
+                        what: ReloadKind::Grants,
                         ok: false,
                         detail: errors.to_string(),
                     });
@@ -185,7 +186,7 @@ impl Proxy {
                 self.log
                     .handle
                     .append_nowait(crate::decision_log::Body::Grant {
-                        action: "expired".into(),
+                        action: GrantEvent::Expired,
                         id: g.id.to_string(),
                         ticket: g.ticket.to_string(),
                         by: g.issued_by.clone(),

@@ -16,7 +16,7 @@ use super::period::{local_midnight, Period};
 use crate::core::category::Severity;
 use crate::core::grants::GrantSet;
 use crate::core::policy::Policy;
-use crate::decision_log::{Body, Entry, StoredAction};
+use crate::decision_log::{Body, Entry, GrantEvent, StoredAction};
 
 // Aggregation keys are short strings hashed millions of times: FxHash, not SipHash
 // (no attacker chooses them in a report run over a log), and hashbrown's `entry_ref`,
@@ -377,15 +377,7 @@ impl<'a> Builder<'a> {
                     let kind = if d.categories.iter().any(|c| c == "circumvention") {
                         Some("circumvention")
                     } else {
-                        match d.reason.as_str() {
-                            "ip_literal" => Some("ip_literal"),
-                            "no_sni" => Some("no_sni"),
-                            "not_tls" => Some("not_tls"),
-                            "bad_sni" => Some("bad_sni"),
-                            "ech" => Some("ech"),
-                            "auth_failed" => Some("auth_failed"),
-                            _ => None,
-                        }
+                        d.reason.is_bypass().then(|| d.reason.as_str())
                     };
                     if let Some(kind) = kind {
                         *self
@@ -406,11 +398,11 @@ impl<'a> Builder<'a> {
                 ticket,
                 by,
                 detail,
-            } if !action.starts_with("api list") => {
+            } if *action != GrantEvent::ApiList => {
                 self.grant_events.push(GrantRow {
                     ticket: ticket.clone(),
                     id: id.clone(),
-                    event: action.clone(),
+                    event: action.to_string(),
                     by: by.clone(),
                     detail: detail.clone(),
                     scope: String::new(),
