@@ -10,7 +10,7 @@ use common::{tree, utc};
 use gatehouse::core::category::CategorySet;
 use gatehouse::core::grants::{Grant, GrantError, GrantRequest, GrantScope};
 use gatehouse::core::host::Target;
-use gatehouse::core::policy::{Action, Requester};
+use gatehouse::core::verdict::{Action, Requester};
 use gatehouse::lists::CacheMode;
 use gatehouse::snapshot::{self, Snapshot};
 

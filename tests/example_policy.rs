@@ -8,7 +8,7 @@ mod common;
 
 use common::{example_policy, utc};
 use gatehouse::core::host::Target;
-use gatehouse::core::policy::{Action, Reason, Requester};
+use gatehouse::core::verdict::{Action, Reason, Requester};
 use gatehouse::lists::CacheMode;
 use gatehouse::snapshot::{self, Snapshot};
 
@@ -203,7 +203,7 @@ fn reasons_name_the_rule() {
         (a, r),
         (
             Action::Block,
-            Reason::Mode(gatehouse::core::policy::Mode::Allowlist)
+            Reason::Mode(gatehouse::core::group::Mode::Allowlist)
         )
     );
     // …and a URL-prefix entry: BBC Bitesize is an educational site, the BBC's news is not.
@@ -222,7 +222,7 @@ fn reasons_name_the_rule() {
         (a, r),
         (
             Action::Allow,
-            Reason::Mode(gatehouse::core::policy::Mode::Blocklist)
+            Reason::Mode(gatehouse::core::group::Mode::Blocklist)
         )
     );
 }

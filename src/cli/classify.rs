@@ -8,8 +8,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use clap::Args;
 
+use gatehouse::core::group::GroupId;
 use gatehouse::core::host::Target;
-use gatehouse::core::policy::{Action, GroupId, Policy, Requester};
+use gatehouse::core::policy::Policy;
+use gatehouse::core::verdict::{Action, Requester};
 use gatehouse::lists::CacheMode;
 
 use super::common::{load, ConfigArg};

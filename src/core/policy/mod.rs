@@ -15,13 +15,11 @@ use std::path::PathBuf;
 use crate::core::category::{Category, CategoryId, CategorySet};
 use crate::core::classify::CompiledLists;
 use crate::core::config::{ConfigError, ConfigErrorKind, Source};
+use crate::core::group::{Group, GroupId};
 use crate::core::host::Target;
 use crate::core::identity::Identity;
 use crate::core::schedule::{Schedule, ScheduleId};
-// Re-exported while the shell moves to the modules' own paths.
-pub use crate::core::group::{Group, GroupId, Mode};
-pub use crate::core::site::{SiteEntry, SiteList};
-pub use crate::core::verdict::{Action, GrantRef, Reason, ReasonCode, Requester, Verdict};
+use crate::core::site::SiteEntry;
 
 /// The rules grants must follow (`[grants]`).
 #[derive(Debug, Clone)]
