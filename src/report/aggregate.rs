@@ -204,11 +204,6 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The earliest time the builder wants entries from.
-    pub fn reads_from(&self) -> DateTime<Utc> {
-        self.previous_from
-    }
-
     /// Takes one entry of node `node`.
     pub fn entry(&mut self, node: &str, entry: &Entry) {
         let us = entry.time_us;
