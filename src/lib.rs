@@ -1,32 +1,55 @@
 //! Gatehouse: a web-filtering forward proxy for school networks.
 //!
 //! The crate is a pure core with a thin shell around it. The core decides and does no
-//! I/O; the shell reads files and (later) moves bytes.
+//! I/O; the shell reads files, moves bytes and writes the decision log. Dependencies
+//! point one way: the shell imports the core, never the other way round. The binary
+//! (`src/main.rs`, with one module per subcommand under `src/cli/`) is the only place
+//! that prints to the terminal or uses `anyhow`.
+//!
+//! ```text
+//! cli ─► proxy::serve ─► proxy::request / proxy::tunnel ─► core::decide ─► core::classify
+//!  │          │                 │        │                      ▲
+//!  │          │                 │        └─► decision ─► decision_log (writer)
+//!  │          │                 └─► proxy::forward (takes an Allowed permit)
+//!  │          └─► proxy::admin (metrics, health, grants API) ─► grant_store
+//!  ├─► report (reads the decision logs)
+//!  └─► snapshot (policy + settings + lists + grants, swapped whole on reload)
+//! ```
+//!
+//! **The core** ([`core`]: no I/O, no clock, no threads; the lint below enforces it)
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`core`] | **the pure core**: no I/O, no clock; denied by lint (see below) |
 //! | [`core::host`] | normalise hosts and request targets: the part pupils attack |
 //! | [`core::category`] | categories, severities, category sets |
-//! | [`core::classify`] | compiled lists and the lookup from target to categories |
 //! | [`core::schedule`] | weekly time windows in a time zone |
-//! | [`core::config`] | the policy file as written, with file:line errors |
-//! | [`core::policy`] | the validated policy and `decide` |
+//! | [`core::classify`] | compiled lists and the lookup from target to categories |
+//! | [`core::site`], [`core::group`] | site lists; groups, the filtering levels |
 //! | [`core::identity`] | subnets, users and their groups |
-//! | [`core::grants`] | ticketed, time-boxed unblocks |
-//! | [`lists`] | shell: reading list files and the compiled cache |
-//! | [`grant_store`] | shell: locked, validated, atomic edits of the grants file |
-//! | [`settings`] | shell: the listener, log and admin settings from the policy file |
-//! | [`snapshot`] | shell: loading a policy with its lists; the live, swappable snapshot |
-//! | [`decision`] | shell: decision records and the hand-off to the decision log |
-//! | [`report`] | shell: the weekly safeguarding report from the decision logs |
-//! | [`metrics`] | shell: Prometheus metrics with bounded labels |
-//! | [`decision_log`] | shell: the append-only, checksummed, hash-chained decision log |
-//! | [`proxy`] | shell: `gatehouse run` — listener, limits, forwarding, tunnels, block page |
+//! | [`core::config`] | the policy file as written, with file:line errors |
+//! | [`core::policy`] | the validated policy, compiled from the file in steps |
+//! | [`core::grants`] | ticketed, time-boxed unblocks, validated against a policy |
+//! | [`core::verdict`] | what a decision says: verdict, reason, reason code |
+//! | [`core::decide`] | `Policy::decide` (DESIGN.md's precedence) and `Policy::explain` |
+//!
+//! **The shell**
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`settings`] | the listener, log and admin settings from the policy file |
+//! | [`lists`] | reading list files and the compiled cache |
+//! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
+//! | [`grant_store`] | locked, validated, atomic edits of the grants file |
+//! | [`decision`] | decision records, the hand-off to the log, the `Allowed` permit |
+//! | [`decision_log`] | the append-only, checksummed, hash-chained decision log |
+//! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin |
+//! | [`report`] | the weekly safeguarding report: aggregation, model, renderers |
+//! | [`metrics`] | Prometheus metrics with bounded labels |
 //!
 //! `core` denies `clippy::disallowed_methods` and `clippy::disallowed_types`, which
-//! `clippy.toml` sets to the clock, file-system, environment, thread and socket calls:
-//! the compiler keeps I/O out of the core.
+//! `clippy.toml` sets to the clock, file-system, environment, thread, process and socket
+//! calls and types: the compiler keeps I/O out of the core. The library forbids unsafe
+//! code.
 
 // Allowed in the shell; `core` denies them (see clippy.toml). Nothing in the library
 // needs unsafe code; the binary's allocator settings are in main.rs.

@@ -1,6 +1,6 @@
 //! The single writer of the decision log.
 //!
-//! One [`Writer`] owns the open segment, behind a lock. Requests queue their entries and,
+//! One `Writer` owns the open segment, behind a lock. Requests queue their entries and,
 //! for decisions, wait for an acknowledgement. The first request to queue an entry leads
 //! a group write: it lets the other ready requests queue theirs, then takes every entry
 //! waiting, frames them into one buffer, hands the buffer to the operating system with
@@ -12,7 +12,7 @@
 //! takes microseconds; a disk that stops answering `write` at all stalls the threads that
 //! lead writes, as it would stall a writer thread's acknowledgements.
 //!
-//! The timed `fsync` runs on a thread of its own ([`Syncer`]), on a shared handle to the
+//! The timed `fsync` runs on a thread of its own (`Syncer`), on a shared handle to the
 //! segment: on a busy disk one takes 5–15 ms, and while the writer itself waited in it no
 //! entry was acknowledged, so every request arriving in that time stalled behind it.
 //! Appends go on while the disk syncs; the seal written before each sync still marks what
