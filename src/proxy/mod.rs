@@ -49,8 +49,10 @@ use chrono::{DateTime, Utc};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use tokio_util::task::TaskTracker;
 
+use crate::core::classify::Classification;
 use crate::core::group::GroupId;
-use crate::core::verdict::Requester;
+use crate::core::host::Target;
+use crate::core::verdict::{Requester, Verdict};
 use crate::decision::{Asked, DecisionLog};
 use crate::snapshot::{Live, Snapshot};
 
@@ -108,6 +110,21 @@ impl RequestContext {
             user: self.user.as_deref(),
             client: Some(self.client),
         }
+    }
+
+    /// Classifies `target` and decides it for this requester, now, on this request's
+    /// snapshot: the one way the request path and tunnels reach `decide`.
+    fn decide(&self, target: &Target) -> (Classification, Verdict) {
+        let snap = &self.snapshot;
+        let classification = snap.classify(target);
+        let verdict = snap.policy.decide(
+            &self.requester(),
+            target,
+            &classification,
+            &snap.grants.grants,
+            self.now,
+        );
+        (classification, verdict)
     }
 
     /// What this request asks for, as its records name it: `method` is the request's

@@ -215,14 +215,7 @@ impl Proxy {
             });
         let snap = ctx.snapshot.clone();
         let policy = &snap.policy;
-        let classification = snap.classify(&target);
-        let verdict = policy.decide(
-            &ctx.requester(),
-            &target,
-            &classification,
-            &snap.grants.grants,
-            ctx.now,
-        );
+        let (classification, verdict) = ctx.decide(&target);
         let authority = target.authority();
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut url = String::with_capacity(7 + authority.len() + path.len());

@@ -182,7 +182,6 @@ pub async fn handle(
         Err(e) => return proxy.bad_request(&ctx, &format!("CONNECT target {authority:?}: {e}")),
     };
     let snap = ctx.snapshot.clone();
-    let policy = &snap.policy;
     let settings = &snap.settings.server;
     let url = format!("{}:{}", target.host, target.port);
     let asked = ctx.asked("CONNECT", &url);
@@ -205,14 +204,7 @@ pub async fn handle(
             .await;
     }
 
-    let classification = snap.classify(&target);
-    let verdict = policy.decide(
-        &ctx.requester(),
-        &target,
-        &classification,
-        &snap.grants.grants,
-        ctx.now,
-    );
+    let (classification, verdict) = ctx.decide(&target);
     if verdict.action == Action::Block {
         return proxy
             .refuse_verdict(&ctx, &asked, None, &verdict, &classification, true)
@@ -345,14 +337,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 host,
                 ..target.clone()
             };
-            let c = snap.classify(&sni_target);
-            let v = policy.decide(
-                &ctx.requester(),
-                &sni_target,
-                &c,
-                &snap.grants.grants,
-                ctx.now,
-            );
+            let (c, v) = ctx.decide(&sni_target);
             categories = policy
                 .category_names(v.categories.union(verdict.categories))
                 .iter()
