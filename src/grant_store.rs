@@ -20,9 +20,16 @@ pub enum StoreError {
     /// The file could not be read, locked, parsed or written.
     #[error(transparent)]
     Io(#[from] FileError),
-    /// The request itself is wrong (no such grant, no duration, …).
-    #[error("{0}")]
-    Request(String),
+    /// A revocation must say who revokes and why: the audit trail keeps both.
+    #[error("a revocation needs who (--by) and why (--reason)")]
+    RevocationUnexplained,
+    /// No grant with this id is in force (it may have expired or been revoked).
+    #[error("no grant {0:?} in force")]
+    NoSuchGrant(String),
+    /// The grants file holds `grant` or `archived` as something other than an array of
+    /// tables: the file is at fault, not the request; fix it by hand.
+    #[error("the grants file's `{0}` must be [[{0}]] tables")]
+    Shape(&'static str),
     /// The resulting file would not validate; nothing was changed.
     #[error("refused: the grants file would not be valid; nothing was changed\n{0}")]
     Invalid(ConfigErrors),
@@ -187,7 +194,7 @@ fn stamp(t: DateTime<Utc>) -> String {
 
 fn tables<'a>(
     doc: &'a mut toml_edit::DocumentMut,
-    key: &str,
+    key: &'static str,
 ) -> Result<&'a mut toml_edit::ArrayOfTables, StoreError> {
     if !doc.contains_key(key) {
         doc.insert(
@@ -197,7 +204,7 @@ fn tables<'a>(
     }
     doc[key]
         .as_array_of_tables_mut()
-        .ok_or_else(|| StoreError::Request(format!("`{key}` must be [[{key}]] tables")))
+        .ok_or(StoreError::Shape(key))
 }
 
 /// Moves grants that have expired into the archive, so the file says what is in force.
@@ -351,20 +358,18 @@ pub fn revoke(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if by.trim().is_empty() || reason.trim().is_empty() {
-        return Err(StoreError::Request(
-            "a revocation needs who (--by) and why (--reason)".into(),
-        ));
+        return Err(StoreError::RevocationUnexplained);
     }
     edit(snap, now, |doc| {
         let grants = tables(doc, "grant")?;
         let i = grants
             .iter()
             .position(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))
-            .ok_or_else(|| StoreError::Request(format!("no grant {id:?} in force")))?;
+            .ok_or_else(|| StoreError::NoSuchGrant(id.to_string()))?;
         let mut t = grants
             .get(i)
             .cloned()
-            .ok_or_else(|| StoreError::Request(format!("no grant {id:?} in force")))?;
+            .ok_or_else(|| StoreError::NoSuchGrant(id.to_string()))?;
         grants.remove(i);
         t.insert("revoked_at", toml_edit::value(stamp(now)));
         t.insert("revoked_by", toml_edit::value(by));

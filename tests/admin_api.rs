@@ -190,6 +190,33 @@ fn health_and_the_grants_api() {
     );
 }
 
+/// Who is at fault picks the status: a revocation of a grant not in force is the
+/// caller's (400); a grants file edited by hand into the wrong shape is the server's (500),
+/// and nothing is written to it.
+#[test]
+fn grant_edit_errors_say_whose_fault() {
+    let g = start();
+    let (status, body) = api(
+        &g,
+        "DELETE",
+        "/api/grants/g-99?reason=gone",
+        Some(TECH),
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no grant \\\"g-99\\\" in force"), "{body}");
+    let file = g.dir.path().join("grants.toml");
+    std::fs::write(&file, "grant = 5\n").expect("grants file");
+    let grant = format!(
+        r#"{{"ticket": "HD-7003", "reason": "statistics lesson on odds", "groups": ["ks4"], "sites": ["bet.test"], "expires": "{}"}}"#,
+        (chrono::Utc::now() + chrono::Duration::days(7)).to_rfc3339()
+    );
+    let (status, body) = api(&g, "POST", "/api/grants", Some(TECH), Some(&grant));
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("must be [[grant]] tables"), "{body}");
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "grant = 5\n");
+}
+
 /// A helpdesk integration's path: the reference on a pupil's block page names the
 /// decision, which says what would unblock it, and that, with a ticket and a reason, is
 /// the body of a grant.

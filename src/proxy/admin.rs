@@ -370,7 +370,10 @@ fn refused(
             StatusCode::BAD_REQUEST,
             errors.0.iter().map(|e| e.kind.to_string()).collect(),
         ),
-        StoreError::Request(m) => (StatusCode::BAD_REQUEST, vec![m]),
+        e @ (StoreError::RevocationUnexplained | StoreError::NoSuchGrant(_)) => {
+            (StatusCode::BAD_REQUEST, vec![e.to_string()])
+        }
+        e @ StoreError::Shape(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
         StoreError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, vec![m.to_string()]),
     };
     audit(
