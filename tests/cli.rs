@@ -39,6 +39,30 @@ fn check_summarises_the_example_policy() {
 }
 
 #[test]
+fn check_says_how_illegal_url_entries_apply_over_https() {
+    let dir = tree(&[
+        (
+            "p.toml",
+            "[school]\nname = \"x\"\n[lists]\ndir = \"lists\"\n[categories.csam]\nseverity = \"illegal\"\n[identity]\ndefault_group = \"a\"\n[groups.a]\nmode = \"blocklist\"\n",
+        ),
+        ("lists/csam/urls", "mixed.example/listed/\nother.example/x\n"),
+        ("lists/csam/expressions", "^forbidden\\.example/\n"),
+    ]);
+    let path = dir.path().join("p.toml");
+    let (code, out, err) = run(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("2 host(s) with URL-level entries are refused whole over HTTPS")
+            && out.contains("mixed.example, other.example"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 hashed URL(s) and 1 expression(s)") && out.contains("plain HTTP only"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_fails_with_file_and_line() {
     let dir = tree(&[(
         "bad.toml",

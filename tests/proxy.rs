@@ -335,6 +335,93 @@ fn https_through_connect_with_sni_checks() {
     assert!(g.wait_for_log("not_tls", Duration::from_secs(2)));
 }
 
+/// The IWF list is per URL. Over plain HTTP only the listed pages are refused, with the
+/// category's own splash text and no invitation to ask for an unblock; over HTTPS the
+/// path cannot be seen, so a host with listed pages is refused whole, on the CONNECT line
+/// and on the SNI, and the record says why.
+#[test]
+fn illegal_url_entries_block_the_whole_host_over_https() {
+    let ca = TestCa::new();
+    let tls = Origin::https(&ca, &["mixed.test", "origin.test"]);
+    let http = Origin::http();
+    let splash = "Refused: on the Internet Watch Foundation list.";
+    let policy = policy(tls.port, "")
+        .replace(
+            "[categories.csam]\nseverity = \"illegal\"\n",
+            &format!("[categories.csam]\nseverity = \"illegal\"\nblock_message = \"{splash}\"\n"),
+        )
+        .replace(
+            "[server.resolve]\n",
+            "[server.resolve]\n\"mixed.test\" = \"127.0.0.1\"\n",
+        );
+    let g = Gatehouse::start_threads(
+        &[
+            ("policy.toml", policy.as_str()),
+            ("users.toml", ""),
+            ("lists/csam/domains", "csam.test\n"),
+            ("lists/csam/urls", "mixed.test/listed/\n"),
+            ("lists/gambling/domains", "bet.test\n"),
+            ("lists/social/domains", "social.test\n"),
+        ],
+        1,
+    );
+    // Plain HTTP: the rest of the site opens; the listed page gets the splash, with its
+    // reference, and nothing that suggests it could be unblocked.
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        &format!("http://mixed.test:{}/other", http.port),
+    ]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "hello from origin"),
+        "{r:?}"
+    );
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        &format!("http://mixed.test:{}/listed/1.jpg", http.port),
+    ]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.body.contains(splash), "{}", r.body);
+    assert!(r.body.contains("Reference"), "{}", r.body);
+    assert!(!r.body.contains("helpdesk ticket"), "{}", r.body);
+    // HTTPS: the whole host, by the CONNECT line...
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("write CA");
+    let r = curl(&[
+        "-x",
+        &g.url(),
+        "--cacert",
+        ca_file.to_str().expect("path"),
+        &format!("https://mixed.test:{}/other", tls.port),
+    ]);
+    assert_ne!(r.exit, 0, "{r:?}");
+    assert!(r.headers.contains("403"), "{r:?}");
+    // ...and by the SNI behind an allowed CONNECT line.
+    let result = tunnel_handshake(
+        &g,
+        &format!("origin.test:{}", tls.port),
+        "mixed.test",
+        None,
+        &ca,
+    );
+    assert!(result.is_err(), "fronting to a listed host is refused");
+    assert!(
+        g.wait_for_log("the whole site is refused", Duration::from_secs(2)),
+        "the explanation says why: {}",
+        g.log()
+    );
+    let dir = g.stop();
+    let tail = common::log_tail(&dir.path().join("log"));
+    let whole = tail
+        .lines()
+        .filter(|l| l.contains("BLOCK  CONNECT") && l.ends_with("[csam]  illegal"))
+        .count();
+    assert_eq!(whole, 2, "{tail}");
+}
+
 /// The extension block of the ClientHello that is the one record in `hello` (tls-parser).
 fn hello_extensions(hello: &[u8]) -> &[u8] {
     let Ok((_, record)) = tls_parser::parse_tls_plaintext(hello) else {

@@ -48,6 +48,56 @@ fn print_list_warnings(snap: &Snapshot) {
     }
 }
 
+/// How illegal lists with URL-level entries apply to HTTPS, whose paths the proxy
+/// cannot see without inspection: which hosts are refused whole, and which entries can
+/// only ever match plain HTTP.
+fn print_illegal_over_https(snap: &Snapshot) {
+    let p = &snap.policy;
+    let illegal = p.illegal();
+    let mut hosts: Vec<&str> = snap
+        .lists
+        .urls
+        .hosts()
+        .filter(|(_, bits)| bits & illegal.bits() != 0)
+        .map(|(host, _)| host)
+        .collect();
+    let (mut hashes, mut expressions) = (0, 0);
+    for id in illegal.iter() {
+        let c = &snap.report.counts[id.index()];
+        hashes += c.hashes;
+        expressions += c.expressions;
+    }
+    if hosts.is_empty() && hashes == 0 && expressions == 0 {
+        return;
+    }
+    hosts.sort_unstable();
+    println!("illegal content over HTTPS (TLS inspection is not configured):");
+    if !hosts.is_empty() {
+        let shown: Vec<&str> = hosts.iter().take(5).copied().collect();
+        println!(
+            "  {} host(s) with URL-level entries are refused whole over HTTPS, for every group: \
+the path of an HTTPS request cannot be seen ({}{})",
+            hosts.len(),
+            shown.join(", "),
+            if hosts.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "  over plain HTTP only the listed pages are refused; URL-level blocking over HTTPS \
+needs TLS inspection"
+        );
+    }
+    if hashes + expressions > 0 {
+        println!(
+            "  {hashes} hashed URL(s) and {expressions} expression(s) name no host a tunnel \
+can be matched on: they match plain HTTP only"
+        );
+    }
+}
+
 /// `gatehouse check`: loads everything the proxy would load and prints what it found.
 pub fn check(args: &ConfigArg) -> Result<ExitCode> {
     let snap = load(&args.config, CacheMode::Use)?;
@@ -82,6 +132,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
             c.terms
         );
     }
+    print_illegal_over_https(&snap);
     println!("schedules:");
     for s in p.schedules() {
         let windows: Vec<String> = s.windows.iter().map(|w| w.to_string()).collect();

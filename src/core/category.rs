@@ -154,7 +154,18 @@ pub struct Category {
     pub severity: Severity,
     /// What belongs in it, for `gatehouse check` and the report.
     pub description: String,
+    /// What the block page says about it, in the words of the list's provider (an
+    /// `illegal` category always has one: see [`ILLEGAL_BLOCK_MESSAGE`]).
+    pub block_message: Option<String>,
 }
+
+/// What the block page says for an `illegal` category whose policy gives no
+/// `block_message` of its own: why the page is refused, that nobody can lift it, and
+/// that the refusal is not a judgement on the pupil. A school that takes the IWF list
+/// sets the IWF's agreed splash text as the category's `block_message`.
+pub const ILLEGAL_BLOCK_MESSAGE: &str = "Access to this page has been refused because it is \
+on a list of illegal content kept by a national body. The block applies to everyone, \
+everywhere, and cannot be lifted by the school.";
 
 #[cfg(test)]
 mod tests {

@@ -573,6 +573,25 @@ impl UrlPrefixes {
     }
 }
 
+impl UrlPrefixes {
+    /// Categories with a prefix anywhere on `host` (or a parent domain), whatever the
+    /// path: what a TLS tunnel to `host` may reach, since its paths cannot be seen.
+    pub fn host_bits(&self, host: &Host) -> u64 {
+        let host = host.text();
+        suffixes(&host)
+            .filter_map(|suffix| self.by_host.get(suffix))
+            .flatten()
+            .fold(0, |bits, (_, b)| bits | b)
+    }
+
+    /// Each host that has prefixes, with the categories they carry.
+    pub fn hosts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.by_host
+            .iter()
+            .map(|(host, entries)| (host.as_str(), entries.iter().fold(0, |a, (_, b)| a | b)))
+    }
+}
+
 /// `www.example.com`, `example.com`, `com`: the name and each parent, for suffix lookups
 /// in hash maps. An IP literal (dotted or bracketed) yields only itself.
 pub fn suffixes(host: &str) -> impl Iterator<Item = &str> {
@@ -914,6 +933,9 @@ pub struct Classification {
     pub search: Option<String>,
     /// The listed search terms found in it.
     pub terms: Vec<TermMatch>,
+    /// Categories that matched a TLS tunnel only because the host has URL-level entries
+    /// in them somewhere (see [`CompiledLists::classify_tunnel`]).
+    pub whole_host: CategorySet,
 }
 
 /// All compiled lists of one policy: the value a reload swaps in whole.
@@ -940,6 +962,23 @@ impl CompiledLists {
             expressions: None,
             terms: None,
         }
+    }
+
+    /// Classifies a TLS tunnel's target, whose path cannot be seen: as [`classify`]
+    /// (the host and `/`), plus the categories in `whole_host` that have a URL-prefix
+    /// entry anywhere on the host. For `illegal` categories this blocks the whole host
+    /// over HTTPS (the path-level entries of the IWF list would otherwise never match an
+    /// HTTPS site); `whole_host` says which categories take that rule.
+    ///
+    /// [`classify`]: CompiledLists::classify
+    pub fn classify_tunnel(&self, target: &Target, whole_host: CategorySet) -> Classification {
+        let mut classification = self.classify(target);
+        let extra = CategorySet::from_bits(self.urls.host_bits(&target.host))
+            .intersection(whole_host)
+            .difference(classification.categories);
+        classification.categories = classification.categories.union(extra);
+        classification.whole_host = extra;
+        classification
     }
 
     /// Classifies a request target against every list.
@@ -1080,6 +1119,31 @@ mod tests {
         for (h, p, want) in rows {
             assert_eq!(urls.lookup(&host(h), p), *want, "{h}{p}");
         }
+    }
+
+    #[test]
+    fn a_tunnel_matches_url_entries_anywhere_on_its_host_for_the_chosen_categories() {
+        let mut lists = CompiledLists::empty();
+        lists.urls.insert(&host("mixed.example"), "/listed/", 0b01);
+        lists.urls.insert(&host("cdn.example"), "/a/", 0b10);
+        let whole_host = CategorySet::from_bits(0b01);
+        // (tunnel host, categories matched, of which by the whole-host rule)
+        let rows: &[(&str, u64, u64)] = &[
+            ("mixed.example", 0b01, 0b01),
+            ("img.mixed.example", 0b01, 0b01), // entries cover subdomains
+            ("example", 0, 0),                 // not a parent's
+            ("other.example", 0, 0),
+            ("cdn.example", 0, 0), // a category not chosen stays per URL
+        ];
+        for (h, want, by_host) in rows {
+            let target = Target::from_authority(&format!("{h}:443")).expect("target");
+            let c = lists.classify_tunnel(&target, whole_host);
+            assert_eq!(c.categories.bits(), *want, "{h}");
+            assert_eq!(c.whole_host.bits(), *by_host, "{h}");
+            // Plain classification of the same target is per URL, as before.
+            assert_eq!(lists.classify(&target).categories.bits(), 0, "{h}");
+        }
+        assert_eq!(lists.urls.host_bits(&host("a.b.mixed.example")), 0b01);
     }
 
     #[test]

@@ -336,6 +336,8 @@ pub struct RawCategory {
     pub description: String,
     /// Directory of this category's lists, instead of `<lists.dir>/<name>`.
     pub list: Option<String>,
+    /// What the block page says about this category (the list provider's splash text).
+    pub block_message: Option<String>,
 }
 
 /// `[schedules.NAME]`

@@ -113,10 +113,26 @@ impl RequestContext {
     }
 
     /// Classifies `target` and decides it for this requester, now, on this request's
-    /// snapshot: the one way the request path and tunnels reach `decide`.
+    /// snapshot: the one way the request path reaches `decide`.
     fn decide(&self, target: &Target) -> (Classification, Verdict) {
+        self.decide_classified(target, self.snapshot.classify(target))
+    }
+
+    /// As [`RequestContext::decide`] for a TLS tunnel, whose path cannot be seen: a host
+    /// with URL-level entries in an `illegal` category is refused whole (the IWF list is
+    /// per URL; without inspection no HTTPS path of it could ever match).
+    fn decide_tunnel(&self, target: &Target) -> (Classification, Verdict) {
         let snap = &self.snapshot;
-        let classification = snap.classify(target);
+        let classification = snap.lists.classify_tunnel(target, snap.policy.illegal());
+        self.decide_classified(target, classification)
+    }
+
+    fn decide_classified(
+        &self,
+        target: &Target,
+        classification: Classification,
+    ) -> (Classification, Verdict) {
+        let snap = &self.snapshot;
         let verdict = snap.policy.decide(
             &self.requester(),
             target,

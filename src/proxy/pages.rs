@@ -20,6 +20,12 @@ pub struct BlockInfo<'a> {
     pub time: &'a str,
     /// The reference number.
     pub reference: &'a str,
+    /// The category's own words (its `block_message`): a list provider's splash text,
+    /// or where to find help.
+    pub notice: Option<&'a str>,
+    /// Whether a technician may unblock it: not for illegal content, whose page must not
+    /// invite a request to unblock it.
+    pub can_unblock: bool,
 }
 
 /// Escapes text for HTML.
@@ -66,6 +72,7 @@ h1{margin:0;font-size:1.5rem}section{padding:1.5rem 1.75rem}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.4rem 1rem;margin:1rem 0}dt{font-weight:600;color:#4a5868}dd{margin:0;word-break:break-all}\
 .ref{font-family:ui-monospace,Consolas,monospace;font-size:1.1rem;background:#eef3f8;padding:.1rem .4rem;border-radius:4px}\
 .next{background:#fff7e0;border-left:4px solid #e0a800;padding:.75rem 1rem;border-radius:4px}\
+.notice{background:#f3eefa;border-left:4px solid #5b3a8c;padding:.75rem 1rem;border-radius:4px}\
 footer{padding:0 1.75rem 1.5rem;color:#6b7785;font-size:.85rem}";
 
 /// Appends the page's head and header; the body and [`page_end`] follow.
@@ -140,15 +147,24 @@ pub fn block_page(info: &BlockInfo<'_>) -> String {
     escape_into(&mut out, info.time);
     out.push_str("</dd><dt>Reference</dt><dd><span class=\"ref\">");
     escape_into(&mut out, info.reference);
-    out.push_str(
-        "</span></dd></dl><p class=\"next\"><strong>Need this page for your work?</strong> \
+    out.push_str("</span></dd></dl>");
+    if let Some(notice) = info.notice {
+        out.push_str("<p class=\"notice\">");
+        escape_into(&mut out, notice);
+        out.push_str("</p>");
+    }
+    if info.can_unblock {
+        out.push_str(
+            "<p class=\"next\"><strong>Need this page for your work?</strong> \
 Ask a member of staff to raise a helpdesk ticket quoting reference <span class=\"ref\">",
-    );
-    escape_into(&mut out, info.reference);
-    out.push_str(
-        "</span>. A technician can check the site and unblock it for your class if it is \
-suitable.</p></section><footer>Why: ",
-    );
+        );
+        escape_into(&mut out, info.reference);
+        out.push_str(
+            "</span>. A technician can check the site and unblock it for your class if it \
+is suitable.</p>",
+        );
+    }
+    out.push_str("</section><footer>Why: ");
     escape_into(&mut out, info.explanation);
     out.push_str(". Internet use in school is filtered and logged to keep everyone safe.</footer>");
     page_end(&mut out);
@@ -159,13 +175,22 @@ suitable.</p></section><footer>Why: ",
 pub fn block_text(info: &BlockInfo<'_>) -> String {
     format!(
         "Blocked by the {school} web filter.\nSite: {site}\n{category}Filtering for: {group}\nTime: {time}\nReference: {reference}\n\
-Ask a member of staff to raise a helpdesk ticket quoting reference {reference}.\nWhy: {explanation}\n",
+{notice}{ask}Why: {explanation}\n",
         school = info.school,
         site = info.site,
         category = info.category.map(|c| format!("Category: {c}\n")).unwrap_or_default(),
         group = info.group,
         time = info.time,
         reference = info.reference,
+        notice = info.notice.map(|n| format!("{n}\n")).unwrap_or_default(),
+        ask = if info.can_unblock {
+            format!(
+                "Ask a member of staff to raise a helpdesk ticket quoting reference {}.\n",
+                info.reference
+            )
+        } else {
+            String::new()
+        },
         explanation = info.explanation,
     )
 }
@@ -207,6 +232,8 @@ mod tests {
                 group: "ks2",
                 time: "Mon 23 Nov 2026 10:35",
                 reference: "1234-ABCD",
+                notice: None,
+                can_unblock: true,
             })
         };
         // One thread, three pages: the cached head must follow a reload that renames the
@@ -255,6 +282,8 @@ mod tests {
             group: "ks2",
             time: "Mon 23 Nov 2026 10:35",
             reference: "1234-ABCD",
+            notice: None,
+            can_unblock: true,
         };
         let html = block_page(&info);
         assert!(html.contains("St &lt;Mary&gt;&#39;s"));
@@ -271,5 +300,32 @@ mod tests {
         }
         let text = block_text(&info);
         assert!(text.contains("Reference: 1234-ABCD") && text.contains("Category: gambling"));
+    }
+
+    #[test]
+    fn illegal_content_gets_its_notice_and_no_invitation_to_unblock() {
+        let info = BlockInfo {
+            school: "Hill Primary",
+            site: "bad.example/x",
+            category: Some("child-abuse"),
+            explanation: "illegal category child-abuse (illegal): blocked for every group, always",
+            group: "ks2",
+            time: "Mon 23 Nov 2026 10:35",
+            reference: "1234-ABCD",
+            notice: Some("Access has been refused <for everyone>."),
+            can_unblock: false,
+        };
+        let html = block_page(&info);
+        assert!(
+            html.contains("<p class=\"notice\">Access has been refused &lt;for everyone&gt;.</p>")
+        );
+        assert!(!html.contains("helpdesk ticket") && !html.contains("unblock it"));
+        assert!(
+            html.contains("1234-ABCD"),
+            "the reference stays, for the DSL"
+        );
+        let text = block_text(&info);
+        assert!(text.contains("Access has been refused <for everyone>.\n"));
+        assert!(!text.contains("helpdesk ticket"));
     }
 }

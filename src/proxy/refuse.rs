@@ -12,6 +12,7 @@ use hyper::{Response, StatusCode};
 
 use super::upstream::UpstreamError;
 use super::{full, pages, Body, Proxy, RequestContext};
+use crate::core::category::{Category, Severity};
 use crate::core::verdict::{Reason, ReasonCode, Verdict};
 use crate::decision::{format_reference, Asked};
 use crate::decision_log::{Decision, StoredAction};
@@ -99,7 +100,7 @@ impl Proxy {
         &self,
         ctx: &RequestContext,
         asked: &Asked<'_>,
-        category: Option<&str>,
+        shown: Option<&Category>,
         categories: Vec<String>,
         reason: ReasonCode,
         explanation: String,
@@ -118,7 +119,9 @@ impl Proxy {
         let info = pages::BlockInfo {
             school: &snap.policy.school,
             site: asked.url,
-            category,
+            category: shown.map(|c| c.name.as_str()),
+            notice: shown.and_then(|c| c.block_message.as_deref()),
+            can_unblock: shown.is_none_or(|c| c.severity != Severity::Illegal),
             explanation: &explanation,
             group: &snap.policy.group(ctx.group).name,
             time: &time,
@@ -153,7 +156,7 @@ impl Proxy {
             .collect();
         let shown = match verdict.reason {
             Reason::Illegal { category } | Reason::Category { category, .. } => {
-                Some(policy.category(category).name.as_str())
+                Some(policy.category(category))
             }
             _ => None,
         };

@@ -28,8 +28,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Body, Proxy, RequestContext};
+use crate::core::classify::Classification;
 use crate::core::host::{Host, Target};
-use crate::core::verdict::{Action, ReasonCode, Verdict};
+use crate::core::verdict::{Action, Reason, ReasonCode, Verdict};
 use crate::decision::{Allowed, Asked, NoPermit};
 use crate::decision_log::{Decision, StoredAction};
 
@@ -204,10 +205,18 @@ pub async fn handle(
             .await;
     }
 
-    let (classification, verdict) = ctx.decide(&target);
+    let (classification, verdict) = ctx.decide_tunnel(&target);
     if verdict.action == Action::Block {
+        let note = whole_host_note(&target, &classification, &verdict);
         return proxy
-            .refuse_verdict(&ctx, &asked, None, &verdict, &classification, true)
+            .refuse_verdict(
+                &ctx,
+                &asked,
+                note.as_deref(),
+                &verdict,
+                &classification,
+                true,
+            )
             .await;
     }
 
@@ -337,7 +346,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                 host,
                 ..target.clone()
             };
-            let (c, v) = ctx.decide(&sni_target);
+            let (c, v) = ctx.decide_tunnel(&sni_target);
             categories = policy
                 .category_names(v.categories.union(verdict.categories))
                 .iter()
@@ -346,6 +355,10 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             classification_terms = c.terms.iter().map(|m| m.term.clone()).collect();
             if v.action == Action::Block {
                 let mut explanation = policy.explain(&v);
+                if let Some(note) = whole_host_note(&sni_target, &c, &v) {
+                    explanation.push_str("; ");
+                    explanation.push_str(&note);
+                }
                 if sni_target.host != target.host {
                     explanation = format!(
                         "the ClientHello names {}, not {}: {explanation}",
@@ -412,6 +425,24 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         down,
         started.elapsed(),
     );
+}
+
+/// Why a whole site was refused when only some of its addresses are on an `illegal`
+/// list: over HTTPS the path is hidden, so the host is refused as a whole.
+fn whole_host_note(
+    target: &Target,
+    classification: &Classification,
+    verdict: &Verdict,
+) -> Option<String> {
+    match verdict.reason {
+        Reason::Illegal { category } if classification.whole_host.contains(category) => {
+            Some(format!(
+                "{} has pages on that list; the path of an HTTPS request cannot be seen, so the whole site is refused",
+                target.host
+            ))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

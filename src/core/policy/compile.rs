@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::{CategoryDef, GrantRules, Policy};
-use crate::core::category::{Category, CategoryId, CategorySet, Severity, MAX_CATEGORIES};
+use crate::core::category::{
+    Category, CategoryId, CategorySet, Severity, ILLEGAL_BLOCK_MESSAGE, MAX_CATEGORIES,
+};
 use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawGrantRules, RawGroup,
     RawIdentity, RawPolicy, RawSchedule, RawUsers, Source,
@@ -167,6 +169,16 @@ impl Compiler<'_> {
                     name: name.into_inner(),
                     severity,
                     description: cat.description,
+                    // Illegal content always gets a splash: the block page must not invite
+                    // a request to unblock it.
+                    block_message: cat
+                        .block_message
+                        .map(|m| m.trim().to_string())
+                        .filter(|m| !m.is_empty())
+                        .or_else(|| {
+                            (severity == Severity::Illegal)
+                                .then(|| ILLEGAL_BLOCK_MESSAGE.to_string())
+                        }),
                 },
                 list_dir,
             });
