@@ -116,7 +116,11 @@ fn clean() -> &'static Clean {
             .map(|(_, e)| e)
             .collect();
         let report = reader::verify(dir.path()).expect("verify");
-        assert_eq!(report.fault, None, "the clean log verifies");
+        assert!(
+            report.fault.is_none(),
+            "the clean log verifies: {:?}",
+            report.fault
+        );
         assert_eq!(report.seals, 2);
         let (_, header_len) = SegmentHeader::decode(&bytes).expect("header");
         let mut boundaries = vec![header_len];
@@ -270,7 +274,7 @@ proptest! {
         runtime.block_on(log.close());
         drop(log);
         let report = reader::verify(dir.path()).expect("verify");
-        prop_assert_eq!(report.fault, None);
+        prop_assert!(report.fault.is_none(), "{:?}", report.fault);
         let read: Vec<Entry> = reader::entries(dir.path()).expect("entries").map(|(_, e)| e).collect();
         // A segment whose header was torn is set aside and the log starts again.
         let kept = &clean.entries[..kept.unwrap_or(0)];

@@ -107,9 +107,10 @@ pub fn run(args: &ReportArgs) -> Result<ExitCode> {
             Ok(r) => report::Integrity {
                 dir: dir.display().to_string(),
                 ok: r.fault.is_none(),
-                detail: r
-                    .fault
-                    .unwrap_or_else(|| format!("{} entries in {} segments", r.entries, r.segments)),
+                detail: match r.fault {
+                    Some(fault) => fault.to_string(),
+                    None => format!("{} entries in {} segments", r.entries, r.segments),
+                },
             },
             Err(e) => report::Integrity {
                 dir: dir.display().to_string(),

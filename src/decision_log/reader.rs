@@ -288,7 +288,97 @@ pub struct VerifyReport {
     /// Last sequence number.
     pub last_seq: Option<u64>,
     /// The first fault found: where and what.
-    pub fault: Option<String>,
+    pub fault: Option<LogFault>,
+}
+
+/// The first thing [`verify`] found wrong in a log, and where: what `gatehouse log
+/// verify` prints and the weekly report's integrity table shows.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFault {
+    /// The oldest segment starts the log (entry 1) but not from the node's genesis value.
+    #[error("{segment}: the first segment does not start the chain")]
+    ChainStart {
+        /// The segment's file name.
+        segment: Arc<str>,
+    },
+    /// A segment's header does not carry on from the previous segment's chain.
+    #[error("{segment}: does not continue the previous segment's chain")]
+    ChainBreak {
+        /// The segment's file name.
+        segment: Arc<str>,
+    },
+    /// A seal does not match the chain: an entry before it was changed.
+    #[error("{segment}: the seal at entry {seq} does not match the chain: an entry before it was changed")]
+    Seal {
+        /// The segment's file name.
+        segment: Arc<str>,
+        /// The seal's sequence number.
+        seq: u64,
+    },
+    /// A segment starts at another sequence number than the previous one ended.
+    #[error("{segment}: starts at entry {starts} but entry {expected} was expected (entries missing or reordered)")]
+    Gap {
+        /// The segment's file name.
+        segment: Arc<str>,
+        /// Where it starts.
+        starts: u64,
+        /// Where it should start.
+        expected: u64,
+    },
+    /// An entry carries another sequence number than its place.
+    #[error("{segment}: entry {seq} carries sequence {found} (entries missing or reordered)")]
+    Sequence {
+        /// The segment's file name.
+        segment: Arc<str>,
+        /// The sequence number its place calls for.
+        seq: u64,
+        /// The one it carries.
+        found: u64,
+    },
+    /// An entry marked as a seal is not one.
+    #[error("{segment}: entry {seq}: does not decode as a seal")]
+    BadSeal {
+        /// The segment's file name.
+        segment: Arc<str>,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A whole, checksummed frame holds something that is not an entry.
+    #[error("{segment}: entry {seq}: does not decode: {error}")]
+    Undecodable {
+        /// The segment's file name.
+        segment: Arc<str>,
+        /// Its sequence number.
+        seq: u64,
+        /// What the decoder said.
+        error: postcard::Error,
+    },
+    /// A frame is torn, too long or fails its checksum.
+    #[error("{segment}: entry {seq} (byte {offset}): {fault}")]
+    Frame {
+        /// The segment's file name.
+        segment: Arc<str>,
+        /// The sequence number it would have had.
+        seq: u64,
+        /// Where the frame starts in the segment.
+        offset: u64,
+        /// What is wrong with it.
+        fault: FrameFault,
+    },
+    /// The segment could not be read.
+    #[error("{segment}: {error}")]
+    Io {
+        /// The segment's file name.
+        segment: Arc<str>,
+        /// The error.
+        error: io::Error,
+    },
+    /// A segment could not be opened or its header is bad.
+    #[error(transparent)]
+    Open(#[from] ReadError),
+    /// The chain check ended early (its thread stopped).
+    #[error("the chain check stopped")]
+    ChainStopped,
 }
 
 /// Checks every checksum, the sequence and the whole chain, from the oldest segment kept
@@ -347,8 +437,9 @@ const SEAL_KIND: u32 = 4;
 
 /// What the chain thread found in one job: the frames before `fault` continue the chain.
 struct ChainVerdict {
-    /// (frame index, message) of the first chain fault.
-    fault: Option<(usize, String)>,
+    /// (frame index, fault) of the first chain fault; `None` in the fault for the jobs
+    /// after one, which are not checked.
+    fault: Option<(usize, Option<LogFault>)>,
 }
 
 /// The chain thread: BLAKE3 over every payload in order, checking each segment's anchor
@@ -359,7 +450,7 @@ fn chain_worker(jobs: mpsc::Receiver<ChainJob>, verdicts: mpsc::SyncSender<Chain
     for job in jobs {
         if broken {
             let _ = verdicts.send(ChainVerdict {
-                fault: Some((0, String::new())),
+                fault: Some((0, None)),
             });
             continue;
         }
@@ -372,13 +463,17 @@ fn chain_worker(jobs: mpsc::Receiver<ChainJob>, verdicts: mpsc::SyncSender<Chain
                 {
                     fault = Some((
                         0,
-                        format!("{name}: the first segment does not start the chain"),
+                        Some(LogFault::ChainStart {
+                            segment: name.clone(),
+                        }),
                     ));
                 }
                 Some(c) if c != header.prev_chain => {
                     fault = Some((
                         0,
-                        format!("{name}: does not continue the previous segment's chain"),
+                        Some(LogFault::ChainBreak {
+                            segment: name.clone(),
+                        }),
                     ));
                 }
                 _ => chain = Some(header.prev_chain),
@@ -394,11 +489,10 @@ fn chain_worker(jobs: mpsc::Receiver<ChainJob>, verdicts: mpsc::SyncSender<Chain
                         if sealed != c {
                             fault = Some((
                                 i,
-                                format!(
-                                    "{}: the seal at entry {} does not match the chain: an entry before it was changed",
-                                    job.name,
-                                    job.first_seq + i as u64
-                                ),
+                                Some(LogFault::Seal {
+                                    segment: job.name.clone(),
+                                    seq: job.first_seq + i as u64,
+                                }),
                             ));
                             break;
                         }
@@ -513,17 +607,24 @@ pub fn verify_and_read(
         // A chunk waiting for the chain thread's verdict: its node, segment name, first
         // sequence number, frames, and the fault (frame index, message) this thread
         // found in it, if any.
-        type Waiting = (Arc<str>, Arc<str>, u64, Arc<Chunk>, Option<(usize, String)>);
+        type Waiting = (
+            Arc<str>,
+            Arc<str>,
+            u64,
+            Arc<Chunk>,
+            Option<(usize, LogFault)>,
+        );
         let mut waiting: Option<Waiting> = None;
         let mut deliver = |waiting: Option<Waiting>, report: &mut VerifyReport| -> bool {
             let Some((node, name, first_seq, chunk, own_fault)) = waiting else {
                 return true;
             };
-            let chain_fault = verdict_rx
-                .recv()
-                .map_err(|_| (0, "the chain check stopped".to_string()))
-                .and_then(|v| v.fault.map_or(Ok(()), Err))
-                .err();
+            let chain_fault = match verdict_rx.recv() {
+                Ok(ChainVerdict { fault }) => {
+                    fault.map(|(i, f)| (i, f.unwrap_or(LogFault::ChainStopped)))
+                }
+                Err(_) => Some((0, LogFault::ChainStopped)),
+            };
             let mut fault = match (own_fault, chain_fault) {
                 (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
                 (a, b) => a.or(b),
@@ -536,7 +637,14 @@ pub fn verify_and_read(
                     Ok(e) => e,
                     Err(e) => {
                         let seq = first_seq + i as u64;
-                        fault = Some((i, format!("{name}: entry {seq}: does not decode: {e}")));
+                        fault = Some((
+                            i,
+                            LogFault::Undecodable {
+                                segment: name.clone(),
+                                seq,
+                                error: e,
+                            },
+                        ));
                         break;
                     }
                 };
@@ -549,8 +657,8 @@ pub fn verify_and_read(
                 report.entries += 1;
             }
             match fault {
-                Some((_, message)) => {
-                    report.fault = Some(message);
+                Some((_, found)) => {
+                    report.fault = Some(found);
                     false
                 }
                 None => true,
@@ -568,7 +676,7 @@ pub fn verify_and_read(
                 Ok(x) => x,
                 Err(e) => {
                     if deliver(waiting.take(), &mut report) {
-                        report.fault = Some(e.to_string());
+                        report.fault = Some(LogFault::Open(e));
                     }
                     break;
                 }
@@ -579,10 +687,11 @@ pub fn verify_and_read(
                 if header.first_seq != seq {
                     own_fault = Some((
                         0,
-                        format!(
-                            "{name}: starts at entry {} but entry {seq} was expected (entries missing or reordered)",
-                            header.first_seq
-                        ),
+                        LogFault::Gap {
+                            segment: name.clone(),
+                            starts: header.first_seq,
+                            expected: seq,
+                        },
                     ));
                 }
             }
@@ -597,7 +706,13 @@ pub fn verify_and_read(
                 eof: false,
             };
             if let Err(e) = rewound {
-                own_fault = Some((0, format!("{name}: {e}")));
+                own_fault = Some((
+                    0,
+                    LogFault::Io {
+                        segment: name.clone(),
+                        error: e,
+                    },
+                ));
             }
             let mut segment = Some((name.clone(), header, index == 0));
             loop {
@@ -624,10 +739,11 @@ pub fn verify_and_read(
                         Ok(head) if head.seq != seq => {
                             own_fault = Some((
                                 good,
-                                format!(
-                                    "{name}: entry {seq} carries sequence {} (entries missing or reordered)",
-                                    head.seq
-                                ),
+                                LogFault::Sequence {
+                                    segment: name.clone(),
+                                    seq,
+                                    found: head.seq,
+                                },
                             ));
                         }
                         Ok(head) => {
@@ -640,9 +756,10 @@ pub fn verify_and_read(
                                     _ => {
                                         own_fault = Some((
                                             good,
-                                            format!(
-                                                "{name}: entry {seq}: does not decode as a seal"
-                                            ),
+                                            LogFault::BadSeal {
+                                                segment: name.clone(),
+                                                seq,
+                                            },
                                         ));
                                         continue;
                                     }
@@ -652,15 +769,28 @@ pub fn verify_and_read(
                             seq += 1;
                         }
                         Err(e) => {
-                            own_fault =
-                                Some((good, format!("{name}: entry {seq}: does not decode: {e}")));
+                            own_fault = Some((
+                                good,
+                                LogFault::Undecodable {
+                                    segment: name.clone(),
+                                    seq,
+                                    error: e,
+                                },
+                            ));
                         }
                     }
                 }
                 if own_fault.is_none() {
                     if let Some((at, fault)) = frame_fault {
-                        own_fault =
-                            Some((good, format!("{name}: entry {seq} (byte {at}): {fault}")));
+                        own_fault = Some((
+                            good,
+                            LogFault::Frame {
+                                segment: name.clone(),
+                                seq,
+                                offset: at,
+                                fault,
+                            },
+                        ));
                     }
                 }
                 let mut frames = frames;
@@ -826,7 +956,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         write_segment(dir.path(), 60_000);
         let (report, seen) = read(dir.path());
-        assert_eq!(report.fault, None);
+        assert!(report.fault.is_none(), "{:?}", report.fault);
         assert_eq!(report.entries, 60_000);
         assert_eq!(report.seals, 60);
         assert_eq!(seen, (1..=60_000).collect::<Vec<_>>());
@@ -866,7 +996,7 @@ mod tests {
             damage(&mut bytes, &offsets);
             std::fs::write(&path, &bytes).expect("write");
             let (report, seen) = read(dir.path());
-            let fault = report.fault.expect("a fault");
+            let fault = report.fault.expect("a fault").to_string();
             assert!(fault.contains(named), "{named}: {fault}");
             assert_eq!(report.entries, read_before, "{named}");
             assert_eq!(seen, (1..=read_before).collect::<Vec<_>>(), "{named}");
