@@ -43,7 +43,7 @@
 //! | [`grant_store`] | locked, validated, atomic edits of the grants file |
 //! | [`decision`] | decision records, the hand-off to the log, the `Allowed` permit |
 //! | [`decision_log`] | the append-only, checksummed, hash-chained decision log |
-//! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin |
+//! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin, enrolment |
 //! | [`report`] | the weekly safeguarding report: aggregation, model, renderers |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //!
