@@ -186,9 +186,15 @@ impl CaCert {
         })
     }
 
-    /// Whole days from `now` until the certificate expires; negative once it has.
+    /// Whole days from `now` until the certificate expires (0 on its last day); see
+    /// [`CaCert::expired`] for whether it already has.
     pub fn days_left(&self, now: DateTime<Utc>) -> i64 {
         (self.not_after - now).num_days()
+    }
+
+    /// Whether the certificate has expired at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.not_after <= now
     }
 }
 

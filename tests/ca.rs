@@ -211,33 +211,41 @@ fn check_reports_a_missing_ca_and_warns_of_expiry_and_an_open_key() {
         "{out}"
     );
 
-    // A CA that runs out in 30 days, with a key anyone can read.
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::default();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    let end = chrono::Utc::now().date_naive() + chrono::Days::new(30);
-    use chrono::Datelike;
-    params.not_after = rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
-    let cert = params.self_signed(&key).expect("cert");
+    // A CA that runs out soon or already has, with a key anyone can read.
     std::fs::create_dir_all(dir.path().join("ca")).expect("mkdir");
-    std::fs::write(dir.path().join("ca/ca.crt"), cert.pem()).expect("write");
-    std::fs::write(dir.path().join("ca/ca.key"), key.serialize_pem()).expect("write");
-    std::fs::set_permissions(
-        dir.path().join("ca/ca.key"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .expect("chmod");
-    let (code, out, err) = run(dir.path(), &["check"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains(&format!("expires {}", end.format("%Y-%m-%d"))),
-        "{out}"
-    );
-    assert!(
-        err.contains("warning: the school CA expires on") && err.contains("days"),
-        "{err}"
-    );
-    assert!(err.contains("can be read by others (mode 0644)"), "{err}");
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    for (end, warning) in [
+        (
+            today + chrono::Days::new(30),
+            "warning: the school CA expires on",
+        ),
+        (
+            today - chrono::Days::new(2),
+            "warning: the school CA expired on",
+        ),
+    ] {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.not_after = rcgen::date_time_ymd(end.year(), end.month() as u8, end.day() as u8);
+        let cert = params.self_signed(&key).expect("cert");
+        std::fs::write(dir.path().join("ca/ca.crt"), cert.pem()).expect("write");
+        std::fs::write(dir.path().join("ca/ca.key"), key.serialize_pem()).expect("write");
+        std::fs::set_permissions(
+            dir.path().join("ca/ca.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let (code, out, err) = run(dir.path(), &["check"]);
+        assert_eq!(code, 0, "a CA problem is a warning: {err}");
+        assert!(
+            out.contains(&format!("expires {}", end.format("%Y-%m-%d"))),
+            "{out}"
+        );
+        assert!(err.contains(warning), "{warning:?} not in {err}");
+        assert!(err.contains("can be read by others (mode 0644)"), "{err}");
+    }
 }
 
 /// The enrolment listener's address, from the proxy's log.

@@ -115,7 +115,7 @@ fn show(config: &Path) -> Result<ExitCode> {
     println!(
         "Valid until: {} ({})",
         cert.not_after.format("%Y-%m-%d %H:%M:%S UTC"),
-        if days < 0 {
+        if cert.expired(now) {
             "EXPIRED".to_string()
         } else {
             format!("{days} days from now")

@@ -161,12 +161,13 @@ fn print_ca(snap: &Snapshot) {
     };
     match loaded {
         Ok(cert) => {
-            let days = cert.days_left(chrono::Utc::now());
+            let now = chrono::Utc::now();
+            let days = cert.days_left(now);
             let until = cert.not_after.format("%Y-%m-%d");
             println!("school CA: {} ({})", cert.path.display(), cert.subject);
             println!("  SHA-256 {}", cert.sha256);
             println!("  expires {until} ({days} days)");
-            if days < 0 {
+            if cert.expired(now) {
                 eprintln!(
                     "warning: the school CA expired on {until}: make a new one with `gatehouse ca init --force` and enrol every device with it"
                 );
