@@ -36,13 +36,14 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`settings`] | the listener, log and admin settings from the policy file |
+//! | [`settings`] | the listener, log, admin and inspection settings from the policy file |
+//! | [`ca`] | the school's inspection CA: making it, reading it back, its fingerprints |
 //! | [`lists`] | reading list files and the compiled cache |
 //! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
 //! | [`grant_store`] | locked, validated, atomic edits of the grants file |
 //! | [`decision`] | decision records, the hand-off to the log, the `Allowed` permit |
 //! | [`decision_log`] | the append-only, checksummed, hash-chained decision log |
-//! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin |
+//! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin, enrolment |
 //! | [`report`] | the weekly safeguarding report: aggregation, model, renderers |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
 //!
@@ -56,6 +57,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod core;
 pub mod decision;
 pub mod decision_log;

@@ -1,5 +1,6 @@
 //! The shell's own settings from the policy file: the proxy listener and its limits
-//! (`[server]`), the decision log (`[log]`) and the admin listener (`[admin]`).
+//! (`[server]`), the decision log (`[log]`), the admin listener (`[admin]`) and the
+//! school CA's files and enrolment listener (`[inspection]`).
 //!
 //! They share the policy file with the rules, and are checked in the same pass (their
 //! problems are listed with the policy's, by file and line), but nothing in the core
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::core::config::{
-    ConfigError, ConfigErrorKind, RawAdmin, RawLog, RawPolicy, RawServer, Source,
+    ConfigError, ConfigErrorKind, RawAdmin, RawInspection, RawLog, RawPolicy, RawServer, Source,
 };
 use crate::core::host::Host;
 
@@ -27,11 +28,13 @@ pub struct Settings {
     pub log: LogSettings,
     /// The admin listener.
     pub admin: AdminSettings,
+    /// The school CA and its enrolment listener.
+    pub inspection: InspectionSettings,
 }
 
 impl Settings {
-    /// Compiles `[server]`, `[log]` and `[admin]` of the policy file at `source`; every
-    /// problem found, with its line.
+    /// Compiles `[server]`, `[log]`, `[admin]` and `[inspection]` of the policy file at
+    /// `source`; every problem found, with its line.
     pub fn compile(raw: &RawPolicy, source: &Source) -> Result<Settings, Vec<ConfigError>> {
         let mut c = Compiler {
             source,
@@ -42,6 +45,7 @@ impl Settings {
             server: c.server(&raw.server),
             log: c.log(&raw.log),
             admin: c.admin(&raw.admin),
+            inspection: c.inspection(&raw.inspection),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -78,6 +82,20 @@ pub struct AdminSettings {
     pub listen: std::net::SocketAddr,
     /// API tokens.
     pub tokens: Vec<AdminToken>,
+}
+
+/// The school CA and where devices fetch it (`[inspection]`). The CA exists for TLS
+/// inspection, which is opt-in per group; these settings only say where its files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectionSettings {
+    /// The CA certificate (PEM). Default `../var/ca/ca.crt` beside the policy, next to
+    /// the decision log.
+    pub ca_cert: PathBuf,
+    /// The CA's private key (PEM, mode 0600). Default `../var/ca/ca.key`.
+    pub ca_key: PathBuf,
+    /// Plain-HTTP listener serving the certificate to devices (`/ca.crt`, `/ca.pem`,
+    /// `/`). Default none: no enrolment listener.
+    pub enrol_listen: Option<std::net::SocketAddr>,
 }
 
 /// The decision log's settings (`[log]`).
@@ -157,6 +175,40 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
+    fn inspection(&mut self, raw: &RawInspection) -> InspectionSettings {
+        let enrol_listen = raw.enrol_listen.as_ref().and_then(|l| {
+            l.get_ref()
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    self.errors.push(self.source.error_at(
+                        l.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "enrol_listen {:?} is not an address:port such as \"0.0.0.0:8081\"",
+                            l.get_ref()
+                        )),
+                    ))
+                })
+                .ok()
+        });
+        let ca_cert = self
+            .base
+            .join(raw.ca_cert.as_deref().unwrap_or("../var/ca/ca.crt"));
+        let ca_key = self
+            .base
+            .join(raw.ca_key.as_deref().unwrap_or("../var/ca/ca.key"));
+        if ca_cert == ca_key {
+            // `ca init` would write the certificate over the key.
+            self.errors.push(self.source.error(ConfigErrorKind::InvalidValue(
+                "[inspection] ca_cert and ca_key name the same file: the key needs a file of its own".into(),
+            )));
+        }
+        InspectionSettings {
+            ca_cert,
+            ca_key,
+            enrol_listen,
+        }
+    }
+
     fn log(&mut self, raw: &RawLog) -> LogSettings {
         LogSettings {
             dir: LogSettings::dir_of(raw, &self.base),
@@ -330,6 +382,92 @@ impl Compiler<'_> {
             allow_internal_destinations: allow_internal,
             shutdown_grace: secs(raw.shutdown_grace_secs, 10),
             resolve,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(inspection: &str) -> Result<Settings, Vec<ConfigError>> {
+        let text =
+            format!("[school]\nname = \"x\"\n[identity]\ndefault_group = \"a\"\n{inspection}");
+        let source = Source::new(Path::new("/etc/gatehouse/policy.toml"), &text);
+        let raw: RawPolicy = source.parse(&text).expect("test policy parses");
+        Settings::compile(&raw, &source)
+    }
+
+    #[test]
+    fn inspection_settings_table() {
+        let base = Path::new("/etc/gatehouse");
+        // (the [inspection] section as written, ca_cert, ca_key, enrol_listen)
+        let rows: [(&str, PathBuf, PathBuf, Option<&str>); 4] = [
+            (
+                "",
+                base.join("../var/ca/ca.crt"),
+                base.join("../var/ca/ca.key"),
+                None,
+            ),
+            (
+                "[inspection]\n",
+                base.join("../var/ca/ca.crt"),
+                base.join("../var/ca/ca.key"),
+                None,
+            ),
+            (
+                "[inspection]\nca_cert = \"ca/school.crt\"\nca_key = \"/srv/keys/school.key\"\n",
+                base.join("ca/school.crt"),
+                PathBuf::from("/srv/keys/school.key"),
+                None,
+            ),
+            (
+                "[inspection]\nenrol_listen = \"0.0.0.0:8081\"\n",
+                base.join("../var/ca/ca.crt"),
+                base.join("../var/ca/ca.key"),
+                Some("0.0.0.0:8081"),
+            ),
+        ];
+        for (section, cert, key, listen) in rows {
+            let s = compile(section).expect("compiles").inspection;
+            assert_eq!(s.ca_cert, cert, "{section}");
+            assert_eq!(s.ca_key, key, "{section}");
+            assert_eq!(
+                s.enrol_listen,
+                listen.map(|l| l.parse().expect("test address")),
+                "{section}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_inspection_settings_name_the_line() {
+        let rows = [
+            (
+                "[inspection]\nenrol_listen = \"8081\"\n",
+                "policy.toml:7: enrol_listen \"8081\" is not an address:port",
+            ),
+            (
+                "[inspection]\nca_cert = \"a\"\nenrol = \"0.0.0.0:8081\"\n",
+                "policy.toml:8: unknown field `enrol`",
+            ),
+            (
+                "[inspection]\nca_cert = \"ca/ca.pem\"\nca_key = \"ca/ca.pem\"\n",
+                "policy.toml: [inspection] ca_cert and ca_key name the same file",
+            ),
+        ];
+        for (section, expected) in rows {
+            let text =
+                format!("[school]\nname = \"x\"\n[identity]\ndefault_group = \"a\"\n\n{section}");
+            let source = Source::new(Path::new("policy.toml"), &text);
+            let message = match source.parse::<RawPolicy>(&text) {
+                Err(e) => e.to_string(),
+                Ok(raw) => match Settings::compile(&raw, &source) {
+                    Err(errors) => errors[0].to_string(),
+                    Ok(_) => String::from("compiled"),
+                },
+            };
+            assert!(message.starts_with(expected), "{message}");
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::ca::{CaCert, CaError};
 use crate::core::classify::{Classification, CompiledLists};
 use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, RawPolicy, RawUsers, Source,
@@ -34,6 +35,9 @@ pub struct Snapshot {
     pub report: ListReport,
     /// The grants file, validated against this policy and these lists.
     pub grants: Arc<GrantSet>,
+    /// The school CA's certificate, read when a setting needs it (`[inspection]
+    /// enrol_listen`), so a listener serves what was read at start or reload.
+    pub ca: Option<Arc<CaCert>>,
 }
 
 impl Snapshot {
@@ -47,6 +51,7 @@ impl Snapshot {
             lists: self.lists.clone(),
             report: self.report.clone(),
             grants: Arc::new(grants),
+            ca: self.ca.clone(),
         })
     }
 
@@ -92,6 +97,8 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
             return Err(ConfigErrors(errors));
         }
     };
+    // Before the lists, which may take seconds: a missing CA is said at once.
+    let ca = load_ca(&settings, path)?;
     let (lists, report) = lists::load(&policy, cache).map_err(ConfigErrors)?;
     let errors = policy.check_lists(&lists);
     if !errors.is_empty() {
@@ -104,7 +111,37 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
         lists: Arc::new(lists),
         report,
         grants: Arc::new(grants),
+        ca,
     })
+}
+
+/// Reads the school CA's certificate when the enrolment listener will serve it; a
+/// missing or unusable one is an error naming the file, so the proxy does not start (or
+/// reload) with a listener that has nothing to give devices.
+fn load_ca(settings: &Settings, policy: &Path) -> Result<Option<Arc<CaCert>>, ConfigErrors> {
+    let inspection = &settings.inspection;
+    if inspection.enrol_listen.is_none() {
+        return Ok(None);
+    }
+    let message = match CaCert::load(&inspection.ca_cert) {
+        Ok(ca) => return Ok(Some(Arc::new(ca))),
+        Err(CaError::Missing { .. }) => format!(
+            "no school CA certificate here, and [inspection] enrol_listen serves it to \
+             devices: create it with `gatehouse ca init --config {}`",
+            policy.display()
+        ),
+        Err(CaError::Invalid { reason, .. }) => format!(
+            "not a usable CA certificate ({reason}), and [inspection] enrol_listen serves \
+             it to devices: replace it with `gatehouse ca init --force --config {}`",
+            policy.display()
+        ),
+        Err(e) => format!("cannot read the school CA certificate: {e}"),
+    };
+    Err(ConfigErrors(vec![ConfigError {
+        file: inspection.ca_cert.clone(),
+        line: None,
+        kind: ConfigErrorKind::Ca(message),
+    }]))
 }
 
 /// Reads and validates the grants file; a missing file means no grants.

@@ -1,6 +1,6 @@
 //! `gatehouse check` and `gatehouse lists compile`: both load the policy and its lists
 //! the way start-up does and report what the list build skipped; `check` then prints a
-//! summary of the policy, `lists compile` rebuilds the compiled cache.
+//! summary of the policy and the school CA, `lists compile` rebuilds the compiled cache.
 
 use std::process::ExitCode;
 
@@ -192,7 +192,67 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
             }
         );
     }
+    print_ca(&snap);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Days before the school CA's expiry from which `check` warns: time to make a new one
+/// and enrol every device with it.
+const CA_EXPIRY_WARNING_DAYS: i64 = 90;
+
+/// The school CA: where it is, its fingerprint and expiry, and whether its key is kept
+/// private. Problems are warnings; a CA that the enrolment listener needs and cannot
+/// have already failed the load.
+fn print_ca(snap: &Snapshot) {
+    use gatehouse::ca::{self, CaCert, CaError};
+    let inspection = &snap.settings.inspection;
+    let loaded = match &snap.ca {
+        Some(ca) => Ok(CaCert::clone(ca)),
+        None => CaCert::load(&inspection.ca_cert),
+    };
+    match loaded {
+        Ok(cert) => {
+            let now = chrono::Utc::now();
+            let days = cert.days_left(now);
+            let until = cert.not_after.format("%Y-%m-%d");
+            println!("school CA: {} ({})", cert.path.display(), cert.subject);
+            println!("  SHA-256 {}", cert.sha256);
+            println!("  expires {until} ({days} days)");
+            if cert.expired(now) {
+                eprintln!(
+                    "warning: the school CA expired on {until}: make a new one with `gatehouse ca init --force` and enrol every device with it"
+                );
+            } else if days < CA_EXPIRY_WARNING_DAYS {
+                eprintln!(
+                    "warning: the school CA expires on {until}, in {days} days: make a new one with `gatehouse ca init --force` and enrol every device with it before then"
+                );
+            }
+            match ca::mode_of(&inspection.ca_key) {
+                Ok(None) => eprintln!(
+                    "warning: {}: the school CA's key is missing",
+                    inspection.ca_key.display()
+                ),
+                Ok(Some(mode)) if mode & 0o077 != 0 => eprintln!(
+                    "warning: {}: the school CA's key can be read by others (mode {mode:04o}): chmod 600 it",
+                    inspection.ca_key.display()
+                ),
+                Ok(Some(_)) => {}
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+        Err(CaError::Missing { path }) => println!(
+            "school CA: none ({} does not exist; `gatehouse ca init` creates it)",
+            path.display()
+        ),
+        Err(e) => eprintln!("warning: school CA: {e}"),
+    }
+    match inspection.enrol_listen {
+        Some(addr) => println!(
+            "  enrolment: {}/ca.crt (listening on {addr})",
+            ca::download_base(addr)
+        ),
+        None => println!("  enrolment listener: off ([inspection] enrol_listen)"),
+    }
 }
 
 /// `gatehouse lists …`.

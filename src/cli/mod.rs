@@ -5,6 +5,7 @@
 //! here decides a request; that stays in the library's core.
 
 pub mod admin;
+pub mod ca;
 pub mod check;
 pub mod classify;
 pub mod common;
@@ -46,6 +47,11 @@ pub enum Command {
     Grant {
         #[command(subcommand)]
         command: grant::GrantCommand,
+    },
+    /// The school's inspection CA: create it, show it and how devices install it.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
     },
     /// Make an admin API token.
     Admin {

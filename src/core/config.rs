@@ -79,6 +79,9 @@ pub enum ConfigErrorKind {
     /// A category list that could not be read or compiled.
     #[error("{0}")]
     List(String),
+    /// The school CA's certificate is missing or unusable where a setting needs it.
+    #[error("{0}")]
+    Ca(String),
 }
 
 /// Every problem found in one pass, so a technician can fix them all at once.
@@ -196,6 +199,22 @@ pub struct RawPolicy {
     /// The admin listener.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// The school CA and its enrolment listener.
+    #[serde(default)]
+    pub inspection: RawInspection,
+}
+
+/// `[inspection]`: every field optional; defaults in the shell's
+/// `settings::InspectionSettings`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawInspection {
+    /// The school CA's certificate, relative to the policy.
+    pub ca_cert: Option<String>,
+    /// The school CA's private key, relative to the policy.
+    pub ca_key: Option<String>,
+    /// Plain-HTTP listen address where devices download the CA certificate.
+    pub enrol_listen: Option<Spanned<String>>,
 }
 
 /// `[admin]`

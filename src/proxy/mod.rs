@@ -26,10 +26,12 @@
 //! | `auth.rs` | `Proxy-Authorization: Basic` against the users file |
 //! | `pages.rs` | the HTML and text of block, error and sign-in pages |
 //! | `admin.rs` | the admin listener: metrics, health, the grants API |
+//! | `enrol.rs` | the enrolment listener: the school CA's certificate for devices to install |
 
 pub mod admin;
 pub mod auth;
 pub mod conn;
+pub mod enrol;
 mod forward;
 pub mod pages;
 pub mod pool;

@@ -207,6 +207,10 @@ impl Proxy {
                 if snap.settings.server.listen != old_listen {
                     tracing::warn!(old = %old_listen, new = %snap.settings.server.listen, "the listen address changes only at restart");
                 }
+                let old_enrol = self.live.get().settings.inspection.enrol_listen;
+                if snap.settings.inspection.enrol_listen != old_enrol {
+                    tracing::warn!(old = ?old_enrol, new = ?snap.settings.inspection.enrol_listen, "the enrolment listener changes only at restart");
+                }
                 let entries = snap.lists.domains.len();
                 let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
                 self.live.replace(snap);

@@ -22,7 +22,7 @@ use super::auth::AuthCache;
 use super::conn::{ConnLimits, GuardedIo};
 use super::pool::{Pool, PoolSettings};
 use super::reload::{load_then, watch_grants};
-use super::{admin, Proxy};
+use super::{admin, enrol, Proxy};
 use crate::core::identity::canonical_ip;
 use crate::decision::DecisionLog;
 use crate::decision_log::writer::LogSettings;
@@ -134,7 +134,19 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
                 source,
             })?;
     let admin_local = admin_listener.local_addr()?;
-    let own = Arc::new(vec![local, admin_local]);
+    let enrol_listener = match snap.settings.inspection.enrol_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
+    let mut own = vec![local, admin_local];
+    if let Some(l) = &enrol_listener {
+        own.push(l.local_addr()?);
+    }
+    let own = Arc::new(own);
     let live = Arc::new(Live::new(snap));
     let pool = Pool::new(PoolSettings {
         idle_timeout: Duration::from_secs(90),
@@ -166,9 +178,24 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         per_client: Mutex::new(HashMap::new()),
         per_client_max: settings.max_connections_per_client,
     });
+    let shutdown = CancellationToken::new();
     proxy.metrics.lists_loaded.set(Utc::now().timestamp());
     proxy.set_snapshot_gauges();
     tracing::info!(admin = %admin_local, "admin listener (metrics, health, grants API)");
+    let enrol_task = match enrol_listener {
+        Some(listener) => {
+            tracing::info!(
+                enrol = %listener.local_addr()?,
+                "enrolment listener (the school CA certificate at /ca.crt)"
+            );
+            Some(tokio::spawn(enrol::serve(
+                listener,
+                proxy.live.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
 
     // The grants file is watched through its directory, so that editors' and the CLI's
@@ -179,7 +206,6 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let mut expiry_check = tokio::time::interval(Duration::from_secs(15));
     let mut expired_seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
 
-    let shutdown = CancellationToken::new();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -216,6 +242,9 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     shutdown.cancel();
     let _ = accept.await;
     let _ = admin_task.await;
+    if let Some(task) = enrol_task {
+        let _ = task.await;
+    }
     proxy.tracker.close();
     if tokio::time::timeout(settings.shutdown_grace, proxy.tracker.wait())
         .await
