@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use crate::core::verdict::{Action, GrantRef, ReasonCode, Verdict};
 pub use crate::decision_log::writer::LogError;
 use crate::decision_log::writer::LogHandle;
-use crate::decision_log::{Body, Decision, StoredAction};
+use crate::decision_log::{Body, Decision, SafeSearchRewrite, StoredAction};
 
 /// What a request asked for, and who asked: the facts every record of a decision on it
 /// shares. The proxy makes one from the request itself, so that every record of the
@@ -73,6 +73,15 @@ impl Decision {
             grant,
             status,
             terms,
+            safe_search: None,
+        }
+    }
+
+    /// The record with the safe search that was enforced for it, if any.
+    pub fn with_safe_search(self, safe_search: Option<SafeSearchRewrite>) -> Decision {
+        Decision {
+            safe_search,
+            ..self
         }
     }
 }
@@ -169,6 +178,10 @@ impl DecisionLog {
             reason = %record.reason,
             grant = record.grant.as_deref().unwrap_or("-"),
             status = record.status,
+            safe_search = %record
+                .safe_search
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |r| r.to_string()),
             "{explanation}"
         );
         result
@@ -405,6 +418,7 @@ mod tests {
             grant: None,
             status: 403,
             terms: vec![],
+            safe_search: None,
         };
         use crate::decision_log::ReasonCode;
         use crate::decision_log::StoredAction::{Allow, Block};

@@ -28,6 +28,7 @@
 //! | [`core::identity`] | subnets, users and their groups |
 //! | [`core::config`] | the policy file as written, with file:line errors |
 //! | [`core::policy`] | the validated policy, compiled from the file in steps |
+//! | [`core::safe_search`] | safe search without interception: the engine table, the name dialled |
 //! | [`core::grants`] | ticketed, time-boxed unblocks, validated against a policy |
 //! | [`core::verdict`] | what a decision says: verdict, reason, reason code |
 //! | [`core::decide`] | `Policy::decide` (DESIGN.md's precedence) and `Policy::explain` |

@@ -31,6 +31,9 @@ pub struct Metrics {
     pub refused_connections: IntCounter,
     /// Upstream errors by kind (`dns`, `refused`, `timeout`, `internal`).
     pub upstream_errors: IntCounterVec,
+    /// Requests and tunnels dialled to an engine's safe-search address, by engine (the
+    /// policy's engine names: a bounded set).
+    pub safe_search_rewrites: IntCounterVec,
     /// `407` challenges sent.
     pub auth_challenges: IntCounter,
     /// Failed proxy authentications.
@@ -178,6 +181,12 @@ impl Metrics {
                 "gatehouse_upstream_errors_total",
                 "Upstream failures by kind",
                 &["kind"],
+            ),
+            safe_search_rewrites: counter_vec(
+                &registry,
+                "gatehouse_safe_search_rewrites_total",
+                "Requests and tunnels dialled to a search engine's or YouTube's safe-search address, by engine",
+                &["engine"],
             ),
             auth_challenges: counter(
                 &registry,

@@ -32,6 +32,16 @@ fn check_summarises_the_example_policy() {
         out.contains("sixth-form") && out.contains("games only during breaks"),
         "{out}"
     );
+    // Safe search per group, and the engine table it dials.
+    for needed in [
+        "safe search on, YouTube strict",
+        "safe search on, YouTube moderate",
+        "safe search off, YouTube off",
+        "www.google.* (safe_search) → forcesafesearch.google.com",
+        "(youtube_restrict) → restrict.youtube.com, moderate → restrictmoderate.youtube.com",
+    ] {
+        assert!(out.contains(needed), "{needed:?} in {out}");
+    }
     assert!(
         out.contains("10.10.0.0/16") && out.contains("→ staff"),
         "{out}"
@@ -125,6 +135,25 @@ fn classify_prints_one_line_per_url() {
         lines[3].starts_with("BLOCK  http://2130706433/  [-]  group ks2 blocks IP-address hosts"),
         "{out}"
     );
+    // Where a search engine would be dialled instead, for a pupil; not for staff.
+    for (group, want) in [
+        (
+            "ks2",
+            Some("       safe search: dialled forcesafesearch.google.com instead (google, strict)"),
+        ),
+        ("staff", None),
+    ] {
+        let (code, out, err) = run(&[
+            "classify",
+            "--config",
+            config,
+            "--group",
+            group,
+            "https://www.google.co.uk/",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.lines().nth(1), want, "{group}: {out}");
+    }
 }
 
 #[test]

@@ -280,3 +280,64 @@ fn circumvention_covers_vpns_proxies_tor_and_doh() {
     let target = Target::parse("https://proton.me/mail").expect("URL");
     assert!(!snap.classify(&target).categories.contains(circumvention));
 }
+
+/// Safe search in the example: on for every pupil group (YouTube strict for EYFS to KS2,
+/// moderate from KS3), off for staff and guests; the engine table written out in the
+/// example is the built-in default, so a policy without one gets the same.
+#[test]
+fn safe_search_is_on_for_pupils_and_the_example_table_is_the_default() {
+    use gatehouse::core::host::Host;
+    use gatehouse::core::safe_search::{Engines, Level};
+    let snap = load();
+    let p = &snap.policy;
+    assert_eq!(p.safe_search.engines(), Engines::defaults().engines());
+    /// (group, dialled for www.google.co.uk, dialled for www.youtube.com)
+    type Row<'a> = (&'a str, Option<&'a str>, Option<(Level, &'a str)>);
+    let rows: &[Row] = &[
+        (
+            "eyfs",
+            Some("forcesafesearch.google.com"),
+            Some((Level::Strict, "restrict.youtube.com")),
+        ),
+        (
+            "ks1",
+            Some("forcesafesearch.google.com"),
+            Some((Level::Strict, "restrict.youtube.com")),
+        ),
+        (
+            "ks2",
+            Some("forcesafesearch.google.com"),
+            Some((Level::Strict, "restrict.youtube.com")),
+        ),
+        (
+            "ks3",
+            Some("forcesafesearch.google.com"),
+            Some((Level::Moderate, "restrictmoderate.youtube.com")),
+        ),
+        (
+            "ks4",
+            Some("forcesafesearch.google.com"),
+            Some((Level::Moderate, "restrictmoderate.youtube.com")),
+        ),
+        (
+            "sixth-form",
+            Some("forcesafesearch.google.com"),
+            Some((Level::Moderate, "restrictmoderate.youtube.com")),
+        ),
+        ("staff", None, None),
+        ("guest", None, None),
+    ];
+    let google = Host::parse("www.google.co.uk").expect("host");
+    let youtube = Host::parse("www.youtube.com").expect("host");
+    for (group, search, video) in rows {
+        let id = p.group_id(group).expect("group");
+        let got = p.safe_search(id, &google).map(|r| r.dialled);
+        assert_eq!(got.as_deref(), *search, "{group} search");
+        let got = p.safe_search(id, &youtube).map(|r| (r.level, r.dialled));
+        assert_eq!(
+            got.as_ref().map(|(l, d)| (*l, d.as_str())),
+            *video,
+            "{group} YouTube"
+        );
+    }
+}

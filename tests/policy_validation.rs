@@ -72,6 +72,7 @@ fn base_policy_is_valid() {
 #[test]
 fn each_error_names_file_line_and_problem() {
     // (what to replace, replacement, expected "file:line: message" prefix)
+    const STAFF: &str = "[groups.staff]\nmode = \"blocklist\"\n";
     let rows: &[(&str, &str, &str)] = &[
         ("block = [\"games\"]", "block = [\"gamez\"]", "policy.toml:28: unknown category \"gamez\""),
         ("{ social = \"breaks\" }", "{ social = \"lunch\" }", "policy.toml:29: unknown schedule \"lunch\""),
@@ -94,6 +95,14 @@ fn each_error_names_file_line_and_problem() {
         ("[groups.staff]", "[groups.pupils]", "policy.toml:31: invalid table header: duplicate key `pupils`"),
         ("[groups.staff]\nmode = \"blocklist\"\n", "[groups.staff]\nmode = \"blocklist\"\ncolour = \"red\"\n", "policy.toml:33: unknown field `colour`"),
         ("block = [\"games\"]", "block = \"games\"", "policy.toml:28: invalid type: string \"games\", expected a sequence"),
+        // Safe search: group settings and the engine table.
+        ("block = [\"games\"]", "block = [\"games\"]\nyoutube_restrict = \"lenient\"", "policy.toml:29: group \"pupils\": youtube_restrict \"lenient\" is not \"strict\", \"moderate\" or \"off\""),
+        (STAFF, &format!("{STAFF}\n[safe_search.engines.ecosia]\nhosts = [\"www.ecosia.org\"]\n"), "policy.toml:34: safe-search engine \"ecosia\" is not a shipped one (google, youtube, bing, duckduckgo), so it needs setting, strict"),
+        (STAFF, &format!("{STAFF}\n[safe_search.engines.bing]\nstrict = \"204.79.197.220\"\n"), "policy.toml:35: safe-search engine \"bing\": strict: \"204.79.197.220\" is an IP address"),
+        (STAFF, &format!("{STAFF}\n[safe_search.engines.bing]\nhosts = [\"*.bing.com\"]\n"), "policy.toml:35: safe-search engine \"bing\": host \"*.bing.com\" is not a host name"),
+        (STAFF, &format!("{STAFF}\n[safe_search.engines.google]\nmoderate = \"moderate.example\"\n"), "policy.toml:35: safe-search engine \"google\": only youtube_restrict engines have a moderate address"),
+        (STAFF, &format!("{STAFF}\n[safe_search.engines.youtube]\nsetting = \"video\"\n"), "policy.toml:35: safe-search engine \"youtube\": setting \"video\" is not \"safe_search\" or \"youtube_restrict\""),
+        (STAFF, &format!("{STAFF}\n[safe_search.engines.mine]\nsetting = \"safe_search\"\nhosts = [\"www.google.de\"]\nstrict = \"safe.mine.example\"\n"), "policy.toml:36: safe-search engines \"google\" (www.google.*) and \"mine\" (www.google.de) both claim the same host"),
         // The shell's settings ([server], [admin]) share the file and the pass.
         ("[lists]", "[server]\nlisten = \"port 3128\"\n\n[lists]", "policy.toml:5: listen \"port 3128\" is not an address:port"),
         ("[lists]", "[server]\nresolve = { \"a.example\" = \"nowhere\" }\n\n[lists]", "policy.toml:5: resolve \"a.example\" = \"nowhere\": expected a host name and an IP address"),
@@ -221,4 +230,76 @@ fn users_file_errors_name_the_users_file() {
         text.contains("users.toml:11: unknown group \"wizards\""),
         "{text}"
     );
+}
+
+/// A school changes a shipped engine (YouTube's moderate address), adds its own, and
+/// turns safe search off for one group: the compiled table and the names dialled follow.
+#[test]
+fn safe_search_engines_can_be_changed_and_added() {
+    use gatehouse::core::group::GroupId;
+    use gatehouse::core::host::Host;
+    use gatehouse::core::safe_search::Level;
+    let policy = format!(
+        "{}safe_search = false\nyoutube_restrict = \"moderate\"\n\n\
+[safe_search.engines.youtube]\nmoderate = \"moderate.video.example\"\n\n\
+[safe_search.engines.ecosia]\nsetting = \"safe_search\"\nhosts = [\"www.ecosia.org\", \"search.ecosia.*\"]\nstrict = \"strict.ecosia.example\"\n",
+        BASE
+    );
+    let dir = tree(&[
+        ("policy.toml", &policy),
+        ("lists/csam/domains", "illegal.example\n"),
+    ]);
+    let snap = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).expect("loads");
+    let p = &snap.policy;
+    let names: Vec<&str> = p
+        .safe_search
+        .engines()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["google", "youtube", "bing", "duckduckgo", "ecosia"]);
+    let (pupils, staff) = (
+        p.group_id("pupils").expect("group"),
+        p.group_id("staff").expect("group"),
+    );
+    /// (group, host, expected (engine, level, name dialled))
+    type Row<'a> = (GroupId, &'a str, Option<(&'a str, Level, &'a str)>);
+    let rows: &[Row] = &[
+        (
+            pupils,
+            "www.ecosia.org",
+            Some(("ecosia", Level::Strict, "strict.ecosia.example")),
+        ),
+        (
+            pupils,
+            "search.ecosia.de",
+            Some(("ecosia", Level::Strict, "strict.ecosia.example")),
+        ),
+        (
+            pupils,
+            "www.google.com",
+            Some(("google", Level::Strict, "forcesafesearch.google.com")),
+        ),
+        (
+            pupils,
+            "www.youtube.com",
+            Some(("youtube", Level::Strict, "restrict.youtube.com")),
+        ),
+        // Staff (the last group, so the settings above are theirs): search off, YouTube
+        // moderate at the school's own address.
+        (staff, "www.ecosia.org", None),
+        (staff, "www.bing.com", None),
+        (
+            staff,
+            "m.youtube.com",
+            Some(("youtube", Level::Moderate, "moderate.video.example")),
+        ),
+    ];
+    for (group, host, want) in rows {
+        let got = p.safe_search(*group, &Host::parse(host).expect("host"));
+        let got = got
+            .as_ref()
+            .map(|r| (r.engine.as_str(), r.level, r.dialled.as_str()));
+        assert_eq!(got, *want, "{host} for {}", p.group(*group).name);
+    }
 }

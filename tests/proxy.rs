@@ -858,6 +858,23 @@ fn tunnel_handshake(
     source: Option<&str>,
     ca: &TestCa,
 ) -> Result<(), String> {
+    let out = tunnel_get(g, authority, sni, source, ca)?;
+    if out.contains("hello from origin") {
+        Ok(())
+    } else {
+        Err(format!("no answer through the tunnel: {out:?}"))
+    }
+}
+
+/// CONNECTs to `authority`, runs a TLS handshake naming `sni` (trusting `ca`) and sends
+/// `GET /` for `sni`; what came back.
+fn tunnel_get(
+    g: &Gatehouse,
+    authority: &str,
+    sni: &str,
+    source: Option<&str>,
+    ca: &TestCa,
+) -> Result<String, String> {
     let s = open_tunnel(g, authority, source)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(&ca.pem) {
@@ -872,11 +889,7 @@ fn tunnel_handshake(
         .map_err(|e| e.to_string())?;
     let mut out = String::new();
     let _ = tls.read_to_string(&mut out);
-    if out.contains("hello from origin") {
-        Ok(())
-    } else {
-        Err(format!("no answer through the tunnel: {out:?}"))
-    }
+    Ok(out)
 }
 
 /// A TLS client (rustls, ring) trusting `roots`.
@@ -1242,4 +1255,257 @@ fn sigterm_drains_requests_in_flight() {
     assert_eq!(g.wait_exit(Duration::from_secs(10)), Some(0));
     // New connections are no longer accepted.
     assert!(TcpStream::connect(proxy_addr(&g)).is_err());
+}
+
+/// A group with YouTube's Restricted Mode moderate (search strict, the default).
+const SENIOR: &str = "127.0.0.4";
+
+/// Safe search: pupils get the defaults (search on, YouTube strict), seniors YouTube
+/// moderate, staff neither. The engines' own names resolve to the origins at 127.0.0.1;
+/// their safe-search addresses to three others, on the same port.
+fn safe_search_policy(port: u16) -> String {
+    format!(
+        r#"[school]
+name = "Test Academy"
+[lists]
+dir = "lists"
+[identity]
+default_group = "pupils"
+[[identity.subnets]]
+cidr = "127.0.0.2/32"
+group = "staff"
+[[identity.subnets]]
+cidr = "127.0.0.4/32"
+group = "seniors"
+[groups.pupils]
+mode = "blocklist"
+[groups.seniors]
+mode = "blocklist"
+youtube_restrict = "moderate"
+[groups.staff]
+mode = "blocklist"
+safe_search = false
+youtube_restrict = "off"
+[log]
+dir = "log"
+[admin]
+listen = "127.0.0.1:0"
+[server]
+listen = "127.0.0.1:0"
+allow_internal_destinations = ["127.0.0.1/32", "127.0.0.5/32", "127.0.0.6/32", "127.0.0.7/32"]
+tunnel_ports = [443, {port}]
+[server.resolve]
+"www.google.com" = "127.0.0.1"
+"www.google.co.uk" = "127.0.0.1"
+"www.youtube.com" = "127.0.0.1"
+"origin.test" = "127.0.0.1"
+"forcesafesearch.google.com" = "127.0.0.5"
+"restrict.youtube.com" = "127.0.0.6"
+"restrictmoderate.youtube.com" = "127.0.0.7"
+"#
+    )
+}
+
+/// The origins of [`safe_search_policy`]: each answers with its label.
+const SAFE_SEARCH_ORIGINS: [([u8; 4], &str); 4] = [
+    ([127, 0, 0, 1], "engine"),
+    ([127, 0, 0, 5], "forcesafesearch"),
+    ([127, 0, 0, 6], "restrict"),
+    ([127, 0, 0, 7], "restrictmoderate"),
+];
+
+/// `gatehouse log export --format jsonl` of a running proxy's log.
+fn exported(g: &Gatehouse) -> Vec<serde_json::Value> {
+    let out = common::gatehouse()
+        .args(["log", "export", "--format", "jsonl", "--dir"])
+        .arg(g.dir.path().join("log"))
+        .output()
+        .expect("log export runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The first exported decision on `url` by `group`.
+fn record_of<'a>(rows: &'a [serde_json::Value], url: &str, group: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["url"] == url && r["group"] == group)
+        .unwrap_or_else(|| panic!("a record of {url} for {group}: {rows:#?}"))
+}
+
+/// A pupil's HTTPS to Google or YouTube is dialled to the engine's safe-search address
+/// with the pupil's TLS passed through (the certificate is for the name asked for, and
+/// curl checks it); staff's is not; YouTube strict or moderate by group; a ClientHello
+/// that names a search engine behind another host or an address is dialled to the safe
+/// address too. Every such decision records it, and the metric counts it per engine.
+#[test]
+fn safe_search_dials_the_engines_safe_address_without_interception() {
+    let ca = TestCa::new();
+    let names = [
+        "www.google.com",
+        "www.google.co.uk",
+        "www.youtube.com",
+        "origin.test",
+    ];
+    let (port, _origins) = Origin::labelled(Some(&ca), &names, &SAFE_SEARCH_ORIGINS);
+    let policy = safe_search_policy(port);
+    let g = Gatehouse::start_threads(&[("policy.toml", policy.as_str())], 1);
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).expect("write CA");
+    let ca_arg = ca_file.to_str().expect("path");
+
+    // (source, host, origin that answers)
+    let rows: &[(&str, &str, &str)] = &[
+        (PUPIL, "www.google.com", "forcesafesearch"),
+        (PUPIL, "www.google.co.uk", "forcesafesearch"),
+        (PUPIL, "www.youtube.com", "restrict"),
+        (PUPIL, "origin.test", "engine"),
+        (SENIOR, "www.google.com", "forcesafesearch"),
+        (SENIOR, "www.youtube.com", "restrictmoderate"),
+        (STAFF, "www.google.com", "engine"),
+        (STAFF, "www.youtube.com", "engine"),
+    ];
+    for (source, host, answers) in rows {
+        let r = curl(&[
+            "-x",
+            &g.url(),
+            "--interface",
+            source,
+            "--cacert",
+            ca_arg,
+            &format!("https://{host}:{port}/"),
+        ]);
+        assert_eq!(
+            (r.exit, r.status, r.body.as_str()),
+            (0, 200, format!("hello from {answers}").as_str()),
+            "{host} from {source}: {r:?}"
+        );
+    }
+
+    // Fronting: (CONNECT target, SNI, source, origin that answers).
+    let named = format!("origin.test:{port}");
+    let bare = format!("127.0.0.1:{port}");
+    let google = format!("www.google.com:{port}");
+    let fronted: &[(&str, &str, &str, &str)] = &[
+        (&named, "www.google.com", PUPIL, "forcesafesearch"),
+        (&bare, "www.youtube.com", SENIOR, "restrictmoderate"),
+        // One engine's name behind another's: the ClientHello's counts.
+        (&google, "www.youtube.com", PUPIL, "restrict"),
+        (&named, "www.google.com", STAFF, "engine"),
+    ];
+    for (authority, sni, source, answers) in fronted {
+        let out = tunnel_get(&g, authority, sni, Some(source), &ca)
+            .unwrap_or_else(|e| panic!("CONNECT {authority} SNI {sni}: {e}"));
+        assert!(
+            out.contains(&format!("hello from {answers}")),
+            "CONNECT {authority} SNI {sni} from {source}: {out:?}"
+        );
+    }
+
+    // The records say what was dialled, and staff's say nothing.
+    let rows = exported(&g);
+    let google_strict = serde_json::json!({
+        "engine": "google", "level": "strict", "dialled": "forcesafesearch.google.com"
+    });
+    assert_eq!(
+        record_of(&rows, &google, "pupils")["safe_search"],
+        google_strict
+    );
+    assert_eq!(
+        record_of(&rows, &format!("www.youtube.com:{port}"), "seniors")["safe_search"],
+        serde_json::json!({
+            "engine": "youtube", "level": "moderate", "dialled": "restrictmoderate.youtube.com"
+        })
+    );
+    assert!(record_of(&rows, &google, "staff")["safe_search"].is_null());
+    assert!(record_of(&rows, &named, "staff")["safe_search"].is_null());
+    let fronting = rows
+        .iter()
+        .find(|r| {
+            r["url"] == named.as_str() && r["sni"] == "www.google.com" && r["group"] == "pupils"
+        })
+        .expect("the record of the fronted tunnel");
+    assert_eq!(fronting["safe_search"], google_strict);
+    // The honest tunnel to that host was not rewritten.
+    assert!(record_of(&rows, &named, "pupils")["safe_search"].is_null());
+    let behind = rows
+        .iter()
+        .find(|r| r["url"] == google.as_str() && r["sni"] == "www.youtube.com")
+        .expect("the record of YouTube behind Google's name");
+    assert_eq!(behind["safe_search"]["dialled"], "restrict.youtube.com");
+
+    // `log show` on the reference says so in words.
+    let seq = fronting["seq"].as_u64().expect("seq");
+    let out = common::gatehouse()
+        .args(["log", "show", "--config"])
+        .arg(g.dir.path().join("policy.toml"))
+        .arg(format!("#{seq}"))
+        .output()
+        .expect("log show runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "safe search enforced: google (strict), dialled forcesafesearch.google.com instead"
+        ),
+        "{text}"
+    );
+
+    // Counted per engine: Google for two pupils' names, a senior and a fronted tunnel;
+    // YouTube for a pupil, a senior, and two fronted tunnels; Bing not at all.
+    let metrics = curl(&[&format!("http://127.0.0.1:{}/metrics", g.admin_port)]).body;
+    for line in [
+        "gatehouse_safe_search_rewrites_total{engine=\"google\"} 4",
+        "gatehouse_safe_search_rewrites_total{engine=\"youtube\"} 4",
+        "gatehouse_safe_search_rewrites_total{engine=\"bing\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+}
+
+/// Plain HTTP gets the same treatment: the request keeps its Host header and is sent to
+/// the safe-search address; and the keep-alive pool never lends a connection dialled to
+/// one name to a request that is to go to another (groups alternate on one host).
+#[test]
+fn safe_search_for_plain_http_keeps_the_host_and_pools_apart() {
+    let (port, _origins) = Origin::labelled(None, &[], &SAFE_SEARCH_ORIGINS);
+    let policy = safe_search_policy(port);
+    let g = Gatehouse::start_threads(&[("policy.toml", policy.as_str())], 1);
+    let google = format!("http://www.google.com:{port}/who");
+    let youtube = format!("http://www.youtube.com:{port}/who");
+    // (source, URL, origin that answers) — in this order, each after the other's
+    // connection went back to the pool.
+    let rows: &[(&str, &str, &str)] = &[
+        (STAFF, &google, "engine"),
+        (PUPIL, &google, "forcesafesearch"),
+        (STAFF, &google, "engine"),
+        (PUPIL, &google, "forcesafesearch"),
+        (PUPIL, &youtube, "restrict"),
+        (SENIOR, &youtube, "restrictmoderate"),
+        (PUPIL, &youtube, "restrict"),
+        (STAFF, &youtube, "engine"),
+        (SENIOR, &youtube, "restrictmoderate"),
+    ];
+    for (source, url, answers) in rows {
+        let r = curl(&["-x", &g.url(), "--interface", source, url]);
+        let host = url.trim_start_matches("http://").trim_end_matches("/who");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, format!("{answers} for {host}").as_str()),
+            "{url} from {source}: {r:?}"
+        );
+    }
+    let rows = exported(&g);
+    assert_eq!(
+        record_of(&rows, &google, "pupils")["safe_search"],
+        serde_json::json!({
+            "engine": "google", "level": "strict", "dialled": "forcesafesearch.google.com"
+        })
+    );
+    assert!(record_of(&rows, &google, "staff")["safe_search"].is_null());
+    assert_eq!(
+        record_of(&rows, &youtube, "pupils")["safe_search"]["dialled"],
+        "restrict.youtube.com"
+    );
 }

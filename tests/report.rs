@@ -149,6 +149,8 @@ struct Expected {
     previous_requests: u64,
     by_group: std::collections::BTreeMap<String, (u64, u64)>,
     grant_uses: u64,
+    /// Group → YouTube requests dialled to a Restricted Mode address, and which.
+    safe_search: std::collections::BTreeMap<String, (u64, &'static str)>,
 }
 
 fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
@@ -167,6 +169,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
         previous_requests: 0,
         by_group: Default::default(),
         grant_uses: 0,
+        safe_search: Default::default(),
     };
     let mut times: Vec<i64> = (0..n).map(|_| start + (g.next() as i64 % span)).collect();
     times.sort();
@@ -196,6 +199,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
             grant: granted.then(|| "HD-4411".to_string()),
             status: if blocked { 403 } else { 0 },
             terms: terms.iter().map(|s| s.to_string()).collect(),
+            safe_search: None,
         };
         if t >= week_from && t < week_to {
             e.requests += 1;
@@ -212,6 +216,38 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
             e.previous_requests += 1;
         }
         out.push((t, Body::Decision(d)));
+    }
+    // YouTube for KS3 and KS4 dialled to Restricted Mode (moderate, as in the example
+    // policy), one Wednesday morning.
+    for (i, group) in ["ks3", "ks4", "ks4"].into_iter().enumerate() {
+        out.push((
+            us("2026-10-21T10:00:00Z") + i as i64,
+            Body::Decision(Decision {
+                client: IpAddr::V4(Ipv4Addr::new(10, 30, 0, 40 + i as u8)),
+                user: None,
+                group: group.into(),
+                method: "CONNECT".into(),
+                url: "www.youtube.com:443".into(),
+                sni: Some("www.youtube.com".into()),
+                categories: vec!["video".into()],
+                action: StoredAction::Allow,
+                reason: gatehouse::decision_log::ReasonCode::AllowedCategory,
+                grant: None,
+                status: 200,
+                terms: vec![],
+                safe_search: Some(gatehouse::decision_log::SafeSearchRewrite {
+                    engine: "youtube".into(),
+                    level: gatehouse::core::safe_search::Level::Moderate,
+                    dialled: "restrictmoderate.youtube.com".into(),
+                }),
+            }),
+        ));
+        e.requests += 1;
+        e.by_group.entry(group.to_string()).or_default().0 += 1;
+        e.safe_search
+            .entry(group.to_string())
+            .or_insert((0, "restrictmoderate.youtube.com"))
+            .0 += 1;
     }
     out.push((
         us("2026-10-20T09:00:00Z"),
@@ -292,6 +328,34 @@ fn figures_match_independent_counts_and_illegal_urls_never_appear() {
         json["groups"].as_array().map(Vec::len),
         Some(want.by_group.len())
     );
+    // Safe search enforced, per group and engine, as counted here.
+    let safe: std::collections::BTreeMap<String, (u64, &str)> = json["safe_search"]
+        .as_array()
+        .expect("safe_search")
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (r["engine"].as_str(), r["level"].as_str()),
+                (Some("youtube"), Some("moderate"))
+            );
+            (
+                r["group"].as_str().expect("group").to_string(),
+                (
+                    r["requests"].as_u64().expect("requests"),
+                    r["dialled"].as_str().expect("dialled"),
+                ),
+            )
+        })
+        .collect();
+    assert!(!safe.is_empty());
+    assert_eq!(safe, want.safe_search);
+    for format in ["html", "md"] {
+        let text = run_report(&log, format);
+        assert!(
+            text.contains("Safe search enforced") && text.contains("restrictmoderate.youtube.com"),
+            "{format}: {text}"
+        );
+    }
     // Seven local days, Monday to Sunday, even with the 25-hour Sunday.
     let daily = json["daily"].as_array().expect("daily");
     assert_eq!(daily.len(), 7);

@@ -166,7 +166,35 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
         if g.block_ip_literals {
             parts.push("IP-address hosts blocked".to_string());
         }
+        let level = |l: Option<gatehouse::core::safe_search::Level>| match l {
+            Some(l) => l.as_str(),
+            None => "off",
+        };
+        parts.push(format!(
+            "safe search {}, YouTube {}",
+            if g.safe_search.search.is_some() {
+                "on"
+            } else {
+                "off"
+            },
+            level(g.safe_search.youtube)
+        ));
         println!("  {:<12} {}", g.name, parts.join("; "));
+    }
+    println!("safe-search engines (dialled instead, without interception):");
+    for e in p.safe_search.engines() {
+        let hosts: Vec<String> = e.hosts.iter().map(|h| h.to_string()).collect();
+        let moderate = match &e.moderate {
+            Some(m) => format!(", moderate → {m}"),
+            None => String::new(),
+        };
+        println!(
+            "  {:<12} {} ({}) → {}{moderate}",
+            e.name,
+            hosts.join(" "),
+            e.setting.as_str(),
+            e.strict
+        );
     }
     let id = &p.identity;
     println!(

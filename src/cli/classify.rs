@@ -124,6 +124,10 @@ pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {
             at,
         );
         let categories = p.category_names(verdict.categories);
+        // What the proxy would dial instead, for an allowed search engine or YouTube.
+        let safe_search = (verdict.action == Action::Allow)
+            .then(|| p.safe_search(verdict.group, &target.host))
+            .flatten();
         if args.json {
             let terms: Vec<serde_json::Value> = classification
                 .terms
@@ -143,6 +147,11 @@ pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {
                 "grant": verdict.grant.as_ref().map(|g| serde_json::json!({"id": &*g.id, "ticket": &*g.ticket})),
                 "search": classification.search,
                 "search_terms": terms,
+                "safe_search": safe_search.as_ref().map(|r| serde_json::json!({
+                    "engine": r.engine,
+                    "level": r.level.as_str(),
+                    "dialled": r.dialled,
+                })),
             });
             println!("{line}");
         } else {
@@ -163,6 +172,12 @@ pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {
                     .map(|m| m.term.as_str())
                     .collect();
                 println!("       search terms of concern: {}", terms.join(", "));
+            }
+            if let Some(r) = &safe_search {
+                println!(
+                    "       safe search: dialled {} instead ({}, {})",
+                    r.dialled, r.engine, r.level
+                );
             }
         }
     }

@@ -330,6 +330,13 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
     if !d.terms.is_empty() {
         let _ = writeln!(out, "  search    terms of concern: {}", d.terms.join(", "));
     }
+    if let Some(r) = &d.safe_search {
+        let _ = writeln!(
+            out,
+            "  safe      safe search enforced: {} ({}), dialled {} instead",
+            r.engine, r.level, r.dialled
+        );
+    }
     match &found.completion {
         Some(c) => {
             if let Body::Completion {

@@ -202,6 +202,9 @@ pub struct RawPolicy {
     /// The school CA and its enrolment listener.
     #[serde(default)]
     pub inspection: RawInspection,
+    /// Safe search: the engine table (the shipped defaults, changed or added to).
+    #[serde(default)]
+    pub safe_search: RawSafeSearch,
 }
 
 /// `[inspection]`: every field optional; defaults in the shell's
@@ -215,6 +218,31 @@ pub struct RawInspection {
     pub ca_key: Option<String>,
     /// Plain-HTTP listen address where devices download the CA certificate.
     pub enrol_listen: Option<Spanned<String>>,
+}
+
+/// `[safe_search]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSafeSearch {
+    /// Engines by name: a shipped engine's name changes the fields given; a new name
+    /// adds an engine.
+    #[serde(default)]
+    pub engines: BTreeMap<Name, RawEngine>,
+}
+
+/// `[safe_search.engines.NAME]`: every field optional for a shipped engine (the rest
+/// keep their defaults); `setting`, `hosts` and `strict` required for a new one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    /// `"safe_search"` or `"youtube_restrict"`: the group setting that turns it on.
+    pub setting: Option<Spanned<String>>,
+    /// Host names (`www.bing.com`) or a name and `.*` (`www.google.*`).
+    pub hosts: Option<Vec<Spanned<String>>>,
+    /// The name dialled for strict.
+    pub strict: Option<Spanned<String>>,
+    /// The name dialled for moderate (`youtube_restrict` engines only).
+    pub moderate: Option<Spanned<String>>,
 }
 
 /// `[admin]`
@@ -432,6 +460,10 @@ pub struct RawGroup {
     pub block_ech: Option<bool>,
     /// `"block"` (default) or `"allow"`: what the group gets when the log cannot be written.
     pub on_log_failure: Option<Spanned<String>>,
+    /// Dial search engines to their safe-search address (default true).
+    pub safe_search: Option<bool>,
+    /// `"strict"` (default), `"moderate"` or `"off"`: YouTube's Restricted Mode.
+    pub youtube_restrict: Option<Spanned<String>>,
 }
 
 /// The users file.

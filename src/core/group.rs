@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::core::category::{CategoryId, CategorySet};
+use crate::core::safe_search::GroupSafeSearch;
 use crate::core::schedule::ScheduleId;
 use crate::core::site::SiteList;
 
@@ -71,6 +72,8 @@ pub struct Group {
     pub block_ech: bool,
     /// Whether the group is refused (`503`) while the decision log cannot be written.
     pub fail_closed: bool,
+    /// Safe search and YouTube's Restricted Mode, enforced by where requests are dialled.
+    pub safe_search: GroupSafeSearch,
 }
 
 impl fmt::Display for Mode {

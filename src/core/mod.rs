@@ -14,10 +14,11 @@
 //! | [`schedule`] | weekly time windows in a time zone | – |
 //! | [`classify`] | compiled lists and the lookup from target to categories | host, category |
 //! | [`site`] | site entries and short site lists (`allow_sites`, grants) | host, classify |
-//! | [`group`] | groups: the filtering levels and what each may reach | site, schedule |
+//! | [`group`] | groups: the filtering levels and what each may reach | site, schedule, safe_search |
 //! | [`identity`] | subnets, users and their groups | group |
 //! | [`config`] | the policy file as written, with file:line errors | – |
 //! | [`policy`] | the validated policy (`compile.rs`: the file into rules, in steps) | all above |
+//! | [`safe_search`] | which name a search engine or YouTube is dialled to, per group | host |
 //! | [`grants`] | ticketed, time-boxed unblocks, validated against a policy | policy |
 //! | [`verdict`] | what a decision says: requester, verdict, reason and its code | group |
 //! | [`decide`] | `Policy::decide` and `Policy::explain` | policy, grants, verdict |
@@ -38,6 +39,7 @@ pub mod group;
 pub mod host;
 pub mod identity;
 pub mod policy;
+pub mod safe_search;
 pub mod schedule;
 pub mod site;
 pub mod verdict;

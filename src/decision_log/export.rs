@@ -58,6 +58,11 @@ impl Row<'_> {
             "bytes_down": self.bytes_down,
             "duration_ms": self.duration_us as f64 / 1000.0,
             "search_terms": d.terms,
+            "safe_search": d.safe_search.as_ref().map(|r| serde_json::json!({
+                "engine": r.engine,
+                "level": r.level.as_str(),
+                "dialled": r.dialled,
+            })),
         })
     }
 }
@@ -115,7 +120,7 @@ fn iso(us: i64) -> String {
 }
 
 /// The CSV export's columns, in order.
-const CSV_HEADER: [&str; 18] = [
+const CSV_HEADER: [&str; 19] = [
     "time",
     "node",
     "seq",
@@ -134,6 +139,7 @@ const CSV_HEADER: [&str; 18] = [
     "bytes_down",
     "duration_ms",
     "search_terms",
+    "safe_search",
 ];
 
 impl Exporter {
@@ -251,6 +257,10 @@ impl Exporter {
                     r.bytes_down.to_string(),
                     format!("{:.3}", r.duration_us as f64 / 1000.0),
                     d.terms.join(";"),
+                    d.safe_search
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
                 ];
                 // Each row goes through a writer of its own into `row`, not straight into
                 // `out`: a csv::Writer flushes its output when it is done, and that flush
@@ -277,10 +287,12 @@ impl Exporter {
                     r.status
                 };
                 let user = d.user.as_deref().unwrap_or("-");
-                let hierarchy = if d.action == StoredAction::Block {
-                    "HIER_NONE/-"
-                } else {
-                    "HIER_DIRECT/-"
+                // Squid names the server it contacted after the hierarchy code: here,
+                // the safe-search address when one was dialled instead.
+                let hierarchy = match (&d.action, &d.safe_search) {
+                    (StoredAction::Block, _) => "HIER_NONE/-".to_string(),
+                    (_, Some(r)) => format!("HIER_DIRECT/{}", r.dialled),
+                    (_, None) => "HIER_DIRECT/-".to_string(),
                 };
                 writeln!(
                     out,
@@ -305,7 +317,7 @@ pub fn human_line(entry: &Entry) -> Option<String> {
     let time = iso(entry.time_us);
     match &entry.body {
         Body::Decision(d) => Some(format!(
-            "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}",
+            "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}{}",
             entry.seq,
             crate::decision::format_reference(entry.seq),
             d.client,
@@ -323,6 +335,10 @@ pub fn human_line(entry: &Entry) -> Option<String> {
             d.grant
                 .as_deref()
                 .map(|g| format!("  ticket {g}"))
+                .unwrap_or_default(),
+            d.safe_search
+                .as_ref()
+                .map(|r| format!("  safe search {r}"))
                 .unwrap_or_default(),
         )),
         Body::Reload { what, ok, detail } => Some(format!(
@@ -372,6 +388,7 @@ mod tests {
             grant: None,
             status: 403,
             terms: vec![],
+            safe_search: None,
         };
         let mut exporter = Exporter::new(Format::Csv);
         let mut out = Vec::new();

@@ -13,7 +13,9 @@
 //! frame:  payload length (u32 LE) | crc32c of payload (u32 LE) | payload
 //! ```
 //!
-//! A payload is one [`Entry`] encoded with postcard (serde, varint integers). Sequence
+//! A payload is one [`Entry`] encoded with postcard (serde, varint integers; [`Body`]
+//! says how its kinds are stored, and how a decision with safe search enforced became a
+//! kind of its own without changing how any earlier entry reads). Sequence
 //! numbers start at 1 and rise by one per entry, across segments and restarts. The chain
 //! is `c_0 = BLAKE3("gatehouse decision log v1\0" ‖ node)`, `c_i = BLAKE3(c_{i-1} ‖
 //! payload_i)`; a segment's header carries the chain value before its first entry, and a
@@ -33,6 +35,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::core::safe_search::SafeSearchRewrite;
 pub use crate::core::verdict::ReasonCode;
 
 /// Segment file magic and version.
@@ -98,10 +101,23 @@ pub struct Decision {
     pub status: u16,
     /// Search terms of concern found in the query.
     pub terms: Vec<String>,
+    /// Safe search enforced: the request was dialled to the engine's safe-search
+    /// address. Not part of this struct's own encoding (which stays the shape every
+    /// log before it holds): [`Body`]'s encoding stores a decision that has one as a
+    /// [`Body`] kind of its own, after the others.
+    #[serde(skip)]
+    pub safe_search: Option<SafeSearchRewrite>,
 }
 
 /// What an entry records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its encoding is the format: postcard stores a variant as its index, so the variants
+/// below are stored in this order, and a new kind of entry goes at the end. A
+/// [`Body::Decision`] with safe search enforced is stored as an eighth kind,
+/// "decision with safe search" (the decision's fields as before, then the
+/// [`SafeSearchRewrite`]); without it, as the first kind, byte for byte as before. So
+/// logs written before the field read unchanged, and a log holds both.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A verdict.
     Decision(Decision),
@@ -156,6 +172,165 @@ pub enum Body {
         /// Gatehouse version.
         version: String,
     },
+}
+
+/// [`Body`] as stored, for writing: each kind borrowed from the body, in the stored
+/// order. [`Stored`] is the same shape, owned, for reading; a test holds them together.
+#[derive(Serialize)]
+enum StoredRef<'a> {
+    Decision(&'a Decision),
+    Completion {
+        of: u64,
+        status: u16,
+        bytes_up: u64,
+        bytes_down: u64,
+        duration_us: u64,
+    },
+    Reload {
+        what: ReloadKind,
+        ok: bool,
+        detail: &'a str,
+    },
+    Grant {
+        action: &'a GrantEvent,
+        id: &'a str,
+        ticket: &'a str,
+        by: &'a str,
+        detail: &'a str,
+    },
+    Seal {
+        chain: &'a [u8; 32],
+    },
+    Retention {
+        deleted: &'a [String],
+    },
+    Start {
+        version: &'a str,
+    },
+    SafeSearchDecision(&'a Decision, &'a SafeSearchRewrite),
+}
+
+/// [`Body`] as stored, for reading (see [`StoredRef`]).
+#[derive(Deserialize)]
+enum Stored {
+    Decision(Decision),
+    Completion {
+        of: u64,
+        status: u16,
+        bytes_up: u64,
+        bytes_down: u64,
+        duration_us: u64,
+    },
+    Reload {
+        what: ReloadKind,
+        ok: bool,
+        detail: String,
+    },
+    Grant {
+        action: GrantEvent,
+        id: String,
+        ticket: String,
+        by: String,
+        detail: String,
+    },
+    Seal {
+        chain: [u8; 32],
+    },
+    Retention {
+        deleted: Vec<String>,
+    },
+    Start {
+        version: String,
+    },
+    SafeSearchDecision(Decision, SafeSearchRewrite),
+}
+
+impl Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let stored = match self {
+            Body::Decision(d) => match &d.safe_search {
+                None => StoredRef::Decision(d),
+                Some(rewrite) => StoredRef::SafeSearchDecision(d, rewrite),
+            },
+            Body::Completion {
+                of,
+                status,
+                bytes_up,
+                bytes_down,
+                duration_us,
+            } => StoredRef::Completion {
+                of: *of,
+                status: *status,
+                bytes_up: *bytes_up,
+                bytes_down: *bytes_down,
+                duration_us: *duration_us,
+            },
+            Body::Reload { what, ok, detail } => StoredRef::Reload {
+                what: *what,
+                ok: *ok,
+                detail,
+            },
+            Body::Grant {
+                action,
+                id,
+                ticket,
+                by,
+                detail,
+            } => StoredRef::Grant {
+                action,
+                id,
+                ticket,
+                by,
+                detail,
+            },
+            Body::Seal { chain } => StoredRef::Seal { chain },
+            Body::Retention { deleted } => StoredRef::Retention { deleted },
+            Body::Start { version } => StoredRef::Start { version },
+        };
+        stored.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Stored::deserialize(deserializer)? {
+            Stored::Decision(d) => Body::Decision(d),
+            Stored::SafeSearchDecision(d, rewrite) => Body::Decision(Decision {
+                safe_search: Some(rewrite),
+                ..d
+            }),
+            Stored::Completion {
+                of,
+                status,
+                bytes_up,
+                bytes_down,
+                duration_us,
+            } => Body::Completion {
+                of,
+                status,
+                bytes_up,
+                bytes_down,
+                duration_us,
+            },
+            Stored::Reload { what, ok, detail } => Body::Reload { what, ok, detail },
+            Stored::Grant {
+                action,
+                id,
+                ticket,
+                by,
+                detail,
+            } => Body::Grant {
+                action,
+                id,
+                ticket,
+                by,
+                detail,
+            },
+            Stored::Seal { chain } => Body::Seal { chain },
+            Stored::Retention { deleted } => Body::Retention { deleted },
+            Stored::Start { version } => Body::Start { version },
+        })
+    }
 }
 
 /// What a [`Body::Reload`] reloaded.
@@ -458,6 +633,189 @@ mod tests {
                 "{unknown:?}"
             );
         }
+    }
+
+    fn decision(safe_search: Option<SafeSearchRewrite>) -> Decision {
+        Decision {
+            client: IpAddr::from([10, 20, 3, 4]),
+            user: Some("amy".into()),
+            group: "ks2".into(),
+            method: "CONNECT".into(),
+            url: "www.google.com:443".into(),
+            sni: Some("www.google.com".into()),
+            categories: vec!["search".into()],
+            action: StoredAction::Allow,
+            reason: ReasonCode::Mode,
+            grant: None,
+            status: 200,
+            terms: vec!["term".into()],
+            safe_search,
+        }
+    }
+
+    fn rewrite() -> SafeSearchRewrite {
+        SafeSearchRewrite {
+            engine: "google".into(),
+            level: crate::core::safe_search::Level::Strict,
+            dialled: "forcesafesearch.google.com".into(),
+        }
+    }
+
+    /// The entry types as they were before safe search, copied: what every log written
+    /// until then holds.
+    mod old {
+        use super::super::{GrantEvent, ReasonCode, ReloadKind, StoredAction};
+        use serde::Serialize;
+        use std::net::IpAddr;
+
+        #[derive(Serialize)]
+        pub struct Entry {
+            pub seq: u64,
+            pub time_us: i64,
+            pub body: Body,
+        }
+
+        #[derive(Serialize)]
+        pub struct Decision {
+            pub client: IpAddr,
+            pub user: Option<String>,
+            pub group: String,
+            pub method: String,
+            pub url: String,
+            pub sni: Option<String>,
+            pub categories: Vec<String>,
+            pub action: StoredAction,
+            pub reason: ReasonCode,
+            pub grant: Option<String>,
+            pub status: u16,
+            pub terms: Vec<String>,
+        }
+
+        #[allow(dead_code)] // the variants before Seal are here for its index
+        #[derive(Serialize)]
+        pub enum Body {
+            Decision(Decision),
+            Completion {
+                of: u64,
+                status: u16,
+                bytes_up: u64,
+                bytes_down: u64,
+                duration_us: u64,
+            },
+            Reload {
+                what: ReloadKind,
+                ok: bool,
+                detail: String,
+            },
+            Grant {
+                action: GrantEvent,
+                id: String,
+                ticket: String,
+                by: String,
+                detail: String,
+            },
+            Seal {
+                chain: [u8; 32],
+            },
+            Retention {
+                deleted: Vec<String>,
+            },
+            Start {
+                version: String,
+            },
+        }
+    }
+
+    #[test]
+    fn a_decision_in_the_old_shape_still_reads_and_is_still_written() {
+        let d = decision(None);
+        let old = postcard::to_stdvec(&old::Entry {
+            seq: 7,
+            time_us: 1_700_000_000_000_000,
+            body: old::Body::Decision(old::Decision {
+                client: d.client,
+                user: d.user.clone(),
+                group: d.group.clone(),
+                method: d.method.clone(),
+                url: d.url.clone(),
+                sni: d.sni.clone(),
+                categories: d.categories.clone(),
+                action: d.action,
+                reason: d.reason,
+                grant: d.grant.clone(),
+                status: d.status,
+                terms: d.terms.clone(),
+            }),
+        })
+        .expect("encodes");
+        let entry = Entry {
+            seq: 7,
+            time_us: 1_700_000_000_000_000,
+            body: Body::Decision(d),
+        };
+        assert_eq!(
+            postcard::from_bytes::<Entry>(&old).ok(),
+            Some(entry.clone())
+        );
+        // Without safe search a decision is written exactly as before.
+        assert_eq!(postcard::to_stdvec(&entry).expect("encodes"), old);
+        // The seal keeps its index, which `verify` reads without decoding the rest.
+        let seal = |b| postcard::to_stdvec(&b).expect("encodes");
+        assert_eq!(
+            seal(Body::Seal { chain: [3; 32] }),
+            postcard::to_stdvec(&old::Body::Seal { chain: [3; 32] }).expect("encodes")
+        );
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_safe_search_is_a_kind_of_its_own() {
+        let bodies = [
+            Body::Decision(decision(None)),
+            Body::Decision(decision(Some(rewrite()))),
+            Body::Completion {
+                of: 1,
+                status: 200,
+                bytes_up: 2,
+                bytes_down: 3,
+                duration_us: 4,
+            },
+            Body::Reload {
+                what: ReloadKind::Grants,
+                ok: false,
+                detail: "bad".into(),
+            },
+            Body::Grant {
+                action: GrantEvent::ApiRefused("POST".into()),
+                id: "g1".into(),
+                ticket: "HD-1".into(),
+                by: "tech".into(),
+                detail: "why".into(),
+            },
+            Body::Seal { chain: [9; 32] },
+            Body::Retention {
+                deleted: vec!["a".into(), "b".into()],
+            },
+            Body::Start {
+                version: "1.0.0".into(),
+            },
+        ];
+        // (body, its stored kind: the variant index, the payload's first byte here)
+        for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6]) {
+            let bytes = postcard::to_stdvec(body).expect("encodes");
+            assert_eq!(bytes[0], kind, "{body:?}");
+            assert_eq!(
+                postcard::from_bytes::<Body>(&bytes).ok().as_ref(),
+                Some(body)
+            );
+        }
+        // The stored decision with safe search is the old decision, then the rewrite.
+        let with =
+            postcard::to_stdvec(&Body::Decision(decision(Some(rewrite())))).expect("encodes");
+        let without = postcard::to_stdvec(&Body::Decision(decision(None))).expect("encodes");
+        let mut expected = vec![7];
+        expected.extend_from_slice(&without[1..]);
+        expected.extend(postcard::to_stdvec(&rewrite()).expect("encodes"));
+        assert_eq!(with, expected);
     }
 
     #[test]

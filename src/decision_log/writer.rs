@@ -821,6 +821,57 @@ mod tests {
         .await
     }
 
+    /// Decisions with and without safe search, in one log: the two stored shapes of a
+    /// decision side by side verify end to end and read back as they were written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_with_both_shapes_of_decision_verifies_and_reads_back() {
+        use crate::decision_log::{Decision, ReasonCode, SafeSearchRewrite, StoredAction};
+        let dir = tempfile::tempdir().expect("dir");
+        let log = open(settings(dir.path(), 5)).expect("open");
+        let decision = |host: &str, safe_search: Option<SafeSearchRewrite>| Decision {
+            client: std::net::IpAddr::from([10, 20, 1, 5]),
+            user: None,
+            group: "ks1".into(),
+            method: "CONNECT".into(),
+            url: format!("{host}:443"),
+            sni: Some(host.into()),
+            categories: vec![],
+            action: StoredAction::Allow,
+            reason: ReasonCode::Mode,
+            grant: None,
+            status: 200,
+            terms: vec![],
+            safe_search,
+        };
+        let written = [
+            decision("www.example.com", None),
+            decision(
+                "www.google.co.uk",
+                Some(SafeSearchRewrite {
+                    engine: "google".into(),
+                    level: crate::core::safe_search::Level::Strict,
+                    dialled: "forcesafesearch.google.com".into(),
+                }),
+            ),
+            decision("www.example.org", None),
+        ];
+        for d in &written {
+            log.append(Body::Decision(d.clone()))
+                .await
+                .expect("acknowledged");
+        }
+        log.close().await;
+        let mut read = Vec::new();
+        let report = super::super::reader::verify_and_read(dir.path(), &mut |_, e| {
+            if let Body::Decision(d) = &e.body {
+                read.push(d.clone());
+            }
+        })
+        .expect("verify");
+        assert!(report.fault.is_none(), "{report:?}");
+        assert_eq!(read, written);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn timed_fsyncs_and_rolls_run_on_the_sync_thread_and_the_chain_holds() {
         let dir = tempfile::tempdir().expect("dir");
@@ -886,6 +937,26 @@ mod tests {
                 grant: None,
                 status: 403,
                 terms: vec![],
+                safe_search: None,
+            }),
+            Body::Decision(crate::decision_log::Decision {
+                client: std::net::IpAddr::from([10, 0, 0, 2]),
+                user: None,
+                group: "ks2".into(),
+                method: "CONNECT".into(),
+                url: "www.youtube.com:443".into(),
+                sni: Some("www.youtube.com".into()),
+                categories: vec![],
+                action: crate::decision_log::StoredAction::Allow,
+                reason: crate::decision_log::ReasonCode::Mode,
+                grant: None,
+                status: 200,
+                terms: vec![],
+                safe_search: Some(crate::decision_log::SafeSearchRewrite {
+                    engine: "youtube".into(),
+                    level: crate::core::safe_search::Level::Moderate,
+                    dialled: "restrictmoderate.youtube.com".into(),
+                }),
             }),
         ];
         for body in bodies {

@@ -7,6 +7,7 @@
 //! record of an allow decision makes, and hands it to the pool, and to the splice of an
 //! upgraded connection.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use super::pool::{Lease, Pool};
 use super::upstream::UpstreamError;
 use super::{tunnel, Body, BoxError, Proxy, RequestContext};
 use crate::core::host::Target;
+use crate::core::safe_search::SafeSearchRewrite;
 use crate::decision::{Allowed, Asked, DecisionLog};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own, removed before forwarding.
@@ -73,6 +75,38 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
     if let Some(u) = upgrade {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Where an allowed request goes: its authority (which its `Host` header keeps) and
+/// target, and the safe-search address it is dialled to instead, if any.
+pub(super) struct Upstream<'a> {
+    /// The target's authority, `host:port` as normalised.
+    pub(super) authority: &'a str,
+    /// The target.
+    pub(super) target: &'a Target,
+    /// The safe-search address dialled instead of the target's host.
+    pub(super) safe_search: Option<&'a SafeSearchRewrite>,
+}
+
+impl Upstream<'_> {
+    /// The name dialled.
+    fn host(&self) -> Cow<'_, str> {
+        match self.safe_search {
+            Some(rewrite) => Cow::Borrowed(&rewrite.dialled),
+            None => self.target.host.text(),
+        }
+    }
+
+    /// The pool key: the authority, and the name dialled when that is another one, so
+    /// that a connection dialled to a safe-search address is only ever lent to requests
+    /// that are to go there, and never one dialled to the engine's own address to them.
+    fn pool_key(&self) -> Cow<'_, str> {
+        match self.safe_search {
+            // No authority holds a space: this cannot be another authority's key.
+            Some(rewrite) => Cow::Owned(format!("{} via {}", self.authority, rewrite.dialled)),
+            None => Cow::Borrowed(self.authority),
+        }
     }
 }
 
@@ -225,17 +259,16 @@ impl Proxy {
     /// returns the response to relay; `completion` is set to record how it ends. The
     /// permit is the recorded decision that allowed it; an upgrade (`101`) spends it on
     /// the splice that follows.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         ctx: &RequestContext,
         permit: Allowed,
-        target: &Target,
-        authority: &str,
+        upstream: &Upstream<'_>,
         asked: &Asked<'_>,
         completion: &mut Option<Completion>,
     ) -> Response<Body> {
+        let authority = upstream.authority;
         let snap = &ctx.snapshot;
         let upgrading = req.headers().contains_key(header::UPGRADE);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -260,13 +293,15 @@ impl Proxy {
             inner: body,
             count: up.clone(),
         };
+        let host = upstream.host();
         let result = tokio::time::timeout(
             timeout,
             self.pool.send(
                 &permit,
                 || self.dialer(snap),
-                authority,
-                target,
+                &upstream.pool_key(),
+                &host,
+                upstream.target.port,
                 Request::from_parts(parts, body),
             ),
         )
@@ -277,7 +312,7 @@ impl Proxy {
         let resp = match result {
             Err(_) => {
                 let e = UpstreamError::Timeout {
-                    host: target.host.to_string(),
+                    host: host.into_owned(),
                 };
                 return self.upstream_failure(ctx, asked, &e, false).await;
             }

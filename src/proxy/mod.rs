@@ -10,7 +10,13 @@
 //! which only [`DecisionLog::allow`](crate::decision::DecisionLog::allow) makes, once the
 //! allow decision's record is with the operating system. Dialling is not gated: a
 //! `CONNECT` is dialled on its first verdict, before the ClientHello's SNI is decided and
-//! recorded, and a dial sends none of the client's bytes.
+//! recorded (and dialled again when the SNI names a search engine whose safe-search
+//! address the first dial did not reach), and a dial sends none of the client's bytes.
+//!
+//! Safe search: a request or tunnel to a search engine or YouTube, for a group with the
+//! engine's setting on, is dialled to the engine's safe-search address
+//! ([`Policy::safe_search`](crate::core::policy::Policy::safe_search)) and its bytes pass
+//! unchanged; its record says so.
 //!
 //! | file | one job |
 //! | --- | --- |

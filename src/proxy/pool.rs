@@ -1,6 +1,8 @@
 //! Keep-alive connections to origin servers, reused across requests and clients.
 //!
-//! One idle list per origin (`host:port` as normalised), newest first. A connection goes
+//! One idle list per origin, newest first: `host:port` as normalised, or, for a request
+//! dialled to a safe-search address instead of its host, `host:port via address`, so that
+//! a connection dialled to one name is never lent to a request for another. A connection goes
 //! back on its list only when the response it carried ended cleanly; one whose client
 //! went away mid-body, that was upgraded (`101`) or that said `Connection: close` is
 //! dropped and closes. Idle connections are kept at most [`PoolSettings::idle_timeout`]
@@ -27,7 +29,6 @@ use hyper_util::rt::TokioIo;
 
 use super::upstream::{Dialer, UpstreamError};
 use super::CountUp;
-use crate::core::host::Target;
 use crate::decision::Allowed;
 
 type Map<V> = hashbrown::HashMap<Arc<str>, V, rustc_hash::FxBuildHasher>;
@@ -123,19 +124,19 @@ impl Pool {
         });
     }
 
-    /// Opens a new connection to the target's host and port with the dialer's rules.
+    /// Opens a new connection to `host` and `port` with the dialer's rules.
     async fn open(
         &self,
         dialer: Dialer,
         origin: &str,
-        target: &Target,
+        host: &str,
+        port: u16,
     ) -> Result<Lease, UpstreamError> {
-        let host = target.host.to_string();
-        let stream = dialer.connect(&host, target.port).await?;
+        let stream = dialer.connect(host, port).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| refused(&host, &e))?;
+            .map_err(|e| refused(host, &e))?;
         tokio::spawn(async move {
             // Errors here reach the request as the response future's error.
             let _ = conn.with_upgrades().await;
@@ -146,8 +147,9 @@ impl Pool {
         })
     }
 
-    /// Sends `req` to the target (`origin`, its authority, is the pool key), on a pooled
-    /// connection when one is free, else on a new one dialled with `dialer()`'s rules.
+    /// Sends `req` to `origin` (the pool key: the authority, and the name dialled when
+    /// that is another), on a pooled connection when one is free, else on a new one to
+    /// `host` and `port`, dialled with `dialer()`'s rules.
     /// Only with a permit: the recorded decision that allowed the request.
     /// On success the lease travels with the response so that the connection can be
     /// given back when both bodies have ended.
@@ -156,10 +158,10 @@ impl Pool {
         _permit: &Allowed,
         dialer: impl FnOnce() -> Dialer,
         origin: &str,
-        target: &Target,
+        host: &str,
+        port: u16,
         mut req: Request<CountUp>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let host = || target.host.to_string();
         // Pooled connections first; each one that turns out to be closed hands the
         // request back unsent, and the next is tried; then a fresh one.
         while let Some(mut lease) = self.take(origin) {
@@ -170,17 +172,17 @@ impl Pool {
                 Ok(resp) => return Ok((resp, lease)),
                 Err(mut e) => match e.take_message() {
                     Some(back) => req = back,
-                    None => return Err(refused(&host(), e.error())),
+                    None => return Err(refused(host, e.error())),
                 },
             }
         }
-        let mut lease = self.open(dialer(), origin, target).await?;
+        let mut lease = self.open(dialer(), origin, host, port).await?;
         poll_fn(|cx| lease.sender.poll_ready(cx))
             .await
-            .map_err(|e| refused(&host(), &e))?;
+            .map_err(|e| refused(host, &e))?;
         match lease.sender.send_request(req).await {
             Ok(resp) => Ok((resp, lease)),
-            Err(e) => Err(refused(&host(), &e)),
+            Err(e) => Err(refused(host, &e)),
         }
     }
 }

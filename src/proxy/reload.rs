@@ -120,6 +120,12 @@ impl Proxy {
                 .with_label_values(&[def.category.name.as_str()])
                 .set(entries as i64);
         }
+        // Each engine's series exists from the start, at zero, so that its rate works.
+        for engine in snap.policy.safe_search.engines() {
+            self.metrics
+                .safe_search_rewrites
+                .with_label_values(&[engine.name.as_str()]);
+        }
         let now = Utc::now();
         self.metrics.grants_active.set(
             snap.grants

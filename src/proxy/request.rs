@@ -18,10 +18,11 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::auth::AuthResult;
 use super::conn::ConnSignal;
-use super::forward::{Completion, Tracked};
+use super::forward::{Completion, Tracked, Upstream};
 use super::{tunnel, Body, Proxy, RequestContext};
 use crate::core::host::{parse_authority, Scheme, Target};
 use crate::core::identity::{canonical_ip, AuthRequirement};
+use crate::core::safe_search::SafeSearchRewrite;
 use crate::core::verdict::{Action, ReasonCode, Verdict};
 use crate::decision::{Allowed, LogError, NoPermit};
 use crate::decision_log::{Decision, StoredAction};
@@ -65,6 +66,16 @@ impl Proxy {
             .requests
             .with_label_values(&[decision.group.as_str(), decision.action.as_str(), category])
             .inc();
+    }
+
+    /// Counts a request or tunnel dialled to a safe-search address, by engine.
+    pub(super) fn count_safe_search(&self, safe_search: Option<&SafeSearchRewrite>) {
+        if let Some(rewrite) = safe_search {
+            self.metrics
+                .safe_search_rewrites
+                .with_label_values(&[rewrite.engine.as_str()])
+                .inc();
+        }
     }
 
     fn time_decision(&self, ctx: &RequestContext) {
@@ -243,6 +254,9 @@ impl Proxy {
             explanation.push_str("; ");
             explanation.push_str(note);
         }
+        // A search engine or YouTube, for a group with its setting on, is dialled to the
+        // engine's safe-search address; the request keeps its Host header.
+        let safe_search = policy.safe_search(ctx.group, &target.host);
         let record = Decision::new(
             &asked,
             StoredAction::Allow,
@@ -259,7 +273,8 @@ impl Proxy {
                 .iter()
                 .map(|t| t.term.clone())
                 .collect(),
-        );
+        )
+        .with_safe_search(safe_search.clone());
         let permit = match self.log_allow(&ctx, &verdict, record, &explanation).await {
             Ok(permit) => permit,
             // Groups configured `on_log_failure = "allow"` keep working; the record is
@@ -273,7 +288,13 @@ impl Proxy {
             }
         };
 
-        self.forward(req, &ctx, permit, &target, &authority, &asked, completion)
+        self.count_safe_search(safe_search.as_ref());
+        let upstream = Upstream {
+            authority: &authority,
+            target: &target,
+            safe_search: safe_search.as_ref(),
+        };
+        self.forward(req, &ctx, permit, &upstream, &asked, completion)
             .await
     }
 }

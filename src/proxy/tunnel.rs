@@ -16,6 +16,17 @@
 //! checks: browsers send such an extension to servers with no ECH at all ("GREASE
 //! ECH", so that real ECH does not stand out), so it says nothing about the
 //! destination, and the name it shows is the one decided.
+//!
+//! Safe search needs no interception: a tunnel to a search engine or YouTube, for a group
+//! with the engine's setting on, is dialled to the engine's safe-search address
+//! ([`Policy::safe_search`](crate::core::policy::Policy::safe_search)) and the client's
+//! bytes pass unchanged; the engine's certificate there covers the name the client asked
+//! for. The name that counts is the ClientHello's: a pupil who CONNECTs to an address or
+//! another host and names `www.google.com` in the SNI (fronting, to dodge the rewrite)
+//! has the tunnel dialled again, to the safe-search address, before the ClientHello is
+//! replayed. Redialling rather than refusing: the SNI is what the engine serves, so the
+//! tunnel then reaches the same safe server as an honest client would, and a client
+//! that fronts for another reason (an app pinned to an address) keeps working.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +41,7 @@ use tokio::time::Instant;
 use super::{Body, Proxy, RequestContext};
 use crate::core::classify::Classification;
 use crate::core::host::{Host, Target};
+use crate::core::safe_search::SafeSearchRewrite;
 use crate::core::verdict::{Action, Reason, ReasonCode, Verdict};
 use crate::decision::{Allowed, Asked, NoPermit};
 use crate::decision_log::{Decision, StoredAction};
@@ -220,11 +232,14 @@ pub async fn handle(
             .await;
     }
 
-    let upstream = match proxy
-        .dialer(&snap)
-        .connect(&target.host.to_string(), target.port)
-        .await
-    {
+    // A search engine or YouTube, for a group with its setting on, is dialled to the
+    // engine's safe-search address; the ClientHello may still move it (see run_tunnel).
+    let safe_search = snap.policy.safe_search(ctx.group, &target.host);
+    let dial = match &safe_search {
+        Some(rewrite) => rewrite.dialled.clone(),
+        None => target.host.to_string(),
+    };
+    let upstream = match proxy.dialer(&snap).connect(&dial, target.port).await {
         Ok(s) => s,
         Err(e) => return proxy.upstream_failure(&ctx, &asked, &e, true).await,
     };
@@ -240,7 +255,16 @@ pub async fn handle(
             }
         };
         let mut client = TokioIo::new(upgraded);
-        run_tunnel(proxy, ctx, target, verdict, &mut client, upstream).await;
+        run_tunnel(
+            proxy,
+            ctx,
+            target,
+            verdict,
+            &mut client,
+            upstream,
+            safe_search,
+        )
+        .await;
     });
     let mut resp = Response::new(super::empty());
     *resp.status_mut() = StatusCode::OK;
@@ -254,6 +278,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     connect_verdict: Verdict,
     client: &mut C,
     mut upstream: TcpStream,
+    mut safe_search: Option<SafeSearchRewrite>,
 ) {
     let snap = ctx.snapshot.clone();
     let policy = &snap.policy;
@@ -301,6 +326,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let mut verdict = connect_verdict;
+    let mut sni_safe_search = None;
     let mut classification_terms = Vec::new();
     let mut categories = policy
         .category_names(verdict.categories)
@@ -380,8 +406,38 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                     .await;
                 return;
             }
+            sni_safe_search = policy.safe_search(ctx.group, &sni_target.host);
             verdict = v;
         }
+    }
+    // The ClientHello names a search engine (or YouTube) that the first dial did not
+    // reach the safe-search address of: fronting, or one engine's name behind another's.
+    // Dial the address its SNI maps to before a byte of the hello goes upstream.
+    if let Some(rewrite) = sni_safe_search {
+        let redial = match &safe_search {
+            Some(first) => first.dialled != rewrite.dialled,
+            None => target.host.text() != rewrite.dialled.as_str(),
+        };
+        if redial {
+            match proxy
+                .dialer(&snap)
+                .connect(&rewrite.dialled, target.port)
+                .await
+            {
+                Ok(redialled) => upstream = redialled,
+                Err(e) => {
+                    let asked = Asked {
+                        sni: sni.as_deref(),
+                        ..asked
+                    };
+                    // The tunnel is already open: the answer goes nowhere, the failure
+                    // is counted (and recorded when it is an internal address).
+                    let _ = proxy.upstream_failure(&ctx, &asked, &e, true).await;
+                    return;
+                }
+            }
+        }
+        safe_search = Some(rewrite);
     }
     let explanation: String = policy.explain(&verdict);
     let record = Decision::new(
@@ -395,13 +451,15 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         verdict.grant.as_ref().map(|g| g.ticket.to_string()),
         200,
         classification_terms,
-    );
+    )
+    .with_safe_search(safe_search.clone());
     let permit = match proxy.log_allow(&ctx, &verdict, record, &explanation).await {
         Ok(permit) => permit,
         // As for plain HTTP: a group that fails open goes ahead unrecorded.
         Err(NoPermit::Unlogged(unlogged)) if !group.fail_closed => unlogged.allow_unrecorded(),
         Err(_) => return,
     };
+    proxy.count_safe_search(safe_search.as_ref());
     // The ClientHello was held back until now: no byte of the client's reaches the
     // upstream before the decision on its SNI is recorded.
     if upstream.write_all(&hello).await.is_err() {

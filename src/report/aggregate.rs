@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::model::{
     Alert, BypassRow, Count, DayRow, GrantRow, GrantTerms, GroupRow, Integrity, PersonRow, Report,
-    SearchRow, Totals,
+    SafeSearchRow, SearchRow, Totals,
 };
 use super::period::{local_midnight, Period};
 use crate::core::category::Severity;
@@ -139,6 +139,8 @@ pub struct Builder<'a> {
     searches: HashMap<(String, String), (SearchRow, i64, i64)>,
     bypass: HashMap<(String, String, String, String), u64>,
     groups: HashMap<String, GroupAcc>,
+    /// (group, engine, level, name dialled) → requests with safe search enforced.
+    safe_search: HashMap<(String, String, &'static str, String), u64>,
     grant_events: Vec<GrantRow>,
     grant_use: HashMap<String, u64>,
     daily: BTreeMap<NaiveDate, DayRow>,
@@ -190,6 +192,7 @@ impl<'a> Builder<'a> {
             searches: HashMap::default(),
             bypass: HashMap::default(),
             groups: HashMap::default(),
+            safe_search: HashMap::default(),
             people: HashMap::default(),
             hosts: Hosts::default(),
             grant_events: Vec::new(),
@@ -269,6 +272,17 @@ impl<'a> Builder<'a> {
                 }
                 if let Some(ticket) = &d.grant {
                     bump(&mut self.grant_use, ticket);
+                }
+                if let Some(r) = &d.safe_search {
+                    *self
+                        .safe_search
+                        .entry((
+                            d.group.clone(),
+                            r.engine.clone(),
+                            r.level.as_str(),
+                            r.dialled.clone(),
+                        ))
+                        .or_default() += 1;
                 }
                 // Alerts: every attempt at an illegal or safeguarding category, collapsed
                 // per person and category.
@@ -504,6 +518,23 @@ impl<'a> Builder<'a> {
                 top_sites: top(g.sites, 10, host_name).0,
             })
             .collect();
+        let mut safe_search: Vec<SafeSearchRow> = self
+            .safe_search
+            .into_iter()
+            .map(
+                |((group, engine, level, dialled), requests)| SafeSearchRow {
+                    group,
+                    engine,
+                    level: level.to_string(),
+                    dialled,
+                    requests,
+                },
+            )
+            .collect();
+        safe_search.sort_by(|a, b| {
+            (&a.group, &a.engine, &a.level, &a.dialled)
+                .cmp(&(&b.group, &b.engine, &b.level, &b.dialled))
+        });
         people.sort_by(|a, b| b.attempts.cmp(&a.attempts).then(a.who.cmp(&b.who)));
         people.truncate(20);
         let mut grant_rows = self.grant_events;
@@ -558,6 +589,7 @@ impl<'a> Builder<'a> {
             searches,
             bypass,
             groups,
+            safe_search,
             people,
             drilldown,
             grants: grant_rows,

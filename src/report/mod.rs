@@ -21,6 +21,6 @@ mod render;
 pub use aggregate::Builder;
 pub use model::{
     Alert, BypassRow, Count, DayRow, GrantRow, GrantTerms, GroupRow, Integrity, PersonRow, Report,
-    SearchRow, Totals,
+    SafeSearchRow, SearchRow, Totals,
 };
 pub use period::{iso_week, IsoWeekError, Period};

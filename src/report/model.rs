@@ -117,6 +117,22 @@ pub struct BypassRow {
     pub count: u64,
 }
 
+/// Safe search enforced for one group on one engine: requests dialled to the engine's
+/// safe-search address instead of the host asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct SafeSearchRow {
+    /// Group.
+    pub group: String,
+    /// The engine's name in the policy (`google`, `youtube`).
+    pub engine: String,
+    /// `strict` or `moderate`.
+    pub level: String,
+    /// The name dialled (`forcesafesearch.google.com`).
+    pub dialled: String,
+    /// Requests.
+    pub requests: u64,
+}
+
 /// A pupil (or device) with blocked attempts in sensitive categories.
 #[derive(Debug, Clone, Serialize)]
 pub struct PersonRow {
@@ -225,6 +241,8 @@ pub struct Report {
     pub bypass: Vec<BypassRow>,
     /// Per group.
     pub groups: Vec<GroupRow>,
+    /// Safe search enforced, per group and engine.
+    pub safe_search: Vec<SafeSearchRow>,
     /// People with the most blocked attempts in sensitive categories.
     pub people: Vec<PersonRow>,
     /// Per-person drill-down: time, category, host.

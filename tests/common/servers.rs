@@ -237,8 +237,20 @@ pub struct Origin {
 
 async fn origin_service(
     req: Request<Incoming>,
+    label: &'static str,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/who" {
+        // Which origin answered, and the Host it was asked for.
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-");
+        return Ok(Response::new(Full::new(Bytes::from(format!(
+            "{label} for {host}"
+        )))));
+    }
     if let Some(ms) = path.strip_prefix("/slow/") {
         let ms: u64 = ms.parse().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -291,7 +303,9 @@ async fn origin_service(
         text.push_str(&format!("body: {}\n", String::from_utf8_lossy(&body)));
         return Ok(Response::new(Full::new(Bytes::from(text))));
     }
-    Ok(Response::new(Full::new(Bytes::from("hello from origin"))))
+    Ok(Response::new(Full::new(Bytes::from(format!(
+        "hello from {label}"
+    )))))
 }
 
 impl Origin {
@@ -306,14 +320,48 @@ impl Origin {
     }
 
     fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Origin {
+        Origin::start_at(tls, SocketAddr::from(([127, 0, 0, 1], 0)), "origin")
+            .expect("origin binds")
+    }
+
+    /// Origins on one port at several loopback addresses, each answering with its own
+    /// label (`hello from LABEL`; `/who` says `LABEL for HOST`): `[server.resolve]` maps
+    /// names to addresses, not ports, so two names that must reach two different
+    /// servers on the port a request names need two addresses. TLS with a certificate
+    /// for `names` when `ca` is given, else plain HTTP. Returns the port and the origins.
+    pub fn labelled(
+        ca: Option<&TestCa>,
+        names: &[&str],
+        addresses: &[([u8; 4], &'static str)],
+    ) -> (u16, Vec<Origin>) {
+        let tls = ca.map(|ca| ca.server_config(names));
+        'attempt: for _ in 0..20 {
+            let mut origins: Vec<Origin> = Vec::new();
+            for (ip, label) in addresses {
+                let port = origins.first().map_or(0, |o| o.port);
+                match Origin::start_at(tls.clone(), SocketAddr::from((*ip, port)), label) {
+                    Ok(o) => origins.push(o),
+                    // The port is taken at this address: start again on another.
+                    Err(_) => continue 'attempt,
+                }
+            }
+            let port = origins.first().map_or(0, |o| o.port);
+            return (port, origins);
+        }
+        panic!("no port free on every address {addresses:?}");
+    }
+
+    fn start_at(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        addr: SocketAddr,
+        label: &'static str,
+    ) -> std::io::Result<Origin> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("origin binds");
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
         let port = listener.local_addr().expect("addr").port();
         runtime.spawn(async move {
             let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -323,7 +371,7 @@ impl Origin {
                 };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(origin_service);
+                    let svc = service_fn(move |req| origin_service(req, label));
                     let builder = hyper::server::conn::http1::Builder::new();
                     match acceptor {
                         Some(a) => {
@@ -341,10 +389,10 @@ impl Origin {
                 });
             }
         });
-        Origin {
+        Ok(Origin {
             port,
             _runtime: runtime,
-        }
+        })
     }
 }
 

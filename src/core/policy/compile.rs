@@ -18,10 +18,13 @@ use crate::core::category::{
 };
 use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawGrantRules, RawGroup,
-    RawIdentity, RawPolicy, RawSchedule, RawUsers, Source,
+    RawIdentity, RawPolicy, RawSafeSearch, RawSchedule, RawUsers, Source,
 };
 use crate::core::group::{Group, GroupId, Mode};
 use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
+use crate::core::safe_search::{
+    self, Engine, Engines, GroupSafeSearch, HostPattern, Level, Setting,
+};
 use crate::core::schedule::{parse_tz, Schedule, ScheduleId, Window};
 use crate::core::site::{SiteEntry, SiteList};
 
@@ -50,6 +53,7 @@ impl Policy {
         let groups = c.groups(raw.groups, &categories, &schedule_ids, &schedules);
         let identity = c.identity(&raw.identity, users, &groups);
         let grant_rules = c.grant_rules(&raw.grants);
+        let safe_search = c.safe_search(raw.safe_search);
 
         let mut errors = c.errors;
         if !errors.is_empty() {
@@ -70,6 +74,7 @@ impl Policy {
             groups: groups.groups,
             identity,
             grant_rules,
+            safe_search,
             allow_site_lines: groups.allow_site_lines,
             source: source.clone(),
         })
@@ -438,6 +443,30 @@ impl Compiler<'_> {
                 true
             }
         };
+        let safe_search = GroupSafeSearch {
+            // On unless the group says otherwise: a new group, or a policy written before
+            // the setting, is never less safe than a pupil group.
+            search: g.safe_search.unwrap_or(true).then_some(Level::Strict),
+            youtube: match g.youtube_restrict.as_ref().map(|v| v.get_ref().as_str()) {
+                None | Some("strict") => Some(Level::Strict),
+                Some("moderate") => Some(Level::Moderate),
+                Some("off") => None,
+                Some(other) => {
+                    let span = g
+                        .youtube_restrict
+                        .as_ref()
+                        .map(|v| v.span())
+                        .unwrap_or(0..0);
+                    self.invalid(
+                        span,
+                        format!(
+                            "group {gname:?}: youtube_restrict {other:?} is not \"strict\", \"moderate\" or \"off\""
+                        ),
+                    );
+                    Some(Level::Strict)
+                }
+            },
+        };
         Group {
             name: gname,
             description: g.description,
@@ -451,6 +480,7 @@ impl Compiler<'_> {
             require_sni: g.require_sni.unwrap_or(true),
             block_ech: g.block_ech.unwrap_or(true),
             fail_closed,
+            safe_search,
         }
     }
 
@@ -578,6 +608,163 @@ impl Compiler<'_> {
             }
         }
         Some(Identity::new(default_group?, subnets, user_list))
+    }
+
+    /// The safe-search engine table: the shipped engines, each changed by the fields an
+    /// entry of the same name gives, then the school's own engines in file order. A host
+    /// that two engines would claim is refused: which name a request is dialled to must
+    /// not depend on the order of the table.
+    fn safe_search(&mut self, raw: RawSafeSearch) -> Engines {
+        let mut engines = safe_search::default_engines();
+        // Where each engine's hosts were written (`None`: a shipped default), for errors.
+        let mut host_spans: Vec<Vec<Option<std::ops::Range<usize>>>> =
+            engines.iter().map(|e| vec![None; e.hosts.len()]).collect();
+        let mut raw_engines: Vec<_> = raw.engines.into_iter().collect();
+        raw_engines.sort_by_key(|(name, _)| name.span().start);
+        for (name, e) in raw_engines {
+            let ename = name.get_ref().clone();
+            if let Err(why) = check_name(&ename) {
+                self.invalid(
+                    name.span(),
+                    format!("safe-search engine name {ename:?}: {why}"),
+                );
+            }
+            let setting = e.setting.as_ref().and_then(|s| match Setting::parse(s.get_ref()) {
+                Some(setting) => Some(setting),
+                None => {
+                    self.invalid(
+                        s.span(),
+                        format!(
+                            "safe-search engine {ename:?}: setting {:?} is not \"safe_search\" or \"youtube_restrict\"",
+                            s.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
+            let address = |c: &mut Compiler, field: &str, value: &Option<toml::Spanned<String>>| {
+                let v = value.as_ref()?;
+                safe_search::parse_address(v.get_ref())
+                    .map_err(|e| {
+                        c.invalid(
+                            v.span(),
+                            format!("safe-search engine {ename:?}: {field}: {e}"),
+                        )
+                    })
+                    .ok()
+            };
+            let strict = address(self, "strict", &e.strict);
+            let moderate = address(self, "moderate", &e.moderate);
+            let hosts = e.hosts.as_ref().map(|hosts| {
+                let mut parsed = Vec::new();
+                for h in hosts {
+                    match HostPattern::parse(h.get_ref()) {
+                        Ok(p) => parsed.push((p, Some(h.span()))),
+                        Err(err) => {
+                            self.invalid(h.span(), format!("safe-search engine {ename:?}: {err}"))
+                        }
+                    }
+                }
+                parsed
+            });
+            let (engine, spans) = match engines.iter().position(|d| d.name == ename) {
+                // A shipped engine: the fields given replace the defaults'.
+                Some(i) => (&mut engines[i], &mut host_spans[i]),
+                None => {
+                    let missing: Vec<&str> = [
+                        ("setting", e.setting.is_none()),
+                        ("hosts", e.hosts.is_none()),
+                        ("strict", e.strict.is_none()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(field, absent)| absent.then_some(field))
+                    .collect();
+                    if !missing.is_empty() {
+                        self.invalid(
+                            name.span(),
+                            format!(
+                                "safe-search engine {ename:?} is not a shipped one (google, youtube, bing, duckduckgo), so it needs {}",
+                                missing.join(", ")
+                            ),
+                        );
+                    }
+                    let (Some(setting), Some(strict)) = (setting, strict.clone()) else {
+                        continue;
+                    };
+                    engines.push(Engine {
+                        name: ename.clone(),
+                        setting,
+                        hosts: Vec::new(),
+                        strict,
+                        moderate: None,
+                    });
+                    host_spans.push(Vec::new());
+                    let last = engines.len() - 1;
+                    (&mut engines[last], &mut host_spans[last])
+                }
+            };
+            if let Some(setting) = setting {
+                engine.setting = setting;
+            }
+            if let Some(strict) = strict {
+                engine.strict = strict;
+            }
+            if let Some(moderate) = moderate {
+                engine.moderate = Some(moderate);
+            }
+            if let Some(hosts) = hosts {
+                (engine.hosts, *spans) = hosts.into_iter().unzip();
+            }
+            if engine.setting == Setting::SafeSearch {
+                // A search engine is on (strict) or off: a moderate address would never be
+                // dialled, so one written here is a mistake worth saying.
+                engine.moderate = None;
+                if let Some(m) = &e.moderate {
+                    self.invalid(
+                        m.span(),
+                        format!(
+                            "safe-search engine {ename:?}: only youtube_restrict engines have a moderate address (safe_search is on, which is strict, or off)"
+                        ),
+                    );
+                }
+            }
+        }
+        self.check_engine_hosts(&engines, &host_spans);
+        Engines::new(engines)
+    }
+
+    /// Refuses a host that two engines claim, by the same pattern or an exact name that
+    /// another engine's country ending covers.
+    fn check_engine_hosts(
+        &mut self,
+        engines: &[Engine],
+        spans: &[Vec<Option<std::ops::Range<usize>>>],
+    ) {
+        let mut claimed: Vec<(&HostPattern, &str, Option<std::ops::Range<usize>>)> = Vec::new();
+        for (engine, spans) in engines.iter().zip(spans) {
+            for (pattern, span) in engine.hosts.iter().zip(spans) {
+                let clash = claimed.iter().find(|(other, owner, _)| {
+                    *owner != engine.name
+                        && match (pattern, *other) {
+                            (HostPattern::Name(n), p) | (p, HostPattern::Name(n)) => p.matches(n),
+                            (a, b) => a == b,
+                        }
+                });
+                if let Some((other, owner, other_span)) = clash {
+                    let what = format!(
+                        "safe-search engines {owner:?} ({other}) and {:?} ({pattern}) both claim the same host; a host belongs to one engine",
+                        engine.name
+                    );
+                    let kind = ConfigErrorKind::Duplicate(what);
+                    let error = match span.clone().or(other_span.clone()) {
+                        Some(span) => self.source.error_at(span, kind),
+                        None => self.source.error(kind),
+                    };
+                    self.errors.push(error);
+                }
+                claimed.push((pattern, engine.name.as_str(), span.clone()));
+            }
+        }
     }
 
     fn grant_rules(&mut self, raw: &RawGrantRules) -> GrantRules {

@@ -18,6 +18,7 @@ use crate::core::config::{ConfigError, ConfigErrorKind, Source};
 use crate::core::group::{Group, GroupId};
 use crate::core::host::Target;
 use crate::core::identity::Identity;
+use crate::core::safe_search::{Engines, SafeSearchRewrite};
 use crate::core::schedule::{Schedule, ScheduleId};
 use crate::core::site::SiteEntry;
 
@@ -64,6 +65,8 @@ pub struct Policy {
     pub identity: Identity,
     /// The rules for grants.
     pub grant_rules: GrantRules,
+    /// The safe-search engine table (`[safe_search.engines]` over the shipped defaults).
+    pub safe_search: Engines,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
@@ -151,6 +154,17 @@ impl Policy {
             .iter()
             .position(|g| g.name == name)
             .map(GroupId::new)
+    }
+
+    /// The name to dial instead of `host` for `group`'s safe-search settings, or `None`
+    /// when the host is no engine's or the group has that engine's setting off.
+    pub fn safe_search(
+        &self,
+        group: GroupId,
+        host: &crate::core::host::Host,
+    ) -> Option<SafeSearchRewrite> {
+        self.safe_search
+            .rewrite(host, self.groups[group.index()].safe_search)
     }
 
     /// The schedules.

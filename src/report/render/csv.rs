@@ -84,6 +84,7 @@ mod tests {
             searches: Vec::new(),
             bypass: Vec::new(),
             groups: Vec::new(),
+            safe_search: Vec::new(),
             people: Vec::new(),
             drilldown: BTreeMap::new(),
             grants,

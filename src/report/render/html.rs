@@ -279,6 +279,15 @@ Generated {generated} from {nodes}</p></header>",
         o.push_str("</section>");
         let _ = write!(
             o,
+            "<section aria-labelledby=\"safe-search\"><h2 id=\"safe-search\">Safe search enforced</h2>\
+<p>Requests to search engines and YouTube that were sent to the engine's own safe-search address (SafeSearch, YouTube Restricted Mode), as each group's policy asks. No interception is involved.</p>{}</section>",
+            table(
+                &["Group", "Engine", "Level", "Sent to", "Requests"],
+                self.safe_search.iter().map(|s| vec![s.group.clone(), s.engine.clone(), s.level.clone(), s.dialled.clone(), s.requests.to_string()]).collect()
+            )
+        );
+        let _ = write!(
+            o,
             "<section aria-labelledby=\"grants\"><h2 id=\"grants\">Grants (unblocks against a ticket)</h2>{}</section>",
             table(
                 &["Ticket", "Grant", "Event", "By", "For", "Opens", "Reason / detail", "Requests allowed"],

@@ -79,6 +79,14 @@ impl Report {
                 g.blocked_share * 100.0
             );
         }
+        o.push_str("\n## Safe search enforced\n\n| Group | Engine | Level | Sent to | Requests |\n|---|---|---|---|---|\n");
+        for s in &self.safe_search {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                s.group, s.engine, s.level, s.dialled, s.requests
+            );
+        }
         o.push_str("\n## Grants\n\n| Ticket | Grant | Event | By | For | Opens | Requests allowed |\n|---|---|---|---|---|---|---|\n");
         for g in &self.grants {
             let _ = writeln!(
