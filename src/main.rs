@@ -67,6 +67,7 @@ fn main() -> ExitCode {
         Command::Grant { command } => cli::grant::run(command),
         Command::Report(args) => cli::report::run(&args),
         Command::Admin { command } => cli::admin::run(command),
+        Command::Alerts { command } => cli::alerts::run(command),
         Command::Check(args) => cli::check::check(&args),
         Command::Classify(args) => cli::classify::run(&args),
         Command::Lists { command } => cli::check::lists(command),

@@ -27,6 +27,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The admin listener.
     pub admin: AdminSettings,
+    /// Safeguarding alerts (`[alerts]`).
+    pub alerts: crate::alerts::settings::AlertSettings,
 }
 
 impl Settings {
@@ -42,6 +44,12 @@ impl Settings {
             server: c.server(&raw.server),
             log: c.log(&raw.log),
             admin: c.admin(&raw.admin),
+            alerts: crate::alerts::settings::AlertSettings::compile(
+                &raw.alerts,
+                &c.base,
+                source,
+                &mut c.errors,
+            ),
         };
         if c.errors.is_empty() {
             Ok(settings)

@@ -156,6 +156,25 @@ pub enum Body {
         /// Gatehouse version.
         version: String,
     },
+    // New variants go here, at the end: postcard stores the variant's index.
+    /// A safeguarding alert delivered on one channel, or an attempt that failed (it
+    /// stays in the outbox and is retried).
+    Alert {
+        /// The outbox entry's id.
+        id: u64,
+        /// `email` or `webhook`.
+        channel: String,
+        /// Whether this attempt delivered it.
+        sent: bool,
+        /// Which attempt this was (1 for the first).
+        attempt: u32,
+        /// What it was about (category and person, `digest`, or `test`).
+        subject: String,
+        /// The sequence number of the decision it reports (0 for a digest or a test).
+        of: u64,
+        /// Why an attempt failed, or how many attempts the alert stood for.
+        detail: String,
+    },
 }
 
 /// What a [`Body::Reload`] reloaded.

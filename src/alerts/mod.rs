@@ -1,0 +1,457 @@
+//! Safeguarding alerts to the Designated Safeguarding Lead, in real time.
+//!
+//! The request path decides nothing here and waits for nothing: once a decision is
+//! recorded, [`AlertSender::offer`] hands an [`Attempt`] to a bounded channel with
+//! `try_send` (a full channel drops it, counts `gatehouse_alerts_dropped_total` and says
+//! so in the log — the decision itself is in the decision log either way). One task
+//! owns everything after that:
+//!
+//! 1. it collapses attempts per person and category ([`Collapser`]): a new alert waits
+//!    `gather_secs` for more, later attempts in the window make one follow-up;
+//! 2. it writes each alert to the [`outbox`] *before* trying to send it, and rewrites it
+//!    as attempts join; `digest` categories add a line to the open digest entry;
+//! 3. when an entry is due it sends it on every configured channel ([`send`]) under the
+//!    overall rate limit, writes a [`Body::Alert`] entry to the decision log for each
+//!    delivery and each failure, and deletes the entry once every channel has it; a
+//!    failure is retried with capped exponential back-off ([`backoff`]).
+//!
+//! At start the task reads the outbox, so alerts owed before a restart or `kill -9` go
+//! out. What can be lost is only what sat in the channel when the process died (the
+//! decisions themselves are in the decision log). The channels, limits and times are
+//! read from the live snapshot at each use, so a reload changes them; the outbox
+//! directory and queue size are fixed at start.
+
+pub mod outbox;
+pub mod send;
+pub mod settings;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use tokio::sync::mpsc;
+
+use crate::core::alert::{backoff, shown_url, Alert, Collapser, Digest, Placement, RateLimit};
+use crate::core::category::{AlertMode, Severity};
+use crate::decision_log::writer::LogHandle;
+use crate::decision_log::Body;
+use crate::metrics::Metrics;
+use crate::snapshot::Live;
+use outbox::{Outbox, OutboxEntry, OutboxError, Payload};
+use settings::AlertSettings;
+
+/// One decision that should alert, as the request path hands it over.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// When it was decided.
+    pub at: DateTime<Utc>,
+    /// Its reference (sequence number; 0 if it could not be recorded).
+    pub reference: u64,
+    /// The client.
+    pub client: IpAddr,
+    /// The signed-in user.
+    pub user: Option<String>,
+    /// The group.
+    pub group: String,
+    /// The URL as recorded.
+    pub url: String,
+    /// The category alerted for.
+    pub category: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// Immediate or digest.
+    pub mode: AlertMode,
+    /// Search terms found.
+    pub terms: Vec<String>,
+    /// `block` or `allow`.
+    pub action: &'static str,
+}
+
+/// The request path's end of the hand-off.
+#[derive(Clone)]
+pub struct AlertSender {
+    tx: mpsc::Sender<Attempt>,
+    metrics: Arc<Metrics>,
+}
+
+impl AlertSender {
+    /// Hands `attempt` to the alert task without waiting; if the queue is full (or the
+    /// task has stopped) it is dropped, counted and logged.
+    pub fn offer(&self, attempt: Attempt) {
+        if let Err(e) = self.tx.try_send(attempt) {
+            self.metrics.alerts_dropped.inc();
+            let (why, a) = match e {
+                mpsc::error::TrySendError::Full(a) => ("queue full", a),
+                mpsc::error::TrySendError::Closed(a) => ("alert task stopped", a),
+            };
+            tracing::error!(target: "gatehouse::alerts", reference = a.reference, category = %a.category, "alert dropped: {why}");
+        }
+    }
+}
+
+/// Opens the outbox and starts the alert task; the sender is for the request path.
+pub fn start(
+    live: Arc<Live>,
+    log: LogHandle,
+    metrics: Arc<Metrics>,
+) -> Result<AlertSender, OutboxError> {
+    let settings = live.get().settings.alerts.clone();
+    let (outbox, loaded) = Outbox::open(&settings.outbox)?;
+    let (tx, rx) = mpsc::channel(settings.queue);
+    let now = Utc::now().timestamp();
+    let mut worker = Worker {
+        live,
+        log,
+        metrics: metrics.clone(),
+        outbox,
+        next_id: loaded
+            .last()
+            .map_or(0, |e| e.id)
+            .max(Utc::now().timestamp_micros().max(0) as u64)
+            + 1,
+        digest_open: loaded
+            .iter()
+            .find(|e| matches!(e.payload, Payload::Digest(_)) && e.due > now)
+            .map(|e| e.id),
+        entries: loaded.into_iter().map(|e| (e.id, e)).collect(),
+        collapser: Collapser::new(
+            settings.gather.as_secs() as i64,
+            settings.collapse.as_secs() as i64,
+        ),
+        rate: RateLimit::new(settings.max_per_minute),
+    };
+    if !worker.entries.is_empty() {
+        tracing::info!(target: "gatehouse::alerts", owed = worker.entries.len(), "alerts owed from before the restart");
+    }
+    worker.gauge();
+    tokio::spawn(async move { worker.run(rx).await });
+    Ok(AlertSender { tx, metrics })
+}
+
+struct Worker {
+    live: Arc<Live>,
+    log: LogHandle,
+    metrics: Arc<Metrics>,
+    outbox: Outbox,
+    entries: BTreeMap<u64, OutboxEntry>,
+    next_id: u64,
+    digest_open: Option<u64>,
+    collapser: Collapser,
+    rate: RateLimit,
+}
+
+impl Worker {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Attempt>) {
+        loop {
+            let now = Utc::now().timestamp();
+            self.send_due(now).await;
+            let now = Utc::now().timestamp();
+            let wait = self
+                .entries
+                .values()
+                .map(|e| e.due - now)
+                .min()
+                .unwrap_or(60)
+                .clamp(0, 60);
+            let wait = Duration::from_secs(wait as u64).max(Duration::from_millis(250));
+            tokio::select! {
+                attempt = rx.recv() => match attempt {
+                    Some(a) => self.take(a),
+                    None => return,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn settings(&self) -> AlertSettings {
+        self.live.get().settings.alerts.clone()
+    }
+
+    fn gauge(&self) {
+        self.metrics.alerts_outbox.set(self.entries.len() as i64);
+    }
+
+    fn save(&mut self, entry: OutboxEntry) {
+        if let Err(e) = self.outbox.write(&entry) {
+            // Kept in memory and retried; said loudly, since a restart now would lose it.
+            tracing::error!(target: "gatehouse::alerts", id = entry.id, "{e}");
+        }
+        self.entries.insert(entry.id, entry);
+        self.gauge();
+    }
+
+    fn take(&mut self, a: Attempt) {
+        let settings = self.settings();
+        if settings.channels().is_empty() {
+            tracing::debug!(target: "gatehouse::alerts", category = %a.category, "no alert channel configured");
+            return;
+        }
+        let snap = self.live.get();
+        let now = a.at.timestamp();
+        let person = a.user.clone().unwrap_or_else(|| "-".into());
+        // Without a user the device is the person: anonymous pupils do not share a window.
+        let key = a.user.clone().unwrap_or_else(|| a.client.to_string());
+        if a.mode == AlertMode::Digest {
+            let open = self
+                .digest_open
+                .and_then(|id| self.entries.get(&id))
+                .filter(|e| e.due > now)
+                .cloned();
+            let mut entry = open.unwrap_or_else(|| {
+                let (from, until) = digest_period(settings.digest, &snap.policy.timezone, a.at);
+                let id = self.next_id;
+                self.next_id += 1;
+                OutboxEntry {
+                    id,
+                    due: until.timestamp(),
+                    of: 0,
+                    payload: Payload::Digest(Digest {
+                        school: snap.policy.school.clone(),
+                        timezone: snap.policy.timezone.name().to_string(),
+                        from,
+                        until,
+                        lines: Vec::new(),
+                    }),
+                    sent: Vec::new(),
+                    failures: 0,
+                }
+            });
+            if let Payload::Digest(d) = &mut entry.payload {
+                d.add(&person, &a.group, &a.client.to_string(), &a.category);
+            }
+            self.digest_open = Some(entry.id);
+            self.save(entry);
+            return;
+        }
+        self.collapser.prune(now);
+        let placed = self.collapser.place(&key, &a.category, now);
+        if let Placement::Join(id) = placed {
+            if let Some(mut entry) = self.entries.get(&id).cloned() {
+                if let Payload::Alert(alert) = &mut entry.payload {
+                    alert.attempts += 1;
+                    alert.last = alert.last.max(a.at);
+                    for t in &a.terms {
+                        if !alert.terms.contains(t) {
+                            alert.terms.push(t.clone());
+                        }
+                    }
+                }
+                self.save(entry);
+                return;
+            }
+        }
+        let (due, follow_up) = match placed {
+            Placement::New { due, follow_up } => (due, follow_up),
+            Placement::Join(_) => (now + settings.gather.as_secs() as i64, false),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let alert = Alert {
+            school: snap.policy.school.clone(),
+            person,
+            group: a.group.clone(),
+            client: a.client.to_string(),
+            first: a.at,
+            last: a.at,
+            timezone: snap.policy.timezone.name().to_string(),
+            url: shown_url(&a.url, a.severity),
+            category: a.category.clone(),
+            severity: a.severity.as_str().to_string(),
+            terms: a.terms.clone(),
+            action: a.action.to_string(),
+            reference: if a.reference == 0 {
+                "unrecorded".into()
+            } else {
+                crate::decision::format_reference(a.reference)
+            },
+            attempts: 1,
+            follow_up,
+            test: false,
+        };
+        self.collapser.opened(&key, &a.category, id, due);
+        self.save(OutboxEntry {
+            id,
+            due,
+            of: a.reference,
+            payload: Payload::Alert(alert),
+            sent: Vec::new(),
+            failures: 0,
+        });
+    }
+
+    async fn send_due(&mut self, now: i64) {
+        let due: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| e.due <= now)
+            .map(|e| e.id)
+            .collect();
+        for id in due {
+            let Some(mut entry) = self.entries.get(&id).cloned() else {
+                continue;
+            };
+            if let Err(free_at) = self.rate.admit(now) {
+                entry.due = free_at;
+                self.save(entry);
+                continue;
+            }
+            let settings = self.settings();
+            let mut failed = false;
+            for channel in settings.channels() {
+                if entry.sent.iter().any(|c| c == channel) {
+                    continue;
+                }
+                let result = match channel {
+                    "email" => match &settings.email {
+                        Some(e) => send::email(e, &entry.payload).await,
+                        None => continue,
+                    },
+                    _ => match &settings.webhook {
+                        Some(w) => {
+                            send::webhook(w, entry.id, Utc::now().timestamp(), &entry.payload).await
+                        }
+                        None => continue,
+                    },
+                };
+                let (subject, _) = send::words(&entry.payload);
+                let detail = match &result {
+                    Ok(()) => match &entry.payload {
+                        Payload::Alert(a) => format!("{} attempts", a.attempts),
+                        Payload::Digest(d) => format!("{} lines", d.lines.len()),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                let sent = result.is_ok();
+                if sent {
+                    self.metrics.alerts_sent.with_label_values(&[channel]).inc();
+                    entry.sent.push(channel.to_string());
+                    tracing::info!(target: "gatehouse::alerts", id, channel, "{subject}");
+                } else {
+                    failed = true;
+                    self.metrics
+                        .alerts_failed
+                        .with_label_values(&[channel])
+                        .inc();
+                    tracing::warn!(target: "gatehouse::alerts", id, channel, attempt = entry.failures + 1, "alert not delivered, will retry: {detail}");
+                }
+                let _ = self
+                    .log
+                    .append(Body::Alert {
+                        id,
+                        channel: channel.to_string(),
+                        sent,
+                        attempt: entry.failures + 1,
+                        subject,
+                        of: entry.of,
+                        detail,
+                    })
+                    .await;
+            }
+            if failed {
+                entry.failures += 1;
+                let wait = backoff(
+                    entry.failures,
+                    settings.retry_initial.as_secs(),
+                    settings.retry_max.as_secs(),
+                );
+                entry.due = Utc::now().timestamp() + wait as i64;
+                self.save(entry);
+            } else {
+                if let Err(e) = self.outbox.remove(id) {
+                    tracing::error!(target: "gatehouse::alerts", id, "{e}");
+                }
+                self.entries.remove(&id);
+                if self.digest_open == Some(id) {
+                    self.digest_open = None;
+                }
+                self.gauge();
+            }
+        }
+    }
+}
+
+/// The digest period holding `at`: the hour, or the school's day (midnight to midnight
+/// in its time zone).
+fn digest_period(
+    period: settings::DigestPeriod,
+    tz: &chrono_tz::Tz,
+    at: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let local = at.with_timezone(tz);
+    let start = match period {
+        settings::DigestPeriod::Hourly => {
+            local
+                .date_naive()
+                .and_hms_opt(chrono::Timelike::hour(&local), 0, 0)
+        }
+        settings::DigestPeriod::Daily => local.date_naive().and_hms_opt(0, 0, 0),
+    };
+    let start = start
+        .and_then(|s| tz.from_local_datetime(&s).earliest())
+        .map_or(at, |s| s.with_timezone(&Utc));
+    let length = match period {
+        settings::DigestPeriod::Hourly => chrono::Duration::hours(1),
+        settings::DigestPeriod::Daily => chrono::Duration::days(1),
+    };
+    (start, start + length)
+}
+
+/// A test alert through every configured channel, for `gatehouse alerts test`: each
+/// channel's name and what happened.
+pub async fn send_test(
+    settings: &AlertSettings,
+    school: &str,
+    tz: &chrono_tz::Tz,
+) -> Vec<(&'static str, Result<(), send::SendError>)> {
+    let now = Utc::now();
+    let payload = Payload::Alert(Alert {
+        school: school.to_string(),
+        person: "-".into(),
+        group: "-".into(),
+        client: "-".into(),
+        first: now,
+        last: now,
+        timezone: tz.name().to_string(),
+        url: "http://gatehouse.invalid/test".into(),
+        category: "test".into(),
+        severity: "test".into(),
+        terms: Vec::new(),
+        action: "none".into(),
+        reference: "-".into(),
+        attempts: 1,
+        follow_up: false,
+        test: true,
+    });
+    let mut out = Vec::new();
+    if let Some(e) = &settings.email {
+        out.push(("email", send::email(e, &payload).await));
+    }
+    if let Some(w) = &settings.webhook {
+        out.push((
+            "webhook",
+            send::webhook(w, 0, now.timestamp(), &payload).await,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_periods_follow_school_time() {
+        let tz = chrono_tz::Europe::London;
+        let at: DateTime<Utc> = "2026-07-01T09:15:00Z".parse().expect("time");
+        let (from, until) = digest_period(settings::DigestPeriod::Hourly, &tz, at);
+        assert_eq!(from.to_rfc3339(), "2026-07-01T09:00:00+00:00");
+        assert_eq!(until.to_rfc3339(), "2026-07-01T10:00:00+00:00");
+        // Midnight BST is 23:00 UTC the day before.
+        let (from, until) = digest_period(settings::DigestPeriod::Daily, &tz, at);
+        assert_eq!(from.to_rfc3339(), "2026-06-30T23:00:00+00:00");
+        assert_eq!(until.to_rfc3339(), "2026-07-01T23:00:00+00:00");
+    }
+}
