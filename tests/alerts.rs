@@ -395,6 +395,47 @@ fn a_safeguarding_attempt_sends_one_email_and_one_signed_webhook() {
         "{metrics}"
     );
     assert!(metrics.contains("gatehouse_alerts_outbox 0"), "{metrics}");
+    // The log with alert entries still verifies end to end, exports its decisions, and
+    // `log show` prints an alert entry by its number.
+    let log_dir = gh.dir.path().join("log");
+    let verify = common::gatehouse()
+        .args(["log", "verify"])
+        .arg(&log_dir)
+        .output()
+        .expect("verify runs");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let export = common::gatehouse()
+        .args(["log", "export", "--dir"])
+        .arg(&log_dir)
+        .output()
+        .expect("export runs");
+    assert!(export.status.success());
+    let exported = String::from_utf8_lossy(&export.stdout);
+    assert_eq!(
+        exported.lines().count(),
+        22,
+        "the decisions, not the alerts: {exported}"
+    );
+    let seq = tail
+        .lines()
+        .find(|l| l.contains(" email SENT "))
+        .and_then(|l| l.split("  #").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an alert entry's number");
+    let show = common::gatehouse()
+        .args(["log", "show", &format!("#{seq}"), "--config"])
+        .arg(gh.dir.path().join("policy.toml"))
+        .output()
+        .expect("show runs");
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains("alert") && shown.contains("email SENT"),
+        "{shown}"
+    );
 }
 
 /// `bytes::Bytes`-free replace on the raw body, for the forged copy.
@@ -481,6 +522,23 @@ fn an_alert_owed_while_smtp_is_down_arrives_after_kill_9_and_restart() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .count();
     assert_eq!(left, 0, "delivered alerts leave the outbox");
+    // The weekly report counts the notifications sent and the attempts that failed.
+    let now = chrono::Utc::now();
+    let report = common::gatehouse()
+        .args(["report", "--format", "json", "--config"])
+        .arg(gh.dir.path().join("policy.toml"))
+        .args(["--from", &(now - chrono::Duration::hours(1)).to_rfc3339()])
+        .args(["--to", &(now + chrono::Duration::hours(1)).to_rfc3339()])
+        .output()
+        .expect("report runs");
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&report.stderr)));
+    assert_eq!(json["totals"]["alerts_sent"], 1, "{}", json["totals"]);
+    assert!(
+        json["totals"]["alerts_failed"].as_u64() >= Some(1),
+        "{}",
+        json["totals"]
+    );
 }
 
 #[test]
