@@ -29,12 +29,13 @@ impl Policy {
     /// Whether a decision on `categories` (names, most severe first, as recorded) should
     /// alert: the most severe category whose mode is not `none`, provided the request was
     /// blocked or the category is marked `alert_on_allow`. A decision that found search
-    /// terms uses each category's `term_alert` instead of its `alert`.
+    /// terms uses each category's `term_alert` instead of its `alert`, blocked or not:
+    /// the search itself is the concern, whatever became of the page.
     pub fn alert_for(&self, categories: &[String], blocked: bool, terms: bool) -> Option<AlertFor> {
         categories.iter().find_map(|name| {
             let c = self.category(self.category_id(name)?);
             let mode = if terms { c.term_alert } else { c.alert };
-            (mode != AlertMode::None && (blocked || c.alert_on_allow)).then(|| AlertFor {
+            (mode != AlertMode::None && (blocked || terms || c.alert_on_allow)).then(|| AlertFor {
                 category: c.name.clone(),
                 severity: c.severity,
                 mode,
@@ -377,6 +378,93 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_decisions_alert() {
+        use crate::core::config::{RawPolicy, Source};
+        let text = r#"
+[school]
+name = "S"
+[categories.csam]
+severity = "illegal"
+[categories.self-harm]
+severity = "safeguarding"
+[categories.pornography]
+severity = "safeguarding"
+alert = "none"
+term_alert = "immediate"
+[categories.circumvention]
+severity = "inappropriate"
+alert = "digest"
+[categories.gambling]
+severity = "inappropriate"
+[categories.extremism]
+severity = "safeguarding"
+alert_on_allow = true
+[identity]
+default_group = "pupils"
+[groups.pupils]
+mode = "blocklist"
+"#;
+        let source = Source::new(std::path::Path::new("p.toml"), text);
+        let raw: RawPolicy = source.parse(text).expect("parses");
+        let policy = Policy::compile(raw, &source, None).expect("compiles");
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        use AlertMode::{Digest as D, Immediate as I};
+        // (categories, blocked, search terms, expected (category, mode))
+        type Row<'a> = (&'a [&'a str], bool, bool, Option<(&'a str, AlertMode)>);
+        let rows: &[Row] = &[
+            (&["csam"], true, false, Some(("csam", I))),
+            (&["self-harm"], true, false, Some(("self-harm", I))),
+            // allowed: only alert_on_allow categories, or a search of concern
+            (&["self-harm"], false, false, None),
+            (&["extremism"], false, false, Some(("extremism", I))),
+            (&["self-harm"], false, true, Some(("self-harm", I))),
+            // alert = none, but its search terms alert
+            (&["pornography"], true, false, None),
+            (&["pornography"], true, true, Some(("pornography", I))),
+            (&["circumvention"], true, false, Some(("circumvention", D))),
+            // inappropriate: none by default
+            (&["gambling"], true, false, None),
+            // the most severe category that alerts names the alert
+            (
+                &["pornography", "gambling", "circumvention"],
+                true,
+                false,
+                Some(("circumvention", D)),
+            ),
+            (&["csam", "self-harm"], true, false, Some(("csam", I))),
+            (&["unknown"], true, false, None),
+            (&[], true, false, None),
+        ];
+        for &(categories, blocked, terms, want) in rows {
+            let got = policy.alert_for(&names(categories), blocked, terms);
+            assert_eq!(
+                got.as_ref().map(|a| (a.category.as_str(), a.mode)),
+                want,
+                "{categories:?} blocked={blocked} terms={terms}"
+            );
+        }
+        let a = policy
+            .alert_for(&names(&["csam"]), true, false)
+            .expect("alerts");
+        assert_eq!(a.severity, Severity::Illegal);
+    }
+
+    #[test]
+    fn an_unknown_alert_mode_is_an_error_with_its_line() {
+        use crate::core::config::{RawPolicy, Source};
+        let text = "[school]\nname = \"S\"\n[categories.x]\nseverity = \"safeguarding\"\nalert = \"sometimes\"\n[identity]\ndefault_group = \"g\"\n[groups.g]\nmode = \"blocklist\"\n";
+        let source = Source::new(std::path::Path::new("p.toml"), text);
+        let raw: RawPolicy = source.parse(text).expect("parses");
+        let errors = Policy::compile(raw, &source, None).expect_err("refused");
+        assert!(
+            errors
+                .to_string()
+                .contains("p.toml:5: alert \"sometimes\" of category \"x\""),
+            "{errors}"
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
