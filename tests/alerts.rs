@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use common::servers::{curl, Gatehouse};
+use common::servers::{curl, Gatehouse, TestCa};
 
 const SECRET: &str = "test-webhook-secret";
 
@@ -51,7 +51,13 @@ class Store:
         os.rename(name + ".tmp", name)
         return "250 OK"
 
-controller = Controller(Store(), hostname="127.0.0.1", port=int(sys.argv[1]))
+tls = {}
+if len(sys.argv) > 4:
+    import ssl
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+    tls = {"tls_context": context, "require_starttls": True}
+controller = Controller(Store(), hostname="127.0.0.1", port=int(sys.argv[1]), **tls)
 controller.start()
 print("ready", flush=True)
 while True:
@@ -60,6 +66,12 @@ while True:
 
 impl SmtpSink {
     fn start(port: u16, dir: &Path) -> SmtpSink {
+        SmtpSink::start_tls(port, dir, None)
+    }
+
+    /// As [`SmtpSink::start`], requiring STARTTLS with this certificate and key (PEM
+    /// files).
+    fn start_tls(port: u16, dir: &Path, tls: Option<(&Path, &Path)>) -> SmtpSink {
         std::fs::create_dir_all(dir).expect("mail dir");
         let script = dir.join("../sink.py");
         std::fs::write(&script, SINK).expect("sink script");
@@ -73,8 +85,14 @@ impl SmtpSink {
             .arg(&script)
             .arg(port.to_string())
             .arg(dir)
+            .args(tls.map(|(cert, key)| [cert, key]).into_iter().flatten())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Its complaints (a refused handshake) go to a file beside the mail.
+            .stderr(
+                std::fs::File::create(dir.join("../sink.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("python3 starts");
         let mut line = String::new();
@@ -570,4 +588,52 @@ fn alerts_test_reports_each_channel() {
     );
     let mail = sink.messages().into_iter().next().expect("the test email");
     assert!(mail.contains("TEST alert"), "{mail}");
+}
+
+#[test]
+fn email_goes_over_starttls_to_a_relay_with_the_schools_own_ca() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf_pem(&["127.0.0.1"]);
+    let (cert_file, key_file) = (tmp.path().join("smtp.pem"), tmp.path().join("smtp.key"));
+    std::fs::write(&cert_file, cert).expect("cert");
+    std::fs::write(&key_file, key).expect("key");
+    let smtp_port = free_port();
+    let sink = SmtpSink::start_tls(
+        smtp_port,
+        &tmp.path().join("mail"),
+        Some((&cert_file, &key_file)),
+    );
+    let starttls = policy(smtp_port, None, 0)
+        .replace("tls = \"none\"", "tls = \"starttls\"\nca_file = \"ca.pem\"");
+    let gh = Gatehouse::start(&[
+        ("policy.toml", &starttls),
+        ("ca.pem", &ca.pem),
+        ("lists/self-harm/domains", "selfharm.test\n"),
+    ]);
+    assert_eq!(attempt(&gh, "127.0.0.1", "http://selfharm.test/tls"), 403);
+    let mail = wait_for(Duration::from_secs(10), || {
+        sink.messages().into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("an email over STARTTLS: {}", gh.log()));
+    assert!(
+        mail.contains("Site          http://selfharm.test/tls"),
+        "{mail}"
+    );
+
+    // Without the CA the relay's certificate is not trusted: nothing is sent in clear,
+    // and the failure says why.
+    let untrusted = policy(smtp_port, None, 0).replace("tls = \"none\"", "tls = \"starttls\"");
+    let dir = common::tree(&[
+        ("policy.toml", &untrusted),
+        ("lists/self-harm/domains", "selfharm.test\n"),
+    ]);
+    let out = common::gatehouse()
+        .args(["alerts", "test", "--config"])
+        .arg(dir.path().join("policy.toml"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("email: FAILED"), "{stdout}");
+    assert_eq!(sink.messages().len(), 1);
 }

@@ -25,7 +25,7 @@ use super::settings::{EmailSettings, Secret, SmtpTls, WebhookSettings};
 /// Why a send failed (the alert stays in the outbox and is retried).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// A secret or password file could not be read.
+    /// A secret, password or CA file could not be read.
     #[error("cannot read {path}: {source}")]
     Secret {
         /// The file.
@@ -77,12 +77,22 @@ pub async fn email(settings: &EmailSettings, payload: &Payload) -> Result<(), Se
         .body(text)
         .map_err(|e| SendError::Smtp(e.to_string()))?;
     let smtp = |e: lettre::transport::smtp::Error| SendError::Smtp(e.to_string());
+    let parameters = || -> Result<TlsParameters, SendError> {
+        let mut builder = TlsParameters::builder(settings.server.clone());
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path).map_err(|source| SendError::Secret {
+                path: path.clone(),
+                source,
+            })?;
+            let ca = lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(smtp)?;
+            builder = builder.add_root_certificate(ca);
+        }
+        builder.build().map_err(smtp)
+    };
     let tls = match settings.tls {
         SmtpTls::None => Tls::None,
-        SmtpTls::StartTls => {
-            Tls::Required(TlsParameters::new(settings.server.clone()).map_err(smtp)?)
-        }
-        SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(settings.server.clone()).map_err(smtp)?),
+        SmtpTls::StartTls => Tls::Required(parameters()?),
+        SmtpTls::Tls => Tls::Wrapper(parameters()?),
     };
     let mut builder =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.server.as_str())

@@ -38,6 +38,8 @@ pub struct EmailSettings {
     pub username: Option<String>,
     /// File holding the SMTP password.
     pub password_file: Option<PathBuf>,
+    /// PEM file of extra CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the webhook's key comes from.
@@ -178,6 +180,7 @@ impl AlertSettings {
                 to,
                 username: e.username.clone(),
                 password_file: e.password_file.as_ref().map(|p| base.join(p.get_ref())),
+                ca_file: e.ca_file.as_ref().map(|p| base.join(p.get_ref())),
             })
         });
         let webhook = raw.webhook.as_ref().and_then(|w| {

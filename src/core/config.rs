@@ -246,6 +246,9 @@ pub struct RawAlertEmail {
     pub username: Option<String>,
     /// A file holding the SMTP password, relative to the policy.
     pub password_file: Option<Spanned<String>>,
+    /// A PEM file of CA certificates to trust besides the public roots (a relay with a
+    /// certificate from the school's or the trust's own CA).
+    pub ca_file: Option<Spanned<String>>,
 }
 
 /// `[alerts.webhook]`
