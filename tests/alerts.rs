@@ -588,6 +588,19 @@ fn alerts_test_reports_each_channel() {
     );
     let mail = sink.messages().into_iter().next().expect("the test email");
     assert!(mail.contains("TEST alert"), "{mail}");
+    // `gatehouse check` says where alerts go and which categories send them.
+    let out = common::gatehouse()
+        .args(["check", "--config"])
+        .arg(dir.path().join("policy.toml"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        format!("alerts: email to dsl@school.test via 127.0.0.1:{smtp_port} (NO ENCRYPTION); webhook http://127.0.0.1:{dead}/gatehouse (signed); digest daily"),
+        "  immediate  csam self-harm".to_string(),
+    ] {
+        assert!(stdout.contains(&want), "{want:?} in\n{stdout}");
+    }
 }
 
 #[test]
