@@ -176,6 +176,10 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Receiver::start_on(0)
+    }
+
+    fn start_on(port: u16) -> Receiver {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -183,7 +187,7 @@ impl Receiver {
             .expect("runtime");
         let got = Arc::new(Mutex::new(Vec::new()));
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let store = got.clone();
@@ -649,4 +653,46 @@ fn email_goes_over_starttls_to_a_relay_with_the_schools_own_ca() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("email: FAILED"), "{stdout}");
     assert_eq!(sink.messages().len(), 1);
+}
+
+#[test]
+fn a_webhook_outage_does_not_hold_up_or_repeat_the_email() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let smtp_port = free_port();
+    let sink = SmtpSink::start(smtp_port, &tmp.path().join("mail"));
+    let hook_port = free_port();
+    let gh = start(smtp_port, Some(hook_port), 0);
+    assert_eq!(
+        attempt(&gh, "127.0.0.1", "http://selfharm.test/hook-down"),
+        403
+    );
+    wait_for(Duration::from_secs(10), || {
+        sink.messages().into_iter().next()
+    })
+    .expect("the email goes while the webhook is down");
+    assert!(
+        gh.wait_for_log("alert not delivered, will retry", Duration::from_secs(10)),
+        "{}",
+        gh.log()
+    );
+    // The receiver comes up: the webhook arrives, and the email is not sent again.
+    let receiver = Receiver::start_on(hook_port);
+    let hook = wait_for(Duration::from_secs(15), || {
+        receiver.hooks().into_iter().next()
+    })
+    .expect("the webhook once its receiver is up");
+    assert!(signature_ok(&hook));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.messages().len(), 1, "the email went once");
+    assert_eq!(receiver.hooks().len(), 1, "the webhook went once");
+    // A retry repeats the alert's id, so a receiver can drop duplicates.
+    let json: serde_json::Value = serde_json::from_slice(&hook.body).expect("JSON");
+    assert_eq!(
+        hook.headers["x-gatehouse-delivery"].to_str().ok(),
+        Some(json["id"].to_string().as_str())
+    );
+    let tail = common::log_tail(&gh.dir.path().join("log"));
+    assert_eq!(tail.matches(" email SENT ").count(), 1, "{tail}");
+    assert!(tail.contains(" webhook FAILED (attempt 1)"), "{tail}");
+    assert_eq!(tail.matches(" webhook SENT ").count(), 1, "{tail}");
 }

@@ -282,40 +282,59 @@ impl Worker {
         });
     }
 
+    /// Sends every entry that is due: fresh alerts before retries, each entry's channels
+    /// at once (one channel's outage does not hold up the other), and a channel that
+    /// failed in this pass is not tried again for the other entries until the next
+    /// pass, so a mail server that hangs costs one timeout per pass, not one per alert.
     async fn send_due(&mut self, now: i64) {
-        let due: Vec<u64> = self
+        let mut due: Vec<(u32, u64)> = self
             .entries
             .values()
             .filter(|e| e.due <= now)
-            .map(|e| e.id)
+            .map(|e| (e.failures, e.id))
             .collect();
-        for id in due {
+        due.sort_unstable();
+        let mut down: Vec<&'static str> = Vec::new();
+        for (_, id) in due {
             let Some(mut entry) = self.entries.get(&id).cloned() else {
                 continue;
             };
+            let settings = self.settings();
+            let owed: Vec<&'static str> = settings
+                .channels()
+                .into_iter()
+                .filter(|c| !entry.sent.iter().any(|s| s == c))
+                .collect();
+            let now_owed: Vec<&'static str> =
+                owed.iter().copied().filter(|c| !down.contains(c)).collect();
+            if now_owed.is_empty() && !owed.is_empty() {
+                // Its channel just failed for another alert: try again next pass.
+                entry.due = now + settings.retry_initial.as_secs() as i64;
+                self.save(entry);
+                continue;
+            }
             if let Err(free_at) = self.rate.admit(now) {
                 entry.due = free_at;
                 self.save(entry);
                 continue;
             }
-            let settings = self.settings();
-            let mut failed = false;
-            for channel in settings.channels() {
-                if entry.sent.iter().any(|c| c == channel) {
-                    continue;
+            let timestamp = Utc::now().timestamp();
+            let email = async {
+                match (&settings.email, now_owed.contains(&"email")) {
+                    (Some(e), true) => Some(send::email(e, &entry.payload).await),
+                    _ => None,
                 }
-                let result = match channel {
-                    "email" => match &settings.email {
-                        Some(e) => send::email(e, &entry.payload).await,
-                        None => continue,
-                    },
-                    _ => match &settings.webhook {
-                        Some(w) => {
-                            send::webhook(w, entry.id, Utc::now().timestamp(), &entry.payload).await
-                        }
-                        None => continue,
-                    },
-                };
+            };
+            let webhook = async {
+                match (&settings.webhook, now_owed.contains(&"webhook")) {
+                    (Some(w), true) => Some(send::webhook(w, id, timestamp, &entry.payload).await),
+                    _ => None,
+                }
+            };
+            let (email, webhook) = tokio::join!(email, webhook);
+            let mut failed = false;
+            for (channel, result) in [("email", email), ("webhook", webhook)] {
+                let Some(result) = result else { continue };
                 let (subject, _) = send::words(&entry.payload);
                 let detail = match &result {
                     Ok(()) => match &entry.payload {
@@ -331,6 +350,7 @@ impl Worker {
                     tracing::info!(target: "gatehouse::alerts", id, channel, "{subject}");
                 } else {
                     failed = true;
+                    down.push(channel);
                     self.metrics
                         .alerts_failed
                         .with_label_values(&[channel])
@@ -350,10 +370,14 @@ impl Worker {
                     })
                     .await;
             }
-            if failed {
-                entry.failures += 1;
+            // Owed on a channel that was down this pass, but not tried: not done yet.
+            let untried = owed.len() > now_owed.len();
+            if failed || untried {
+                if failed {
+                    entry.failures += 1;
+                }
                 let wait = backoff(
-                    entry.failures,
+                    entry.failures.max(1),
                     settings.retry_initial.as_secs(),
                     settings.retry_max.as_secs(),
                 );
