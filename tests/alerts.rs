@@ -458,6 +458,16 @@ fn a_safeguarding_attempt_sends_one_email_and_one_signed_webhook() {
         shown.contains("alert") && shown.contains("email SENT"),
         "{shown}"
     );
+    // The decision's own page says the DSL was alerted, on which channels.
+    let show = common::gatehouse()
+        .args(["log", "show", &reference, "--config"])
+        .arg(gh.dir.path().join("policy.toml"))
+        .output()
+        .expect("show runs");
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(shown.contains("  alerted   "), "{shown}");
+    assert!(shown.contains("email SENT (attempt 1)"), "{shown}");
+    assert!(shown.contains("webhook SENT (attempt 1)"), "{shown}");
 }
 
 /// `bytes::Bytes`-free replace on the raw body, for the forged copy.
