@@ -17,9 +17,10 @@
 //!
 //! At start the task reads the outbox, so alerts owed before a restart or `kill -9` go
 //! out. What can be lost is only what sat in the channel when the process died (the
-//! decisions themselves are in the decision log). The channels, limits and times are
-//! read from the live snapshot at each use, so a reload changes them; the outbox
-//! directory and queue size are fixed at start.
+//! decisions themselves are in the decision log). The channels, the retry times and
+//! the digest period are read from the live snapshot at each use, so a reload changes
+//! them; the outbox directory, the queue size, the gather time, the collapse window and
+//! the rate limit are fixed at start.
 
 pub mod outbox;
 pub mod send;
@@ -465,6 +466,142 @@ pub async fn send_test(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::channel(1);
+        let sender = AlertSender {
+            tx,
+            metrics: metrics.clone(),
+        };
+        let attempt = Attempt {
+            at: Utc::now(),
+            reference: 1,
+            client: "10.0.0.1".parse().expect("ip"),
+            user: None,
+            group: "ks3".into(),
+            url: "http://a.test/".into(),
+            category: "self-harm".into(),
+            severity: Severity::Safeguarding,
+            mode: AlertMode::Immediate,
+            terms: vec![],
+            action: "block",
+        };
+        sender.offer(attempt.clone());
+        assert_eq!(metrics.alerts_dropped.get(), 0);
+        sender.offer(attempt.clone());
+        assert_eq!(metrics.alerts_dropped.get(), 1, "full: dropped, counted");
+        drop(rx);
+        sender.offer(attempt);
+        assert_eq!(metrics.alerts_dropped.get(), 2, "stopped: dropped, counted");
+    }
+
+    /// A worker on a policy in a temporary directory whose channels point at a closed
+    /// port, and its log's directory.
+    fn worker(dir: &std::path::Path) -> Worker {
+        let smtp = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        std::fs::create_dir_all(dir.join("lists/gambling")).expect("lists");
+        std::fs::write(dir.join("lists/gambling/domains"), "bet.test\n").expect("list");
+        std::fs::write(
+            dir.join("policy.toml"),
+            format!(
+                "[school]\nname = \"S\"\n[lists]\ndir = \"lists\"\n[categories.gambling]\nseverity = \"inappropriate\"\nalert = \"digest\"\n[identity]\ndefault_group = \"g\"\n[groups.g]\nmode = \"blocklist\"\n[alerts]\noutbox = \"outbox\"\ndigest = \"hourly\"\nretry_initial_secs = 7\n[alerts.email]\nserver = \"127.0.0.1\"\nport = {smtp}\ntls = \"none\"\nfrom = \"gh@s.test\"\nto = [\"dsl@s.test\"]\n"
+            ),
+        )
+        .expect("policy");
+        let snap = crate::snapshot::load(&dir.join("policy.toml"), crate::lists::CacheMode::Off)
+            .expect("loads");
+        let log = crate::decision_log::writer::open(crate::decision_log::writer::LogSettings {
+            dir: dir.join("log"),
+            node: "test".into(),
+            fsync_interval: Duration::from_millis(100),
+            segment_bytes: 64 << 20,
+            queue: 1024,
+            retention_days: 0,
+        })
+        .expect("log opens");
+        let (outbox, _) = Outbox::open(&dir.join("outbox")).expect("outbox");
+        Worker {
+            live: Arc::new(Live::new(snap)),
+            log,
+            metrics: Arc::new(Metrics::new()),
+            outbox,
+            entries: BTreeMap::new(),
+            next_id: 1,
+            digest_open: None,
+            collapser: Collapser::new(5, 600),
+            rate: RateLimit::new(30),
+        }
+    }
+
+    #[tokio::test]
+    async fn digest_attempts_gather_in_one_entry_until_the_period_ends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut w = worker(dir.path());
+        let at = |s: &str| s.parse::<DateTime<Utc>>().expect("time");
+        let attempt = |client: &str, when: &str| Attempt {
+            at: at(when),
+            reference: 3,
+            client: client.parse().expect("ip"),
+            user: None,
+            group: "g".into(),
+            url: "http://bet.test/".into(),
+            category: "gambling".into(),
+            severity: Severity::Inappropriate,
+            mode: AlertMode::Digest,
+            terms: vec![],
+            action: "block",
+        };
+        w.take(attempt("10.0.0.1", "2026-07-01T09:05:00Z"));
+        w.take(attempt("10.0.0.1", "2026-07-01T09:06:00Z"));
+        w.take(attempt("10.0.0.2", "2026-07-01T09:07:00Z"));
+        assert_eq!(w.entries.len(), 1, "one digest for the hour");
+        let entry = w.entries.values().next().cloned().expect("the digest");
+        // Due at the end of the school's hour: 09:05 UTC is 10:05 BST, whose hour ends at
+        // 11:00 BST, 10:00 UTC.
+        assert_eq!(entry.due, at("2026-07-01T10:00:00Z").timestamp());
+        let Payload::Digest(d) = &entry.payload else {
+            panic!("{entry:?}")
+        };
+        let counts: Vec<(&str, u32)> = d
+            .lines
+            .iter()
+            .map(|l| (l.client.as_str(), l.attempts))
+            .collect();
+        assert_eq!(counts, [("10.0.0.1", 2), ("10.0.0.2", 1)]);
+        // It is on disk, as it stands.
+        let (_, on_disk) = Outbox::open(&dir.path().join("outbox")).expect("reopens");
+        assert_eq!(on_disk, std::slice::from_ref(&entry));
+        // The next hour starts another.
+        w.take(attempt("10.0.0.1", "2026-07-01T10:01:00Z"));
+        assert_eq!(w.entries.len(), 2);
+        // Not due before the hour ends; at its end the send fails (nothing listens) and
+        // the entry waits with its back-off, recorded in the log.
+        w.send_due(entry.due - 1).await;
+        assert_eq!(w.entries[&entry.id].failures, 0);
+        w.send_due(entry.due).await;
+        let after = &w.entries[&entry.id];
+        assert_eq!(after.failures, 1);
+        assert!(after.due >= Utc::now().timestamp() + 6, "back-off of 7 s");
+        assert_eq!(
+            w.metrics.alerts_failed.with_label_values(&["email"]).get(),
+            1
+        );
+        w.log.close().await;
+        let failures: Vec<(u64, bool)> =
+            crate::decision_log::reader::entries(&dir.path().join("log"))
+                .expect("log reads")
+                .filter_map(|(_, e)| match e.body {
+                    Body::Alert { id, sent, .. } => Some((id, sent)),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(failures, [(entry.id, false)]);
+    }
 
     #[test]
     fn digest_periods_follow_school_time() {
