@@ -180,6 +180,12 @@ impl Receiver {
     }
 
     fn start_on(port: u16) -> Receiver {
+        Receiver::start_with(port, None)
+    }
+
+    /// A receiver on `port`, over TLS with `tls` when given.
+    fn start_with(port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -197,6 +203,7 @@ impl Receiver {
                     return;
                 };
                 let store = store.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let store = store.clone();
@@ -214,9 +221,17 @@ impl Receiver {
                             )))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
@@ -705,4 +720,31 @@ fn a_webhook_outage_does_not_hold_up_or_repeat_the_email() {
     assert_eq!(tail.matches(" email SENT ").count(), 1, "{tail}");
     assert!(tail.contains(" webhook FAILED (attempt 1)"), "{tail}");
     assert_eq!(tail.matches(" webhook SENT ").count(), 1, "{tail}");
+}
+
+#[test]
+fn the_webhook_goes_over_https_to_a_receiver_with_the_schools_own_ca() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new();
+    let receiver = Receiver::start_with(0, Some(ca.server_config(&["127.0.0.1"])));
+    let smtp_port = free_port();
+    let _sink = SmtpSink::start(smtp_port, &tmp.path().join("mail"));
+    let https = policy(smtp_port, Some(receiver.port), 0)
+        .replace("url = \"http://", "url = \"https://")
+        .replace(
+            "secret_file = \"webhook.key\"",
+            "secret_file = \"webhook.key\"\nca_file = \"ca.pem\"",
+        );
+    let gh = Gatehouse::start(&[
+        ("policy.toml", &https),
+        ("webhook.key", SECRET),
+        ("ca.pem", &ca.pem),
+        ("lists/self-harm/domains", "selfharm.test\n"),
+    ]);
+    assert_eq!(attempt(&gh, "127.0.0.1", "http://selfharm.test/tls"), 403);
+    let hook = wait_for(Duration::from_secs(10), || {
+        receiver.hooks().into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("a webhook over https: {}", gh.log()));
+    assert!(signature_ok(&hook));
 }

@@ -172,6 +172,18 @@ pub async fn webhook(
         let status = if https {
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            if let Some(path) = &settings.ca_file {
+                use rustls::pki_types::pem::PemObject;
+                let pem = std::fs::read(path).map_err(|source| SendError::Secret {
+                    path: path.clone(),
+                    source,
+                })?;
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    roots
+                        .add(cert.map_err(|e| fail(&e))?)
+                        .map_err(|e| fail(&e))?;
+                }
+            }
             let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))

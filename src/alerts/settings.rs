@@ -58,6 +58,8 @@ pub struct WebhookSettings {
     pub url: http::Uri,
     /// The HMAC-SHA256 key.
     pub secret: Secret,
+    /// PEM file of extra CA certificates to trust (https only).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How often the digest email goes.
@@ -220,6 +222,7 @@ impl AlertSettings {
             Some(WebhookSettings {
                 url: url?,
                 secret: secret?,
+                ca_file: w.ca_file.as_ref().map(|p| base.join(p.get_ref())),
             })
         });
         AlertSettings {

@@ -261,6 +261,9 @@ pub struct RawAlertWebhook {
     pub secret_file: Option<Spanned<String>>,
     /// The shared secret itself (prefer `secret_file`: the policy is often readable).
     pub secret: Option<Spanned<String>>,
+    /// A PEM file of CA certificates to trust besides the public roots, for an https
+    /// receiver with a certificate from the school's own CA.
+    pub ca_file: Option<Spanned<String>>,
 }
 
 /// `[admin]`
