@@ -32,6 +32,7 @@
 //! | [`core::grants`] | ticketed, time-boxed unblocks, validated against a policy |
 //! | [`core::verdict`] | what a decision says: verdict, reason, reason code |
 //! | [`core::decide`] | `Policy::decide` (DESIGN.md's precedence) and `Policy::explain` |
+//! | [`core::alert`] | when a decision alerts, collapse window, back-off, what an alert says |
 //!
 //! **The shell**
 //!
@@ -47,6 +48,7 @@
 //! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin, enrolment |
 //! | [`report`] | the weekly safeguarding report: aggregation, model, renderers |
 //! | [`metrics`] | Prometheus metrics with bounded labels |
+//! | [`alerts`] | safeguarding alerts to the DSL: the hand-off, collapse, outbox, email and webhook |
 //!
 //! `core` denies `clippy::disallowed_methods` and `clippy::disallowed_types`, which
 //! `clippy.toml` sets to the clock, file-system, environment, thread, process and socket
@@ -58,6 +60,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod ca;
 pub mod core;
 pub mod decision;

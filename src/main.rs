@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cli::report::run(&args),
         Command::Admin { command } => cli::admin::run(command),
         Command::Ca { command } => cli::ca::run(command),
+        Command::Alerts { command } => cli::alerts::run(command),
         Command::Check(args) => cli::check::check(&args),
         Command::Classify(args) => cli::classify::run(&args),
         Command::Lists { command } => cli::check::lists(command),

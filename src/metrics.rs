@@ -58,6 +58,14 @@ pub struct Metrics {
     pub log_lost: IntCounter,
     /// 1 while the decision log cannot be written (fail-closed groups refused).
     pub log_failing: IntGauge,
+    /// Safeguarding alerts delivered, by channel (`email`, `webhook`).
+    pub alerts_sent: IntCounterVec,
+    /// Failed attempts to deliver an alert, by channel (each is retried).
+    pub alerts_failed: IntCounterVec,
+    /// Alerts dropped because the alert task's queue was full.
+    pub alerts_dropped: IntCounter,
+    /// Alerts in the outbox, not yet delivered on every channel.
+    pub alerts_outbox: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -237,8 +245,34 @@ impl Metrics {
                 "gatehouse_log_failing",
                 "1 while the decision log cannot be written",
             ),
+            alerts_sent: counter_vec(
+                &registry,
+                "gatehouse_alerts_sent_total",
+                "Safeguarding alerts delivered, by channel",
+                &["channel"],
+            ),
+            alerts_failed: counter_vec(
+                &registry,
+                "gatehouse_alerts_failed_total",
+                "Failed attempts to deliver a safeguarding alert, by channel (retried)",
+                &["channel"],
+            ),
+            alerts_dropped: counter(
+                &registry,
+                "gatehouse_alerts_dropped_total",
+                "Safeguarding alerts dropped: the alert queue was full",
+            ),
+            alerts_outbox: gauge(
+                &registry,
+                "gatehouse_alerts_outbox",
+                "Safeguarding alerts in the outbox, not yet delivered on every channel",
+            ),
             registry,
         };
+        for channel in ["email", "webhook"] {
+            metrics.alerts_sent.with_label_values(&[channel]);
+            metrics.alerts_failed.with_label_values(&[channel]);
+        }
         // Series of the small fixed label sets exist from the start, at zero, so that
         // rates and alerts work before the first event.
         for direction in ["up", "down"] {

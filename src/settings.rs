@@ -30,6 +30,8 @@ pub struct Settings {
     pub admin: AdminSettings,
     /// The school CA and its enrolment listener.
     pub inspection: InspectionSettings,
+    /// Safeguarding alerts (`[alerts]`).
+    pub alerts: crate::alerts::settings::AlertSettings,
 }
 
 impl Settings {
@@ -46,6 +48,12 @@ impl Settings {
             log: c.log(&raw.log),
             admin: c.admin(&raw.admin),
             inspection: c.inspection(&raw.inspection),
+            alerts: crate::alerts::settings::AlertSettings::compile(
+                &raw.alerts,
+                &c.base,
+                source,
+                &mut c.errors,
+            ),
         };
         if c.errors.is_empty() {
             Ok(settings)

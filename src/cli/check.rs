@@ -221,6 +221,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
         );
     }
     print_ca(&snap);
+    print_alerts(&snap);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -280,6 +281,66 @@ fn print_ca(snap: &Snapshot) {
             ca::download_base(addr)
         ),
         None => println!("  enrolment listener: off ([inspection] enrol_listen)"),
+    }
+}
+
+/// Where alerts go, and which categories send them.
+fn print_alerts(snap: &gatehouse::snapshot::Snapshot) {
+    use gatehouse::alerts::settings::{DigestPeriod, SmtpTls};
+    use gatehouse::core::category::AlertMode;
+    let a = &snap.settings.alerts;
+    let mut channels = Vec::new();
+    if let Some(e) = &a.email {
+        let to: Vec<String> = e.to.iter().map(|m| m.email.to_string()).collect();
+        let tls = match e.tls {
+            SmtpTls::StartTls => "STARTTLS",
+            SmtpTls::Tls => "TLS",
+            SmtpTls::None => "NO ENCRYPTION",
+        };
+        channels.push(format!(
+            "email to {} via {}:{} ({tls})",
+            to.join(", "),
+            e.server,
+            e.port
+        ));
+    }
+    if let Some(w) = &a.webhook {
+        channels.push(format!("webhook {} (signed)", w.url));
+    }
+    if channels.is_empty() {
+        println!("alerts: no channel configured: nothing is sent (the weekly report still shows every attempt)");
+    } else {
+        println!(
+            "alerts: {}; digest {}; outbox {}",
+            channels.join("; "),
+            match a.digest {
+                DigestPeriod::Hourly => "hourly",
+                DigestPeriod::Daily => "daily",
+            },
+            a.outbox.display()
+        );
+    }
+    let p = &snap.policy;
+    for (label, pick) in [
+        ("immediate", AlertMode::Immediate),
+        ("digest", AlertMode::Digest),
+    ] {
+        let names: Vec<&str> = p
+            .categories()
+            .filter(|(_, d)| d.category.alert == pick || d.category.term_alert == pick)
+            .map(|(_, d)| d.category.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            println!("  {label:<10} {}", names.join(" "));
+        }
+    }
+    let on_allow: Vec<&str> = p
+        .categories()
+        .filter(|(_, d)| d.category.alert_on_allow)
+        .map(|(_, d)| d.category.name.as_str())
+        .collect();
+    if !on_allow.is_empty() {
+        println!("  on allowed visits too: {}", on_allow.join(" "));
     }
 }
 

@@ -359,6 +359,11 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
         }
         None => {}
     }
+    for a in &found.alerts {
+        if let Some(line) = gatehouse::decision_log::export::human_line(a) {
+            let _ = writeln!(out, "  alerted   {line}");
+        }
+    }
     use gatehouse::decision::Unblock;
     let next = match gatehouse::decision::unblock(d) {
         Unblock::Grant { site, user, group } => {

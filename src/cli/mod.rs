@@ -5,6 +5,7 @@
 //! here decides a request; that stays in the library's core.
 
 pub mod admin;
+pub mod alerts;
 pub mod ca;
 pub mod check;
 pub mod classify;
@@ -64,6 +65,11 @@ pub enum Command {
     Log {
         #[command(subcommand)]
         command: log::LogCommand,
+    },
+    /// Safeguarding alerts to the DSL.
+    Alerts {
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
     },
     /// Manage category lists.
     Lists {

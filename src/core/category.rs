@@ -157,6 +157,56 @@ pub struct Category {
     /// What the block page says about it, in the words of the list's provider (an
     /// `illegal` category always has one: see [`ILLEGAL_BLOCK_MESSAGE`]).
     pub block_message: Option<String>,
+    /// Whether, and how, an attempt on it reaches the DSL.
+    pub alert: AlertMode,
+    /// As `alert`, for a match of its search terms.
+    pub term_alert: AlertMode,
+    /// Alert on allowed visits too (a group allowed it; the DSL still wants to know).
+    pub alert_on_allow: bool,
+}
+
+/// How an attempt on a category reaches the Designated Safeguarding Lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertMode {
+    /// An alert now (email and/or webhook), collapsed per person and category.
+    Immediate,
+    /// A line in the hourly or daily digest email.
+    Digest,
+    /// No alert; the weekly report still shows it.
+    None,
+}
+
+impl AlertMode {
+    /// The default for a severity: `immediate` for `illegal` and `safeguarding`, since
+    /// those are the attempts KCSIE expects a DSL to hear about the same day (a pupil
+    /// searching for self-harm methods on Tuesday cannot wait for Monday's report);
+    /// `none` otherwise, since an alert for every blocked game would bury the ones that
+    /// matter — those stay in the weekly report.
+    pub fn default_for(severity: Severity) -> AlertMode {
+        match severity {
+            Severity::Illegal | Severity::Safeguarding => AlertMode::Immediate,
+            Severity::Inappropriate | Severity::Productivity => AlertMode::None,
+        }
+    }
+
+    /// The mode a policy file names.
+    pub fn parse(text: &str) -> Option<AlertMode> {
+        match text {
+            "immediate" => Some(AlertMode::Immediate),
+            "digest" => Some(AlertMode::Digest),
+            "none" => Some(AlertMode::None),
+            _ => None,
+        }
+    }
+
+    /// `immediate`, `digest` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertMode::Immediate => "immediate",
+            AlertMode::Digest => "digest",
+            AlertMode::None => "none",
+        }
+    }
 }
 
 /// What the block page says for an `illegal` category whose policy gives no

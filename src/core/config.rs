@@ -205,6 +205,9 @@ pub struct RawPolicy {
     /// Safe search: the engine table (the shipped defaults, changed or added to).
     #[serde(default)]
     pub safe_search: RawSafeSearch,
+    /// Where safeguarding alerts go (a shell setting: `crate::alerts::settings`).
+    #[serde(default)]
+    pub alerts: RawAlerts,
 }
 
 /// `[inspection]`: every field optional; defaults in the shell's
@@ -243,6 +246,71 @@ pub struct RawEngine {
     pub strict: Option<Spanned<String>>,
     /// The name dialled for moderate (`youtube_restrict` engines only).
     pub moderate: Option<Spanned<String>>,
+}
+
+/// `[alerts]`: every field optional; defaults and checks in the shell's
+/// `alerts::settings`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// The outbox directory, relative to the policy.
+    pub outbox: Option<String>,
+    /// Alerts that may wait for the alert task before one is dropped.
+    pub queue: Option<usize>,
+    /// Seconds an alert waits for more attempts before it goes (below 10).
+    pub gather_secs: Option<Spanned<u64>>,
+    /// Minutes in which attempts by one person on one category make one alert.
+    pub collapse_minutes: Option<u64>,
+    /// Most alerts sent in one minute, over all people and categories.
+    pub max_per_minute: Option<u32>,
+    /// Seconds before the first retry of a failed send.
+    pub retry_initial_secs: Option<u64>,
+    /// The longest wait between retries, in seconds.
+    pub retry_max_secs: Option<u64>,
+    /// `"hourly"` or `"daily"`: how often the digest email goes.
+    pub digest: Option<Spanned<String>>,
+    /// The SMTP channel.
+    pub email: Option<RawAlertEmail>,
+    /// The webhook channel.
+    pub webhook: Option<RawAlertWebhook>,
+}
+
+/// `[alerts.email]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertEmail {
+    /// SMTP server host name.
+    pub server: Spanned<String>,
+    /// Port (default 587 for STARTTLS, 465 for `tls`, 25 for `none`).
+    pub port: Option<u16>,
+    /// `"starttls"` (default), `"tls"`, or `"none"` (a local relay only).
+    pub tls: Option<Spanned<String>>,
+    /// The sender address.
+    pub from: Spanned<String>,
+    /// The recipients (the DSL and deputies).
+    pub to: Vec<Spanned<String>>,
+    /// SMTP user name, if the server wants one.
+    pub username: Option<String>,
+    /// A file holding the SMTP password, relative to the policy.
+    pub password_file: Option<Spanned<String>>,
+    /// A PEM file of CA certificates to trust besides the public roots (a relay with a
+    /// certificate from the school's or the trust's own CA).
+    pub ca_file: Option<Spanned<String>>,
+}
+
+/// `[alerts.webhook]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertWebhook {
+    /// `http://` or `https://` URL that receives the JSON.
+    pub url: Spanned<String>,
+    /// A file holding the shared secret for the signature, relative to the policy.
+    pub secret_file: Option<Spanned<String>>,
+    /// The shared secret itself (prefer `secret_file`: the policy is often readable).
+    pub secret: Option<Spanned<String>>,
+    /// A PEM file of CA certificates to trust besides the public roots, for an https
+    /// receiver with a certificate from the school's own CA.
+    pub ca_file: Option<Spanned<String>>,
 }
 
 /// `[admin]`
@@ -385,6 +453,13 @@ pub struct RawCategory {
     pub list: Option<String>,
     /// What the block page says about this category (the list provider's splash text).
     pub block_message: Option<String>,
+    /// `"immediate"`, `"digest"` or `"none"`: whether an attempt on it alerts the DSL.
+    pub alert: Option<Spanned<String>>,
+    /// As `alert`, for a match of this category's search terms (default: `alert`).
+    pub term_alert: Option<Spanned<String>>,
+    /// Alert on an allowed visit too, not only on a block.
+    #[serde(default)]
+    pub alert_on_allow: bool,
 }
 
 /// `[schedules.NAME]`

@@ -22,6 +22,7 @@
 //! | [`grants`] | ticketed, time-boxed unblocks, validated against a policy | policy |
 //! | [`verdict`] | what a decision says: requester, verdict, reason and its code | group |
 //! | [`decide`] | `Policy::decide` and `Policy::explain` | policy, grants, verdict |
+//! | [`alert`] | when a decision alerts the DSL, collapse, back-off, what an alert says | policy |
 //!
 //! `clippy.toml` lists the clock, file-system, process, thread and socket calls and
 //! types; this module denies them (the shell, in `lib.rs`, allows them), so the compiler
@@ -30,6 +31,7 @@
 
 #![deny(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod alert;
 pub mod category;
 pub mod classify;
 pub mod config;

@@ -365,6 +365,24 @@ pub fn human_line(entry: &Entry) -> Option<String> {
             "{time}  #{}  started (gatehouse {version})",
             entry.seq
         )),
+        Body::Alert {
+            id,
+            channel,
+            sent,
+            attempt,
+            subject,
+            of,
+            detail,
+        } => Some(format!(
+            "{time}  #{}  alert {id} {channel} {} (attempt {attempt}){}: {subject}  {detail}",
+            entry.seq,
+            if *sent { "SENT" } else { "FAILED" },
+            if *of == 0 {
+                String::new()
+            } else {
+                format!(" about ref {}", crate::decision::format_reference(*of))
+            },
+        )),
         Body::Completion { .. } | Body::Seal { .. } => None,
     }
 }

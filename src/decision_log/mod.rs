@@ -172,6 +172,25 @@ pub enum Body {
         /// Gatehouse version.
         version: String,
     },
+    // New variants go here, at the end: postcard stores the variant's index.
+    /// A safeguarding alert delivered on one channel, or an attempt that failed (it
+    /// stays in the outbox and is retried).
+    Alert {
+        /// The outbox entry's id.
+        id: u64,
+        /// `email` or `webhook`.
+        channel: String,
+        /// Whether this attempt delivered it.
+        sent: bool,
+        /// Which attempt this was (1 for the first).
+        attempt: u32,
+        /// What it was about (category and person, `digest`, or `test`).
+        subject: String,
+        /// The sequence number of the decision it reports (0 for a digest or a test).
+        of: u64,
+        /// Why an attempt failed, or how many attempts the alert stood for.
+        detail: String,
+    },
 }
 
 /// [`Body`] as stored, for writing: each kind borrowed from the body, in the stored
@@ -208,6 +227,15 @@ enum StoredRef<'a> {
         version: &'a str,
     },
     SafeSearchDecision(&'a Decision, &'a SafeSearchRewrite),
+    Alert {
+        id: u64,
+        channel: &'a str,
+        sent: bool,
+        attempt: u32,
+        subject: &'a str,
+        of: u64,
+        detail: &'a str,
+    },
 }
 
 /// [`Body`] as stored, for reading (see [`StoredRef`]).
@@ -243,6 +271,15 @@ enum Stored {
         version: String,
     },
     SafeSearchDecision(Decision, SafeSearchRewrite),
+    Alert {
+        id: u64,
+        channel: String,
+        sent: bool,
+        attempt: u32,
+        subject: String,
+        of: u64,
+        detail: String,
+    },
 }
 
 impl Serialize for Body {
@@ -286,6 +323,23 @@ impl Serialize for Body {
             Body::Seal { chain } => StoredRef::Seal { chain },
             Body::Retention { deleted } => StoredRef::Retention { deleted },
             Body::Start { version } => StoredRef::Start { version },
+            Body::Alert {
+                id,
+                channel,
+                sent,
+                attempt,
+                subject,
+                of,
+                detail,
+            } => StoredRef::Alert {
+                id: *id,
+                channel,
+                sent: *sent,
+                attempt: *attempt,
+                subject,
+                of: *of,
+                detail,
+            },
         };
         stored.serialize(serializer)
     }
@@ -329,6 +383,23 @@ impl<'de> Deserialize<'de> for Body {
             Stored::Seal { chain } => Body::Seal { chain },
             Stored::Retention { deleted } => Body::Retention { deleted },
             Stored::Start { version } => Body::Start { version },
+            Stored::Alert {
+                id,
+                channel,
+                sent,
+                attempt,
+                subject,
+                of,
+                detail,
+            } => Body::Alert {
+                id,
+                channel,
+                sent,
+                attempt,
+                subject,
+                of,
+                detail,
+            },
         })
     }
 }

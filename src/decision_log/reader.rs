@@ -875,6 +875,8 @@ pub struct Found {
     pub entry: Entry,
     /// Its completion (status, bytes, duration).
     pub completion: Option<Entry>,
+    /// The alerts sent about it, and failed attempts to send them.
+    pub alerts: Vec<Entry>,
 }
 
 /// How long after a decision its completion is looked for (a tunnel may stay open for
@@ -893,14 +895,28 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
         return Ok(None);
     }
     let horizon = entry.time_us.saturating_add(COMPLETION_HORIZON_US);
-    let completion = after
-        .map(|(_, e)| e)
-        .take_while(|e| e.time_us <= horizon)
-        .find(|e| matches!(e.body, Body::Completion { of, .. } if of == seq));
+    // A block has no completion: its alerts are looked for up to the horizon. An allow
+    // is looked at until its completion (an alert on an allowed visit is rare).
+    let blocked =
+        matches!(&entry.body, Body::Decision(d) if d.action == super::StoredAction::Block);
+    let (mut completion, mut alerts) = (None, Vec::new());
+    for (_, e) in after.take_while(|(_, e)| e.time_us <= horizon) {
+        match e.body {
+            Body::Completion { of, .. } if of == seq => {
+                completion = Some(e);
+                if !blocked {
+                    break;
+                }
+            }
+            Body::Alert { of, .. } if of == seq => alerts.push(e),
+            _ => {}
+        }
+    }
     Ok(Some(Found {
         node,
         entry,
         completion,
+        alerts,
     }))
 }
 

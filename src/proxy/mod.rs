@@ -95,6 +95,8 @@ pub struct Proxy {
     pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The hand-off to the alert task (never waits).
+    pub alerts: crate::alerts::AlertSender,
     tracker: TaskTracker,
     own: Arc<Vec<SocketAddr>>,
     after_load: fn(),

@@ -36,8 +36,13 @@ impl Proxy {
         explanation: &str,
     ) -> Result<u64, LogError> {
         self.count_decision(&decision);
+        let alert = self.alert_of(ctx, &decision);
         let result = self.log.record(decision, explanation).await;
         self.time_decision(ctx);
+        if let Some(mut attempt) = alert {
+            attempt.reference = *result.as_ref().unwrap_or(&0);
+            self.alerts.offer(attempt);
+        }
         result
     }
 
@@ -51,9 +56,50 @@ impl Proxy {
         explanation: &str,
     ) -> Result<Allowed, NoPermit> {
         self.count_decision(&decision);
+        let alert = self.alert_of(ctx, &decision);
         let result = self.log.allow(verdict, decision, explanation).await;
         self.time_decision(ctx);
+        if let Some(mut attempt) = alert {
+            attempt.reference = match &result {
+                Ok(permit) => permit.reference().unwrap_or(0),
+                Err(_) => 0,
+            };
+            self.alerts.offer(attempt);
+        }
         result
+    }
+
+    /// The alert a decision raises, if its category asks for one (see
+    /// [`Policy::alert_for`](crate::core::policy::Policy::alert_for)); its reference is
+    /// filled in once the record is written. Nothing is allocated for a decision that
+    /// does not alert.
+    fn alert_of(
+        &self,
+        ctx: &RequestContext,
+        decision: &Decision,
+    ) -> Option<crate::alerts::Attempt> {
+        if decision.categories.is_empty() {
+            return None;
+        }
+        let blocked = decision.action == StoredAction::Block;
+        let alert = ctx.snapshot.policy.alert_for(
+            &decision.categories,
+            blocked,
+            !decision.terms.is_empty(),
+        )?;
+        Some(crate::alerts::Attempt {
+            at: ctx.now,
+            reference: 0,
+            client: decision.client,
+            user: decision.user.clone(),
+            group: decision.group.clone(),
+            url: decision.url.clone(),
+            category: alert.category,
+            severity: alert.severity,
+            mode: alert.mode,
+            terms: decision.terms.clone(),
+            action: decision.action.as_str(),
+        })
     }
 
     fn count_decision(&self, decision: &Decision) {

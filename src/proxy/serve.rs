@@ -46,6 +46,9 @@ pub enum RunError {
     /// The decision log could not be opened.
     #[error("decision log: {0}")]
     Log(#[from] crate::decision_log::writer::OpenError),
+    /// The alert outbox could not be opened.
+    #[error("{0}")]
+    Alerts(#[from] crate::alerts::outbox::OutboxError),
     /// The runtime or a signal handler failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -162,13 +165,16 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let log_dir = log_settings.dir.clone();
     let handle = crate::decision_log::writer::open(log_settings).map_err(RunError::Log)?;
     tracing::info!(dir = %log_dir.display(), "decision log open");
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let alerts = crate::alerts::start(live.clone(), handle.clone(), metrics.clone())?;
     let proxy = Arc::new(Proxy {
         live,
         config,
         log: DecisionLog { handle },
         auth: AuthCache::default(),
         pool,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics,
+        alerts,
         tracker: TaskTracker::new(),
         own,
         after_load,

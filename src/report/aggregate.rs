@@ -401,6 +401,13 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
+            Body::Alert { sent, .. } => {
+                if *sent {
+                    self.totals.alerts_sent += 1;
+                } else {
+                    self.totals.alerts_failed += 1;
+                }
+            }
             Body::Grant {
                 action,
                 id,

@@ -201,6 +201,11 @@ pub struct Totals {
     pub blocked: u64,
     /// Alert attempts (illegal or safeguarding).
     pub alerts: u64,
+    /// Alert notifications delivered to the DSL (each channel counts: an alert sent by
+    /// email and webhook is 2). Acknowledgement by the DSL is not recorded yet.
+    pub alerts_sent: u64,
+    /// Failed attempts to deliver an alert notification (each was retried).
+    pub alerts_failed: u64,
 }
 
 /// Log integrity, per directory.

@@ -418,6 +418,19 @@ impl TestCa {
         TestCa { cert, key, pem }
     }
 
+    /// A certificate for `names` signed by this CA, and its key, both in PEM (for
+    /// servers the test does not run in-process, such as the SMTP sink).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("leaf cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A server config with a certificate for `names`.
     pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
         let key = rcgen::KeyPair::generate().expect("key");

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use super::{CategoryDef, GrantRules, Policy};
 use crate::core::category::{
-    Category, CategoryId, CategorySet, Severity, ILLEGAL_BLOCK_MESSAGE, MAX_CATEGORIES,
+    AlertMode, Category, CategoryId, CategorySet, Severity, ILLEGAL_BLOCK_MESSAGE, MAX_CATEGORIES,
 };
 use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawGrantRules, RawGroup,
@@ -165,6 +165,22 @@ impl Compiler<'_> {
                     illegal.insert(id);
                 }
             }
+            let mut alert_mode = |raw: &Option<toml::Spanned<String>>, default: AlertMode| {
+                let Some(raw) = raw else { return default };
+                AlertMode::parse(raw.get_ref()).unwrap_or_else(|| {
+                    self.invalid(
+                        raw.span(),
+                        format!(
+                            "alert {:?} of category {:?} is not one of immediate, digest, none",
+                            raw.get_ref(),
+                            name.get_ref()
+                        ),
+                    );
+                    default
+                })
+            };
+            let alert = alert_mode(&cat.alert, AlertMode::default_for(severity));
+            let term_alert = alert_mode(&cat.term_alert, alert);
             let list_dir = match &cat.list {
                 Some(dir) => self.base.join(dir),
                 None => lists_dir.join(name.get_ref()),
@@ -184,6 +200,9 @@ impl Compiler<'_> {
                             (severity == Severity::Illegal)
                                 .then(|| ILLEGAL_BLOCK_MESSAGE.to_string())
                         }),
+                    alert,
+                    term_alert,
+                    alert_on_allow: cat.alert_on_allow,
                 },
                 list_dir,
             });

@@ -139,13 +139,16 @@ Generated {generated} from {nodes}</p></header>",
             o,
             "<section aria-labelledby=\"summary\"><h2 id=\"summary\">Summary</h2><div class=\"summary\">\
 <div><strong>{}</strong> requests<br><small>{}</small></div><div><strong>{}</strong> blocked<br><small>{}</small></div>\
-<div><strong>{}</strong> safeguarding alerts<br><small>{}</small></div></div></section>",
+<div><strong>{}</strong> safeguarding alerts<br><small>{}</small></div>\
+<div><strong>{}</strong> alert notifications sent<br><small>{} failed attempts (retried)</small></div></div></section>",
             self.totals.requests,
             esc(&trend(self.totals.requests, self.previous.requests)),
             self.totals.blocked,
             esc(&trend(self.totals.blocked, self.previous.blocked)),
             self.totals.alerts,
             esc(&trend(self.totals.alerts, self.previous.alerts)),
+            self.totals.alerts_sent,
+            self.totals.alerts_failed,
         );
         o.push_str(
             "<section aria-labelledby=\"alerts\"><h2 id=\"alerts\">Safeguarding alerts</h2>",

@@ -24,13 +24,15 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "**{}** requests ({}), **{}** blocked ({}), **{}** safeguarding alerts ({}).\n",
+            "**{}** requests ({}), **{}** blocked ({}), **{}** safeguarding alerts ({}); **{}** alert notifications sent to the DSL, {} failed attempts (retried).\n",
             self.totals.requests,
             trend(self.totals.requests, self.previous.requests),
             self.totals.blocked,
             trend(self.totals.blocked, self.previous.blocked),
             self.totals.alerts,
-            trend(self.totals.alerts, self.previous.alerts)
+            trend(self.totals.alerts, self.previous.alerts),
+            self.totals.alerts_sent,
+            self.totals.alerts_failed
         );
         o.push_str("## Safeguarding alerts\n\n| Category | Severity | Who | Group | Hosts | Attempts | Last |\n|---|---|---|---|---|---|---|\n");
         for a in &self.alerts {
