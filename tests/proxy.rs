@@ -912,6 +912,72 @@ fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'sta
         .collect()
 }
 
+/// A spliced tunnel closes when it has been idle for `tunnel_idle_timeout_secs` (within a
+/// quarter more), and at `tunnel_max_lifetime_secs` however busy it is.
+#[test]
+fn tunnels_close_when_idle_and_at_their_lifetime() {
+    let ca = TestCa::new();
+    let tls = Origin::https(&ca, &["origin.test"]);
+    let g = start_on(
+        1,
+        tls.port,
+        "tunnel_idle_timeout_secs = 1\ntunnel_max_lifetime_secs = 3",
+        "",
+    );
+    let open = || {
+        let s = open_tunnel(&g, &format!("origin.test:{}", tls.port), None).expect("tunnel");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile_certs(&ca.pem) {
+            roots.add(cert).expect("root");
+        }
+        let name = rustls::pki_types::ServerName::try_from("origin.test").expect("name");
+        let conn = rustls::ClientConnection::new(client_config(roots), name).expect("client");
+        rustls::StreamOwned::new(conn, s)
+    };
+    // One kept-alive request, then nothing: the tunnel closes after about a second.
+    let ask = |tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: origin.test\r\n\r\n")?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("hello from origin") {
+            let n = tls.read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let mut idle = open();
+    ask(&mut idle).expect("an answer through the tunnel");
+    let quiet = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = matches!(idle.read(&mut buf), Ok(0) | Err(_));
+    let waited = quiet.elapsed();
+    assert!(closed, "the idle tunnel is closed");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "closed after {waited:?} idle"
+    );
+    // Busy all the time: closed at its lifetime all the same.
+    let mut busy = open();
+    let born = Instant::now();
+    while ask(&mut busy).is_ok() {
+        assert!(
+            born.elapsed() < Duration::from_secs(6),
+            "the busy tunnel outlives its lifetime"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lived = born.elapsed();
+    assert!(
+        lived >= Duration::from_millis(2500),
+        "closed after {lived:?}"
+    );
+}
+
 #[test]
 fn proxy_authentication_407_flow() {
     let origin = Origin::http();
