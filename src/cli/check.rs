@@ -221,6 +221,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
         );
     }
     print_ca(&snap);
+    super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,6 +10,7 @@ pub mod check;
 pub mod classify;
 pub mod common;
 pub mod grant;
+pub mod identity;
 pub mod log;
 pub mod report;
 pub mod run;
@@ -64,6 +65,11 @@ pub enum Command {
     Log {
         #[command(subcommand)]
         command: log::LogCommand,
+    },
+    /// How users resolve against the school's directory.
+    Identity {
+        #[command(subcommand)]
+        command: identity::IdentityCommand,
     },
     /// Manage category lists.
     Lists {

@@ -438,6 +438,19 @@ impl TestCa {
         .expect("server config");
         Arc::new(config)
     }
+
+    /// A certificate for `names` signed by this CA, and its key, in PEM: for servers
+    /// the tests run as processes (slapd).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("leaf cert");
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// Sends raw bytes to `addr` and returns what comes back before the connection closes

@@ -1,0 +1,249 @@
+//! Sign-in against a real OpenLDAP `slapd` (started by the test, StartTLS with a test
+//! CA) through the real proxy, driven by curl `--proxy-user`: the mapped group's policy,
+//! wrong and empty passwords, a name that tries to inject into the search filter, a
+//! group change picked up by the sync, and the directory going down. Also
+//! `gatehouse identity test` and `gatehouse check` against it.
+
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // tests are shell
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::servers::{curl, CurlResult, Gatehouse, Origin};
+use common::slapd::{Slapd, SERVICE_DN, SERVICE_PASSWORD};
+
+fn policy(slapd: &Slapd, extra_directory: &str) -> String {
+    format!(
+        r#"[school]
+name = "Test Academy"
+[lists]
+dir = "lists"
+[categories.gambling]
+severity = "inappropriate"
+[categories.social]
+severity = "productivity"
+[identity]
+default_group = "visitors"
+users_file = "users.toml"
+[identity.directory]
+url = "{url}"
+starttls = true
+ca_file = "{ca}"
+bind_dn = "{SERVICE_DN}"
+bind_password_file = "service.password"
+base_dn = "dc=school,dc=test"
+user_filter = "(&(objectClass=inetOrgPerson)(uid={{user}}))"
+cache_ttl_secs = 120
+sync_interval_secs = 1
+timeout_secs = 2
+connect_timeout_secs = 2
+unmapped = "refuse"
+{extra_directory}
+# Staff first: a teacher who is also in a pupil group gets staff.
+[[identity.directory.groups]]
+directory = "cn=Staff,ou=groups,dc=school,dc=test"
+group = "staff"
+[[identity.directory.groups]]
+directory = "KS3 Pupils"
+group = "ks3"
+[[identity.directory.groups]]
+directory = "KS4 Pupils"
+group = "ks4"
+[groups.visitors]
+mode = "blocklist"
+block = ["gambling", "social"]
+[groups.ks3]
+mode = "blocklist"
+block = ["gambling", "social"]
+[groups.ks4]
+mode = "blocklist"
+block = ["gambling", "social"]
+[groups.staff]
+mode = "blocklist"
+block = ["gambling"]
+[log]
+dir = "log"
+[admin]
+listen = "127.0.0.1:0"
+[server]
+listen = "127.0.0.1:0"
+allow_internal_destinations = ["127.0.0.1/32"]
+[server.resolve]
+"origin.test" = "127.0.0.1"
+"social.test" = "127.0.0.1"
+"#,
+        url = slapd.url(),
+        ca = slapd.ca_file.display(),
+    )
+}
+
+fn start(slapd: &Slapd) -> Gatehouse {
+    let policy = policy(slapd, "");
+    Gatehouse::start(&[
+        ("policy.toml", policy.as_str()),
+        ("users.toml", ""),
+        ("service.password", &format!("{SERVICE_PASSWORD}\n")),
+        ("lists/gambling/domains", "bet.test\n"),
+        ("lists/social/domains", "social.test\n"),
+    ])
+}
+
+fn get(g: &Gatehouse, user: &str, url: &str) -> CurlResult {
+    curl(&["-x", &g.url(), "--proxy-user", user, url])
+}
+
+fn metrics(g: &Gatehouse) -> String {
+    curl(&[&format!("http://127.0.0.1:{}/metrics", g.admin_port)]).body
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[test]
+fn directory_sign_in_groups_sync_and_outage() {
+    let mut slapd = Slapd::start();
+    let origin = Origin::http();
+    let g = start(&slapd);
+    let social = format!("http://social.test:{}/", origin.port);
+    let plain = format!("http://origin.test:{}/", origin.port);
+
+    // A Year 7 pupil: Year 7 is inside KS3 Pupils, so ks3, which blocks social media.
+    let r = get(&g, "ann:ann-password", &social);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.body.contains("ks3"), "{}", r.body);
+    let r = get(&g, "ann:ann-password", &plain);
+    assert_eq!(r.status, 200, "{r:?}");
+    // The name as a Windows user types it, and as a UPN, in any case: the same account.
+    for typed in ["SCHOOL\\Ann:ann-password", "ANN@school.test:ann-password"] {
+        let r = get(&g, typed, &social);
+        assert_eq!(r.status, 403, "{typed}: {r:?}");
+        assert!(r.body.contains("ks3"), "{typed}: {}", r.body);
+    }
+    // A teacher also in Year 7: the staff rule comes first.
+    let r = get(&g, "tom:tom-password", &social);
+    assert_eq!(r.status, 200, "{r:?}");
+    // Year 10 is inside KS4 Pupils.
+    let r = get(&g, "bob:bob-password", &social);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.body.contains("ks4"), "{}", r.body);
+
+    // Refusals: a wrong password, an empty one (an anonymous bind to LDAP), a filter
+    // injection, an unknown user, a user in no mapped group (unmapped = "refuse").
+    for creds in [
+        "ann:wrong",
+        "ann:",
+        "*:ann-password",
+        "*)(uid=*:ann-password",
+        "nobody:ann-password",
+        "eve:eve-password",
+    ] {
+        let r = get(&g, creds, &plain);
+        assert_eq!(r.status, 407, "{creds}: {r:?}");
+        assert!(
+            r.headers
+                .to_ascii_lowercase()
+                .contains("proxy-authenticate: basic"),
+            "{creds}: {}",
+            r.headers
+        );
+    }
+
+    // How a user resolves, without a password; and `check` reaches the directory.
+    let config = g.dir.path().join("policy.toml");
+    let out = common::gatehouse()
+        .args(["identity", "test", "--config"])
+        .arg(&config)
+        .arg("SCHOOL\\ann")
+        .output()
+        .expect("identity test runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "dn: uid=ann,ou=people,dc=school,dc=test",
+        "cn=Year 7,ou=groups,dc=school,dc=test",
+        "cn=KS3 Pupils,ou=groups,dc=school,dc=test",
+        "group: ks3 (rule 2 of 3",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    let out = common::gatehouse()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("StartTLS"), "{text}");
+    assert!(text.contains("reached: bound as cn=gatehouse"), "{text}");
+
+    // A group change: ann joins Staff. The sync (every second here) picks it up while
+    // her sign-in is still remembered, without a new bind.
+    let binds_before = metric(
+        &metrics(&g),
+        "gatehouse_directory_binds_total{result=\"ok\"}",
+    );
+    slapd.modify(
+        "dn: cn=Staff,ou=groups,dc=school,dc=test\nchangetype: modify\nadd: member\nmember: uid=ann,ou=people,dc=school,dc=test\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&g, "ann:ann-password", &social);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group change not picked up: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let m = metrics(&g);
+    assert_eq!(
+        metric(&m, "gatehouse_directory_binds_total{result=\"ok\"}"),
+        binds_before,
+        "the change came by the sync, not a new sign-in"
+    );
+    assert!(
+        metric(&m, "gatehouse_directory_cache_hits_total") > 0.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "gatehouse_directory_up"), 1.0, "{m}");
+
+    // The directory goes down: the remembered sign-in keeps working; a new one gets a
+    // clear 503 page, and the gauge says so.
+    slapd.stop();
+    let r = get(&g, "ann:ann-password", &social);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get(&g, "carl:carl-password", &plain);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("directory cannot be reached"), "{}", r.body);
+    let m = metrics(&g);
+    assert_eq!(metric(&m, "gatehouse_directory_up"), 0.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "gatehouse_directory_binds_total{result=\"unavailable\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    let out = common::gatehouse()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the directory"), "{err}");
+}
