@@ -688,3 +688,58 @@ impl Directory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_config_trusts_the_ca_file_and_refuses_junk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).expect("CA");
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.pem()).expect("write");
+        assert!(tls_config(&good).is_ok());
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").expect("write");
+        let missing = dir.path().join("missing.pem");
+        for path in [&junk, &missing] {
+            match tls_config(path) {
+                Err(e @ DirectoryError::CaFile { .. }) => assert!(e.is_unavailable()),
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_password_never_reaches_the_directory() {
+        // A URL nothing listens on: an empty password is refused before any connection.
+        let settings = DirectorySettings {
+            url: "ldap://127.0.0.1:1".into(),
+            tls: DirectoryTls::Plain,
+            bind_dn: "cn=svc,dc=x".into(),
+            bind_password_file: PathBuf::from("/nonexistent"),
+            base_dn: "dc=x".into(),
+            user_filter: "(uid={user})".into(),
+            nested_groups: NestedGroups::Walk,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            cache_ttl: Duration::from_secs(60),
+            cache_size: 10,
+            sync_interval: Duration::from_secs(60),
+        };
+        let directory = Directory::new(Arc::new(Metrics::new()));
+        match directory.sign_in(&settings, "ann", "").await {
+            SignIn::Refused(DirectoryError::EmptyPassword) => {}
+            other => panic!("{other:?}"),
+        }
+        match directory.sign_in(&settings, "ann", "secret").await {
+            SignIn::Unavailable(e) => assert!(e.is_unavailable(), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

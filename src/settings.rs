@@ -611,6 +611,58 @@ mod tests {
     }
 
     #[test]
+    fn directory_tls_and_defaults_table() {
+        let section = |extra: &str| {
+            format!(
+                "[identity.directory]\nbind_dn = \"cn=svc,dc=x\"\nbind_password_file = \"svc.pw\"\nbase_dn = \"dc=x\"\n{extra}"
+            )
+        };
+        // (fields, the TLS it gets, or None: refused)
+        let rows: &[(&str, Option<DirectoryTls>)] = &[
+            ("url = \"ldaps://dc1\"", Some(DirectoryTls::Ldaps)),
+            ("url = \"LDAPS://dc1:636\"", Some(DirectoryTls::Ldaps)),
+            (
+                "url = \"ldap://dc1\"\nstarttls = true",
+                Some(DirectoryTls::StartTls),
+            ),
+            (
+                "url = \"ldap://dc1\"\nstarttls = true\nallow_plaintext = true",
+                Some(DirectoryTls::StartTls),
+            ),
+            (
+                "url = \"ldap://127.0.0.1\"\nallow_plaintext = true",
+                Some(DirectoryTls::Plain),
+            ),
+            ("url = \"ldap://dc1\"", None),
+            ("url = \"ldap://dc1\"\nallow_plaintext = false", None),
+            ("url = \"ldaps://dc1\"\nstarttls = true", None),
+            ("url = \"dc1.school.local\"", None),
+        ];
+        for (fields, want) in rows {
+            let got = compile(&section(fields));
+            match want {
+                Some(tls) => {
+                    let d = got.expect("compiles").directory.expect("directory");
+                    assert_eq!(d.tls, *tls, "{fields}");
+                }
+                None => assert!(got.is_err(), "{fields}"),
+            }
+        }
+        let d = compile(&section("url = \"ldaps://dc1\""))
+            .expect("compiles")
+            .directory
+            .expect("directory");
+        assert_eq!(d.user_filter, crate::core::directory::DEFAULT_USER_FILTER);
+        assert_eq!(d.nested_groups, NestedGroups::Walk);
+        assert_eq!(d.cache_ttl, std::time::Duration::from_secs(300));
+        assert_eq!(d.sync_interval, std::time::Duration::from_secs(300));
+        assert_eq!(d.cache_size, 10_000);
+        assert_eq!(d.bind_password_file, Path::new("/etc/gatehouse/svc.pw"));
+        assert_eq!(d.ca_file, None);
+        assert!(compile("").expect("compiles").directory.is_none());
+    }
+
+    #[test]
     fn bad_inspection_settings_name_the_line() {
         let rows = [
             (

@@ -247,3 +247,80 @@ fn directory_sign_in_groups_sync_and_outage() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the directory"), "{err}");
 }
+
+/// A policy with a directory, for the validation table (no directory is contacted).
+const VALIDATION_BASE: &str = r#"[school]
+name = "Test School"
+[lists]
+dir = "lists"
+[identity]
+default_group = "pupils"
+[identity.directory]
+url = "ldaps://dc1.school.local"
+bind_dn = "CN=gatehouse,OU=Service,DC=school,DC=local"
+bind_password_file = "directory.password"
+base_dn = "DC=school,DC=local"
+[[identity.directory.groups]]
+directory = "CN=Staff,OU=Groups,DC=school,DC=local"
+group = "staff"
+[[identity.directory.groups]]
+directory = "Year 7"
+group = "pupils"
+[groups.pupils]
+mode = "blocklist"
+[groups.staff]
+mode = "blocklist"
+"#;
+
+fn validation_errors(policy: &str) -> Vec<String> {
+    let dir = common::tree(&[("policy.toml", policy)]);
+    match gatehouse::snapshot::load(
+        &dir.path().join("policy.toml"),
+        gatehouse::lists::CacheMode::Off,
+    ) {
+        Ok(_) => vec![],
+        Err(e) => {
+            e.0.iter()
+                .map(|e| {
+                    e.to_string()
+                        .replace(&format!("{}/", dir.path().display()), "")
+                })
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn directory_settings_and_rules_are_checked_with_file_and_line() {
+    assert_eq!(validation_errors(VALIDATION_BASE), Vec::<String>::new());
+    let url = "url = \"ldaps://dc1.school.local\"";
+    let rows: &[(&str, &str, &str)] = &[
+        (url, "url = \"ldap://dc1.school.local\"", "policy.toml:8: [identity.directory] url \"ldap://dc1.school.local\" would send passwords in clear"),
+        (url, "url = \"ldaps://dc1.school.local\"\nstarttls = true", "policy.toml:8: [identity.directory] starttls is for ldap:// URLs"),
+        (url, "url = \"http://dc1.school.local\"", "policy.toml:8: [identity.directory] url \"http://dc1.school.local\" is not ldaps://HOST"),
+        (url, "url = \"ldaps://dc1\"\nuser_filter = \"uid=x\"", "policy.toml:9: [identity.directory] user_filter \"uid=x\" must be a filter in parentheses holding {user}"),
+        (url, "url = \"ldaps://dc1\"\nnested_groups = \"deep\"", "policy.toml:9: [identity.directory] nested_groups \"deep\" is not \"walk\" or \"ad-chain\""),
+        (url, "url = \"ldaps://dc1\"\nunmapped = \"guest\"", "policy.toml:9: unmapped \"guest\" is not \"default\" or \"refuse\""),
+        (url, "url = \"ldaps://dc1\"\nbind_password = \"hunter2\"", "policy.toml:9: unknown field `bind_password`"),
+        ("base_dn = \"DC=school,DC=local\"", "base_dn = \"school.local\"", "policy.toml:11: [identity.directory] base_dn \"school.local\" is not a DN"),
+        ("group = \"staff\"", "group = \"teachers\"", "policy.toml:14: unknown group \"teachers\""),
+        ("directory = \"Year 7\"", "directory = \"cn=staff, ou=groups,dc=school,dc=local\"", "policy.toml:16: directory group \"cn=staff, ou=groups,dc=school,dc=local\" is already mapped on line 13"),
+        ("directory = \"Year 7\"", "directory = \" \"", "policy.toml:16: directory group is empty"),
+    ];
+    for (from, to, want) in rows {
+        assert!(VALIDATION_BASE.contains(from), "{from:?}");
+        let errors = validation_errors(&VALIDATION_BASE.replacen(from, to, 1));
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "replacing {from:?} with {to:?}: expected {want:?}, got {errors:#?}"
+        );
+    }
+    // Without a directory, the users file and subnets work exactly as before: the
+    // directory part of the policy is optional.
+    let start = VALIDATION_BASE
+        .find("[identity.directory]")
+        .expect("section");
+    let end = VALIDATION_BASE.find("[groups.pupils]").expect("groups");
+    let without = format!("{}{}", &VALIDATION_BASE[..start], &VALIDATION_BASE[end..]);
+    assert_eq!(validation_errors(&without), Vec::<String>::new());
+}
