@@ -324,3 +324,61 @@ fn directory_settings_and_rules_are_checked_with_file_and_line() {
     let without = format!("{}{}", &VALIDATION_BASE[..start], &VALIDATION_BASE[end..]);
     assert_eq!(validation_errors(&without), Vec::<String>::new());
 }
+
+#[test]
+fn the_shipped_directory_example_compiles_when_uncommented() {
+    let shipped = std::fs::read_to_string(common::example_policy()).expect("shipped policy");
+    let setting = regex::Regex::new(r"^# (\[\[?identity\.directory|[a-z_]+ = )").expect("regex");
+    let mut uncommented = 0;
+    let mut inside = false;
+    let text: String = shipped
+        .lines()
+        .map(|line| {
+            // The directory's block: from its table to the groups section.
+            if line == "# [identity.directory]" {
+                inside = true;
+            } else if line.starts_with("# Groups: filtering levels") {
+                inside = false;
+            }
+            if inside && setting.is_match(line) {
+                uncommented += 1;
+                format!("{}\n", &line[2..])
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    assert!(uncommented > 20, "{uncommented}");
+    let path = common::root().join("policy/directory-example.toml.tmp");
+    std::fs::write(&path, &text).expect("write");
+    let loaded = gatehouse::snapshot::load(&path, gatehouse::lists::CacheMode::Off);
+    let _ = std::fs::remove_file(&path);
+    let snap = loaded.unwrap_or_else(|e| panic!("{e}"));
+    let d = snap
+        .settings
+        .directory
+        .as_ref()
+        .expect("directory settings");
+    assert_eq!(d.url, "ldaps://dc1.school.local");
+    assert_eq!(d.tls, gatehouse::settings::DirectoryTls::Ldaps);
+    assert_eq!(d.cache_ttl, Duration::from_secs(300));
+    let mapping = snap.policy.identity.directory().expect("mapping");
+    let names: Vec<&str> = mapping
+        .rules
+        .iter()
+        .map(|r| snap.policy.group(r.group).name.as_str())
+        .collect();
+    assert_eq!(names, ["staff", "sixth-form", "ks4", "ks3"]);
+    // A teacher in a pupil group gets staff, as the example's comment says.
+    let got = mapping.map(&[
+        "CN=KS3 Pupils,OU=Pupils,DC=school,DC=local",
+        "CN=Staff,OU=Groups,DC=school,DC=local",
+    ]);
+    assert!(
+        matches!(
+            got,
+            gatehouse::core::directory::Mapped::Group { rule: 0, .. }
+        ),
+        "{got:?}"
+    );
+}
