@@ -188,6 +188,51 @@ fn directory_sign_in_groups_sync_and_outage() {
     assert!(text.contains("StartTLS"), "{text}");
     assert!(text.contains("reached: bound as cn=gatehouse"), "{text}");
 
+    // `identity test` of a name the directory does not have says so; `check` with a
+    // wrong service password names the service account.
+    let out = common::gatehouse()
+        .args(["identity", "test", "--config"])
+        .arg(&config)
+        .arg("nobody")
+        .output()
+        .expect("identity test runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no directory account \"nobody\""), "{err}");
+    let password_file = g.dir.path().join("service.password");
+    std::fs::write(&password_file, "not-the-password\n").expect("write");
+    let out = common::gatehouse()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check runs");
+    std::fs::write(&password_file, format!("{SERVICE_PASSWORD}\n")).expect("write");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the directory refused the service account cn=gatehouse"),
+        "{err}"
+    );
+
+    // The decision log names the account and its group, and records refused sign-ins.
+    let tail = common::log_tail(&g.dir.path().join("log"));
+    assert!(
+        tail.lines()
+            .any(|l| l.contains("  ann  ks3  BLOCK  GET http://social.test")),
+        "{tail}"
+    );
+    assert!(
+        tail.lines().any(|l| l.contains("  tom  staff  ALLOW")),
+        "{tail}"
+    );
+    assert!(
+        tail.lines()
+            .filter(|l| l.contains("  -  visitors  BLOCK") && l.contains("auth_failed"))
+            .count()
+            >= 6,
+        "{tail}"
+    );
+
     // A group change: ann joins Staff. The sync (every second here) picks it up while
     // her sign-in is still remembered, without a new bind.
     let binds_before = metric(
@@ -219,7 +264,12 @@ fn directory_sign_in_groups_sync_and_outage() {
         metric(&m, "gatehouse_directory_cache_hits_total") > 0.0,
         "{m}"
     );
-    assert_eq!(metric(&m, "gatehouse_directory_up"), 1.0, "{m}");
+    // The gauge is set when a sync round ends, just after the account it updated.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&metrics(&g), "gatehouse_directory_up") != 1.0 {
+        assert!(Instant::now() < deadline, "{}", metrics(&g));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // The directory goes down: the remembered sign-in keeps working; a new one gets a
     // clear 503 page, and the gauge says so.
