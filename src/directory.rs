@@ -11,7 +11,8 @@
 //! Each cache miss opens its own connection (connect, TLS, service bind, search, bind,
 //! unbind); the cache keeps the directory from being asked per request. A successful
 //! sign-in is remembered for `cache_ttl` by a SHA-256 of the directory URL, account and
-//! password (never the password); failures are never remembered as successes. The
+//! password (never the password); failures are never remembered as successes, and a
+//! refused account and password is not tried again for [`REFUSED_FOR`]. The
 //! groups of the users signed in are re-read every `sync_interval`, so a group change
 //! takes effect within it without a new sign-in; a user the directory no longer finds is
 //! forgotten at once. While the directory cannot be reached, remembered sign-ins keep
@@ -44,6 +45,11 @@ const NO_SUCH_OBJECT: u32 = 32;
 pub const AD_IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
 /// The most groups read for one user: a bound on the searches one sign-in makes.
 const MAX_GROUPS: usize = 1000;
+/// How long a refused account and password are refused without asking the directory
+/// again. A browser resends a wrong saved password with every request; each would be a
+/// failed bind, and Active Directory locks an account after a few of those (its lockout
+/// threshold). A corrected password is another key, so it is tried at once.
+pub const REFUSED_FOR: Duration = Duration::from_secs(30);
 
 /// What went wrong talking to the directory, or why a sign-in is refused.
 #[derive(Debug, thiserror::Error)]
@@ -492,6 +498,9 @@ pub struct Directory {
     binds: Mutex<HashMap<[u8; 32], Remembered>>,
     /// Account name → its groups as last read, and when last used.
     accounts: Mutex<HashMap<String, Known>>,
+    /// SHA-256(url, account, password) → when the directory refused it (see
+    /// [`REFUSED_FOR`]). Never read as a success.
+    refused: Mutex<HashMap<[u8; 32], Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -501,6 +510,7 @@ impl Directory {
         Directory {
             binds: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -523,21 +533,27 @@ impl Directory {
         typed: &str,
         password: &str,
     ) -> SignIn {
+        // Neither is asked of the directory, so neither is counted as a bind.
         if password.is_empty() {
-            self.count_bind("refused");
             return SignIn::Refused(DirectoryError::EmptyPassword);
         }
         let account = match normalise_username(typed) {
             Ok(a) => a,
-            Err(e) => {
-                self.count_bind("refused");
-                return SignIn::Refused(e.into());
-            }
+            Err(e) => return SignIn::Refused(e.into()),
         };
         let key = Directory::key(settings, &account, password);
         if let Some(known) = self.remembered(settings, &key) {
             self.metrics.directory_cache_hits.inc();
             return SignIn::Ok(known);
+        }
+        if self.recently_refused(&key) {
+            return SignIn::Refused(DirectoryError::InvalidCredentials {
+                account,
+                reason: format!(
+                    "refused by the directory less than {} s ago; not asked again yet",
+                    REFUSED_FOR.as_secs()
+                ),
+            });
         }
         match authenticate(settings, &account, password).await {
             Ok(found) => {
@@ -555,9 +571,25 @@ impl Directory {
             Err(e) => {
                 self.count_bind("refused");
                 self.metrics.directory_up.set(1);
+                if let Ok(mut refused) = self.refused.lock() {
+                    if refused.len() >= settings.cache_size {
+                        refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+                        if refused.len() >= settings.cache_size {
+                            refused.clear();
+                        }
+                    }
+                    refused.insert(key, Instant::now());
+                }
                 SignIn::Refused(e)
             }
         }
+    }
+
+    fn recently_refused(&self, key: &[u8; 32]) -> bool {
+        self.refused
+            .lock()
+            .map(|r| r.get(key).is_some_and(|at| at.elapsed() < REFUSED_FOR))
+            .unwrap_or(false)
     }
 
     fn count_bind(&self, result: &str) {

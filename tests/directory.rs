@@ -152,6 +152,25 @@ fn directory_sign_in_groups_sync_and_outage() {
         );
     }
 
+    // A browser resending a wrong saved password: refused again without another bind
+    // (Active Directory would lock the account after a few failed binds).
+    let refused = metric(
+        &metrics(&g),
+        "gatehouse_directory_binds_total{result=\"refused\"}",
+    );
+    assert!(refused >= 4.0, "{refused}");
+    for _ in 0..3 {
+        let r = get(&g, "ann:wrong", &plain);
+        assert_eq!(r.status, 407, "{r:?}");
+    }
+    assert_eq!(
+        metric(
+            &metrics(&g),
+            "gatehouse_directory_binds_total{result=\"refused\"}"
+        ),
+        refused
+    );
+
     // How a user resolves, without a password; and `check` reaches the directory.
     let config = g.dir.path().join("policy.toml");
     let out = common::gatehouse()
