@@ -207,6 +207,65 @@ fn directory_sign_in_groups_sync_and_outage() {
     assert!(text.contains("StartTLS"), "{text}");
     assert!(text.contains("reached: bound as cn=gatehouse"), "{text}");
 
+    // The same directory over LDAPS, trusted through ca_file; and without the CA, the
+    // certificate is refused (the system's roots do not hold the test CA).
+    let ldaps = std::fs::read_to_string(&config)
+        .expect("policy")
+        .replace(
+            &slapd.url(),
+            &format!("ldaps://127.0.0.1:{}", slapd.ldaps_port),
+        )
+        .replace("starttls = true\n", "");
+    let ldaps_config = g.dir.path().join("ldaps.toml");
+    std::fs::write(&ldaps_config, &ldaps).expect("write");
+    let out = common::gatehouse()
+        .args(["identity", "test", "--config"])
+        .arg(&ldaps_config)
+        .arg("bob")
+        .output()
+        .expect("identity test runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("group: ks4"), "{text}");
+    let out = common::gatehouse()
+        .args(["check", "--config"])
+        .arg(&ldaps_config)
+        .output()
+        .expect("check runs");
+    let checked = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{checked}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(checked.contains("(LDAPS)"), "{checked}");
+    assert!(
+        checked.contains("reached: bound as cn=gatehouse"),
+        "{checked}"
+    );
+    assert!(
+        text.contains("cn=KS4 Pupils,ou=groups,dc=school,dc=test"),
+        "{text}"
+    );
+    let no_ca = ldaps
+        .lines()
+        .filter(|l| !l.starts_with("ca_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&ldaps_config, no_ca).expect("write");
+    let out = common::gatehouse()
+        .args(["check", "--config"])
+        .arg(&ldaps_config)
+        .output()
+        .expect("check runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the directory"), "{err}");
+
     // `identity test` of a name the directory does not have says so; `check` with a
     // wrong service password names the service account.
     let out = common::gatehouse()

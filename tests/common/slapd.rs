@@ -1,6 +1,7 @@
 //! A real OpenLDAP `slapd` (Debian's `slapd` package) for the directory tests: its own
 //! configuration and database in a temporary directory, a small school tree loaded with
-//! `slapadd`, StartTLS with a certificate from the test CA, on a free loopback port.
+//! `slapadd`, StartTLS with a certificate from the test CA on one free loopback port and
+//! LDAPS on another.
 //! Killed when dropped. Never the package's own instance.
 
 #![allow(dead_code, clippy::disallowed_methods)]
@@ -126,8 +127,10 @@ fn tool(name: &str) -> PathBuf {
 /// A running slapd, killed when dropped.
 pub struct Slapd {
     child: Option<Child>,
-    /// Its port on 127.0.0.1.
+    /// Its `ldap://` port (StartTLS offered) on 127.0.0.1.
     pub port: u16,
+    /// Its `ldaps://` port on 127.0.0.1.
+    pub ldaps_port: u16,
     /// The test CA's certificate, for `ca_file`.
     pub ca_file: PathBuf,
     dir: tempfile::TempDir,
@@ -179,13 +182,15 @@ access to * by users read by * none
             "slapadd: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = {
+        let free = || {
             let l = TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().expect("addr").port()
         };
+        let (port, ldaps_port) = (free(), free());
         let mut slapd = Slapd {
             child: None,
             port,
+            ldaps_port,
             ca_file: d.join("ca.crt"),
             dir,
         };
@@ -198,7 +203,10 @@ access to * by users read by * none
         // -d 0: stay in the foreground (so the test owns the process), log nothing.
         let child = Command::new(tool("slapd"))
             .args(["-d", "0", "-h"])
-            .arg(format!("ldap://127.0.0.1:{}/", self.port))
+            .arg(format!(
+                "ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/",
+                self.port, self.ldaps_port
+            ))
             .arg("-f")
             .arg(d.join("slapd.conf"))
             .stdout(Stdio::null())
@@ -206,11 +214,13 @@ access to * by users read by * none
             .spawn()
             .expect("slapd starts");
         self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "slapd did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
+        for port in [self.port, self.ldaps_port] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                assert!(Instant::now() < deadline, "slapd did not start listening");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
