@@ -62,6 +62,12 @@ pub enum DirectoryError {
         /// Why.
         source: std::io::Error,
     },
+    /// The service account's password file is empty: a bind with it would be anonymous.
+    #[error("the service account's password file {} is empty (a bind without a password is anonymous)", path.display())]
+    EmptyServicePassword {
+        /// The file.
+        path: PathBuf,
+    },
     /// The extra CA file cannot be read or holds no certificate.
     #[error("cannot use the directory CA file {}: {reason}", path.display())]
     CaFile {
@@ -137,6 +143,7 @@ impl DirectoryError {
         matches!(
             self,
             DirectoryError::PasswordFile { .. }
+                | DirectoryError::EmptyServicePassword { .. }
                 | DirectoryError::CaFile { .. }
                 | DirectoryError::Unreachable { .. }
                 | DirectoryError::ServiceBind { .. }
@@ -218,6 +225,11 @@ impl<'a> Session<'a> {
             })?
             .trim_end_matches(['\r', '\n'])
             .to_string();
+        if password.is_empty() {
+            return Err(DirectoryError::EmptyServicePassword {
+                path: settings.bind_password_file.clone(),
+            });
+        }
         let conn = conn_settings(settings)?;
         let (conn, ldap) = tokio::time::timeout(
             settings.connect_timeout,
@@ -765,6 +777,18 @@ mod tests {
             sync_interval: Duration::from_secs(60),
         };
         let directory = Directory::new(Arc::new(Metrics::new()));
+        // An empty service password would be an anonymous bind: refused before connecting.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = dir.path().join("empty.password");
+        std::fs::write(&empty, "\n").expect("write");
+        let with_empty = DirectorySettings {
+            bind_password_file: empty,
+            ..settings.clone()
+        };
+        match check(&with_empty).await {
+            Err(e @ DirectoryError::EmptyServicePassword { .. }) => assert!(e.is_unavailable()),
+            other => panic!("{other:?}"),
+        }
         match directory.sign_in(&settings, "ann", "").await {
             SignIn::Refused(DirectoryError::EmptyPassword) => {}
             other => panic!("{other:?}"),
