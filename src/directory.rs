@@ -504,6 +504,20 @@ struct Known {
     used: Instant,
 }
 
+/// Takes a key out of [`Directory::in_flight`] when its sign-in ends.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    key: [u8; 32],
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// The cache of successful sign-ins and the accounts behind them.
 pub struct Directory {
     /// SHA-256(url, account, password) → the account, when signed in.
@@ -513,6 +527,9 @@ pub struct Directory {
     /// SHA-256(url, account, password) → when the directory refused it (see
     /// [`REFUSED_FOR`]). Never read as a success.
     refused: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Sign-ins being asked of the directory now, by key: a browser opens several
+    /// connections at once with the same credentials, and one bind answers them all.
+    in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -523,6 +540,7 @@ impl Directory {
             binds: Mutex::new(HashMap::new()),
             accounts: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -554,19 +572,60 @@ impl Directory {
             Err(e) => return SignIn::Refused(e.into()),
         };
         let key = Directory::key(settings, &account, password);
-        if let Some(known) = self.remembered(settings, &key) {
-            self.metrics.directory_cache_hits.inc();
-            return SignIn::Ok(known);
+        if let Some(done) = self.answered(settings, &key, &account) {
+            return done;
         }
-        if self.recently_refused(&key) {
-            return SignIn::Refused(DirectoryError::InvalidCredentials {
-                account,
+        // One bind per key at a time; the others wait for it and take its answer.
+        let gate = match self.in_flight.lock() {
+            Ok(mut in_flight) => Some(in_flight.entry(key).or_default().clone()),
+            Err(_) => None,
+        };
+        let _turn = match &gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        // Removes the entry however this ends, a dropped request included.
+        let _done = InFlight {
+            map: &self.in_flight,
+            key,
+        };
+        if let Some(done) = self.answered(settings, &key, &account) {
+            return done;
+        }
+        self.ask(settings, key, account, password).await
+    }
+
+    /// The answer the caches already hold for `key`, if any.
+    fn answered(
+        &self,
+        settings: &DirectorySettings,
+        key: &[u8; 32],
+        account: &str,
+    ) -> Option<SignIn> {
+        if let Some(known) = self.remembered(settings, key) {
+            self.metrics.directory_cache_hits.inc();
+            return Some(SignIn::Ok(known));
+        }
+        if self.recently_refused(key) {
+            return Some(SignIn::Refused(DirectoryError::InvalidCredentials {
+                account: account.to_string(),
                 reason: format!(
                     "refused by the directory less than {} s ago; not asked again yet",
                     REFUSED_FOR.as_secs()
                 ),
-            });
+            }));
         }
+        None
+    }
+
+    /// Asks the directory, and remembers the answer.
+    async fn ask(
+        &self,
+        settings: &DirectorySettings,
+        key: [u8; 32],
+        account: String,
+        password: &str,
+    ) -> SignIn {
         match authenticate(settings, &account, password).await {
             Ok(found) => {
                 self.count_bind("ok");

@@ -60,6 +60,13 @@ cn: Carl Year7
 sn: Year7
 userPassword: carl-password
 
+dn: uid=dan,ou=people,dc=school,dc=test
+objectClass: inetOrgPerson
+uid: dan
+cn: Dan Year7
+sn: Year7
+userPassword: dan-password
+
 dn: uid=bob,ou=people,dc=school,dc=test
 objectClass: inetOrgPerson
 uid: bob
