@@ -9,7 +9,9 @@
 //! treats a bind with a DN and no password as an anonymous bind, which "succeeds".
 //!
 //! Each cache miss opens its own connection (connect, TLS, service bind, search, bind,
-//! unbind); the cache keeps the directory from being asked per request. A successful
+//! unbind); the cache keeps the directory from being asked per request, and parallel
+//! sign-ins with the same credentials (a browser's several connections) share one
+//! bind. A successful
 //! sign-in is remembered for `cache_ttl` by a SHA-256 of the directory URL, account and
 //! password (never the password); failures are never remembered as successes, and a
 //! refused account and password is not tried again for [`REFUSED_FOR`]. The
