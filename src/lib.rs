@@ -26,6 +26,7 @@
 //! | [`core::classify`] | compiled lists and the lookup from target to categories |
 //! | [`core::site`], [`core::group`] | site lists; groups, the filtering levels |
 //! | [`core::identity`] | subnets, users and their groups |
+//! | [`core::directory`] | directory user names, LDAP filter escaping, directory groups → groups |
 //! | [`core::config`] | the policy file as written, with file:line errors |
 //! | [`core::policy`] | the validated policy, compiled from the file in steps |
 //! | [`core::safe_search`] | safe search without interception: the engine table, the name dialled |
@@ -43,6 +44,7 @@
 //! | [`lists`] | reading list files and the compiled cache |
 //! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
 //! | [`grant_store`] | locked, validated, atomic edits of the grants file |
+//! | [`directory`] | the school's LDAP / Active Directory: sign-in binds, groups, the sign-in cache, the sync |
 //! | [`decision`] | decision records, the hand-off to the log, the `Allowed` permit |
 //! | [`decision_log`] | the append-only, checksummed, hash-chained decision log |
 //! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin, enrolment |
@@ -65,6 +67,7 @@ pub mod ca;
 pub mod core;
 pub mod decision;
 pub mod decision_log;
+pub mod directory;
 pub mod grant_store;
 pub mod lists;
 pub mod metrics;

@@ -72,6 +72,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::check(&args),
         Command::Classify(args) => cli::classify::run(&args),
         Command::Lists { command } => cli::check::lists(command),
+        Command::Identity { command } => cli::identity::run(command),
     };
     match result {
         Ok(code) => code,

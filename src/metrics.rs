@@ -66,6 +66,17 @@ pub struct Metrics {
     pub alerts_dropped: IntCounter,
     /// Alerts in the outbox, not yet delivered on every channel.
     pub alerts_outbox: IntGauge,
+    /// 1 when the policy has `[identity.directory]`.
+    pub directory_configured: IntGauge,
+    /// 1 while the directory answered its last contact (sign-in, sync or check).
+    pub directory_up: IntGauge,
+    /// Directory sign-ins asked of the directory, by result (`ok`, `refused`,
+    /// `unavailable`).
+    pub directory_binds: IntCounterVec,
+    /// Sign-ins answered from the cache, without the directory.
+    pub directory_cache_hits: IntCounter,
+    /// Group re-reads of signed-in users, by result (`ok`, `error`).
+    pub directory_syncs: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -267,6 +278,33 @@ impl Metrics {
                 "gatehouse_alerts_outbox",
                 "Safeguarding alerts in the outbox, not yet delivered on every channel",
             ),
+            directory_configured: gauge(
+                &registry,
+                "gatehouse_directory_configured",
+                "1 when the policy signs users in against a directory",
+            ),
+            directory_up: gauge(
+                &registry,
+                "gatehouse_directory_up",
+                "1 while the directory answered its last contact",
+            ),
+            directory_binds: counter_vec(
+                &registry,
+                "gatehouse_directory_binds_total",
+                "Directory sign-ins asked of the directory, by result",
+                &["result"],
+            ),
+            directory_cache_hits: counter(
+                &registry,
+                "gatehouse_directory_cache_hits_total",
+                "Directory sign-ins answered from the cache",
+            ),
+            directory_syncs: counter_vec(
+                &registry,
+                "gatehouse_directory_syncs_total",
+                "Re-reads of signed-in users' directory groups, by result",
+                &["result"],
+            ),
             registry,
         };
         for channel in ["email", "webhook"] {
@@ -285,6 +323,12 @@ impl Metrics {
             for result in ["ok", "error"] {
                 metrics.reloads.with_label_values(&[kind, result]);
             }
+        }
+        for result in ["ok", "refused", "unavailable"] {
+            metrics.directory_binds.with_label_values(&[result]);
+        }
+        for result in ["ok", "error"] {
+            metrics.directory_syncs.with_label_values(&[result]);
         }
         metrics
     }

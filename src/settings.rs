@@ -1,6 +1,7 @@
 //! The shell's own settings from the policy file: the proxy listener and its limits
-//! (`[server]`), the decision log (`[log]`), the admin listener (`[admin]`) and the
-//! school CA's files and enrolment listener (`[inspection]`).
+//! (`[server]`), the decision log (`[log]`), the admin listener (`[admin]`), the
+//! school CA's files and enrolment listener (`[inspection]`), and how to reach the
+//! school's directory (`[identity.directory]`; its group mapping is the policy's).
 //!
 //! They share the policy file with the rules, and are checked in the same pass (their
 //! problems are listed with the policy's, by file and line), but nothing in the core
@@ -15,7 +16,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::core::config::{
-    ConfigError, ConfigErrorKind, RawAdmin, RawInspection, RawLog, RawPolicy, RawServer, Source,
+    ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawLog, RawPolicy,
+    RawServer, Source,
 };
 use crate::core::host::Host;
 
@@ -32,6 +34,8 @@ pub struct Settings {
     pub inspection: InspectionSettings,
     /// Safeguarding alerts (`[alerts]`).
     pub alerts: crate::alerts::settings::AlertSettings,
+    /// The school's directory, when `[identity.directory]` is set.
+    pub directory: Option<DirectorySettings>,
 }
 
 impl Settings {
@@ -54,6 +58,7 @@ impl Settings {
                 source,
                 &mut c.errors,
             ),
+            directory: raw.identity.directory.as_ref().map(|d| c.directory(d)),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -175,6 +180,68 @@ impl LogSettings {
     }
 }
 
+/// How the connection to the directory is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryTls {
+    /// `ldaps://`: TLS from the first byte.
+    Ldaps,
+    /// `ldap://` upgraded with StartTLS before any bind.
+    StartTls,
+    /// `ldap://` in clear (`allow_plaintext = true`): passwords cross the network
+    /// readable. For a directory on the same host or a test.
+    Plain,
+}
+
+/// How nested groups are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestedGroups {
+    /// Follow `member` upwards, one search per level (at most
+    /// [`DirectorySettings::MAX_NESTING`] levels): works on any LDAP server.
+    Walk,
+    /// One search with Active Directory's LDAP_MATCHING_RULE_IN_CHAIN
+    /// (`member:1.2.840.113556.1.4.1941:=`): AD only.
+    AdChain,
+}
+
+/// The school's directory (`[identity.directory]`): where it is, how to search it, and
+/// how long sign-ins are remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectorySettings {
+    /// The server, `ldaps://…` or `ldap://…`.
+    pub url: String,
+    /// How the connection is protected.
+    pub tls: DirectoryTls,
+    /// The service account that searches.
+    pub bind_dn: String,
+    /// The file holding its password (read when the directory is contacted).
+    pub bind_password_file: PathBuf,
+    /// Where users and groups are searched.
+    pub base_dn: String,
+    /// The user search filter with `{user}`. Default Active Directory's.
+    pub user_filter: String,
+    /// How nested groups are found. Default [`NestedGroups::Walk`].
+    pub nested_groups: NestedGroups,
+    /// Extra CA certificate (PEM) trusted for the directory's TLS; without it the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connect (and TLS) timeout. Default 5 s.
+    pub connect_timeout: std::time::Duration,
+    /// One bind or search. Default 5 s.
+    pub timeout: std::time::Duration,
+    /// How long a successful sign-in is remembered. Default 5 min.
+    pub cache_ttl: std::time::Duration,
+    /// Most sign-ins remembered. Default 10 000.
+    pub cache_size: usize,
+    /// Re-read signed-in users' groups this often. Default 5 min.
+    pub sync_interval: std::time::Duration,
+}
+
+impl DirectorySettings {
+    /// The deepest group nesting followed by [`NestedGroups::Walk`]; a loop of groups
+    /// (A in B in A) ends there too.
+    pub const MAX_NESTING: usize = 8;
+}
+
 /// One compilation: where relative paths start, and every problem found so far.
 struct Compiler<'a> {
     source: &'a Source,
@@ -183,6 +250,109 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
+    fn directory(&mut self, raw: &RawDirectory) -> DirectorySettings {
+        use std::time::Duration;
+        let url = raw.url.get_ref().trim().to_string();
+        let starttls = raw.starttls.unwrap_or(false);
+        let plaintext = raw.allow_plaintext.unwrap_or(false);
+        let lower = url.to_ascii_lowercase();
+        let mut bad = |span: std::ops::Range<usize>, what: String| {
+            self.errors.push(
+                self.source
+                    .error_at(span, ConfigErrorKind::InvalidValue(what)),
+            )
+        };
+        let tls = if lower.starts_with("ldaps://") {
+            if starttls {
+                bad(
+                    raw.url.span(),
+                    "[identity.directory] starttls is for ldap:// URLs; ldaps:// is TLS already"
+                        .into(),
+                );
+            }
+            DirectoryTls::Ldaps
+        } else if lower.starts_with("ldap://") {
+            if starttls {
+                DirectoryTls::StartTls
+            } else if plaintext {
+                DirectoryTls::Plain
+            } else {
+                bad(
+                    raw.url.span(),
+                    format!(
+                        "[identity.directory] url {url:?} would send passwords in clear: use ldaps://, or starttls = true, or (only for a directory on this host) allow_plaintext = true"
+                    ),
+                );
+                DirectoryTls::Plain
+            }
+        } else {
+            bad(
+                raw.url.span(),
+                format!("[identity.directory] url {url:?} is not ldaps://HOST or ldap://HOST"),
+            );
+            DirectoryTls::Ldaps
+        };
+        for (field, value) in [("bind_dn", &raw.bind_dn), ("base_dn", &raw.base_dn)] {
+            if !value.get_ref().contains('=') {
+                bad(
+                    value.span(),
+                    format!(
+                        "[identity.directory] {field} {:?} is not a DN such as \"DC=school,DC=local\"",
+                        value.get_ref()
+                    ),
+                );
+            }
+        }
+        let user_filter = match &raw.user_filter {
+            Some(f) => {
+                let text = f.get_ref().trim();
+                if !text.contains(crate::core::directory::USER_PLACEHOLDER)
+                    || !text.starts_with('(')
+                    || !text.ends_with(')')
+                {
+                    bad(
+                        f.span(),
+                        format!(
+                            "[identity.directory] user_filter {text:?} must be a filter in parentheses holding {{user}}, such as \"(uid={{user}})\""
+                        ),
+                    );
+                }
+                text.to_string()
+            }
+            None => crate::core::directory::DEFAULT_USER_FILTER.to_string(),
+        };
+        let nested_groups = match raw.nested_groups.as_ref().map(|n| n.get_ref().as_str()) {
+            None | Some("walk") => NestedGroups::Walk,
+            Some("ad-chain") => NestedGroups::AdChain,
+            Some(other) => {
+                let span = raw.nested_groups.as_ref().map(|n| n.span()).unwrap_or(0..0);
+                bad(
+                    span,
+                    format!("[identity.directory] nested_groups {other:?} is not \"walk\" or \"ad-chain\""),
+                );
+                NestedGroups::Walk
+            }
+        };
+        let secs = |v: Option<u64>, default: u64, min: u64| {
+            Duration::from_secs(v.unwrap_or(default).max(min))
+        };
+        DirectorySettings {
+            url,
+            tls,
+            bind_dn: raw.bind_dn.get_ref().trim().to_string(),
+            bind_password_file: self.base.join(raw.bind_password_file.get_ref()),
+            base_dn: raw.base_dn.get_ref().trim().to_string(),
+            user_filter,
+            nested_groups,
+            ca_file: raw.ca_file.as_ref().map(|f| self.base.join(f)),
+            connect_timeout: secs(raw.connect_timeout_secs, 5, 1),
+            timeout: secs(raw.timeout_secs, 5, 1),
+            cache_ttl: secs(raw.cache_ttl_secs, 300, 1),
+            cache_size: raw.cache_size.unwrap_or(10_000).max(1),
+            sync_interval: secs(raw.sync_interval_secs, 300, 1),
+        }
+    }
+
     fn inspection(&mut self, raw: &RawInspection) -> InspectionSettings {
         let enrol_listen = raw.enrol_listen.as_ref().and_then(|l| {
             l.get_ref()
@@ -446,6 +616,58 @@ mod tests {
                 "{section}"
             );
         }
+    }
+
+    #[test]
+    fn directory_tls_and_defaults_table() {
+        let section = |extra: &str| {
+            format!(
+                "[identity.directory]\nbind_dn = \"cn=svc,dc=x\"\nbind_password_file = \"svc.pw\"\nbase_dn = \"dc=x\"\n{extra}"
+            )
+        };
+        // (fields, the TLS it gets, or None: refused)
+        let rows: &[(&str, Option<DirectoryTls>)] = &[
+            ("url = \"ldaps://dc1\"", Some(DirectoryTls::Ldaps)),
+            ("url = \"LDAPS://dc1:636\"", Some(DirectoryTls::Ldaps)),
+            (
+                "url = \"ldap://dc1\"\nstarttls = true",
+                Some(DirectoryTls::StartTls),
+            ),
+            (
+                "url = \"ldap://dc1\"\nstarttls = true\nallow_plaintext = true",
+                Some(DirectoryTls::StartTls),
+            ),
+            (
+                "url = \"ldap://127.0.0.1\"\nallow_plaintext = true",
+                Some(DirectoryTls::Plain),
+            ),
+            ("url = \"ldap://dc1\"", None),
+            ("url = \"ldap://dc1\"\nallow_plaintext = false", None),
+            ("url = \"ldaps://dc1\"\nstarttls = true", None),
+            ("url = \"dc1.school.local\"", None),
+        ];
+        for (fields, want) in rows {
+            let got = compile(&section(fields));
+            match want {
+                Some(tls) => {
+                    let d = got.expect("compiles").directory.expect("directory");
+                    assert_eq!(d.tls, *tls, "{fields}");
+                }
+                None => assert!(got.is_err(), "{fields}"),
+            }
+        }
+        let d = compile(&section("url = \"ldaps://dc1\""))
+            .expect("compiles")
+            .directory
+            .expect("directory");
+        assert_eq!(d.user_filter, crate::core::directory::DEFAULT_USER_FILTER);
+        assert_eq!(d.nested_groups, NestedGroups::Walk);
+        assert_eq!(d.cache_ttl, std::time::Duration::from_secs(300));
+        assert_eq!(d.sync_interval, std::time::Duration::from_secs(300));
+        assert_eq!(d.cache_size, 10_000);
+        assert_eq!(d.bind_password_file, Path::new("/etc/gatehouse/svc.pw"));
+        assert_eq!(d.ca_file, None);
+        assert!(compile("").expect("compiles").directory.is_none());
     }
 
     #[test]

@@ -222,6 +222,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
     }
     print_ca(&snap);
     print_alerts(&snap);
+    super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)
 }
 

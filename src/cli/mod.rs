@@ -11,6 +11,7 @@ pub mod check;
 pub mod classify;
 pub mod common;
 pub mod grant;
+pub mod identity;
 pub mod log;
 pub mod report;
 pub mod run;
@@ -70,6 +71,11 @@ pub enum Command {
     Alerts {
         #[command(subcommand)]
         command: alerts::AlertsCommand,
+    },
+    /// How users resolve against the school's directory.
+    Identity {
+        #[command(subcommand)]
+        command: identity::IdentityCommand,
     },
     /// Manage category lists.
     Lists {

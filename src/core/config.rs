@@ -483,6 +483,60 @@ pub struct RawIdentity {
     /// Source subnets and their groups.
     #[serde(default)]
     pub subnets: Vec<RawSubnet>,
+    /// The school's directory (LDAP / Active Directory): sign-in and groups.
+    pub directory: Option<RawDirectory>,
+}
+
+/// `[identity.directory]`: the connection settings (compiled by the shell's
+/// `settings::DirectorySettings`, defaults there) and the group mapping (compiled into
+/// the policy's identity rules).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    /// `ldaps://host[:port]`, or `ldap://host[:port]` with `starttls` or `allow_plaintext`.
+    pub url: Spanned<String>,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: Option<bool>,
+    /// Allow `ldap://` without StartTLS: passwords cross the network in clear.
+    pub allow_plaintext: Option<bool>,
+    /// The service account's DN, for searches.
+    pub bind_dn: Spanned<String>,
+    /// File holding the service account's password (never the password itself).
+    pub bind_password_file: Spanned<String>,
+    /// Where users and groups are searched.
+    pub base_dn: Spanned<String>,
+    /// The user search filter, with `{user}` for the escaped account name.
+    pub user_filter: Option<Spanned<String>>,
+    /// `"walk"` (follow `member` upwards, any LDAP server) or `"ad-chain"` (AD's
+    /// LDAP_MATCHING_RULE_IN_CHAIN): how nested groups are found.
+    pub nested_groups: Option<Spanned<String>>,
+    /// Extra CA certificate file (PEM) trusted for LDAPS / StartTLS.
+    pub ca_file: Option<String>,
+    /// Seconds to connect (and finish TLS).
+    pub connect_timeout_secs: Option<u64>,
+    /// Seconds for one bind or search.
+    pub timeout_secs: Option<u64>,
+    /// Seconds a successful sign-in is remembered.
+    pub cache_ttl_secs: Option<u64>,
+    /// Most sign-ins remembered.
+    pub cache_size: Option<usize>,
+    /// Seconds between re-reads of signed-in users' groups.
+    pub sync_interval_secs: Option<u64>,
+    /// `"default"` or `"refuse"`: what a user in no mapped group gets.
+    pub unmapped: Option<Spanned<String>>,
+    /// Directory groups → Gatehouse groups, first match wins in file order.
+    #[serde(default)]
+    pub groups: Vec<RawDirectoryGroup>,
+}
+
+/// `[[identity.directory.groups]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectoryGroup {
+    /// The directory group: a DN, or a CN.
+    pub directory: Spanned<String>,
+    /// The Gatehouse group its members get.
+    pub group: Name,
 }
 
 /// `[[identity.subnets]]`

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::core::directory::GroupMapping;
 use crate::core::group::GroupId;
 
 /// Whether clients in a subnet must authenticate.
@@ -55,6 +56,8 @@ pub struct Identity {
     subnets: Vec<SubnetRule>,
     /// Users by login name.
     users: HashMap<String, User>,
+    /// Directory groups → groups, when the policy has `[identity.directory]`.
+    directory: Option<GroupMapping>,
 }
 
 /// Where a requester's group came from.
@@ -66,6 +69,8 @@ pub enum GroupSource {
     Default,
     /// The authenticated user's entry.
     User,
+    /// The signed-in directory user's groups, by a mapping rule.
+    Directory,
 }
 
 impl Identity {
@@ -76,7 +81,20 @@ impl Identity {
             default_group,
             subnets,
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            directory: None,
         }
+    }
+
+    /// These rules with the directory's group mapping: users not in the users file sign
+    /// in against the directory.
+    pub fn with_directory(mut self, mapping: GroupMapping) -> Identity {
+        self.directory = Some(mapping);
+        self
+    }
+
+    /// The directory's group mapping, when the policy has a directory.
+    pub fn directory(&self) -> Option<&GroupMapping> {
+        self.directory.as_ref()
     }
 
     /// The most specific subnet holding `client`, if any. IPv4-mapped IPv6 addresses

@@ -15,7 +15,8 @@
 //! | [`classify`] | compiled lists and the lookup from target to categories | host, category |
 //! | [`site`] | site entries and short site lists (`allow_sites`, grants) | host, classify |
 //! | [`group`] | groups: the filtering levels and what each may reach | site, schedule, safe_search |
-//! | [`identity`] | subnets, users and their groups | group |
+//! | [`identity`] | subnets, users and their groups | group, directory |
+//! | [`directory`] | directory user names, LDAP filter escaping, directory groups → groups | group |
 //! | [`config`] | the policy file as written, with file:line errors | – |
 //! | [`policy`] | the validated policy (`compile.rs`: the file into rules, in steps) | all above |
 //! | [`safe_search`] | which name a search engine or YouTube is dialled to, per group | host |
@@ -36,6 +37,7 @@ pub mod category;
 pub mod classify;
 pub mod config;
 pub mod decide;
+pub mod directory;
 pub mod grants;
 pub mod group;
 pub mod host;

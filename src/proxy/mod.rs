@@ -30,6 +30,7 @@
 //! | `pool.rs` | keep-alive connections to origin servers |
 //! | `upstream.rs` | resolving and dialling upstreams; no internal destinations |
 //! | `auth.rs` | `Proxy-Authorization: Basic` against the users file |
+//! | `sign_in.rs` | who a request's credentials name: the users file, else the directory, and the group they map to |
 //! | `pages.rs` | the HTML and text of block, error and sign-in pages |
 //! | `admin.rs` | the admin listener: metrics, health, the grants API |
 //! | `enrol.rs` | the enrolment listener: the school CA's certificate for devices to install |
@@ -45,6 +46,7 @@ mod refuse;
 mod reload;
 mod request;
 mod serve;
+mod sign_in;
 pub mod tunnel;
 pub mod upstream;
 
@@ -92,6 +94,8 @@ pub struct Proxy {
     /// Where verdicts go before anything is forwarded.
     pub log: DecisionLog,
     auth: AuthCache,
+    /// Sign-ins against the school's directory, remembered.
+    directory: crate::directory::Directory,
     pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,

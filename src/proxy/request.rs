@@ -16,9 +16,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::auth::AuthResult;
 use super::conn::ConnSignal;
 use super::forward::{Completion, Tracked, Upstream};
+use super::sign_in::SignedIn;
 use super::{tunnel, Body, Proxy, RequestContext};
 use crate::core::host::{parse_authority, Scheme, Target};
 use crate::core::identity::{canonical_ip, AuthRequirement};
@@ -146,12 +146,14 @@ impl Proxy {
             .get(header::PROXY_AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let subnet = identity.subnet_for(client);
-        let (group, user) = match self.auth.check(auth_header, identity).await {
-            AuthResult::User(name) => match identity.user(&name) {
-                Some(u) => (u.group, Some(name)),
-                None => return Ok(self.challenge(&snapshot)),
-            },
-            AuthResult::Failed => {
+        let (group, user) = match self.sign_in(auth_header, &snapshot).await {
+            SignedIn::User { name, group } => (
+                group.unwrap_or_else(|| subnet.map(|r| r.group).unwrap_or(identity.default_group)),
+                Some(name),
+            ),
+            SignedIn::Unknown => return Ok(self.challenge(&snapshot)),
+            SignedIn::DirectoryDown => return Ok(self.directory_unavailable(&snapshot)),
+            SignedIn::Failed(explanation) => {
                 self.metrics.auth_failures.inc();
                 tracing::info!(target: "gatehouse::auth", client = %client, "proxy authentication failed");
                 // Wrong credentials are recorded (a burst of them is a bypass attempt the
@@ -175,12 +177,10 @@ impl Proxy {
                     407,
                     Vec::new(),
                 );
-                let _ = self
-                    .log_decision(&ctx, decision, "proxy authentication failed")
-                    .await;
+                let _ = self.log_decision(&ctx, decision, &explanation).await;
                 return Ok(self.challenge(&snapshot));
             }
-            AuthResult::Missing => match subnet {
+            SignedIn::Missing => match subnet {
                 Some(rule) if rule.auth == AuthRequirement::Required => {
                     return Ok(self.challenge(&snapshot))
                 }

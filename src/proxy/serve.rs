@@ -172,6 +172,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         config,
         log: DecisionLog { handle },
         auth: AuthCache::default(),
+        directory: crate::directory::Directory::new(metrics.clone()),
         pool,
         metrics,
         alerts,
@@ -221,6 +222,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         proxy.clone(),
         shutdown.clone(),
     ));
+    let directory_sync = tokio::spawn(directory_sync(proxy.clone(), shutdown.clone()));
     let accept = {
         let proxy = proxy.clone();
         let caps = caps.clone();
@@ -248,6 +250,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     shutdown.cancel();
     let _ = accept.await;
     let _ = admin_task.await;
+    let _ = directory_sync.await;
     if let Some(task) = enrol_task {
         let _ = task.await;
     }
@@ -261,6 +264,46 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     proxy.log.handle.close().await;
     tracing::info!("gatehouse stopped");
     Ok(())
+}
+
+/// Re-reads signed-in users' directory groups every `sync_interval` of the settings in
+/// force (checked again after each round, so a reload that adds, removes or changes
+/// `[identity.directory]` takes effect), and checks once at start that the directory
+/// answers, for `gatehouse_directory_up`.
+async fn directory_sync(proxy: Arc<Proxy>, shutdown: CancellationToken) {
+    let mut first = true;
+    loop {
+        let settings = proxy.live.get().settings.directory.clone();
+        proxy
+            .metrics
+            .directory_configured
+            .set(i64::from(settings.is_some()));
+        let wait = match &settings {
+            Some(d) if first => {
+                match crate::directory::check(d).await {
+                    Ok(()) => {
+                        proxy.metrics.directory_up.set(1);
+                        tracing::info!(target: "gatehouse::directory", url = %d.url, "directory reached");
+                    }
+                    Err(e) => {
+                        proxy.metrics.directory_up.set(0);
+                        tracing::warn!(target: "gatehouse::directory", error = %e, "directory not reached; new sign-ins are refused until it is");
+                    }
+                }
+                d.sync_interval
+            }
+            Some(d) => {
+                proxy.directory.sync(d).await;
+                d.sync_interval
+            }
+            None => Duration::from_secs(5),
+        };
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// This node's name: the host name.

@@ -56,3 +56,4 @@ pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 pub mod servers;
+pub mod slapd;

@@ -419,7 +419,7 @@ impl TestCa {
     }
 
     /// A certificate for `names` signed by this CA, and its key, both in PEM (for
-    /// servers the test does not run in-process, such as the SMTP sink).
+    /// servers the tests run as processes: the SMTP sink, slapd).
     pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
         let params =

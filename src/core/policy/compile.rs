@@ -17,9 +17,10 @@ use crate::core::category::{
     AlertMode, Category, CategoryId, CategorySet, Severity, ILLEGAL_BLOCK_MESSAGE, MAX_CATEGORIES,
 };
 use crate::core::config::{
-    ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawGrantRules, RawGroup,
-    RawIdentity, RawPolicy, RawSafeSearch, RawSchedule, RawUsers, Source,
+    ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawDirectory, RawGrantRules,
+    RawGroup, RawIdentity, RawPolicy, RawSafeSearch, RawSchedule, RawUsers, Source,
 };
+use crate::core::directory::{GroupMapping, GroupPattern, GroupRule, Unmapped};
 use crate::core::group::{Group, GroupId, Mode};
 use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
 use crate::core::safe_search::{
@@ -626,7 +627,63 @@ impl Compiler<'_> {
                 }
             }
         }
-        Some(Identity::new(default_group?, subnets, user_list))
+        let directory = raw
+            .directory
+            .as_ref()
+            .map(|d| self.directory_mapping(d, groups));
+        let identity = Identity::new(default_group?, subnets, user_list);
+        Some(match directory {
+            Some(mapping) => identity.with_directory(mapping),
+            None => identity,
+        })
+    }
+
+    /// `[identity.directory]`'s group rules, in file order, each naming a defined group.
+    fn directory_mapping(&mut self, raw: &RawDirectory, groups: &Groups) -> GroupMapping {
+        let source = self.source;
+        let mut rules = Vec::new();
+        let mut seen: HashMap<GroupPattern, usize> = HashMap::new();
+        for r in &raw.groups {
+            let Some(pattern) = GroupPattern::parse(r.directory.get_ref()) else {
+                self.invalid(
+                    r.directory.span(),
+                    "directory group is empty: give a DN (\"CN=Year 7,OU=Pupils,DC=school,DC=local\") or a CN (\"Year 7\")".into(),
+                );
+                continue;
+            };
+            let line = source.line_of(r.directory.span().start);
+            if let Some(prev) = seen.insert(pattern.clone(), line) {
+                // The later rule could never match: the first one always wins.
+                self.errors.push(source.error_at(
+                    r.directory.span(),
+                    ConfigErrorKind::Duplicate(format!(
+                        "directory group {:?} is already mapped on line {prev}; the first rule always wins",
+                        r.directory.get_ref()
+                    )),
+                ));
+                continue;
+            }
+            if let Some(group) = self.group_of(groups, &r.group, source) {
+                rules.push(GroupRule {
+                    pattern,
+                    group,
+                    text: r.directory.get_ref().trim().to_string(),
+                });
+            }
+        }
+        let unmapped = match raw.unmapped.as_ref().map(|u| u.get_ref().as_str()) {
+            None | Some("default") => Unmapped::Default,
+            Some("refuse") => Unmapped::Refuse,
+            Some(other) => {
+                let span = raw.unmapped.as_ref().map(|u| u.span()).unwrap_or(0..0);
+                self.invalid(
+                    span,
+                    format!("unmapped {other:?} is not \"default\" or \"refuse\""),
+                );
+                Unmapped::Default
+            }
+        };
+        GroupMapping { rules, unmapped }
     }
 
     /// The safe-search engine table: the shipped engines, each changed by the fields an
