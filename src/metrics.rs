@@ -64,6 +64,8 @@ pub struct Metrics {
     pub alerts_failed: IntCounterVec,
     /// Alerts dropped because the alert task's queue was full.
     pub alerts_dropped: IntCounter,
+    /// Acknowledgements of alerts by the DSL (`POST /api/alerts/{reference}/ack`).
+    pub alerts_acknowledged: IntCounter,
     /// Alerts in the outbox, not yet delivered on every channel.
     pub alerts_outbox: IntGauge,
     /// 1 when the policy has `[identity.directory]`.
@@ -272,6 +274,11 @@ impl Metrics {
                 &registry,
                 "gatehouse_alerts_dropped_total",
                 "Safeguarding alerts dropped: the alert queue was full",
+            ),
+            alerts_acknowledged: counter(
+                &registry,
+                "gatehouse_alerts_acknowledged_total",
+                "Safeguarding alerts acknowledged by the DSL",
             ),
             alerts_outbox: gauge(
                 &registry,

@@ -364,6 +364,14 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
             let _ = writeln!(out, "  alerted   {line}");
         }
     }
+    for a in &found.acks {
+        if let Some(line) = gatehouse::decision_log::export::human_line(a) {
+            let _ = writeln!(out, "  acked     {line}");
+        }
+    }
+    if !found.alerts.is_empty() && found.acks.is_empty() {
+        let _ = writeln!(out, "  acked     not yet acknowledged by the DSL");
+    }
     use gatehouse::decision::Unblock;
     let next = match gatehouse::decision::unblock(d) {
         Unblock::Grant { site, user, group } => {
@@ -381,6 +389,9 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
         Unblock::NotTheSite => format!(
             "refused for how it connected ({}), not for the site: a grant does not change that",
             d.reason
+        ),
+        Unblock::Lesson { id } => format!(
+            "closed for this lesson by a teacher's override {id}: it ends with the lesson; the teacher, or `gatehouse grant revoke {id}`, can end it sooner"
         ),
         Unblock::Nothing => return out,
     };

@@ -877,6 +877,9 @@ pub struct Found {
     pub completion: Option<Entry>,
     /// The alerts sent about it, and failed attempts to send them.
     pub alerts: Vec<Entry>,
+    /// Acknowledgements of those alerts by the DSL ([`Body::AlertAck`]), found within
+    /// the same horizon as the alerts (a day and an hour after the decision).
+    pub acks: Vec<Entry>,
 }
 
 /// How long after a decision its completion is looked for (a tunnel may stay open for
@@ -899,7 +902,7 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
     // is looked at until its completion (an alert on an allowed visit is rare).
     let blocked =
         matches!(&entry.body, Body::Decision(d) if d.action == super::StoredAction::Block);
-    let (mut completion, mut alerts) = (None, Vec::new());
+    let (mut completion, mut alerts, mut acks) = (None, Vec::new(), Vec::new());
     for (_, e) in after.take_while(|(_, e)| e.time_us <= horizon) {
         match e.body {
             Body::Completion { of, .. } if of == seq => {
@@ -909,6 +912,7 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
                 }
             }
             Body::Alert { of, .. } if of == seq => alerts.push(e),
+            Body::AlertAck { of, .. } if of == seq => acks.push(e),
             _ => {}
         }
     }
@@ -917,6 +921,7 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
         entry,
         completion,
         alerts,
+        acks,
     }))
 }
 

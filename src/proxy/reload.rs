@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::Proxy;
+use crate::core::grants::{Effect, GrantKind};
 use crate::decision_log::{GrantEvent, ReloadKind};
 use crate::lists::CacheMode;
 use crate::snapshot::{self, Snapshot};
@@ -74,8 +75,13 @@ fn grant_changes(
                 by: g.issued_by.clone(),
                 detail: {
                     let (scope, target) = g.terms(policy);
+                    let (kind, verb) = match g.kind {
+                        GrantKind::Ticketed => ("", "opens"),
+                        GrantKind::Lesson(Effect::Allow) => ("lesson allow: ", "opens"),
+                        GrantKind::Lesson(Effect::Block) => ("lesson block: ", "closes"),
+                    };
                     format!(
-                        "{} (for {scope}; opens {target}; from {} until {})",
+                        "{kind}{} (for {scope}; {verb} {target}; from {} until {})",
                         g.reason,
                         g.starts.to_rfc3339(),
                         g.expires.to_rfc3339()
