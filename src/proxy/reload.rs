@@ -35,6 +35,12 @@ pub(super) fn watch_grants(
     let mut watcher = match notify::recommended_watcher(
         move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event {
+                // Opening and reading the file (every reload does) is not a change: on
+                // inotify those are Access events, and reacting to them reloaded in a
+                // loop, an audit entry every 150 ms.
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
                 if event
                     .paths
                     .iter()
