@@ -69,6 +69,9 @@ fn ack(args: &AckArgs) -> Result<ExitCode> {
                 .listen
         }
     };
+    if admin.port() == 0 {
+        bail!("the policy's [admin] listen has port 0 (any free port): give --admin ADDRESS:PORT, the address the running proxy logged");
+    }
     // A listener on every address is reached on loopback from here.
     if admin.ip().is_unspecified() {
         admin.set_ip(if admin.is_ipv4() {
