@@ -512,7 +512,12 @@ pub fn end_lesson(
             )));
         }
     }
-    revoke(snap, id, by, "ended early by the teacher", now)
+    let why = if only_by.is_some() {
+        "ended early by the teacher"
+    } else {
+        "ended early"
+    };
+    revoke(snap, id, by, why, now)
 }
 
 /// Revokes a grant in force: it moves to the archive with who, when and why.

@@ -42,8 +42,10 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// When the lists in force were loaded (Unix seconds).
     pub lists_loaded: IntGauge,
-    /// Grants in force.
+    /// Grants in force (ticketed grants and lesson overrides).
     pub grants_active: IntGauge,
+    /// Teachers' lesson overrides in force, by effect (`allow`, `block`).
+    pub lesson_overrides_active: IntGaugeVec,
     /// Reloads by kind (`policy`, `grants`) and result (`ok`, `error`).
     pub reloads: IntCounterVec,
     /// Decision-log entries written.
@@ -142,6 +144,17 @@ impl Metrics {
         registry
             .register(Box::new(list_entries.clone()))
             .expect("each metric is registered once");
+        let lesson_overrides_active = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_lesson_overrides_active",
+                "Teachers' lesson overrides in force, by effect",
+            ),
+            &["effect"],
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(lesson_overrides_active.clone()))
+            .expect("each metric is registered once");
         let fsync = prometheus::Gauge::new(
             "gatehouse_log_fsync_last_seconds",
             "Duration of the decision log's last fsync",
@@ -226,6 +239,7 @@ impl Metrics {
                 "When the lists in force were loaded",
             ),
             grants_active: gauge(&registry, "gatehouse_grants_active", "Grants in force"),
+            lesson_overrides_active,
             reloads: counter_vec(
                 &registry,
                 "gatehouse_reloads_total",

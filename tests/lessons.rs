@@ -189,6 +189,12 @@ fn a_teachers_lesson_block_and_allow_work_for_their_room_only_and_end_with_the_l
     assert_eq!(visit(&g, &origin, ROOM_1, "games.test"), 200);
     assert_eq!(visit(&g, &origin, ROOM_2, "video.test"), 200);
     assert_eq!(visit(&g, &origin, ROOM_2, "games.test"), 403);
+    let metrics = curl(&[&format!("http://127.0.0.1:{}/metrics", g.admin_port)]).body;
+    assert!(
+        metrics.contains("gatehouse_lesson_overrides_active{effect=\"block\"} 1")
+            && metrics.contains("gatehouse_lesson_overrides_active{effect=\"allow\"} 1"),
+        "{metrics}"
+    );
     // The block page says why.
     let page = curl(&[
         "-x",

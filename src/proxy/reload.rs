@@ -146,6 +146,18 @@ impl Proxy {
                 .filter(|g| g.active_at(now))
                 .count() as i64,
         );
+        for effect in [Effect::Allow, Effect::Block] {
+            self.metrics
+                .lesson_overrides_active
+                .with_label_values(&[effect.as_str()])
+                .set(
+                    snap.grants
+                        .grants
+                        .iter()
+                        .filter(|g| g.kind == GrantKind::Lesson(effect) && g.active_at(now))
+                        .count() as i64,
+                );
+        }
     }
 
     /// Re-reads the grants file; a file that fails is refused whole and the grants in
@@ -157,6 +169,7 @@ impl Proxy {
                 let changes = grant_changes(&current.grants, &next.grants, &next.policy);
                 let active = next.grants.grants.len();
                 self.live.replace(next);
+                self.set_snapshot_gauges();
                 tracing::info!(
                     kind = "grants",
                     result = "ok",
