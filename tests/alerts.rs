@@ -781,7 +781,7 @@ fn the_dsl_acknowledges_an_alert_and_it_is_recorded_shown_and_counted() {
     let sink = SmtpSink::start(smtp_port, &tmp.path().join("mail"));
     let receiver = Receiver::start();
     let text = format!(
-        "{}\n[[admin.tokens]]\nname = \"dsl-office\"\nrole = \"dsl\"\nsha256 = \"{}\"\n[[admin.tokens]]\nname = \"dashboard\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+        "{}\n[categories.news]\nseverity = \"safeguarding\"\nalert_on_allow = true\n[[admin.tokens]]\nname = \"dsl-office\"\nrole = \"dsl\"\nsha256 = \"{}\"\n[[admin.tokens]]\nname = \"dashboard\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
         policy(smtp_port, Some(receiver.port), 0),
         token_hash(DSL),
         token_hash(VIEWER)
@@ -791,6 +791,7 @@ fn the_dsl_acknowledges_an_alert_and_it_is_recorded_shown_and_counted() {
         ("webhook.key", SECRET),
         ("lists/self-harm/domains", "selfharm.test\n"),
         ("lists/games/domains", "games.test\n"),
+        ("lists/news/domains", "news.test\n"),
     ]);
     let config = gh.dir.path().join("policy.toml");
     assert_eq!(attempt(&gh, "127.0.0.1", "http://selfharm.test/x"), 403);
@@ -943,4 +944,37 @@ fn the_dsl_acknowledges_an_alert_and_it_is_recorded_shown_and_counted() {
     assert_eq!(report["totals"]["alerts_sent"], 2, "email and webhook");
     assert_eq!(report["totals"]["alerts_acknowledged"], 2);
     assert_eq!(report["totals"]["alerts_unacknowledged_after_a_day"], 0);
+
+    // An alert on an allowed visit (alert_on_allow) comes after the request ended; it
+    // can be acknowledged too.
+    let allowed = curl(&[
+        "-x",
+        &gh.url(),
+        "--interface",
+        "127.0.0.1",
+        "http://news.test:9/",
+    ]);
+    assert_ne!(allowed.status, 403, "news is allowed: {}", allowed.body);
+    let hook = wait_for(Duration::from_secs(10), || {
+        receiver
+            .hooks()
+            .into_iter()
+            .find(|h| String::from_utf8_lossy(&h.body).contains("news.test"))
+    })
+    .expect("the allowed visit's webhook");
+    let json: serde_json::Value = serde_json::from_slice(&hook.body).expect("JSON");
+    assert_eq!(json["alert"]["action"], "allow");
+    let news_ref = json["alert"]["reference"]
+        .as_str()
+        .expect("reference")
+        .to_string();
+    let (status, body) = admin_api(
+        &gh,
+        "POST",
+        &format!("/api/alerts/{news_ref}/ack"),
+        DSL,
+        r#"{"note": "Checked: coursework"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""acknowledged_by":"dsl-office""#), "{body}");
 }

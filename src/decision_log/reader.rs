@@ -890,6 +890,17 @@ const COMPLETION_HORIZON_US: i64 = 25 * 3600 * 1_000_000;
 /// one that holds it; `Ok(None)` if the log does not hold it (never written, or deleted
 /// by retention).
 pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
+    find_until(dir, seq, false)
+}
+
+/// As [`find`], but reads to the horizon whatever the decision was: an alert on an
+/// allowed visit (`alert_on_allow`) can come after the request's completion, where
+/// `find` stops. For acknowledging an alert, a rare call worth the longer read.
+pub fn find_with_alerts(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
+    find_until(dir, seq, true)
+}
+
+fn find_until(dir: &Path, seq: u64, to_horizon: bool) -> Result<Option<Found>, ReadError> {
     let mut after = entries_after(dir, seq.saturating_sub(1))?;
     let Some((node, entry)) = after.next() else {
         return Ok(None);
@@ -900,8 +911,8 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
     let horizon = entry.time_us.saturating_add(COMPLETION_HORIZON_US);
     // A block has no completion: its alerts are looked for up to the horizon. An allow
     // is looked at until its completion (an alert on an allowed visit is rare).
-    let blocked =
-        matches!(&entry.body, Body::Decision(d) if d.action == super::StoredAction::Block);
+    let blocked = to_horizon
+        || matches!(&entry.body, Body::Decision(d) if d.action == super::StoredAction::Block);
     let (mut completion, mut alerts, mut acks) = (None, Vec::new(), Vec::new());
     for (_, e) in after.take_while(|(_, e)| e.time_us <= horizon) {
         match e.body {

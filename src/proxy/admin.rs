@@ -530,8 +530,16 @@ async fn ack(
         );
     }
     let dir = proxy.live.get().settings.log.dir.clone();
-    let found =
-        tokio::task::spawn_blocking(move || crate::decision_log::reader::find(&dir, seq)).await;
+    let found = tokio::task::spawn_blocking(move || {
+        use crate::decision_log::reader;
+        // A block's alerts are all within `find`'s reach; an allowed visit's
+        // (alert_on_allow) may come after its completion, where `find` stops.
+        match reader::find(&dir, seq) {
+            Ok(Some(f)) if f.alerts.is_empty() => reader::find_with_alerts(&dir, seq),
+            other => other,
+        }
+    })
+    .await;
     let found = match found {
         Ok(Ok(Some(f))) => f,
         Ok(Ok(None)) => {
