@@ -204,6 +204,32 @@ fn a_teachers_lesson_block_and_allow_work_for_their_room_only_and_end_with_the_l
         &format!("http://video.test:{}/", origin.port),
     ]);
     assert!(page.body.to_lowercase().contains("lesson"), "{}", page.body);
+    // log show, from the page's reference: the override, and what ends it.
+    let reference = page
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-gatehouse-reference: "))
+        .expect("the reference header")
+        .trim()
+        .to_string();
+    let show = common::gatehouse()
+        .args(["log", "show", &reference, "--config"])
+        .arg(g.dir.path().join("policy.toml"))
+        .output()
+        .expect("log show runs");
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains(&format!(
+            "BLOCK (lesson_block), categories video, by a teacher's lesson override {block_id}"
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!(
+            "closed for this lesson by a teacher's override {block_id}: it ends with the lesson"
+        )),
+        "{shown}"
+    );
 
     // Not for another teacher's room, nor a class that is not theirs.
     let (status, body) = api(

@@ -324,7 +324,12 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
         },
         d.grant
             .as_deref()
-            .map(|g| format!(", by the grant for ticket {g}"))
+            .map(
+                |g| match g.strip_prefix(gatehouse::core::grants::LESSON_TICKET_PREFIX) {
+                    Some(id) => format!(", by a teacher's lesson override {id}"),
+                    None => format!(", by the grant for ticket {g}"),
+                }
+            )
             .unwrap_or_default()
     );
     if !d.terms.is_empty() {
