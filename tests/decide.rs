@@ -580,6 +580,10 @@ fn grant_validation_table() {
         (|g| g.sites.clear(), Some("site, URL or category")),
         (|g| g.expires = g.starts, Some("expire after")),
         (|g| g.sites = vec!["bad host!".into()], Some("site")),
+        (
+            |g| g.classrooms = vec!["room-1".into()],
+            Some("classrooms are for lesson overrides"),
+        ),
     ];
     for (edit, want) in rows {
         let mut req = base();

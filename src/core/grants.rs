@@ -77,6 +77,11 @@ pub enum GrantError {
     /// A lesson override with a ticket, or a ticketed grant written as a lesson's.
     #[error("a lesson override has no ticket (it is a teacher's, for one lesson)")]
     LessonTicket,
+    /// A ticketed grant naming classrooms (only lesson overrides have them).
+    #[error(
+        "classrooms are for lesson overrides (kind = \"lesson\"); a ticketed grant names subnets"
+    )]
+    ClassroomsForLessons,
     /// A lesson override for users or raw networks rather than classrooms and groups.
     #[error("a lesson override is for classrooms and groups (classes), not users or networks")]
     LessonScope,
@@ -354,10 +359,7 @@ impl Grant {
             ));
         }
         if !req.classrooms.is_empty() {
-            return Err(GrantError::UnknownClassroom(
-                req.classrooms.join(", "),
-                "classrooms are for lesson overrides; use subnets".into(),
-            ));
+            return Err(GrantError::ClassroomsForLessons);
         }
         let reason = req.reason.trim();
         if PLACEHOLDER_REASONS.contains(&reason.to_lowercase().as_str()) || reason.len() < 4 {
