@@ -315,6 +315,14 @@ fn teacher_settings_errors_name_their_lines() {
             "policy.toml:35: unknown schedule \"periods\"",
         ),
         (
+            "[[teachers.directory]]\ndirectory = \"Teachers\"\nclassrooms = [\"room-9\"]\n".into(),
+            "policy.toml:36: no classroom \"room-9\" in [teachers.classrooms]",
+        ),
+        (
+            "[[teachers.directory]]\ndirectory = \"Teachers\"\n".into(),
+            "policy.toml:35: [[teachers.directory]] \"Teachers\" names no classrooms or groups",
+        ),
+        (
             "[teachers]\nmax_minutes = 0\n".into(),
             "policy.toml:35: max_minutes 0 must be from 1 to 1440",
         ),

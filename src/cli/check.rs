@@ -379,6 +379,19 @@ fn print_teachers(snap: &gatehouse::snapshot::Snapshot) {
             format!(": {}", teachers.join("; "))
         }
     );
+    for (pattern, scope) in &t.directory {
+        let mut what = scope.classrooms.clone();
+        what.extend(scope.groups.iter().cloned());
+        println!(
+            "  directory  members of {} act for {}",
+            match pattern {
+                gatehouse::core::directory::GroupPattern::Dn(dn) => dn.clone(),
+                gatehouse::core::directory::GroupPattern::Cn(cn) =>
+                    format!("any group named {cn:?}"),
+            },
+            what.join(", ")
+        );
+    }
     let locked: Vec<&str> = p
         .categories()
         .filter(|(_, d)| d.category.locked)

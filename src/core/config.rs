@@ -224,6 +224,24 @@ pub struct RawTeachers {
     /// Classrooms by name: the client networks of each room's devices.
     #[serde(default)]
     pub classrooms: BTreeMap<Name, RawClassroom>,
+    /// Directory groups whose members are teachers, and what they may act for.
+    #[serde(default)]
+    pub directory: Vec<RawTeacherGroup>,
+}
+
+/// `[[teachers.directory]]`: members of a directory group act as teachers (signing in
+/// to the admin API with their directory account) for these classrooms and groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeacherGroup {
+    /// The directory group: a DN, or a CN (any group of that name).
+    pub directory: Spanned<String>,
+    /// Classrooms its members may act for.
+    #[serde(default)]
+    pub classrooms: Vec<Name>,
+    /// Groups (classes) its members may act for.
+    #[serde(default)]
+    pub groups: Vec<Name>,
 }
 
 /// `[teachers.classrooms.NAME]`

@@ -16,7 +16,10 @@
 //! | `POST /api/alerts/{reference}/ack` | dsl | acknowledges the alerts about a decision (JSON: `by`, `note`); `201`, `404` if no alert was sent about it |
 //!
 //! Tokens are bearer tokens whose SHA-256 is listed in policy with a role; the token's
-//! name is recorded as who made the change. Every call, allowed or not, is an entry in
+//! name is recorded as who made the change. With `[[teachers.directory]]` rules, a
+//! teacher may instead sign in with their directory account (`Authorization: Basic`):
+//! they get the teacher role for the rules' classrooms and groups, under their account
+//! name. Every call, allowed or not, is an entry in
 //! the decision log. A teacher's token reaches the lessons API only: grants and
 //! decisions name pupils and tickets that are not a teacher's business.
 
@@ -69,6 +72,42 @@ fn token_of<'a>(req: &Request<Incoming>, tokens: &'a [AdminToken]) -> Option<&'a
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
     })
+}
+
+/// A teacher signing in with their directory account (`Authorization: Basic`), when
+/// the policy maps directory groups to teachers (`[[teachers.directory]]`): a teacher
+/// "token" named after the account, for the classrooms and groups of every rule whose
+/// group the account is in. `None` for anything else (no directory, a wrong password,
+/// the directory down, an account in no teachers' group): the caller answers 401.
+async fn directory_teacher(
+    proxy: &Proxy,
+    req: &Request<Incoming>,
+    snap: &crate::snapshot::Snapshot,
+) -> Option<AdminToken> {
+    let settings = snap.settings.directory.as_ref()?;
+    if snap.policy.teachers.directory.is_empty() {
+        return None;
+    }
+    let header = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (user, password) = super::auth::parse_basic(header)?;
+    match proxy.directory.sign_in(settings, &user, &password).await {
+        crate::directory::SignIn::Ok(account) => {
+            let scope = snap
+                .policy
+                .teachers
+                .scope_of_directory_groups(&account.groups)?;
+            Some(AdminToken {
+                name: account.name.clone(),
+                role: Role::Teacher,
+                sha256: [0; 32],
+                teacher: scope,
+            })
+        }
+        crate::directory::SignIn::Refused(e) | crate::directory::SignIn::Unavailable(e) => {
+            tracing::info!(target: "gatehouse::auth", error = %e, "admin API directory sign-in refused");
+            None
+        }
+    }
 }
 
 /// Serves the admin listener until shutdown.
@@ -154,7 +193,10 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let snap = proxy.live.get();
-    let token = token_of(&req, &snap.settings.admin.tokens).cloned();
+    let token = match token_of(&req, &snap.settings.admin.tokens).cloned() {
+        Some(t) => Some(t),
+        None => directory_teacher(&proxy, &req, &snap).await,
+    };
     let who = token
         .as_ref()
         .map(|t| t.name.clone())

@@ -55,7 +55,7 @@ impl Policy {
         let identity = c.identity(&raw.identity, users, &groups);
         let grant_rules = c.grant_rules(&raw.grants);
         let safe_search = c.safe_search(raw.safe_search);
-        let teachers = c.teachers(&raw.teachers, &schedule_ids);
+        let teachers = c.teachers(&raw.teachers, &schedule_ids, &groups.ids);
 
         let mut errors = c.errors;
         if !errors.is_empty() {
@@ -852,6 +852,7 @@ impl Compiler<'_> {
         &mut self,
         raw: &RawTeachers,
         schedule_ids: &HashMap<String, ScheduleId>,
+        group_ids: &HashMap<String, GroupId>,
     ) -> TeacherRules {
         let lessons = match &raw.lessons {
             Some(name) => match schedule_ids.get(name.get_ref()) {
@@ -923,10 +924,58 @@ impl Compiler<'_> {
                 subnets,
             });
         }
+        let mut directory = Vec::new();
+        for rule in &raw.directory {
+            let Some(pattern) = GroupPattern::parse(rule.directory.get_ref()) else {
+                self.invalid(
+                    rule.directory.span(),
+                    "[[teachers.directory]]: directory must name a group (a DN or a CN)".into(),
+                );
+                continue;
+            };
+            if rule.classrooms.is_empty() && rule.groups.is_empty() {
+                self.invalid(
+                    rule.directory.span(),
+                    format!(
+                        "[[teachers.directory]] {:?} names no classrooms or groups its teachers may act for",
+                        rule.directory.get_ref()
+                    ),
+                );
+                continue;
+            }
+            for c in &rule.classrooms {
+                if !classrooms.iter().any(|r| r.name == *c.get_ref()) {
+                    self.invalid(
+                        c.span(),
+                        format!("no classroom {:?} in [teachers.classrooms]", c.get_ref()),
+                    );
+                }
+            }
+            for g in &rule.groups {
+                if !group_ids.contains_key(g.get_ref()) {
+                    self.invalid(
+                        g.span(),
+                        format!("no group {:?} in the policy", g.get_ref()),
+                    );
+                }
+            }
+            directory.push((
+                pattern,
+                crate::core::grants::TeacherScope {
+                    classrooms: rule
+                        .classrooms
+                        .iter()
+                        .map(|c| c.get_ref().clone())
+                        .collect(),
+                    groups: rule.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                },
+            ));
+        }
         TeacherRules {
             lessons,
             max_duration: chrono::Duration::minutes(i64::from(max_minutes)),
             classrooms,
+            directory,
         }
     }
 

@@ -44,6 +44,11 @@ pub struct TeacherRules {
     pub max_duration: chrono::Duration,
     /// Classrooms, by name, with their client networks.
     pub classrooms: Vec<Classroom>,
+    /// Directory groups whose members are teachers, each with what they may act for.
+    pub directory: Vec<(
+        crate::core::directory::GroupPattern,
+        crate::core::grants::TeacherScope,
+    )>,
 }
 
 /// A classroom: a name teachers use and the networks of its devices.
@@ -59,6 +64,32 @@ impl TeacherRules {
     /// A classroom by name.
     pub fn classroom(&self, name: &str) -> Option<&Classroom> {
         self.classrooms.iter().find(|c| c.name == name)
+    }
+
+    /// What a directory account in `groups` (group DNs) may act for as a teacher: every
+    /// matching `[[teachers.directory]]` rule's classrooms and groups together (a
+    /// teacher in two rooms' groups has both). `None` when no rule matches.
+    pub fn scope_of_directory_groups<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+    ) -> Option<crate::core::grants::TeacherScope> {
+        let mut scope: Option<crate::core::grants::TeacherScope> = None;
+        for (pattern, rule) in &self.directory {
+            if groups.iter().any(|g| pattern.matches(g.as_ref())) {
+                let s = scope.get_or_insert_with(Default::default);
+                for c in &rule.classrooms {
+                    if !s.classrooms.contains(c) {
+                        s.classrooms.push(c.clone());
+                    }
+                }
+                for g in &rule.groups {
+                    if !s.groups.contains(g) {
+                        s.groups.push(g.clone());
+                    }
+                }
+            }
+        }
+        scope
     }
 }
 
