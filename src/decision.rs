@@ -281,6 +281,13 @@ pub enum Unblock {
     /// Refused for how it connected (no SNI, hidden ECH name, not TLS, a port, failed
     /// sign-in, the log unwritable): a grant on a site does not change that.
     NotTheSite,
+    /// Closed by a teacher's lesson override (the grant named in the decision): it ends
+    /// with the lesson; before then the teacher (or a technician, with `grant revoke`)
+    /// can end it. A grant would not reopen it: lesson blocks come before grants.
+    Lesson {
+        /// The override's id (`g-12`).
+        id: String,
+    },
     /// Not blocked.
     Nothing,
 }
@@ -293,6 +300,14 @@ pub fn unblock(d: &Decision) -> Unblock {
     use crate::decision_log::ReasonCode as R;
     match d.reason {
         R::Illegal => Unblock::Illegal,
+        R::LessonBlock => Unblock::Lesson {
+            id: d
+                .grant
+                .as_deref()
+                .and_then(|t| t.strip_prefix(crate::core::grants::LESSON_TICKET_PREFIX))
+                .unwrap_or("-")
+                .to_string(),
+        },
         R::IpLiteral => Unblock::ByAddress,
         R::Category | R::BlockSites | R::Mode => {
             let site = crate::core::host::Target::parse(&d.url)
@@ -315,6 +330,7 @@ pub fn unblock(d: &Decision) -> Unblock {
         | R::AuthFailed
         | R::InternalDestination
         | R::Grant
+        | R::LessonAllow
         | R::AllowSites
         | R::AllowDuring
         | R::AllowedCategory => Unblock::NotTheSite,

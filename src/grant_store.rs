@@ -33,6 +33,17 @@ pub enum StoreError {
     /// The resulting file would not validate; nothing was changed.
     #[error("refused: the grants file would not be valid; nothing was changed\n{0}")]
     Invalid(ConfigErrors),
+    /// A lesson override that may not be made (a locked or illegal category, too long,
+    /// an unknown classroom, no reason, …); nothing was changed.
+    #[error("refused: {0}")]
+    Lesson(#[from] crate::core::grants::GrantError),
+    /// A teacher acting for a classroom or class that is not theirs, or ending another
+    /// teacher's override; nothing was changed.
+    #[error("refused: {0}")]
+    NotYours(String),
+    /// A request naming a group, category or effect the policy does not have.
+    #[error("refused: {0}")]
+    Unknown(String),
 }
 
 /// What went wrong with the grants file or its lock file, and which file.
@@ -125,10 +136,16 @@ impl GrantState {
 pub struct GrantRow {
     /// Identifier (`g-12`).
     pub id: String,
+    /// `ticket` (a technician's) or `lesson` (a teacher's lesson override).
+    pub kind: &'static str,
+    /// A lesson override's `allow` or `block`; `allow` for a ticketed grant.
+    pub effect: &'static str,
     /// Where it stands now.
     pub state: GrantState,
-    /// Helpdesk ticket.
+    /// Helpdesk ticket; for a lesson override, `lesson:<id>` (as the decision log has it).
     pub ticket: String,
+    /// A lesson override's classrooms.
+    pub classrooms: Vec<String>,
     /// Technician who issued it.
     pub issued_by: String,
     /// Why it was issued.
@@ -349,6 +366,160 @@ pub fn add(snap: &Snapshot, grant: &NewGrant, now: DateTime<Utc>) -> Result<Stri
     })
 }
 
+/// A teacher's lesson override, as the CLI and `POST /api/lessons` take it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLesson {
+    /// `allow` or `block`.
+    pub effect: String,
+    /// Why (no ticket: the reason is the record).
+    pub reason: String,
+    /// Classrooms (`[teachers.classrooms]`) it is for.
+    #[serde(default)]
+    pub classrooms: Vec<String>,
+    /// Groups (classes) it is for.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Sites and URL prefixes.
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Categories.
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// At most this many minutes (default: to the end of the lesson, at most the
+    /// policy's `max_minutes`).
+    #[serde(default)]
+    pub minutes: Option<u32>,
+}
+
+/// A lesson override made: its id and when it ends.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LessonMade {
+    /// Grant id (`g-12`).
+    pub id: String,
+    /// When it ends (RFC 3339).
+    pub expires: String,
+}
+
+/// Adds a teacher's lesson override for `teacher` (its name is the issuer), who may act
+/// only for `scope`'s classrooms and groups. It ends at the end of the current lesson,
+/// at most `[teachers] max_minutes` (and at most `minutes` if asked) from `now`.
+pub fn add_lesson(
+    snap: &Snapshot,
+    lesson: &NewLesson,
+    teacher: &str,
+    scope: &crate::core::grants::TeacherScope,
+    now: DateTime<Utc>,
+) -> Result<LessonMade, StoreError> {
+    use crate::core::grants::{Effect, Grant, GrantKind, GrantRequest, GrantScope};
+    scope
+        .permits(&lesson.classrooms, &lesson.groups)
+        .map_err(StoreError::NotYours)?;
+    let effect = Effect::parse(&lesson.effect).ok_or_else(|| {
+        StoreError::Unknown(format!(
+            "effect {:?} is not \"allow\" or \"block\"",
+            lesson.effect
+        ))
+    })?;
+    let expires = crate::core::grants::lesson_expiry(&snap.policy, now, lesson.minutes)?;
+    // Checked here, before the file is touched, for a message about the request
+    // rather than about a line of the file; the whole file is validated again below.
+    let mut groups = Vec::new();
+    for g in &lesson.groups {
+        groups.push(
+            snap.policy
+                .group_id(g)
+                .ok_or_else(|| StoreError::Unknown(format!("no group {g:?} in the policy")))?,
+        );
+    }
+    let mut categories = crate::core::category::CategorySet::EMPTY;
+    for c in &lesson.categories {
+        categories.insert(
+            snap.policy
+                .category_id(c)
+                .ok_or_else(|| StoreError::Unknown(format!("no category {c:?} in the policy")))?,
+        );
+    }
+    Grant::new(
+        GrantRequest {
+            id: "new".into(),
+            kind: GrantKind::Lesson(effect),
+            ticket: String::new(),
+            classrooms: lesson.classrooms.clone(),
+            issued_by: teacher.to_string(),
+            reason: lesson.reason.clone(),
+            scope: GrantScope {
+                groups,
+                ..GrantScope::default()
+            },
+            sites: lesson.sites.clone(),
+            categories,
+            starts: now,
+            expires,
+        },
+        &snap.policy,
+        &snap.lists,
+    )?;
+    let id = edit(snap, now, |doc| {
+        let id = next_id(doc);
+        let mut t = toml_edit::Table::new();
+        t.insert("id", toml_edit::value(id.as_str()));
+        t.insert("kind", toml_edit::value("lesson"));
+        t.insert("effect", toml_edit::value(effect.as_str()));
+        t.insert("issued_by", toml_edit::value(teacher));
+        t.insert("reason", toml_edit::value(lesson.reason.as_str()));
+        t.insert("issued_at", toml_edit::value(stamp(now)));
+        for (key, items) in [
+            ("classrooms", &lesson.classrooms),
+            ("groups", &lesson.groups),
+            ("sites", &lesson.sites),
+            ("categories", &lesson.categories),
+        ] {
+            if !items.is_empty() {
+                t.insert(key, string_array(items));
+            }
+        }
+        t.insert("starts", toml_edit::value(stamp(now)));
+        t.insert("expires", toml_edit::value(stamp(expires)));
+        tables(doc, "grant")?.push(t);
+        Ok(id)
+    })?;
+    Ok(LessonMade {
+        id,
+        expires: stamp(expires),
+    })
+}
+
+/// Ends a lesson override early. With `only_by` set (a teacher), only that teacher's
+/// own overrides; a technician passes `None`.
+pub fn end_lesson(
+    snap: &Snapshot,
+    id: &str,
+    by: &str,
+    only_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let rows = list(snap, now)?;
+    let row = rows
+        .iter()
+        .find(|r| r.id == id && r.state == GrantState::Active && r.kind == "lesson")
+        .ok_or_else(|| StoreError::NoSuchGrant(id.to_string()))?;
+    if let Some(teacher) = only_by {
+        if row.issued_by != teacher {
+            return Err(StoreError::NotYours(format!(
+                "lesson override {id} is {}'s, not yours",
+                row.issued_by
+            )));
+        }
+    }
+    let why = if only_by.is_some() {
+        "ended early by the teacher"
+    } else {
+        "ended early"
+    };
+    revoke(snap, id, by, why, now)
+}
+
 /// Revokes a grant in force: it moves to the archive with who, when and why.
 pub fn revoke(
     snap: &Snapshot,
@@ -415,10 +586,25 @@ pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<GrantRow>, StoreE
             let names = |v: &[toml::Spanned<String>]| {
                 v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>()
             };
+            let lesson = g.kind.as_ref().is_some_and(|k| k.get_ref() == "lesson");
+            let effect = match g.effect.as_ref().map(|e| e.get_ref().as_str()) {
+                Some("block") => "block",
+                _ => "allow",
+            };
             rows.push(GrantRow {
                 id: g.id.get_ref().clone(),
+                kind: if lesson { "lesson" } else { "ticket" },
+                effect,
                 state,
-                ticket: g.ticket.get_ref().clone(),
+                ticket: match &g.ticket {
+                    Some(t) => t.get_ref().clone(),
+                    None => format!(
+                        "{}{}",
+                        crate::core::grants::LESSON_TICKET_PREFIX,
+                        g.id.get_ref()
+                    ),
+                },
+                classrooms: g.classrooms.clone(),
                 issued_by: g.issued_by.get_ref().clone(),
                 reason: g.reason.get_ref().clone(),
                 groups: names(&g.groups),
@@ -447,8 +633,11 @@ mod tests {
     fn a_row_serialises_to_the_listed_json() {
         let row = GrantRow {
             id: "g-3".into(),
+            kind: "ticket",
+            effect: "allow",
             state: GrantState::Revoked,
             ticket: "HD-3".into(),
+            classrooms: vec![],
             issued_by: "c".into(),
             reason: "GCSE RE unit".into(),
             groups: vec!["ks4".into()],
@@ -466,8 +655,11 @@ mod tests {
             serde_json::to_value(&row).ok(),
             Some(serde_json::json!({
                 "id": "g-3",
+                "kind": "ticket",
+                "effect": "allow",
                 "state": "revoked",
                 "ticket": "HD-3",
+                "classrooms": [],
                 "issued_by": "c",
                 "reason": "GCSE RE unit",
                 "groups": ["ks4"],

@@ -42,8 +42,10 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// When the lists in force were loaded (Unix seconds).
     pub lists_loaded: IntGauge,
-    /// Grants in force.
+    /// Grants in force (ticketed grants and lesson overrides).
     pub grants_active: IntGauge,
+    /// Teachers' lesson overrides in force, by effect (`allow`, `block`).
+    pub lesson_overrides_active: IntGaugeVec,
     /// Reloads by kind (`policy`, `grants`) and result (`ok`, `error`).
     pub reloads: IntCounterVec,
     /// Decision-log entries written.
@@ -64,6 +66,8 @@ pub struct Metrics {
     pub alerts_failed: IntCounterVec,
     /// Alerts dropped because the alert task's queue was full.
     pub alerts_dropped: IntCounter,
+    /// Acknowledgements of alerts by the DSL (`POST /api/alerts/{reference}/ack`).
+    pub alerts_acknowledged: IntCounter,
     /// Alerts in the outbox, not yet delivered on every channel.
     pub alerts_outbox: IntGauge,
     /// 1 when the policy has `[identity.directory]`.
@@ -139,6 +143,17 @@ impl Metrics {
         .expect("metric definitions are valid");
         registry
             .register(Box::new(list_entries.clone()))
+            .expect("each metric is registered once");
+        let lesson_overrides_active = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_lesson_overrides_active",
+                "Teachers' lesson overrides in force, by effect",
+            ),
+            &["effect"],
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(lesson_overrides_active.clone()))
             .expect("each metric is registered once");
         let fsync = prometheus::Gauge::new(
             "gatehouse_log_fsync_last_seconds",
@@ -224,6 +239,7 @@ impl Metrics {
                 "When the lists in force were loaded",
             ),
             grants_active: gauge(&registry, "gatehouse_grants_active", "Grants in force"),
+            lesson_overrides_active,
             reloads: counter_vec(
                 &registry,
                 "gatehouse_reloads_total",
@@ -272,6 +288,11 @@ impl Metrics {
                 &registry,
                 "gatehouse_alerts_dropped_total",
                 "Safeguarding alerts dropped: the alert queue was full",
+            ),
+            alerts_acknowledged: counter(
+                &registry,
+                "gatehouse_alerts_acknowledged_total",
+                "Safeguarding alerts acknowledged by the DSL",
             ),
             alerts_outbox: gauge(
                 &registry,

@@ -50,7 +50,7 @@ impl Settings {
         let settings = Settings {
             server: c.server(&raw.server),
             log: c.log(&raw.log),
-            admin: c.admin(&raw.admin),
+            admin: c.admin(&raw.admin, &raw.teachers, &raw.groups),
             inspection: c.inspection(&raw.inspection),
             alerts: crate::alerts::settings::AlertSettings::compile(
                 &raw.alerts,
@@ -75,6 +75,23 @@ pub enum Role {
     Viewer,
     /// Read and change grants.
     Technician,
+    /// A teacher: lesson overrides for the classrooms and groups of its token, nothing
+    /// else (no grants, no decisions: those name pupils).
+    Teacher,
+    /// The Designated Safeguarding Lead (or a deputy): reads and acknowledges alerts.
+    Dsl,
+}
+
+impl Role {
+    /// The word the policy uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Technician => "technician",
+            Role::Teacher => "teacher",
+            Role::Dsl => "dsl",
+        }
+    }
 }
 
 /// An admin API token, kept only as its hash.
@@ -86,6 +103,8 @@ pub struct AdminToken {
     pub role: Role,
     /// SHA-256 of the token.
     pub sha256: [u8; 32],
+    /// For a teacher: the classrooms and groups it may act for (empty otherwise).
+    pub teacher: crate::core::grants::TeacherScope,
 }
 
 /// The admin listener (`[admin]`).
@@ -400,7 +419,15 @@ impl Compiler<'_> {
         }
     }
 
-    fn admin(&mut self, raw: &RawAdmin) -> AdminSettings {
+    fn admin(
+        &mut self,
+        raw: &RawAdmin,
+        teachers: &crate::core::config::RawTeachers,
+        groups: &std::collections::BTreeMap<
+            crate::core::config::Name,
+            crate::core::config::RawGroup,
+        >,
+    ) -> AdminSettings {
         let (source, errors) = (self.source, &mut self.errors);
         let default = std::net::SocketAddr::from(([127, 0, 0, 1], 9180));
         let listen = match &raw.listen {
@@ -421,16 +448,73 @@ impl Compiler<'_> {
             let role = match t.role.get_ref().as_str() {
                 "technician" => Role::Technician,
                 "viewer" => Role::Viewer,
+                "teacher" => Role::Teacher,
+                "dsl" => Role::Dsl,
                 other => {
                     errors.push(source.error_at(
                         t.role.span(),
                         ConfigErrorKind::InvalidValue(format!(
-                            "token role {other:?} is not \"technician\" or \"viewer\""
+                            "token role {other:?} is not \"technician\", \"viewer\", \"teacher\" or \"dsl\""
                         )),
                     ));
                     continue;
                 }
             };
+            // A teacher's rooms and classes must exist; other roles have none.
+            if role != Role::Teacher && !(t.classrooms.is_empty() && t.groups.is_empty()) {
+                errors.push(source.error_at(
+                    t.name.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "token {:?}: classrooms and groups are for teacher tokens only",
+                        t.name.get_ref()
+                    )),
+                ));
+                continue;
+            }
+            if role == Role::Teacher && t.classrooms.is_empty() && t.groups.is_empty() {
+                errors.push(source.error_at(
+                    t.name.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "teacher token {:?} names no classrooms or groups it may act for",
+                        t.name.get_ref()
+                    )),
+                ));
+                continue;
+            }
+            let mut unknown = false;
+            for c in &t.classrooms {
+                if !teachers
+                    .classrooms
+                    .keys()
+                    .any(|k| k.get_ref() == c.get_ref())
+                {
+                    unknown = true;
+                    errors.push(source.error_at(
+                        c.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "token {:?}: no classroom {:?} in [teachers.classrooms]",
+                            t.name.get_ref(),
+                            c.get_ref()
+                        )),
+                    ));
+                }
+            }
+            for g in &t.groups {
+                if !groups.keys().any(|k| k.get_ref() == g.get_ref()) {
+                    unknown = true;
+                    errors.push(source.error_at(
+                        g.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "token {:?}: no group {:?} in the policy",
+                            t.name.get_ref(),
+                            g.get_ref()
+                        )),
+                    ));
+                }
+            }
+            if unknown {
+                continue;
+            }
             let hex = t.sha256.get_ref();
             let mut sha256 = [0u8; 32];
             let ok = hex.len() == 64
@@ -476,6 +560,10 @@ impl Compiler<'_> {
                 name: t.name.get_ref().clone(),
                 role,
                 sha256,
+                teacher: crate::core::grants::TeacherScope {
+                    classrooms: t.classrooms.iter().map(|c| c.get_ref().clone()).collect(),
+                    groups: t.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                },
             });
         }
         AdminSettings { listen, tokens }

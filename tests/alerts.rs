@@ -748,3 +748,233 @@ fn the_webhook_goes_over_https_to_a_receiver_with_the_schools_own_ca() {
     .unwrap_or_else(|| panic!("a webhook over https: {}", gh.log()));
     assert!(signature_ok(&hook));
 }
+
+/// The DSL's token, and a viewer's (which may not acknowledge).
+const DSL: &str = "dsl-token-0123456789abcdef";
+const VIEWER: &str = "viewer-token-0123456789abcdef";
+
+fn token_hash(token: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()))
+}
+
+fn admin_api(gh: &Gatehouse, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{}{path}", gh.admin_port);
+    let auth = format!("Authorization: Bearer {token}");
+    let r = curl(&[
+        "-X",
+        method,
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &auth,
+        "--data-binary",
+        body,
+        &url,
+    ]);
+    (r.status, r.body)
+}
+
+#[test]
+fn the_dsl_acknowledges_an_alert_and_it_is_recorded_shown_and_counted() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let smtp_port = free_port();
+    let sink = SmtpSink::start(smtp_port, &tmp.path().join("mail"));
+    let receiver = Receiver::start();
+    let text = format!(
+        "{}\n[categories.news]\nseverity = \"safeguarding\"\nalert_on_allow = true\n[[admin.tokens]]\nname = \"dsl-office\"\nrole = \"dsl\"\nsha256 = \"{}\"\n[[admin.tokens]]\nname = \"dashboard\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+        policy(smtp_port, Some(receiver.port), 0),
+        token_hash(DSL),
+        token_hash(VIEWER)
+    );
+    let gh = Gatehouse::start(&[
+        ("policy.toml", &text),
+        ("webhook.key", SECRET),
+        ("lists/self-harm/domains", "selfharm.test\n"),
+        ("lists/games/domains", "games.test\n"),
+        ("lists/news/domains", "news.test\n"),
+    ]);
+    let config = gh.dir.path().join("policy.toml");
+    assert_eq!(attempt(&gh, "127.0.0.1", "http://selfharm.test/x"), 403);
+    assert_eq!(attempt(&gh, "127.0.0.1", "http://games.test/"), 403);
+    let hook = wait_for(Duration::from_secs(10), || {
+        receiver.hooks().into_iter().next()
+    })
+    .expect("the alert's webhook");
+    wait_for(Duration::from_secs(10), || {
+        sink.messages().into_iter().next()
+    })
+    .expect("the email");
+    let json: serde_json::Value = serde_json::from_slice(&hook.body).expect("JSON");
+    let reference = json["alert"]["reference"]
+        .as_str()
+        .expect("reference")
+        .to_string();
+    let ack_path = format!("/api/alerts/{reference}/ack");
+    // Not a viewer; not a decision nobody was alerted about; not a made-up reference.
+    let (status, body) = admin_api(&gh, "POST", &ack_path, VIEWER, "{}");
+    assert_eq!(status, 403, "{body}");
+    let games_ref = common::log_tail(&gh.dir.path().join("log"))
+        .lines()
+        .find(|l| l.contains("games.test"))
+        .and_then(|l| l.split("  ref ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the games decision's reference")
+        .to_string();
+    let (status, body) = admin_api(
+        &gh,
+        "POST",
+        &format!("/api/alerts/{games_ref}/ack"),
+        DSL,
+        "{}",
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no alert was sent about reference"), "{body}");
+    let (status, body) = admin_api(&gh, "POST", "/api/alerts/FFFF-FFFF/ack", DSL, "{}");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = admin_api(&gh, "POST", "/api/alerts/%21%21/ack", DSL, "{}");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = admin_api(&gh, "POST", &ack_path, DSL, "{not json");
+    assert_eq!(status, 400, "{body}");
+
+    // Through the API, with a shared token and the person's name.
+    let (status, body) = admin_api(
+        &gh,
+        "POST",
+        &ack_path,
+        DSL,
+        r#"{"by": "J. Smith", "note": "Spoke to the pupil and their tutor"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer["acknowledged_by"], "J. Smith (token dsl-office)");
+    assert_eq!(answer["earlier_acknowledgements"], 0);
+    // Through the CLI, which asks the running proxy (it owns the log).
+    std::fs::write(tmp.path().join("dsl.token"), format!("{DSL}\n")).expect("token file");
+    let ack = common::gatehouse()
+        .args([
+            "alerts",
+            "ack",
+            &reference,
+            "--by",
+            "A. Deputy",
+            "--note",
+            "Parents called",
+        ])
+        .arg("--token-file")
+        .arg(tmp.path().join("dsl.token"))
+        .args(["--admin", &format!("127.0.0.1:{}", gh.admin_port)])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("alerts ack runs");
+    let said =
+        String::from_utf8_lossy(&ack.stdout).into_owned() + &String::from_utf8_lossy(&ack.stderr);
+    assert!(ack.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "acknowledged ref {reference} by A. Deputy (token dsl-office)"
+        )),
+        "{said}"
+    );
+    // A refused one says why, and exits non-zero.
+    let ack = common::gatehouse()
+        .args(["alerts", "ack", &games_ref, "--by", "A. Deputy"])
+        .env("GATEHOUSE_ADMIN_TOKEN", DSL)
+        .args(["--admin", &format!("127.0.0.1:{}", gh.admin_port)])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("alerts ack runs");
+    assert!(!ack.status.success());
+    assert!(
+        String::from_utf8_lossy(&ack.stderr).contains("no alert was sent about reference"),
+        "{}",
+        String::from_utf8_lossy(&ack.stderr)
+    );
+
+    // The decision log has both; log show lists them under the decision.
+    let tail = common::log_tail(&gh.dir.path().join("log"));
+    assert!(
+        tail.contains(&format!("alert ACKNOWLEDGED about ref {reference} by J. Smith (token dsl-office): Spoke to the pupil and their tutor")),
+        "{tail}"
+    );
+    let show = common::gatehouse()
+        .args(["log", "show", &reference, "--config"])
+        .arg(&config)
+        .output()
+        .expect("show runs");
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert_eq!(shown.matches("  acked     ").count(), 2, "{shown}");
+    assert!(
+        shown.contains("by A. Deputy (token dsl-office): Parents called"),
+        "{shown}"
+    );
+    // The decisions API shows them to the console.
+    let (status, body) = admin_api(&gh, "GET", &format!("/api/decisions/{reference}"), DSL, "");
+    assert_eq!(status, 200, "{body}");
+    let decision: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        decision["acknowledgements"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    assert_eq!(
+        decision["alerts"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    // Metrics and the report count them.
+    let metrics = curl(&[&format!("http://127.0.0.1:{}/metrics", gh.admin_port)]).body;
+    assert!(
+        metrics.contains("gatehouse_alerts_acknowledged_total 2"),
+        "{metrics}"
+    );
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let report = common::gatehouse()
+        .args([
+            "report", "--from", &today, "--to", &tomorrow, "--format", "json", "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("report runs");
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("JSON report");
+    assert_eq!(report["totals"]["alerts_sent"], 2, "email and webhook");
+    assert_eq!(report["totals"]["alerts_acknowledged"], 2);
+    assert_eq!(report["totals"]["alerts_unacknowledged_after_a_day"], 0);
+
+    // An alert on an allowed visit (alert_on_allow) comes after the request ended; it
+    // can be acknowledged too.
+    let allowed = curl(&[
+        "-x",
+        &gh.url(),
+        "--interface",
+        "127.0.0.1",
+        "http://news.test:9/",
+    ]);
+    assert_ne!(allowed.status, 403, "news is allowed: {}", allowed.body);
+    let hook = wait_for(Duration::from_secs(10), || {
+        receiver
+            .hooks()
+            .into_iter()
+            .find(|h| String::from_utf8_lossy(&h.body).contains("news.test"))
+    })
+    .expect("the allowed visit's webhook");
+    let json: serde_json::Value = serde_json::from_slice(&hook.body).expect("JSON");
+    assert_eq!(json["alert"]["action"], "allow");
+    let news_ref = json["alert"]["reference"]
+        .as_str()
+        .expect("reference")
+        .to_string();
+    let (status, body) = admin_api(
+        &gh,
+        "POST",
+        &format!("/api/alerts/{news_ref}/ack"),
+        DSL,
+        r#"{"note": "Checked: coursework"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""acknowledged_by":"dsl-office""#), "{body}");
+}

@@ -8,7 +8,9 @@ mod common;
 use chrono::{DateTime, Duration, Utc};
 use common::{tree, utc};
 use gatehouse::core::category::CategorySet;
-use gatehouse::core::grants::{Grant, GrantError, GrantRequest, GrantScope};
+use gatehouse::core::grants::{
+    lesson_expiry, Effect, Grant, GrantError, GrantKind, GrantRequest, GrantScope, TeacherScope,
+};
 use gatehouse::core::host::Target;
 use gatehouse::core::verdict::{Action, Requester};
 use gatehouse::lists::CacheMode;
@@ -22,6 +24,7 @@ dir = "lists"
 severity = "illegal"
 [categories.porn]
 severity = "safeguarding"
+locked = true
 [categories.gambling]
 severity = "inappropriate"
 [categories.games]
@@ -32,6 +35,14 @@ severity = "productivity"
 severity = "productivity"
 [schedules.lunch]
 windows = ["Mon-Fri 12:00-13:00"]
+[schedules.lessons]
+windows = ["Mon-Fri 09:00-10:30", "Mon-Fri 10:45-12:00"]
+[teachers]
+max_minutes = 90
+[teachers.classrooms.room-1]
+subnets = ["10.31.1.0/24"]
+[teachers.classrooms.room-2]
+subnets = ["10.31.2.0/24", "10.31.3.7"]
 [identity]
 default_group = "ks2"
 [groups.early]
@@ -86,7 +97,9 @@ fn grant(
     Grant::new(
         GrantRequest {
             id: id.to_string(),
+            kind: GrantKind::Ticketed,
             ticket: format!("HD-{}", 4400 + id.len()),
+            classrooms: vec![],
             issued_by: "j.smith".into(),
             reason: "GCSE RE unit on extremism".into(),
             scope: GrantScope {
@@ -465,7 +478,9 @@ fn grants_scoped_to_users_and_subnets() {
     let g = Grant::new(
         GrantRequest {
             id: "g-user".into(),
+            kind: GrantKind::Ticketed,
             ticket: "HD-4411".into(),
+            classrooms: vec![],
             issued_by: "tech".into(),
             reason: "Media studies coursework".into(),
             scope: GrantScope {
@@ -536,7 +551,9 @@ fn grant_validation_table() {
     let at = utc("2026-01-12T09:00:00Z");
     let base = || GrantRequest {
         id: "g1".into(),
+        kind: GrantKind::Ticketed,
         ticket: "HD-4411".into(),
+        classrooms: vec![],
         issued_by: "j.smith".into(),
         reason: "GCSE RE unit on extremism".into(),
         scope: GrantScope {
@@ -563,6 +580,10 @@ fn grant_validation_table() {
         (|g| g.sites.clear(), Some("site, URL or category")),
         (|g| g.expires = g.starts, Some("expire after")),
         (|g| g.sites = vec!["bad host!".into()], Some("site")),
+        (
+            |g| g.classrooms = vec!["room-1".into()],
+            Some("classrooms are for lesson overrides"),
+        ),
     ];
     for (edit, want) in rows {
         let mut req = base();
@@ -574,4 +595,431 @@ fn grant_validation_table() {
             (r, w) => panic!("expected {w:?}, got {r:?}"),
         }
     }
+}
+
+/// A teacher's lesson override, for `classrooms` and `groups`.
+#[allow(clippy::too_many_arguments)]
+fn lesson(
+    snap: &Snapshot,
+    id: &str,
+    effect: Effect,
+    classrooms: &[&str],
+    groups: &[&str],
+    sites: &[&str],
+    categories: &[&str],
+    starts: DateTime<Utc>,
+    minutes: i64,
+) -> Result<Grant, GrantError> {
+    let p = &snap.policy;
+    Grant::new(
+        GrantRequest {
+            id: id.to_string(),
+            kind: GrantKind::Lesson(effect),
+            ticket: String::new(),
+            classrooms: classrooms.iter().map(|c| c.to_string()).collect(),
+            issued_by: "mrs.patel".into(),
+            reason: "Year 10 revision lesson".into(),
+            scope: GrantScope {
+                groups: groups
+                    .iter()
+                    .map(|g| p.group_id(g).expect("group"))
+                    .collect(),
+                ..GrantScope::default()
+            },
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            categories: categories
+                .iter()
+                .map(|c| p.category_id(c).expect("category"))
+                .collect::<CategorySet>(),
+            starts,
+            expires: starts + Duration::minutes(minutes),
+        },
+        p,
+        &snap.lists,
+    )
+}
+
+/// Lesson overrides in the precedence: illegal first; a lesson block before every grant
+/// (a technician's ticketed one included) and the group's allow_sites; a lesson allow
+/// like a grant; each only for its classroom's networks or its class, and only while
+/// it lasts.
+#[test]
+fn lesson_overrides_in_the_precedence_table() {
+    let (_dir, snap) = snapshot();
+    let p = &snap.policy;
+    let start = utc("2026-01-12T10:00:00Z");
+    let during = utc("2026-01-12T10:10:00Z");
+    let after = utc("2026-01-12T10:31:00Z");
+    let grants = vec![
+        // The technician's ticketed grant opens games for ks4 for the day.
+        grant(&snap, "g-tech", &["ks4"], &["games.example"], &[], start, 8).expect("valid"),
+        lesson(
+            &snap,
+            "g-block-room1",
+            Effect::Block,
+            &["room-1"],
+            &[],
+            &["games.example", "learn.example"],
+            &[],
+            start,
+            30,
+        )
+        .expect("valid"),
+        lesson(
+            &snap,
+            "g-block-ks2",
+            Effect::Block,
+            &[],
+            &["ks2"],
+            &[],
+            &["social"],
+            start,
+            30,
+        )
+        .expect("valid"),
+        lesson(
+            &snap,
+            "g-allow-room2",
+            Effect::Allow,
+            &["room-2"],
+            &[],
+            &[],
+            &["gambling"],
+            start,
+            30,
+        )
+        .expect("valid"),
+    ];
+    // (group, client, URL, time, action, reason code, grant id)
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        DateTime<Utc>,
+        Action,
+        &'a str,
+        Option<&'a str>,
+    );
+    let rows: &[Row] = &[
+        // The lesson block beats the technician's grant, in room 1 only.
+        (
+            "ks4",
+            "10.31.1.5",
+            "http://games.example/",
+            during,
+            Action::Block,
+            "lesson_block",
+            Some("g-block-room1"),
+        ),
+        (
+            "ks4",
+            "10.31.9.5",
+            "http://games.example/",
+            during,
+            Action::Allow,
+            "grant",
+            Some("g-tech"),
+        ),
+        // It blocks what the group allows, and ends when it ends.
+        (
+            "ks4",
+            "10.31.1.5",
+            "http://learn.example/",
+            during,
+            Action::Block,
+            "lesson_block",
+            Some("g-block-room1"),
+        ),
+        (
+            "ks4",
+            "10.31.1.5",
+            "http://learn.example/",
+            after,
+            Action::Allow,
+            "mode",
+            None,
+        ),
+        (
+            "ks4",
+            "10.31.1.5",
+            "http://games.example/",
+            after,
+            Action::Allow,
+            "grant",
+            Some("g-tech"),
+        ),
+        // A category block for a class (group), wherever they sit.
+        (
+            "ks2",
+            "10.99.0.1",
+            "http://social.example/",
+            during,
+            Action::Block,
+            "lesson_block",
+            Some("g-block-ks2"),
+        ),
+        (
+            "ks4",
+            "10.99.0.1",
+            "http://social.example/",
+            utc("2026-01-12T12:30:00Z"),
+            Action::Allow,
+            "allow_during",
+            None,
+        ),
+        // A lesson allow opens the category for room 2's networks (both of them) only.
+        (
+            "ks4",
+            "10.31.2.40",
+            "http://casino.example/",
+            during,
+            Action::Allow,
+            "lesson_allow",
+            Some("g-allow-room2"),
+        ),
+        (
+            "ks4",
+            "10.31.3.7",
+            "http://casino.example/",
+            during,
+            Action::Allow,
+            "lesson_allow",
+            Some("g-allow-room2"),
+        ),
+        (
+            "ks4",
+            "10.31.3.8",
+            "http://casino.example/",
+            during,
+            Action::Block,
+            "category",
+            None,
+        ),
+        (
+            "ks4",
+            "10.31.2.40",
+            "http://casino.example/",
+            after,
+            Action::Block,
+            "category",
+            None,
+        ),
+        // Illegal content stays blocked whatever a lesson says.
+        (
+            "ks4",
+            "10.31.2.40",
+            "http://csam.example/",
+            during,
+            Action::Block,
+            "illegal",
+            None,
+        ),
+    ];
+    for (group, client, url, at, action, code, grant_id) in rows {
+        let target = Target::parse(url).expect("URL");
+        let c = snap.classify(&target);
+        let requester = Requester {
+            group: p.group_id(group).expect("group"),
+            user: None,
+            client: Some(client.parse().expect("ip")),
+        };
+        let v = p.decide(&requester, &target, &c, &grants, *at);
+        assert_eq!(
+            (
+                v.action,
+                v.reason.code().as_str(),
+                v.grant.as_ref().map(|g| &*g.id)
+            ),
+            (*action, *code, *grant_id),
+            "{group} {client} {url} at {at}"
+        );
+        if let Some(g) = &v.grant {
+            if g.id.starts_with("g-block") || g.id.starts_with("g-allow") {
+                assert_eq!(&*g.ticket, format!("lesson:{}", g.id), "stand-in ticket");
+                assert!(
+                    p.explain(&v).contains("teacher's override"),
+                    "{}",
+                    p.explain(&v)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lesson_override_validation_table() {
+    let (_dir, snap) = snapshot();
+    let start = utc("2026-01-12T10:00:00Z");
+    // (effect, classrooms, sites, categories, minutes, expected error text or None)
+    type Row<'a> = (
+        Effect,
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        i64,
+        Option<&'a str>,
+    );
+    let rows: &[Row] = &[
+        (
+            Effect::Block,
+            &["room-1"],
+            &["games.example"],
+            &[],
+            30,
+            None,
+        ),
+        (Effect::Allow, &["room-1"], &[], &["games"], 90, None),
+        // Locked and illegal categories, named or reached by a site, either way.
+        (
+            Effect::Allow,
+            &["room-1"],
+            &[],
+            &["porn"],
+            30,
+            Some("porn is a locked category; teachers cannot override it"),
+        ),
+        (
+            Effect::Block,
+            &["room-1"],
+            &[],
+            &["porn"],
+            30,
+            Some("porn is a locked category"),
+        ),
+        (
+            Effect::Allow,
+            &["room-1"],
+            &["porn.example"],
+            &[],
+            30,
+            Some("porn.example: porn is a locked category"),
+        ),
+        (
+            Effect::Allow,
+            &["room-1"],
+            &["both.example"],
+            &[],
+            30,
+            Some("both.example: porn is a locked category"),
+        ),
+        (
+            Effect::Allow,
+            &["room-1"],
+            &[],
+            &["csam"],
+            30,
+            Some("csam is an illegal category, blocked for everyone, always"),
+        ),
+        (
+            Effect::Block,
+            &["room-1"],
+            &[],
+            &["csam"],
+            30,
+            Some("illegal category"),
+        ),
+        (
+            Effect::Allow,
+            &["room-1"],
+            &["mixed.example/bad/x"],
+            &[],
+            30,
+            Some("illegal category"),
+        ),
+        // Closing a site that is in a locked category is harmless.
+        (Effect::Block, &["room-1"], &["porn.example"], &[], 30, None),
+        // Longer than max_minutes, an unknown room, nobody to apply to.
+        (
+            Effect::Block,
+            &["room-1"],
+            &["games.example"],
+            &[],
+            91,
+            Some("at most 90 minutes"),
+        ),
+        (
+            Effect::Block,
+            &["room-9"],
+            &["games.example"],
+            &[],
+            30,
+            Some("no classroom \"room-9\""),
+        ),
+        (
+            Effect::Block,
+            &[],
+            &["games.example"],
+            &[],
+            30,
+            Some("at least one group"),
+        ),
+    ];
+    for (effect, rooms, sites, categories, minutes, want) in rows {
+        let got = lesson(
+            &snap,
+            "g1",
+            *effect,
+            rooms,
+            &[],
+            sites,
+            categories,
+            start,
+            *minutes,
+        );
+        match (got, want) {
+            (Ok(_), None) => {}
+            (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{e} should say {w}"),
+            (r, w) => {
+                panic!("{effect:?} {rooms:?} {sites:?} {categories:?}: expected {w:?}, got {r:?}")
+            }
+        }
+    }
+}
+
+#[test]
+fn a_lesson_override_ends_with_the_lesson_or_at_most_max_minutes() {
+    let (_dir, snap) = snapshot();
+    let p = &snap.policy;
+    // (now, minutes asked, expected end or error)
+    let rows: &[(&str, Option<u32>, Result<&str, &str>)] = &[
+        // 10:00 in the 09:00-10:30 lesson: to its end.
+        ("2026-01-12T10:00:00Z", None, Ok("2026-01-12T10:30:00Z")),
+        ("2026-01-12T10:00:00Z", Some(10), Ok("2026-01-12T10:10:00Z")),
+        ("2026-01-12T10:00:00Z", Some(90), Ok("2026-01-12T10:30:00Z")),
+        // 09:00: the lesson is longer than max_minutes (90).
+        ("2026-01-12T09:00:00Z", None, Ok("2026-01-12T10:30:00Z")),
+        ("2026-01-12T08:50:00Z", None, Ok("2026-01-12T10:20:00Z")),
+        // At break, no lesson: the minutes asked, at most max_minutes.
+        ("2026-01-12T10:35:00Z", Some(20), Ok("2026-01-12T10:55:00Z")),
+        ("2026-01-12T10:35:00Z", Some(91), Err("at most 90 minutes")),
+        ("2026-01-12T10:35:00Z", Some(0), Err("expire after")),
+    ];
+    for (now, minutes, want) in rows {
+        let got = lesson_expiry(p, utc(now), *minutes);
+        match (got, want) {
+            (Ok(t), Ok(w)) => assert_eq!(t, utc(w), "{now} {minutes:?}"),
+            (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{e}"),
+            (g, w) => panic!("{now} {minutes:?}: expected {w:?}, got {g:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_teacher_acts_only_for_their_own_rooms_and_classes() {
+    let scope = TeacherScope {
+        classrooms: vec!["room-1".into()],
+        groups: vec!["ks4".into()],
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert!(scope.permits(&s(&["room-1"]), &s(&[])).is_ok());
+    assert!(scope.permits(&s(&["room-1"]), &s(&["ks4"])).is_ok());
+    let other_room = scope
+        .permits(&s(&["room-2"]), &s(&[]))
+        .expect_err("not theirs");
+    assert!(
+        other_room.contains("classroom \"room-2\" is not one of yours"),
+        "{other_room}"
+    );
+    assert!(scope.permits(&s(&["room-1"]), &s(&["ks2"])).is_err());
+    assert!(scope.permits(&s(&[]), &s(&[])).is_err());
 }

@@ -536,3 +536,56 @@ fn the_shipped_directory_example_compiles_when_uncommented() {
         "{got:?}"
     );
 }
+
+/// A teacher signs in to the lessons API with their directory account, when the policy
+/// maps a directory group to teachers: their lesson block takes effect for their room;
+/// a pupil, a wrong password and another room are refused.
+#[test]
+fn a_teacher_in_a_mapped_directory_group_makes_lesson_overrides_with_their_account() {
+    let slapd = Slapd::start();
+    let origin = Origin::http();
+    let policy = format!(
+        "{}\n[teachers]\n[teachers.classrooms.room-1]\nsubnets = [\"127.0.0.2/32\"]\n[teachers.classrooms.room-2]\nsubnets = [\"127.0.0.3/32\"]\n[[teachers.directory]]\ndirectory = \"Staff\"\nclassrooms = [\"room-1\"]\n",
+        policy(&slapd, "")
+    );
+    let g = Gatehouse::start(&[
+        ("policy.toml", policy.as_str()),
+        ("users.toml", ""),
+        ("service.password", &format!("{SERVICE_PASSWORD}\n")),
+        ("lists/gambling/domains", "bet.test\n"),
+        ("lists/social/domains", "social.test\n"),
+    ]);
+    let lesson = |user: &str, room: &str| {
+        let body = format!(
+            r#"{{"effect": "block", "sites": ["origin.test"], "classrooms": ["{room}"], "reason": "Eyes on the board"}}"#
+        );
+        curl(&[
+            "-u",
+            user,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+            &format!("http://127.0.0.1:{}/api/lessons", g.admin_port),
+        ])
+    };
+    let plain = format!("http://origin.test:{}/", origin.port);
+    let visit = |room: &str| curl(&["-x", &g.url(), "--interface", room, &plain]).status;
+    assert_eq!(visit("127.0.0.2"), 200);
+    // A pupil is in no teachers' group; a wrong password is a wrong password.
+    assert_eq!(lesson("ann:ann-password", "room-1").status, 401);
+    assert_eq!(lesson("tom:not-his-password", "room-1").status, 401);
+    // Tom (Staff) for another room: not his.
+    let r = lesson("tom:tom-password", "room-2");
+    assert_eq!(r.status, 403, "{r:?}");
+    // For his room: made in his name, and in force.
+    let r = lesson("tom:tom-password", "room-1");
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(visit("127.0.0.2"), 403);
+    assert_eq!(visit("127.0.0.3"), 200);
+    let tail = common::log_tail(&g.dir.path().join("log"));
+    assert!(
+        tail.contains("ticket lesson:g-1 by tom: lesson block: Eyes on the board"),
+        "{tail}"
+    );
+}

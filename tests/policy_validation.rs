@@ -303,3 +303,138 @@ fn safe_search_engines_can_be_changed_and_added() {
         assert_eq!(got, *want, "{host} for {}", p.group(*group).name);
     }
 }
+
+/// `[teachers]`, `locked` and teacher tokens: every problem named with its line.
+#[test]
+fn teacher_settings_errors_name_their_lines() {
+    let hash = "a".repeat(64);
+    // (what to append to the base policy, expected "file:line: message" fragment)
+    let rows: Vec<(String, &str)> = vec![
+        (
+            "[teachers]\nlessons = \"periods\"\n".into(),
+            "policy.toml:35: unknown schedule \"periods\"",
+        ),
+        (
+            "[[teachers.directory]]\ndirectory = \"Teachers\"\nclassrooms = [\"room-9\"]\n".into(),
+            "policy.toml:36: no classroom \"room-9\" in [teachers.classrooms]",
+        ),
+        (
+            "[[teachers.directory]]\ndirectory = \"Teachers\"\n".into(),
+            "policy.toml:35: [[teachers.directory]] \"Teachers\" names no classrooms or groups",
+        ),
+        (
+            "[teachers]\nmax_minutes = 0\n".into(),
+            "policy.toml:35: max_minutes 0 must be from 1 to 1440",
+        ),
+        (
+            "[teachers.classrooms.room-1]\nsubnets = [\"10.1.2.300/24\"]\n".into(),
+            "policy.toml:35: classroom \"room-1\": subnet \"10.1.2.300/24\" is not a network in CIDR form",
+        ),
+        (
+            "[teachers.classrooms.Room1]\nsubnets = [\"10.1.2.0/24\"]\n".into(),
+            "policy.toml:34: classroom name \"Room1\"",
+        ),
+        (
+            format!("[[admin.tokens]]\nname = \"t\"\nrole = \"teacher\"\nsha256 = \"{hash}\"\n"),
+            "policy.toml:35: teacher token \"t\" names no classrooms or groups",
+        ),
+        (
+            format!("[[admin.tokens]]\nname = \"t\"\nrole = \"teacher\"\nclassrooms = [\"room-9\"]\nsha256 = \"{hash}\"\n"),
+            "policy.toml:37: token \"t\": no classroom \"room-9\" in [teachers.classrooms]",
+        ),
+        (
+            format!("[[admin.tokens]]\nname = \"t\"\nrole = \"teacher\"\ngroups = [\"year7\"]\nsha256 = \"{hash}\"\n"),
+            "policy.toml:37: token \"t\": no group \"year7\" in the policy",
+        ),
+        (
+            format!("[[admin.tokens]]\nname = \"v\"\nrole = \"viewer\"\ngroups = [\"pupils\"]\nsha256 = \"{hash}\"\n"),
+            "policy.toml:35: token \"v\": classrooms and groups are for teacher tokens only",
+        ),
+        (
+            format!("[[admin.tokens]]\nname = \"v\"\nrole = \"head\"\nsha256 = \"{hash}\"\n"),
+            "policy.toml:36: token role \"head\" is not \"technician\", \"viewer\", \"teacher\" or \"dsl\"",
+        ),
+    ];
+    for (append, want) in rows {
+        let policy = format!("{BASE}\n{append}");
+        let errors = errors_for(&policy);
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "{want:?} not in {errors:?}\n{policy}"
+        );
+    }
+    // A valid set: locked categories, rooms, a teacher and a DSL.
+    let good = format!(
+        "{}\n[teachers]\nlessons = \"breaks\"\nmax_minutes = 45\n[teachers.classrooms.room-1]\nsubnets = [\"10.1.2.0/24\", \"10.1.3.4\"]\n[[admin.tokens]]\nname = \"t\"\nrole = \"teacher\"\nclassrooms = [\"room-1\"]\ngroups = [\"pupils\"]\nsha256 = \"{hash}\"\n[[admin.tokens]]\nname = \"d\"\nrole = \"dsl\"\nsha256 = \"{}\"\n",
+        BASE.replace("[categories.games]\n", "[categories.games]\nlocked = true\n"),
+        "b".repeat(64)
+    );
+    assert_eq!(errors_for(&good), Vec::<String>::new());
+}
+
+/// Lesson overrides in the grants file: `kind`, `effect` and the ticket checked with
+/// their lines, like any grant.
+#[test]
+fn lesson_overrides_in_the_grants_file_are_validated_with_lines() {
+    let policy = format!(
+        "{BASE}\n[teachers]\nmax_minutes = 30\n[teachers.classrooms.room-1]\nsubnets = [\"10.1.2.0/24\"]\n"
+    );
+    let grant = |body: &str| {
+        format!("[[grant]]\nid = \"g-1\"\nissued_by = \"t\"\nreason = \"Starter activity\"\n{body}starts = \"2026-12-04T10:00:00Z\"\n")
+    };
+    let rows: &[(String, &str)] = &[
+        (
+            grant("kind = \"lesson\"\neffect = \"block\"\nclassrooms = [\"room-1\"]\nsites = [\"games.example\"]\nexpires = \"2026-12-04T10:30:00Z\"\n"),
+            "",
+        ),
+        (
+            grant("kind = \"lesson\"\nclassrooms = [\"room-1\"]\nsites = [\"games.example\"]\nexpires = \"2026-12-04T10:30:00Z\"\n"),
+            "grants.toml:2: grant \"g-1\": a lesson override needs effect = \"allow\" or \"block\"",
+        ),
+        (
+            grant("kind = \"lesson\"\neffect = \"open\"\nclassrooms = [\"room-1\"]\nsites = [\"games.example\"]\nexpires = \"2026-12-04T10:30:00Z\"\n"),
+            "grants.toml:6: grant \"g-1\": effect \"open\" is not \"allow\" or \"block\"",
+        ),
+        (
+            grant("kind = \"lesson\"\neffect = \"allow\"\nclassrooms = [\"room-1\"]\nsites = [\"games.example\"]\nexpires = \"2026-12-04T10:31:00Z\"\n"),
+            "grants.toml:9: grant \"g-1\": a lesson override may last at most 30 minutes",
+        ),
+        (
+            grant("kind = \"lesson\"\neffect = \"allow\"\nticket = \"HD-1\"\nclassrooms = [\"room-1\"]\nsites = [\"games.example\"]\nexpires = \"2026-12-04T10:30:00Z\"\n"),
+            "grants.toml:7: grant \"g-1\": a lesson override has no ticket",
+        ),
+        (
+            grant("kind = \"lesson\"\neffect = \"allow\"\nclassrooms = [\"room-1\"]\ncategories = [\"csam\"]\nexpires = \"2026-12-04T10:30:00Z\"\n"),
+            "grant \"g-1\": category csam: csam is an illegal category",
+        ),
+        (
+            grant("groups = [\"pupils\"]\nsites = [\"games.example\"]\nexpires = \"2026-12-04T10:30:00Z\"\n"),
+            "grants.toml:2: grant \"g-1\": a grant needs a helpdesk ticket",
+        ),
+        (
+            grant("kind = \"permanent\"\ngroups = [\"pupils\"]\nsites = [\"games.example\"]\nexpires = \"2026-12-04T10:30:00Z\"\n"),
+            "grants.toml:5: grant \"g-1\": kind \"permanent\" is not \"ticket\" or \"lesson\"",
+        ),
+    ];
+    for (grants, want) in rows {
+        let dir = tree(&[
+            ("policy.toml", policy.as_str()),
+            ("grants.toml", grants.as_str()),
+            ("lists/csam/domains", "illegal.example\n"),
+            ("lists/games/domains", "games.example\n"),
+            ("lists/social/domains", "social.example\n"),
+        ]);
+        let result = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off);
+        match (result, *want) {
+            (Ok(_), "") => {}
+            (Err(e), w) if !w.is_empty() => {
+                let text = e
+                    .to_string()
+                    .replace(&format!("{}/", dir.path().display()), "");
+                assert!(text.contains(w), "{w:?} not in {text}");
+            }
+            (Ok(_), w) => panic!("expected {w:?}, the file loaded:\n{grants}"),
+            (Err(e), _) => panic!("expected to load, got {e}\n{grants}"),
+        }
+    }
+}

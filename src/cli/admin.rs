@@ -12,7 +12,8 @@ pub enum AdminCommand {
     Token {
         /// Whose token: recorded with every call it makes.
         name: String,
-        /// `technician` (may change grants) or `viewer` (may read).
+        /// `technician` (may change grants), `viewer` (may read), `teacher` (lesson
+        /// overrides for its classrooms and groups) or `dsl` (acknowledges alerts).
         #[arg(long, default_value = "viewer")]
         role: String,
     },
@@ -30,8 +31,8 @@ pub fn run(command: AdminCommand) -> Result<ExitCode> {
 fn token(name: &str, role: &str) -> Result<ExitCode> {
     use argon2::password_hash::rand_core::{OsRng, RngCore};
     use sha2::Digest;
-    if role != "technician" && role != "viewer" {
-        bail!("--role must be technician or viewer");
+    if !["technician", "viewer", "teacher", "dsl"].contains(&role) {
+        bail!("--role must be technician, viewer, teacher or dsl");
     }
     let mut bytes = [0u8; 32];
     OsRng.fill_bytes(&mut bytes);
@@ -43,5 +44,8 @@ fn token(name: &str, role: &str) -> Result<ExitCode> {
     eprintln!("Give this token to {name} (it is shown once; only its hash goes in the policy):");
     println!("{token}");
     eprintln!("\nAdd to the policy, then send SIGHUP:\n\n[[admin.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
+    if role == "teacher" {
+        eprintln!("classrooms = [\"ROOM\"]   # the [teachers.classrooms] this teacher may act for\ngroups = []               # and/or the groups (classes)");
+    }
     Ok(ExitCode::SUCCESS)
 }

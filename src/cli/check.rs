@@ -222,6 +222,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
     }
     print_ca(&snap);
     print_alerts(&snap);
+    print_teachers(&snap);
     super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -342,6 +343,62 @@ fn print_alerts(snap: &gatehouse::snapshot::Snapshot) {
         .collect();
     if !on_allow.is_empty() {
         println!("  on allowed visits too: {}", on_allow.join(" "));
+    }
+}
+
+/// Teachers' lesson controls: the lesson schedule, the longest override, the rooms,
+/// the teachers' tokens and what they may act for, and the locked categories.
+fn print_teachers(snap: &gatehouse::snapshot::Snapshot) {
+    let p = &snap.policy;
+    let t = &p.teachers;
+    let teachers: Vec<String> = snap
+        .settings
+        .admin
+        .tokens
+        .iter()
+        .filter(|tok| tok.role == gatehouse::settings::Role::Teacher)
+        .map(|tok| {
+            let mut what = tok.teacher.classrooms.clone();
+            what.extend(tok.teacher.groups.iter().cloned());
+            format!("{} ({})", tok.name, what.join(", "))
+        })
+        .collect();
+    println!(
+        "teachers: lessons {}; overrides at most {} minutes; {} classroom{}; {} teacher token{}{}",
+        t.lessons
+            .map(|s| format!("schedule {:?}", p.schedule(s).name))
+            .unwrap_or_else(|| "none (overrides last the minutes asked for)".into()),
+        t.max_duration.num_minutes(),
+        t.classrooms.len(),
+        if t.classrooms.len() == 1 { "" } else { "s" },
+        teachers.len(),
+        if teachers.len() == 1 { "" } else { "s" },
+        if teachers.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", teachers.join("; "))
+        }
+    );
+    for (pattern, scope) in &t.directory {
+        let mut what = scope.classrooms.clone();
+        what.extend(scope.groups.iter().cloned());
+        println!(
+            "  directory  members of {} act for {}",
+            match pattern {
+                gatehouse::core::directory::GroupPattern::Dn(dn) => dn.clone(),
+                gatehouse::core::directory::GroupPattern::Cn(cn) =>
+                    format!("any group named {cn:?}"),
+            },
+            what.join(", ")
+        );
+    }
+    let locked: Vec<&str> = p
+        .categories()
+        .filter(|(_, d)| d.category.locked)
+        .map(|(_, d)| d.category.name.as_str())
+        .collect();
+    if !locked.is_empty() {
+        println!("  locked     {}", locked.join(" "));
     }
 }
 

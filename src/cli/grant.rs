@@ -18,6 +18,9 @@ use super::common::{load, parse_time_arg, ConfigArg};
 pub enum GrantCommand {
     /// Add a grant; prints its id.
     Add(Box<GrantAddArgs>),
+    /// A teacher's lesson override: block or allow sites or categories for their
+    /// classroom or class until the end of the lesson (no ticket). Prints its id.
+    Lesson(Box<LessonArgs>),
     /// List grants in force (with --all: to come, expired and revoked too).
     List {
         #[command(flatten)]
@@ -84,6 +87,44 @@ pub struct GrantAddArgs {
     /// From a time (default now).
     #[arg(long)]
     starts: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LessonArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The teacher: the name of their `role = "teacher"` token in [admin.tokens], whose
+    /// classrooms and groups say what they may act for.
+    #[arg(long)]
+    teacher: String,
+    /// Block for the lesson.
+    #[arg(long, group = "effect", required = true)]
+    block: bool,
+    /// Allow for the lesson.
+    #[arg(long, group = "effect", required = true)]
+    allow: bool,
+    /// Why (no ticket: the reason is the record).
+    #[arg(long)]
+    reason: String,
+    /// Classroom it is for, from [teachers.classrooms] (repeatable).
+    #[arg(long = "classroom")]
+    classrooms: Vec<String>,
+    /// Group (class) it is for (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Site: a domain and its subdomains (repeatable).
+    #[arg(long = "site")]
+    sites: Vec<String>,
+    /// URL prefix (repeatable).
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    /// Category (repeatable).
+    #[arg(long = "category")]
+    categories: Vec<String>,
+    /// At most this many minutes (default: to the end of the lesson, at most the
+    /// policy's [teachers] max_minutes).
+    #[arg(long)]
+    minutes: Option<u32>,
 }
 
 /// Parses `--for`: a number and a unit (`90m`, `6h`, `14d`, `2w`).
@@ -164,6 +205,37 @@ pub fn run(command: GrantCommand) -> Result<ExitCode> {
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
+        GrantCommand::Lesson(args) => {
+            let snap = load(&args.config.config, CacheMode::Use)?;
+            let token = snap
+                .settings
+                .admin
+                .tokens
+                .iter()
+                .find(|t| t.name == args.teacher && t.role == gatehouse::settings::Role::Teacher)
+                .with_context(|| {
+                    format!(
+                        "no teacher token named {:?} in [admin.tokens] (role = \"teacher\", with its classrooms and groups)",
+                        args.teacher
+                    )
+                })?;
+            let mut sites = args.sites.clone();
+            sites.extend(args.urls.iter().cloned());
+            let lesson = grant_store::NewLesson {
+                effect: if args.block { "block" } else { "allow" }.into(),
+                reason: args.reason.clone(),
+                classrooms: args.classrooms.clone(),
+                groups: args.groups.clone(),
+                sites,
+                categories: args.categories.clone(),
+                minutes: args.minutes,
+            };
+            let made =
+                grant_store::add_lesson(&snap, &lesson, &token.name, &token.teacher, Utc::now())
+                    .map_err(store_error)?;
+            println!("{}  until {}", made.id, made.expires);
+            Ok(ExitCode::SUCCESS)
+        }
         GrantCommand::Revoke {
             config,
             id,
@@ -190,17 +262,29 @@ pub fn run(command: GrantCommand) -> Result<ExitCode> {
                 println!("no grants{}", if all { "" } else { " in force" });
             } else {
                 for r in rows {
+                    let (what, verb) = match (r.kind, r.effect) {
+                        ("lesson", "block") => ("lesson-block", "closes"),
+                        ("lesson", _) => ("lesson-allow", "opens"),
+                        _ => (r.ticket.as_str(), "opens"),
+                    };
                     println!(
-                        "{}  {}  {}  by {}  for [{}{}{}]  opens [{}{}]  until {}  {}  \"{}\"",
+                        "{}  {}  {}  by {}  for [{}]  {verb} [{}]  until {}  {}  \"{}\"",
                         r.id,
                         r.state.as_str(),
-                        r.ticket,
+                        what,
                         r.issued_by,
-                        r.groups.join(","),
-                        r.users.join(","),
-                        r.subnets.join(","),
-                        r.sites.join(","),
-                        r.categories.join(","),
+                        [&r.classrooms, &r.groups, &r.users, &r.subnets]
+                            .into_iter()
+                            .flatten()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        [&r.sites, &r.categories]
+                            .into_iter()
+                            .flatten()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(","),
                         r.expires,
                         r.time_left.as_deref().unwrap_or(""),
                         r.reason,

@@ -324,7 +324,12 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
         },
         d.grant
             .as_deref()
-            .map(|g| format!(", by the grant for ticket {g}"))
+            .map(
+                |g| match g.strip_prefix(gatehouse::core::grants::LESSON_TICKET_PREFIX) {
+                    Some(id) => format!(", by a teacher's lesson override {id}"),
+                    None => format!(", by the grant for ticket {g}"),
+                }
+            )
             .unwrap_or_default()
     );
     if !d.terms.is_empty() {
@@ -364,6 +369,14 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
             let _ = writeln!(out, "  alerted   {line}");
         }
     }
+    for a in &found.acks {
+        if let Some(line) = gatehouse::decision_log::export::human_line(a) {
+            let _ = writeln!(out, "  acked     {line}");
+        }
+    }
+    if !found.alerts.is_empty() && found.acks.is_empty() {
+        let _ = writeln!(out, "  acked     not yet acknowledged by the DSL");
+    }
     use gatehouse::decision::Unblock;
     let next = match gatehouse::decision::unblock(d) {
         Unblock::Grant { site, user, group } => {
@@ -381,6 +394,9 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
         Unblock::NotTheSite => format!(
             "refused for how it connected ({}), not for the site: a grant does not change that",
             d.reason
+        ),
+        Unblock::Lesson { id } => format!(
+            "closed for this lesson by a teacher's override {id}: it ends with the lesson; the teacher, or `gatehouse grant revoke {id}`, can end it sooner"
         ),
         Unblock::Nothing => return out,
     };

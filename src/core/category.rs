@@ -163,6 +163,9 @@ pub struct Category {
     pub term_alert: AlertMode,
     /// Alert on allowed visits too (a group allowed it; the DSL still wants to know).
     pub alert_on_allow: bool,
+    /// A teacher's lesson override may not name it, nor open a site in it (`locked =
+    /// true` in policy; every `illegal` category is locked whatever it says).
+    pub locked: bool,
 }
 
 /// How an attempt on a category reaches the Designated Safeguarding Lead.

@@ -208,6 +208,51 @@ pub struct RawPolicy {
     /// Where safeguarding alerts go (a shell setting: `crate::alerts::settings`).
     #[serde(default)]
     pub alerts: RawAlerts,
+    /// Teachers' lesson controls: classrooms, the lesson schedule, the longest override.
+    #[serde(default)]
+    pub teachers: RawTeachers,
+}
+
+/// `[teachers]`: what a teacher's lesson block or allow may reach.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeachers {
+    /// The schedule whose windows are lessons (default `lessons`, if the policy has one).
+    pub lessons: Option<Name>,
+    /// The longest a lesson override may last, in minutes (default 60).
+    pub max_minutes: Option<Spanned<u32>>,
+    /// Classrooms by name: the client networks of each room's devices.
+    #[serde(default)]
+    pub classrooms: BTreeMap<Name, RawClassroom>,
+    /// Directory groups whose members are teachers, and what they may act for.
+    #[serde(default)]
+    pub directory: Vec<RawTeacherGroup>,
+}
+
+/// `[[teachers.directory]]`: members of a directory group act as teachers (signing in
+/// to the admin API with their directory account) for these classrooms and groups.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeacherGroup {
+    /// The directory group: a DN, or a CN (any group of that name).
+    pub directory: Spanned<String>,
+    /// Classrooms its members may act for.
+    #[serde(default)]
+    pub classrooms: Vec<Name>,
+    /// Groups (classes) its members may act for.
+    #[serde(default)]
+    pub groups: Vec<Name>,
+}
+
+/// `[teachers.classrooms.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassroom {
+    /// The room's client networks (CIDR).
+    pub subnets: Vec<Spanned<String>>,
+    /// What the room is, for people.
+    #[serde(default)]
+    pub description: String,
 }
 
 /// `[inspection]`: every field optional; defaults in the shell's
@@ -330,10 +375,17 @@ pub struct RawAdmin {
 pub struct RawToken {
     /// Whose token (the technician or integration); recorded with every call.
     pub name: Spanned<String>,
-    /// `technician` (may change grants) or `viewer` (may read).
+    /// `technician` (may change grants), `viewer` (may read), `teacher` (lesson
+    /// overrides for its classrooms and groups) or `dsl` (acknowledges alerts).
     pub role: Spanned<String>,
     /// Hex SHA-256 of the token.
     pub sha256: Spanned<String>,
+    /// For a teacher: the classrooms (`[teachers.classrooms]`) it may act for.
+    #[serde(default)]
+    pub classrooms: Vec<Name>,
+    /// For a teacher: the groups (classes) it may act for.
+    #[serde(default)]
+    pub groups: Vec<Name>,
 }
 
 /// `[grants]`
@@ -460,6 +512,9 @@ pub struct RawCategory {
     /// Alert on an allowed visit too, not only on a block.
     #[serde(default)]
     pub alert_on_allow: bool,
+    /// Teachers' lesson overrides may not name it (illegal categories are always so).
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// `[schedules.NAME]`

@@ -5,11 +5,17 @@
 //! time). It applies DESIGN.md's precedence:
 //!
 //! 1. an `illegal` category blocks, for every group, always;
-//! 2. an active grant covering the requester and the request allows it;
-//! 3. the group's `block_sites` block, its `allow_sites` allow; then, for groups that
+//! 2. a teacher's lesson override that *blocks*, covering the requester (their classroom
+//!    or class) and the request, blocks it — before any grant: the teacher is in the
+//!    room, closing something for this lesson, and a technician's ticketed unblock for a
+//!    period of study (or another teacher's lesson allow) must not reopen it under them;
+//!    a block is also the safe direction, and it ends with the lesson;
+//! 3. an active grant (a technician's ticketed one, or a teacher's lesson allow)
+//!    covering the requester and the request allows it;
+//! 4. the group's `block_sites` block, its `allow_sites` allow; then, for groups that
 //!    block them, IP-literal hosts are blocked;
-//! 4. a category the group blocks at this moment blocks, naming the most severe;
-//! 5. otherwise the group's mode decides (`blocklist` allows; `allowlist` allows only
+//! 5. a category the group blocks at this moment blocks, naming the most severe;
+//! 6. otherwise the group's mode decides (`blocklist` allows; `allowlist` allows only
 //!    categories the group `allow`s and its `allow_sites`).
 //!
 //! It lives apart from [`crate::core::policy`] so that the policy does not depend on
@@ -19,7 +25,7 @@ use chrono::{DateTime, Utc};
 
 use crate::core::category::{CategoryId, CategorySet};
 use crate::core::classify::Classification;
-use crate::core::grants::Grant;
+use crate::core::grants::{Effect, Grant, GrantKind};
 use crate::core::group::{Group, Mode};
 use crate::core::host::Target;
 use crate::core::policy::Policy;
@@ -64,13 +70,36 @@ impl Policy {
             return verdict(Action::Block, Reason::Illegal { category });
         }
 
-        // 2. Grants.
+        let grant_ref = |grant: &Grant| {
+            Some(GrantRef {
+                id: grant.id.clone(),
+                ticket: grant.ticket.clone(),
+            })
+        };
+        let applies = |grant: &Grant| {
+            grant.active_at(at)
+                && grant.covers_requester(group_id, requester.user, requester.client)
+        };
+
+        // 2. A teacher's lesson block: the sites it names, or any of its categories.
+        for grant in grants {
+            if grant.kind.is_lesson_block()
+                && applies(grant)
+                && (grant.covers_site(target)
+                    || !grant.categories.intersection(categories).is_empty())
+            {
+                return Verdict {
+                    grant: grant_ref(grant),
+                    ..verdict(Action::Block, Reason::LessonBlock)
+                };
+            }
+        }
+
+        // 3. Grants: ticketed ones and lesson allows.
         let blocked_now = self.blocked_now(group, at);
         let blocked_here = categories.intersection(blocked_now);
         for grant in grants {
-            if !grant.active_at(at)
-                || !grant.covers_requester(group_id, requester.user, requester.client)
-            {
+            if grant.kind.is_lesson_block() || !applies(grant) {
                 continue;
             }
             let by_site = grant.covers_site(target);
@@ -79,17 +108,18 @@ impl Policy {
             let by_category = !grant.categories.intersection(categories).is_empty()
                 && blocked_here.difference(grant.categories).is_empty();
             if by_site || by_category {
+                let reason = match grant.kind {
+                    GrantKind::Lesson(Effect::Allow) => Reason::LessonAllow,
+                    _ => Reason::Grant,
+                };
                 return Verdict {
-                    grant: Some(GrantRef {
-                        id: grant.id.clone(),
-                        ticket: grant.ticket.clone(),
-                    }),
-                    ..verdict(Action::Allow, Reason::Grant)
+                    grant: grant_ref(grant),
+                    ..verdict(Action::Allow, reason)
                 };
             }
         }
 
-        // 3. The group's own site lists, then IP literals.
+        // 4. The group's own site lists, then IP literals.
         if let Some(entry) = group.block_sites.find(target) {
             return verdict(Action::Block, Reason::BlockedSite { entry });
         }
@@ -100,7 +130,7 @@ impl Policy {
             return verdict(Action::Block, Reason::IpLiteral);
         }
 
-        // 4. Categories blocked at this moment.
+        // 5. Categories blocked at this moment.
         if let Some(category) = self.most_severe(blocked_here) {
             let outside = group
                 .allow_during
@@ -110,7 +140,7 @@ impl Policy {
             return verdict(Action::Block, Reason::Category { category, outside });
         }
 
-        // 5. The mode.
+        // 6. The mode.
         match group.mode {
             Mode::Allowlist => match self.most_severe(categories.intersection(group.allow)) {
                 Some(category) => verdict(Action::Allow, Reason::AllowedCategory { category }),
@@ -154,6 +184,18 @@ impl Policy {
             Reason::Grant => match &verdict.grant {
                 Some(g) => return format!("allowed by grant {} (ticket {})", g.id, g.ticket),
                 None => out.push_str("allowed by a grant"),
+            },
+            Reason::LessonBlock => match &verdict.grant {
+                Some(g) => {
+                    return format!("blocked for this lesson by a teacher's override {}", g.id)
+                }
+                None => out.push_str("blocked for this lesson by a teacher's override"),
+            },
+            Reason::LessonAllow => match &verdict.grant {
+                Some(g) => {
+                    return format!("allowed for this lesson by a teacher's override {}", g.id)
+                }
+                None => out.push_str("allowed for this lesson by a teacher's override"),
             },
             Reason::BlockedSite { entry } => {
                 let site = &group_def.block_sites.entries()[entry].text;

@@ -6,6 +6,13 @@
 //! anything that would reach an `illegal` category, so the decision code never has to
 //! ask. Expiry is checked when deciding, against the time passed in, not when loading.
 //!
+//! A teacher's **lesson override** is a grant of a second kind ([`GrantKind::Lesson`]):
+//! no ticket, for the teacher's classrooms (their networks) and classes (groups), until
+//! the end of the current lesson and never longer than `[teachers] max_minutes`, and it
+//! may *block* as well as allow. It may never name a `locked` or `illegal` category,
+//! nor open a site that is in one. [`lesson_expiry`] says when one asked for now ends,
+//! and [`TeacherScope::permits`] whether a teacher may act for the rooms and groups asked.
+//!
 //! Pure: no I/O, no clock. The grants file, its watcher and the commands come with the
 //! grants issue; here grants are a type and an input to [`crate::core::policy::Policy::decide`].
 
@@ -53,6 +60,158 @@ pub enum GrantError {
     /// A target that reaches an `illegal` category.
     #[error("{0} is in the illegal category {1}: no grant can unblock it")]
     Illegal(String, String),
+    /// A lesson override that names an illegal category or opens a site in one.
+    #[error("{0}: {1} is an illegal category, blocked for everyone, always; no teacher override can change that")]
+    LessonIllegal(String, String),
+    /// A lesson override that names a locked category or opens a site in one.
+    #[error("{0}: {1} is a locked category; teachers cannot override it (ask the DSL or IT)")]
+    Locked(String, String),
+    /// A lesson override longer than `[teachers] max_minutes`.
+    #[error(
+        "a lesson override may last at most {0} minutes (the policy's [teachers] max_minutes)"
+    )]
+    LessonTooLong(i64),
+    /// A classroom the policy does not define.
+    #[error("no classroom {0:?} in [teachers.classrooms] (known: {1})")]
+    UnknownClassroom(String, String),
+    /// A lesson override with a ticket, or a ticketed grant written as a lesson's.
+    #[error("a lesson override has no ticket (it is a teacher's, for one lesson)")]
+    LessonTicket,
+    /// A ticketed grant naming classrooms (only lesson overrides have them).
+    #[error(
+        "classrooms are for lesson overrides (kind = \"lesson\"); a ticketed grant names subnets"
+    )]
+    ClassroomsForLessons,
+    /// A lesson override for users or raw networks rather than classrooms and groups.
+    #[error("a lesson override is for classrooms and groups (classes), not users or networks")]
+    LessonScope,
+}
+
+/// What a lesson override does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Opens sites or categories for the lesson.
+    Allow,
+    /// Closes sites or categories for the lesson.
+    Block,
+}
+
+impl Effect {
+    /// `allow` / `block`, as the grants file and the API write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Block => "block",
+        }
+    }
+
+    /// The effect a word names.
+    pub fn parse(text: &str) -> Option<Effect> {
+        match text {
+            "allow" => Some(Effect::Allow),
+            "block" => Some(Effect::Block),
+            _ => None,
+        }
+    }
+}
+
+/// A technician's ticketed unblock, or a teacher's lesson override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    /// Against a helpdesk ticket, up to `[grants] max_days`; only ever allows.
+    Ticketed,
+    /// A teacher's, for one lesson, no ticket; allows or blocks.
+    Lesson(Effect),
+}
+
+impl GrantKind {
+    /// Whether this is a lesson override that blocks.
+    pub fn is_lesson_block(self) -> bool {
+        self == GrantKind::Lesson(Effect::Block)
+    }
+}
+
+/// The prefix of the stand-in ticket of a lesson override (`lesson:g-12`): what the
+/// decision log's grant field and the audit trail's ticket field hold for one, so the
+/// report can tell teachers' overrides from technicians' grants.
+pub const LESSON_TICKET_PREFIX: &str = "lesson:";
+
+/// Whether a ticket as logged is a lesson override's stand-in.
+pub fn is_lesson_ticket(ticket: &str) -> bool {
+    ticket.starts_with(LESSON_TICKET_PREFIX)
+}
+
+/// The classrooms and groups a teacher may act for (from their admin token).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TeacherScope {
+    /// Classroom names.
+    pub classrooms: Vec<String>,
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+impl TeacherScope {
+    /// `Ok` when every classroom and group asked for is the teacher's, and at least one
+    /// is asked for; otherwise the first that is not, in words.
+    pub fn permits(&self, classrooms: &[String], groups: &[String]) -> Result<(), String> {
+        if classrooms.is_empty() && groups.is_empty() {
+            return Err("name the classroom(s) or class group(s) the override is for".into());
+        }
+        if let Some(c) = classrooms.iter().find(|c| !self.classrooms.contains(c)) {
+            return Err(format!(
+                "classroom {c:?} is not one of yours (you may act for: {})",
+                self.describe()
+            ));
+        }
+        if let Some(g) = groups.iter().find(|g| !self.groups.contains(g)) {
+            return Err(format!(
+                "group {g:?} is not one of your classes (you may act for: {})",
+                self.describe()
+            ));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let text = describe_terms(&[
+            ("classrooms", self.classrooms.clone()),
+            ("groups", self.groups.clone()),
+        ]);
+        if text.is_empty() {
+            "nothing".into()
+        } else {
+            text
+        }
+    }
+}
+
+/// When a lesson override asked for at `now` ends: the end of the current lesson (the
+/// `[teachers]` lesson schedule's window), capped at `max_minutes` and at the minutes
+/// the teacher asked for. Outside a lesson (or with no lesson schedule) it lasts the
+/// minutes asked for, or `max_minutes`, so a club after school can still have one.
+pub fn lesson_expiry(
+    policy: &Policy,
+    now: DateTime<Utc>,
+    minutes: Option<u32>,
+) -> Result<DateTime<Utc>, GrantError> {
+    let max = policy.teachers.max_duration;
+    let asked = match minutes {
+        Some(0) => return Err(GrantError::Period),
+        Some(m) => chrono::Duration::minutes(i64::from(m)),
+        None => max,
+    };
+    if asked > max {
+        return Err(GrantError::LessonTooLong(max.num_minutes()));
+    }
+    let mut end = now + asked;
+    if let Some(lesson_end) = policy
+        .teachers
+        .lessons
+        .and_then(|s| policy.schedule(s).current_window_end(now))
+    {
+        end = end.min(lesson_end);
+    }
+    Ok(end)
 }
 
 /// Who a grant applies to.
@@ -71,8 +230,12 @@ pub struct GrantScope {
 pub struct Grant {
     /// Stable identifier.
     pub id: Arc<str>,
-    /// Helpdesk ticket reference (`HD-4411`).
+    /// Ticketed, or a teacher's lesson override (allow or block).
+    pub kind: GrantKind,
+    /// Helpdesk ticket reference (`HD-4411`); for a lesson override, `lesson:<id>`.
     pub ticket: Arc<str>,
+    /// For a lesson override: the classrooms it is for (their networks are in `scope`).
+    pub classrooms: Vec<String>,
     /// Technician who issued it.
     pub issued_by: String,
     /// Why (the period of study).
@@ -94,8 +257,12 @@ pub struct Grant {
 pub struct GrantRequest {
     /// Identifier.
     pub id: String,
-    /// Ticket reference.
+    /// Ticketed or a lesson override.
+    pub kind: GrantKind,
+    /// Ticket reference (empty for a lesson override).
     pub ticket: String,
+    /// Classrooms (lesson overrides only), resolved to their networks.
+    pub classrooms: Vec<String>,
     /// Issuer.
     pub issued_by: String,
     /// Reason.
@@ -141,10 +308,16 @@ impl Grant {
                     .map(|g| policy.group(*g).name.clone())
                     .collect(),
             ),
+            ("classrooms", self.classrooms.clone()),
             ("users", self.scope.users.clone()),
             (
                 "networks",
-                self.scope.subnets.iter().map(|n| n.to_string()).collect(),
+                // A lesson override's networks are its classrooms'.
+                if self.classrooms.is_empty() {
+                    self.scope.subnets.iter().map(|n| n.to_string()).collect()
+                } else {
+                    Vec::new()
+                },
             ),
         ]);
         let target = describe_terms(&[
@@ -175,11 +348,18 @@ impl Grant {
         policy: &Policy,
         lists: &CompiledLists,
     ) -> Result<Grant, GrantError> {
-        if !policy.grant_rules.ticket_pattern.is_match(&req.ticket) {
+        if let GrantKind::Lesson(effect) = req.kind {
+            return Grant::new_lesson(req, effect, policy, lists);
+        }
+        if !policy.grant_rules.ticket_pattern.is_match(&req.ticket) || is_lesson_ticket(&req.ticket)
+        {
             return Err(GrantError::Ticket(
                 req.ticket,
                 policy.grant_rules.ticket_pattern.as_str().to_string(),
             ));
+        }
+        if !req.classrooms.is_empty() {
+            return Err(GrantError::ClassroomsForLessons);
         }
         let reason = req.reason.trim();
         if PLACEHOLDER_REASONS.contains(&reason.to_lowercase().as_str()) || reason.len() < 4 {
@@ -219,7 +399,102 @@ impl Grant {
         }
         Ok(Grant {
             id: req.id.into(),
+            kind: GrantKind::Ticketed,
             ticket: req.ticket.into(),
+            classrooms: Vec::new(),
+            issued_by: req.issued_by,
+            reason: req.reason,
+            scope: req.scope,
+            sites,
+            categories: req.categories,
+            starts: req.starts,
+            expires: req.expires,
+        })
+    }
+
+    /// A lesson override: no ticket, classrooms and groups only, never a locked or
+    /// illegal category, never longer than `[teachers] max_minutes`.
+    fn new_lesson(
+        mut req: GrantRequest,
+        effect: Effect,
+        policy: &Policy,
+        lists: &CompiledLists,
+    ) -> Result<Grant, GrantError> {
+        if !req.ticket.is_empty() {
+            return Err(GrantError::LessonTicket);
+        }
+        let reason = req.reason.trim();
+        if PLACEHOLDER_REASONS.contains(&reason.to_lowercase().as_str()) || reason.len() < 4 {
+            return Err(GrantError::Reason(req.reason));
+        }
+        if req.issued_by.trim().is_empty() {
+            return Err(GrantError::IssuedBy);
+        }
+        if !req.scope.users.is_empty() || !req.scope.subnets.is_empty() {
+            return Err(GrantError::LessonScope);
+        }
+        for name in &req.classrooms {
+            match policy.teachers.classroom(name) {
+                Some(room) => req.scope.subnets.extend(room.subnets.iter().copied()),
+                None => {
+                    return Err(GrantError::UnknownClassroom(
+                        name.clone(),
+                        policy
+                            .teachers
+                            .classrooms
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ))
+                }
+            }
+        }
+        if req.scope.groups.is_empty() && req.scope.subnets.is_empty() {
+            return Err(GrantError::EmptyScope);
+        }
+        if req.sites.is_empty() && req.categories.is_empty() {
+            return Err(GrantError::EmptyTarget);
+        }
+        // Most severe first, so an illegal category is named as such.
+        let refuse = |what: String, set: CategorySet| -> Result<(), GrantError> {
+            let Some(c) = policy.most_severe(set.intersection(policy.locked())) else {
+                return Ok(());
+            };
+            let name = policy.category(c).name.clone();
+            Err(if policy.illegal().contains(c) {
+                GrantError::LessonIllegal(what, name)
+            } else {
+                GrantError::Locked(what, name)
+            })
+        };
+        for c in req.categories.iter() {
+            refuse(
+                format!("category {}", policy.category(c).name),
+                CategorySet::from_iter([c]),
+            )?;
+        }
+        let sites = SiteList::parse(&req.sites)?;
+        // Opening a site in a locked category would be the category's override by
+        // another name. Closing one is harmless (and usually already so).
+        if effect == Effect::Allow {
+            for entry in sites.entries() {
+                refuse(entry.text.clone(), policy.categories_of_site(lists, entry))?;
+            }
+        }
+        if req.expires <= req.starts {
+            return Err(GrantError::Period);
+        }
+        if req.expires - req.starts > policy.teachers.max_duration {
+            return Err(GrantError::LessonTooLong(
+                policy.teachers.max_duration.num_minutes(),
+            ));
+        }
+        Ok(Grant {
+            ticket: format!("{LESSON_TICKET_PREFIX}{}", req.id).into(),
+            id: req.id.into(),
+            kind: GrantKind::Lesson(effect),
+            classrooms: req.classrooms,
             issued_by: req.issued_by,
             reason: req.reason,
             scope: req.scope,
@@ -262,8 +537,15 @@ impl Grant {
 pub struct RawGrant {
     /// Identifier, unique in the file.
     pub id: toml::Spanned<String>,
-    /// Helpdesk ticket.
-    pub ticket: toml::Spanned<String>,
+    /// `ticket` (default) or `lesson` (a teacher's lesson override).
+    pub kind: Option<toml::Spanned<String>>,
+    /// For a lesson override: `allow` or `block`.
+    pub effect: Option<toml::Spanned<String>>,
+    /// Helpdesk ticket; required for a ticketed grant, absent for a lesson override.
+    pub ticket: Option<toml::Spanned<String>>,
+    /// For a lesson override: the classrooms (`[teachers.classrooms]`) it is for.
+    #[serde(default)]
+    pub classrooms: Vec<String>,
     /// Technician who issued it.
     pub issued_by: toml::Spanned<String>,
     /// Why.
@@ -438,9 +720,76 @@ pub fn compile_file(
         let (Some(starts), Some(expires)) = (starts, expires) else {
             continue;
         };
+        let kind = match (
+            g.kind.as_ref().map(|k| k.get_ref().as_str()),
+            g.effect.as_ref(),
+        ) {
+            (None | Some("ticket"), None) => GrantKind::Ticketed,
+            (Some("lesson"), Some(effect)) => match Effect::parse(effect.get_ref()) {
+                Some(e) => GrantKind::Lesson(e),
+                None => {
+                    errors.push(source.error_at(
+                        effect.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "grant {:?}: effect {:?} is not \"allow\" or \"block\"",
+                            g.id.get_ref(),
+                            effect.get_ref()
+                        )),
+                    ));
+                    continue;
+                }
+            },
+            (Some("lesson"), None) => {
+                errors.push(source.error_at(
+                    g.id.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "grant {:?}: a lesson override needs effect = \"allow\" or \"block\"",
+                        g.id.get_ref()
+                    )),
+                ));
+                continue;
+            }
+            (None | Some("ticket"), Some(effect)) => {
+                errors.push(source.error_at(
+                    effect.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "grant {:?}: effect is for lesson overrides (kind = \"lesson\"); a ticketed grant only allows",
+                        g.id.get_ref()
+                    )),
+                ));
+                continue;
+            }
+            (Some(other), _) => {
+                let span = g.kind.as_ref().map_or(g.id.span(), |k| k.span());
+                errors.push(source.error_at(
+                    span,
+                    ConfigErrorKind::InvalidValue(format!(
+                        "grant {:?}: kind {other:?} is not \"ticket\" or \"lesson\"",
+                        g.id.get_ref()
+                    )),
+                ));
+                continue;
+            }
+        };
+        let ticket = match (&g.ticket, kind) {
+            (Some(t), _) => t.get_ref().clone(),
+            (None, GrantKind::Lesson(_)) => String::new(),
+            (None, GrantKind::Ticketed) => {
+                errors.push(source.error_at(
+                    g.id.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "grant {:?}: a grant needs a helpdesk ticket (ticket = \"HD-4411\")",
+                        g.id.get_ref()
+                    )),
+                ));
+                continue;
+            }
+        };
         let request = GrantRequest {
             id: g.id.get_ref().clone(),
-            ticket: g.ticket.get_ref().clone(),
+            kind,
+            ticket,
+            classrooms: g.classrooms.clone(),
             issued_by: g.issued_by.get_ref().clone(),
             reason: g.reason.get_ref().clone(),
             scope,
@@ -453,14 +802,18 @@ pub fn compile_file(
             Ok(grant) => set.grants.push(grant),
             Err(e) => {
                 let span = match &e {
-                    GrantError::Ticket(..) => g.ticket.span(),
+                    GrantError::Ticket(..) | GrantError::LessonTicket => {
+                        g.ticket.as_ref().map_or(g.id.span(), |t| t.span())
+                    }
                     GrantError::Reason(_) => g.reason.span(),
                     GrantError::IssuedBy => g.issued_by.span(),
-                    GrantError::Period | GrantError::TooLong(_) => g.expires.span(),
+                    GrantError::Period | GrantError::TooLong(_) | GrantError::LessonTooLong(_) => {
+                        g.expires.span()
+                    }
                     _ => g.id.span(),
                 };
                 let kind = match e {
-                    GrantError::Illegal(..) => {
+                    GrantError::Illegal(..) | GrantError::LessonIllegal(..) => {
                         ConfigErrorKind::IllegalAllowed(format!("grant {:?}: {e}", g.id.get_ref()))
                     }
                     _ => ConfigErrorKind::InvalidValue(format!("grant {:?}: {e}", g.id.get_ref())),

@@ -3,7 +3,7 @@
 //! "Social media at break and lunch" means 10:30 on the wall clock whether the UK is on
 //! GMT or BST, so windows are compared in local time: an instant is converted to the
 //! schedule's zone (daylight saving handled by the tz database) and its weekday and
-//! minute of day tested. Intervals are half-open: `10:30-10:45` includes 10:30:00 and
+//! second of the day tested. Intervals are half-open: `10:30-10:45` includes 10:30:00 and
 //! ends before 10:45:00.
 //!
 //! Pure: no I/O, and the time is always an argument.
@@ -41,7 +41,7 @@ pub enum ScheduleError {
     #[error("{0:?} is not a day: use Mon Tue Wed Thu Fri Sat Sun, a range like Mon-Fri, a list like Mon,Wed,Fri, or Daily")]
     BadDay(String),
     /// Not a 24-hour `HH:MM`.
-    #[error("{0:?} is not a time: use 24-hour HH:MM, 00:00 to 24:00")]
+    #[error("{0:?} is not a time: use 24-hour HH:MM (or HH:MM:SS), 00:00 to 24:00")]
     BadTime(String),
     /// End not after start.
     #[error("window {0:?} ends before it starts")]
@@ -56,15 +56,15 @@ pub enum ScheduleError {
 
 const DAY_NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
-/// One weekly window: a set of weekdays and a span of minutes within each.
+/// One weekly window: a set of weekdays and a span of seconds within each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     /// Bit 0 = Monday … bit 6 = Sunday.
     days: u8,
-    /// Minutes since local midnight, start inclusive.
-    start: u16,
-    /// Minutes since local midnight, end exclusive (at most 1440).
-    end: u16,
+    /// Seconds since local midnight, start inclusive.
+    start: u32,
+    /// Seconds since local midnight, end exclusive (at most 86 400).
+    end: u32,
 }
 
 fn parse_day(s: &str) -> Result<u32, ScheduleError> {
@@ -86,23 +86,41 @@ fn parse_day(s: &str) -> Result<u32, ScheduleError> {
     Err(ScheduleError::BadDay(s.to_string()))
 }
 
-fn parse_time(s: &str) -> Result<u16, ScheduleError> {
+/// `HH:MM`, or `HH:MM:SS` (seconds are rarely wanted; a lesson that ends at 10:29:30
+/// can say so), as seconds since midnight.
+fn parse_time(s: &str) -> Result<u32, ScheduleError> {
     let bad = || ScheduleError::BadTime(s.to_string());
-    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let (h, rest) = s.split_once(':').ok_or_else(bad)?;
+    let (m, sec) = match rest.split_once(':') {
+        Some((m, sec)) => (m, Some(sec)),
+        None => (rest, None),
+    };
     if h.is_empty()
         || h.len() > 2
         || m.len() != 2
-        || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit())
+        || sec.is_some_and(|x| x.len() != 2)
+        || !h
+            .bytes()
+            .chain(m.bytes())
+            .chain(sec.unwrap_or("").bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return Err(bad());
     }
-    let h: u16 = h.parse().map_err(|_| bad())?;
-    let m: u16 = m.parse().map_err(|_| bad())?;
-    if m > 59 || h > 24 || (h == 24 && m != 0) {
+    let h: u32 = h.parse().map_err(|_| bad())?;
+    let m: u32 = m.parse().map_err(|_| bad())?;
+    let sec: u32 = match sec {
+        Some(x) => x.parse().map_err(|_| bad())?,
+        None => 0,
+    };
+    if m > 59 || sec > 59 || h > 24 || (h == 24 && (m != 0 || sec != 0)) {
         return Err(bad());
     }
-    Ok(h * 60 + m)
+    Ok(h * 3600 + m * 60 + sec)
 }
+
+/// Seconds in a day.
+const DAY: u32 = 24 * 3600;
 
 impl Window {
     /// Parses `DAYS HH:MM-HH:MM`.
@@ -137,7 +155,7 @@ impl Window {
             .split_once('-')
             .ok_or_else(|| ScheduleError::Syntax(s.to_string()))?;
         let (start, end) = (parse_time(start)?, parse_time(end)?);
-        if start == 24 * 60 {
+        if start == DAY {
             return Err(ScheduleError::BadTime(s.to_string()));
         }
         if end == start {
@@ -153,8 +171,8 @@ impl Window {
         self.days & (1 << weekday) != 0
     }
 
-    fn contains_local(&self, weekday: u32, minute: u16) -> bool {
-        self.has_day(weekday) && self.start <= minute && minute < self.end
+    fn contains_local(&self, weekday: u32, second: u32) -> bool {
+        self.has_day(weekday) && self.start <= second && second < self.end
     }
 }
 
@@ -187,14 +205,17 @@ impl fmt::Display for Window {
                 d += 1;
             }
         }
-        write!(
-            f,
-            " {:02}:{:02}-{:02}:{:02}",
-            self.start / 60,
-            self.start % 60,
-            self.end / 60,
-            self.end % 60
-        )
+        let time = |f: &mut fmt::Formatter<'_>, t: u32| {
+            write!(f, "{:02}:{:02}", t / 3600, t / 60 % 60)?;
+            if !t.is_multiple_of(60) {
+                write!(f, ":{:02}", t % 60)?;
+            }
+            Ok(())
+        };
+        f.write_str(" ")?;
+        time(f, self.start)?;
+        f.write_str("-")?;
+        time(f, self.end)
     }
 }
 
@@ -228,38 +249,38 @@ impl Schedule {
         })
     }
 
-    /// Weekday (from Monday), minute of the day and date of `at` in the schedule's zone.
+    /// Weekday (from Monday), second of the day and date of `at` in the schedule's zone.
     /// Every request asks (group schedules, grant windows), and the zone conversion cost
     /// about 3 % of a blocked request's instructions; within one second the answer does
     /// not change, so each thread keeps the last one.
-    fn local(&self, at: DateTime<Utc>) -> (u32, u16, NaiveDate) {
-        type Seen = Option<(Tz, i64, (u32, u16, NaiveDate))>;
+    fn local(&self, at: DateTime<Utc>) -> (u32, u32, NaiveDate) {
+        type Seen = Option<(Tz, i64, (u32, u32, NaiveDate))>;
         thread_local! {
             static LAST: std::cell::Cell<Seen> = const { std::cell::Cell::new(None) };
         }
-        let second = at.timestamp();
+        let stamp = at.timestamp();
         if let Some((tz, s, answer)) = LAST.get() {
-            if tz == self.tz && s == second {
+            if tz == self.tz && s == stamp {
                 return answer;
             }
         }
         let local = at.with_timezone(&self.tz);
-        let minute = (local.hour() * 60 + local.minute()) as u16;
+        let second = local.num_seconds_from_midnight();
         let answer = (
             local.weekday().num_days_from_monday(),
-            minute,
+            second,
             local.date_naive(),
         );
-        LAST.set(Some((self.tz, second, answer)));
+        LAST.set(Some((self.tz, stamp, answer)));
         answer
     }
 
     /// Whether `at` falls inside any window, in local wall-clock time.
     pub fn contains(&self, at: DateTime<Utc>) -> bool {
-        let (weekday, minute, _) = self.local(at);
+        let (weekday, second, _) = self.local(at);
         self.windows
             .iter()
-            .any(|w| w.contains_local(weekday, minute))
+            .any(|w| w.contains_local(weekday, second))
     }
 
     /// When `at` is inside a window, the instant that window ends (windows that touch
@@ -269,9 +290,9 @@ impl Schedule {
     /// instant after the gap; one that happens twice (the autumn fall-back) ends at the
     /// later of the two, so a grant never ends early.
     pub fn current_window_end(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let (weekday, minute, date) = self.local(at);
-        let mut end = None::<u16>;
-        let mut cursor = minute;
+        let (weekday, second, date) = self.local(at);
+        let mut end = None::<u32>;
+        let mut cursor = second;
         // Extend through touching or overlapping windows until none continues.
         loop {
             let next = self
@@ -283,7 +304,7 @@ impl Schedule {
             match next {
                 Some(e) if Some(e) != end => {
                     end = Some(e);
-                    if e >= 24 * 60 {
+                    if e >= DAY {
                         break;
                     }
                     cursor = e;
@@ -292,16 +313,12 @@ impl Schedule {
             }
         }
         let end = end?;
-        let (day, minutes) = if end >= 24 * 60 {
+        let (day, seconds) = if end >= DAY {
             (date.succ_opt()?, 0)
         } else {
             (date, end)
         };
-        let naive = day.and_time(NaiveTime::from_hms_opt(
-            u32::from(minutes / 60),
-            u32::from(minutes % 60),
-            0,
-        )?);
+        let naive = day.and_time(NaiveTime::from_num_seconds_from_midnight_opt(seconds, 0)?);
         match self.tz.from_local_datetime(&naive) {
             LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
             LocalResult::Ambiguous(_, later) => Some(later.with_timezone(&Utc)),
@@ -358,6 +375,11 @@ mod tests {
             ("Mon 10:00-11:00 extra", Err(E::Syntax)),
             ("", Err(E::Syntax)),
             ("Mon 1000-1100", Err(E::BadTime)),
+            ("Mon 10:00:30-10:01", Ok("Mon 10:00:30-10:01")),
+            ("Mon 10:00-10:00:05", Ok("Mon 10:00-10:00:05")),
+            ("Mon 10:00:60-11:00", Err(E::BadTime)),
+            ("Mon 10:00:5-11:00", Err(E::BadTime)),
+            ("Mon 24:00:01-24:00", Err(E::BadTime)),
         ];
         for (input, want) in rows {
             let got = ok(input);
@@ -454,6 +476,13 @@ mod tests {
             ("2026-01-13T14:00:00Z", Some("2026-01-13T15:15:00Z")),
             ("2026-01-17T09:00:00Z", None), // Saturday
         ];
+        // Seconds: a lesson that ends at 10:29:30 ends then.
+        let short = london(&["Tue 10:00-10:29:30"]);
+        assert_eq!(
+            short.current_window_end(utc("2026-01-13T10:29:29Z")),
+            Some(utc("2026-01-13T10:29:30Z"))
+        );
+        assert_eq!(short.current_window_end(utc("2026-01-13T10:29:30Z")), None);
         for (at, want) in rows {
             assert_eq!(lessons.current_window_end(utc(at)), want.map(utc), "{at}");
         }

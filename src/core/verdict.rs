@@ -50,8 +50,12 @@ pub enum Reason {
         /// The category.
         category: CategoryId,
     },
-    /// Rule 2: an active grant (see [`Verdict::grant`]).
+    /// Rule 2: a teacher's lesson override that blocks (see [`Verdict::grant`]).
+    LessonBlock,
+    /// Rule 3: an active grant (see [`Verdict::grant`]).
     Grant,
+    /// Rule 3: a teacher's lesson override that allows (see [`Verdict::grant`]).
+    LessonAllow,
     /// Rule 3: the group's `block_sites` entry.
     BlockedSite {
         /// Index into the group's `block_sites`.
@@ -118,6 +122,8 @@ impl Reason {
         match self {
             Reason::Illegal { .. } => ReasonCode::Illegal,
             Reason::Grant => ReasonCode::Grant,
+            Reason::LessonBlock => ReasonCode::LessonBlock,
+            Reason::LessonAllow => ReasonCode::LessonAllow,
             Reason::BlockedSite { .. } => ReasonCode::BlockSites,
             Reason::AllowedSite { .. } => ReasonCode::AllowSites,
             Reason::IpLiteral => ReasonCode::IpLiteral,
@@ -130,8 +136,8 @@ impl Reason {
 }
 
 /// Why a request was allowed or refused, as the decision log records it: the policy
-/// rule that decided (the first nine, from [`Reason::code`]), or a refusal of how the
-/// request arrived, made before or beside the policy (the rest).
+/// rule that decided (the first nine and the last two, from [`Reason::code`]), or a
+/// refusal of how the request arrived, made before or beside the policy (the rest).
 ///
 /// Stored and exported as its snake_case name (`category`, `no_sni`, …): the decision
 /// log's on-disk form is the same as when these were strings, so logs written before
@@ -171,11 +177,16 @@ pub enum ReasonCode {
     AuthFailed,
     /// A destination on the school's own network (or this node) that may not be dialled.
     InternalDestination,
+    /// Rule 2: a teacher's lesson override blocked it (appended: codes are stored as
+    /// their names, so logs from before it read unchanged).
+    LessonBlock,
+    /// Rule 3: a teacher's lesson override allowed it.
+    LessonAllow,
 }
 
 impl ReasonCode {
     /// Every code, in declaration order.
-    pub const ALL: [ReasonCode; 16] = [
+    pub const ALL: [ReasonCode; 18] = [
         ReasonCode::Illegal,
         ReasonCode::Grant,
         ReasonCode::BlockSites,
@@ -192,6 +203,8 @@ impl ReasonCode {
         ReasonCode::Ech,
         ReasonCode::AuthFailed,
         ReasonCode::InternalDestination,
+        ReasonCode::LessonBlock,
+        ReasonCode::LessonAllow,
     ];
 
     /// The name stored and shown (`category`, `no_sni`, …).
@@ -213,6 +226,8 @@ impl ReasonCode {
             ReasonCode::Ech => "ech",
             ReasonCode::AuthFailed => "auth_failed",
             ReasonCode::InternalDestination => "internal_destination",
+            ReasonCode::LessonBlock => "lesson_block",
+            ReasonCode::LessonAllow => "lesson_allow",
         }
     }
 

@@ -113,7 +113,8 @@ pub struct Exporter {
 /// (a long download must not hold memory forever).
 const MAX_PENDING: usize = 100_000;
 
-fn iso(us: i64) -> String {
+/// A log time (µs since the epoch) as RFC 3339 UTC with milliseconds.
+pub fn iso(us: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(us)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -381,6 +382,16 @@ pub fn human_line(entry: &Entry) -> Option<String> {
                 String::new()
             } else {
                 format!(" about ref {}", crate::decision::format_reference(*of))
+            },
+        )),
+        Body::AlertAck { of, by, note } => Some(format!(
+            "{time}  #{}  alert ACKNOWLEDGED about ref {} by {by}{}",
+            entry.seq,
+            crate::decision::format_reference(*of),
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!(": {note}")
             },
         )),
         Body::Completion { .. } | Body::Seal { .. } => None,

@@ -191,6 +191,17 @@ pub enum Body {
         /// Why an attempt failed, or how many attempts the alert stood for.
         detail: String,
     },
+    /// The DSL (or a deputy) acknowledged the alerts about a decision: someone has
+    /// picked the concern up. Appended after [`Body::Alert`]; logs before it read
+    /// unchanged.
+    AlertAck {
+        /// The sequence number of the decision whose alerts are acknowledged.
+        of: u64,
+        /// Who acknowledged (the name given, and the token it came through).
+        by: String,
+        /// What they are doing about it (may be empty).
+        note: String,
+    },
 }
 
 /// [`Body`] as stored, for writing: each kind borrowed from the body, in the stored
@@ -236,6 +247,11 @@ enum StoredRef<'a> {
         of: u64,
         detail: &'a str,
     },
+    AlertAck {
+        of: u64,
+        by: &'a str,
+        note: &'a str,
+    },
 }
 
 /// [`Body`] as stored, for reading (see [`StoredRef`]).
@@ -279,6 +295,11 @@ enum Stored {
         subject: String,
         of: u64,
         detail: String,
+    },
+    AlertAck {
+        of: u64,
+        by: String,
+        note: String,
     },
 }
 
@@ -340,6 +361,7 @@ impl Serialize for Body {
                 of: *of,
                 detail,
             },
+            Body::AlertAck { of, by, note } => StoredRef::AlertAck { of: *of, by, note },
         };
         stored.serialize(serializer)
     }
@@ -400,6 +422,7 @@ impl<'de> Deserialize<'de> for Body {
                 of,
                 detail,
             },
+            Stored::AlertAck { of, by, note } => Body::AlertAck { of, by, note },
         })
     }
 }
@@ -869,9 +892,23 @@ mod tests {
             Body::Start {
                 version: "1.0.0".into(),
             },
+            Body::Alert {
+                id: 4,
+                channel: "email".into(),
+                sent: true,
+                attempt: 1,
+                subject: "self-harm".into(),
+                of: 9,
+                detail: "1 attempt".into(),
+            },
+            Body::AlertAck {
+                of: 9,
+                by: "j.smith (dsl-office)".into(),
+                note: "spoke to the pupil".into(),
+            },
         ];
         // (body, its stored kind: the variant index, the payload's first byte here)
-        for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6]) {
+        for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6, 8, 9]) {
             let bytes = postcard::to_stdvec(body).expect("encodes");
             assert_eq!(bytes[0], kind, "{body:?}");
             assert_eq!(

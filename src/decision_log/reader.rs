@@ -877,6 +877,9 @@ pub struct Found {
     pub completion: Option<Entry>,
     /// The alerts sent about it, and failed attempts to send them.
     pub alerts: Vec<Entry>,
+    /// Acknowledgements of those alerts by the DSL ([`Body::AlertAck`]), found within
+    /// the same horizon as the alerts (a day and an hour after the decision).
+    pub acks: Vec<Entry>,
 }
 
 /// How long after a decision its completion is looked for (a tunnel may stay open for
@@ -887,6 +890,17 @@ const COMPLETION_HORIZON_US: i64 = 25 * 3600 * 1_000_000;
 /// one that holds it; `Ok(None)` if the log does not hold it (never written, or deleted
 /// by retention).
 pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
+    find_until(dir, seq, false)
+}
+
+/// As [`find`], but reads to the horizon whatever the decision was: an alert on an
+/// allowed visit (`alert_on_allow`) can come after the request's completion, where
+/// `find` stops. For acknowledging an alert, a rare call worth the longer read.
+pub fn find_with_alerts(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
+    find_until(dir, seq, true)
+}
+
+fn find_until(dir: &Path, seq: u64, to_horizon: bool) -> Result<Option<Found>, ReadError> {
     let mut after = entries_after(dir, seq.saturating_sub(1))?;
     let Some((node, entry)) = after.next() else {
         return Ok(None);
@@ -897,9 +911,9 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
     let horizon = entry.time_us.saturating_add(COMPLETION_HORIZON_US);
     // A block has no completion: its alerts are looked for up to the horizon. An allow
     // is looked at until its completion (an alert on an allowed visit is rare).
-    let blocked =
-        matches!(&entry.body, Body::Decision(d) if d.action == super::StoredAction::Block);
-    let (mut completion, mut alerts) = (None, Vec::new());
+    let blocked = to_horizon
+        || matches!(&entry.body, Body::Decision(d) if d.action == super::StoredAction::Block);
+    let (mut completion, mut alerts, mut acks) = (None, Vec::new(), Vec::new());
     for (_, e) in after.take_while(|(_, e)| e.time_us <= horizon) {
         match e.body {
             Body::Completion { of, .. } if of == seq => {
@@ -909,6 +923,7 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
                 }
             }
             Body::Alert { of, .. } if of == seq => alerts.push(e),
+            Body::AlertAck { of, .. } if of == seq => acks.push(e),
             _ => {}
         }
     }
@@ -917,6 +932,7 @@ pub fn find(dir: &Path, seq: u64) -> Result<Option<Found>, ReadError> {
         entry,
         completion,
         alerts,
+        acks,
     }))
 }
 

@@ -9,11 +9,19 @@
 //! | `GET /api/grants` | viewer, technician | every grant with its state |
 //! | `POST /api/grants` | technician | adds a grant (JSON); `400` with the reasons |
 //! | `DELETE /api/grants/{id}?reason=…` | technician | revokes a grant |
-//! | `GET /api/decisions/{reference}` | viewer, technician | the decision a block page's reference names, how it ended, and what would unblock it (the body of a `POST /api/grants`, less ticket and reason) |
+//! | `GET /api/decisions/{reference}` | viewer, technician, dsl | the decision a block page's reference names, how it ended, its alerts and their acknowledgements, and what would unblock it (the body of a `POST /api/grants`, less ticket and reason) |
+//! | `GET /api/lessons` | teacher (their own), viewer, technician | lesson overrides with their state |
+//! | `POST /api/lessons` | teacher | a lesson override for the token's classrooms or classes (JSON: `effect`, `reason`, `classrooms`, `groups`, `sites`, `categories`, `minutes`); `201` with its id and end, `400` with the reason, `403` for a room or class not the teacher's |
+//! | `DELETE /api/lessons/{id}` | teacher (their own), technician | ends a lesson override early |
+//! | `POST /api/alerts/{reference}/ack` | dsl | acknowledges the alerts about a decision (JSON: `by`, `note`); `201`, `404` if no alert was sent about it |
 //!
 //! Tokens are bearer tokens whose SHA-256 is listed in policy with a role; the token's
-//! name is recorded as who made the change. Every call, allowed or not, is an entry in
-//! the decision log.
+//! name is recorded as who made the change. With `[[teachers.directory]]` rules, a
+//! teacher may instead sign in with their directory account (`Authorization: Basic`):
+//! they get the teacher role for the rules' classrooms and groups, under their account
+//! name. Every call, allowed or not, is an entry in
+//! the decision log. A teacher's token reaches the lessons API only: grants and
+//! decisions name pupils and tickets that are not a teacher's business.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Proxy;
 use crate::decision_log::{Body as Entry, GrantEvent};
-use crate::grant_store::{self, NewGrant, StoreError};
+use crate::grant_store::{self, NewGrant, NewLesson, StoreError};
 use crate::settings::{AdminToken, Role};
 
 type Reply = Response<Full<Bytes>>;
@@ -64,6 +72,42 @@ fn token_of<'a>(req: &Request<Incoming>, tokens: &'a [AdminToken]) -> Option<&'a
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
     })
+}
+
+/// A teacher signing in with their directory account (`Authorization: Basic`), when
+/// the policy maps directory groups to teachers (`[[teachers.directory]]`): a teacher
+/// "token" named after the account, for the classrooms and groups of every rule whose
+/// group the account is in. `None` for anything else (no directory, a wrong password,
+/// the directory down, an account in no teachers' group): the caller answers 401.
+async fn directory_teacher(
+    proxy: &Proxy,
+    req: &Request<Incoming>,
+    snap: &crate::snapshot::Snapshot,
+) -> Option<AdminToken> {
+    let settings = snap.settings.directory.as_ref()?;
+    if snap.policy.teachers.directory.is_empty() {
+        return None;
+    }
+    let header = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (user, password) = super::auth::parse_basic(header)?;
+    match proxy.directory.sign_in(settings, &user, &password).await {
+        crate::directory::SignIn::Ok(account) => {
+            let scope = snap
+                .policy
+                .teachers
+                .scope_of_directory_groups(&account.groups)?;
+            Some(AdminToken {
+                name: account.name.clone(),
+                role: Role::Teacher,
+                sha256: [0; 32],
+                teacher: scope,
+            })
+        }
+        crate::directory::SignIn::Refused(e) | crate::directory::SignIn::Unavailable(e) => {
+            tracing::info!(target: "gatehouse::auth", error = %e, "admin API directory sign-in refused");
+            None
+        }
+    }
 }
 
 /// Serves the admin listener until shutdown.
@@ -137,11 +181,22 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
         }
         _ => {}
     }
-    if !path.starts_with("/api/grants") && !path.starts_with("/api/decisions/") {
+    let area = if path == "/api/grants" || path.starts_with("/api/grants/") {
+        Area::Grants
+    } else if path.starts_with("/api/decisions/") {
+        Area::Decisions
+    } else if path == "/api/lessons" || path.starts_with("/api/lessons/") {
+        Area::Lessons
+    } else if path.starts_with("/api/alerts/") {
+        Area::Alerts
+    } else {
         return text(StatusCode::NOT_FOUND, "not found\n");
-    }
+    };
     let snap = proxy.live.get();
-    let token = token_of(&req, &snap.settings.admin.tokens).cloned();
+    let token = match token_of(&req, &snap.settings.admin.tokens).cloned() {
+        Some(t) => Some(t),
+        None => directory_teacher(&proxy, &req, &snap).await,
+    };
     let who = token
         .as_ref()
         .map(|t| t.name.clone())
@@ -172,20 +227,24 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
         );
         return r;
     };
-    let writes = method != Method::GET;
-    if writes && token.role != Role::Technician {
+    if let Err(why) = area.permits(token.role, &method) {
         audit(
             GrantEvent::ApiRefused(method.to_string()),
             "-",
             "-",
-            format!("{path}: viewer tokens may only read"),
+            format!("{path}: {} tokens {why}", token.role.as_str()),
         );
         return json(
             StatusCode::FORBIDDEN,
-            serde_json::json!({"error": "this token may only read grants"}),
+            serde_json::json!({"error": format!("this {} token {why}", token.role.as_str())}),
         );
     }
     let now = chrono::Utc::now();
+    match area {
+        Area::Lessons => return lessons(&proxy, req, &token, &audit, now).await,
+        Area::Alerts => return ack(&proxy, req, &token, &audit).await,
+        Area::Grants | Area::Decisions => {}
+    }
     match (method.clone(), path.trim_end_matches('/')) {
         (Method::GET, "/api/grants") => {
             let s = snap.clone();
@@ -318,6 +377,274 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
     }
 }
 
+/// The parts of the API, for the role check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Area {
+    Grants,
+    Decisions,
+    Lessons,
+    Alerts,
+}
+
+impl Area {
+    /// Whether a role may make this call; if not, why (after "this ROLE token").
+    fn permits(self, role: Role, method: &Method) -> Result<(), &'static str> {
+        let reads = *method == Method::GET;
+        match (self, role) {
+            (Area::Grants, Role::Technician) => Ok(()),
+            (Area::Grants, Role::Viewer) if reads => Ok(()),
+            (Area::Grants, Role::Viewer) => Err("may only read grants"),
+            (Area::Grants, _) => Err("may not use the grants API"),
+            (Area::Decisions, Role::Technician | Role::Viewer | Role::Dsl) => Ok(()),
+            (Area::Decisions, _) => Err("may not look up decisions"),
+            (Area::Lessons, Role::Teacher) => Ok(()),
+            (Area::Lessons, Role::Technician) if *method != Method::POST => Ok(()),
+            (Area::Lessons, Role::Viewer) if reads => Ok(()),
+            (Area::Lessons, _) => Err("may not make lesson overrides (teacher tokens do)"),
+            (Area::Alerts, Role::Dsl) if *method == Method::POST => Ok(()),
+            (Area::Alerts, _) => Err("may not acknowledge alerts (dsl tokens do)"),
+        }
+    }
+}
+
+/// Reads a JSON body of at most 64 KiB.
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, String> {
+    let body = Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| "the body is unreadable or larger than 64 KiB".to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+type Audit<'a> = dyn Fn(GrantEvent, &str, &str, String) + Send + Sync + 'a;
+
+/// `/api/lessons`: a teacher's lesson overrides.
+async fn lessons(
+    proxy: &Arc<Proxy>,
+    req: Request<Incoming>,
+    token: &AdminToken,
+    audit: &Audit<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Reply {
+    let snap = proxy.live.get();
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let teacher = (token.role == Role::Teacher).then(|| token.name.clone());
+    match (method, path.as_str()) {
+        (Method::GET, "/api/lessons") => {
+            let s = snap.clone();
+            match tokio::task::spawn_blocking(move || grant_store::list(&s, now)).await {
+                Ok(Ok(rows)) => {
+                    let rows: Vec<_> = rows
+                        .into_iter()
+                        .filter(|r| r.kind == "lesson")
+                        .filter(|r| teacher.as_ref().is_none_or(|t| r.issued_by == *t))
+                        .collect();
+                    audit(
+                        GrantEvent::ApiList,
+                        "-",
+                        "-",
+                        format!("{} lesson overrides", rows.len()),
+                    );
+                    json(StatusCode::OK, serde_json::json!(rows))
+                }
+                _ => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({"error": "the grants file could not be read"}),
+                ),
+            }
+        }
+        (Method::POST, "/api/lessons") => {
+            let lesson: NewLesson = match json_body(req).await {
+                Ok(l) => l,
+                Err(e) => {
+                    audit(GrantEvent::ApiRefused("lesson".into()), "-", "-", e.clone());
+                    return json(StatusCode::BAD_REQUEST, serde_json::json!({"errors": [e]}));
+                }
+            };
+            let s = snap.clone();
+            let name = token.name.clone();
+            let scope = token.teacher.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                grant_store::add_lesson(&s, &lesson, &name, &scope, now)
+            })
+            .await;
+            match result {
+                Ok(Ok(made)) => {
+                    proxy.reload_grants();
+                    json(StatusCode::CREATED, serde_json::json!(made))
+                }
+                Ok(Err(e)) => refused(audit, "lesson", "-", e),
+                Err(_) => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({"errors": ["internal error"]}),
+                ),
+            }
+        }
+        (Method::DELETE, p) if p.starts_with("/api/lessons/") => {
+            let id = p.trim_start_matches("/api/lessons/").to_string();
+            let s = snap.clone();
+            let by = token.name.clone();
+            let id2 = id.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                grant_store::end_lesson(&s, &id2, &by, teacher.as_deref(), now)
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => {
+                    proxy.reload_grants();
+                    json(StatusCode::OK, serde_json::json!({"ended": id}))
+                }
+                Ok(Err(e)) => refused(audit, "end lesson", &id, e),
+                Err(_) => json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({"errors": ["internal error"]}),
+                ),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// What `POST /api/alerts/{reference}/ack` takes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    /// Who is acknowledging, when the token is shared (a DSL office's): recorded
+    /// with the token's name. Default: the token's name alone.
+    #[serde(default)]
+    by: Option<String>,
+    /// What is being done about it.
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /api/alerts/{reference}/ack`: the DSL acknowledges the alerts about a decision.
+/// The acknowledgement is a decision-log entry, written (handed to the operating system)
+/// before the answer says so.
+async fn ack(
+    proxy: &Arc<Proxy>,
+    req: Request<Incoming>,
+    token: &AdminToken,
+    audit: &Audit<'_>,
+) -> Reply {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let Some(typed) = path
+        .strip_prefix("/api/alerts/")
+        .and_then(|p| p.strip_suffix("/ack"))
+    else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let typed = percent_encoding::percent_decode_str(typed)
+        .decode_utf8_lossy()
+        .into_owned();
+    let seq = match crate::decision::parse_reference(&typed) {
+        Ok(seq) => seq,
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"errors": [format!("reference {typed:?}: {e}")]}),
+            )
+        }
+    };
+    let reference = crate::decision::format_reference(seq);
+    let body: AckBody = match json_body(req).await {
+        Ok(b) => b,
+        Err(e) => {
+            audit(
+                GrantEvent::ApiRefused("ack".into()),
+                &reference,
+                "-",
+                e.clone(),
+            );
+            return json(StatusCode::BAD_REQUEST, serde_json::json!({"errors": [e]}));
+        }
+    };
+    let by = match body.by.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+        Some(name) if name != token.name => format!("{name} (token {})", token.name),
+        _ => token.name.clone(),
+    };
+    if body.note.len() > 2000 || by.len() > 200 {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"errors": ["the name or the note is too long (200 and 2000 bytes at most)"]}),
+        );
+    }
+    let dir = proxy.live.get().settings.log.dir.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        use crate::decision_log::reader;
+        // A block's alerts are all within `find`'s reach; an allowed visit's
+        // (alert_on_allow) may come after its completion, where `find` stops.
+        match reader::find(&dir, seq) {
+            Ok(Some(f)) if f.alerts.is_empty() => reader::find_with_alerts(&dir, seq),
+            other => other,
+        }
+    })
+    .await;
+    let found = match found {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => {
+            audit(
+                GrantEvent::ApiRefused("ack".into()),
+                &reference,
+                "-",
+                "not in the log".into(),
+            );
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"errors": [format!("reference {reference} (#{seq}) is not in this node's log")]}),
+            );
+        }
+        _ => {
+            return json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"errors": ["the decision log could not be read"]}),
+            )
+        }
+    };
+    if found.alerts.is_empty() {
+        audit(
+            GrantEvent::ApiRefused("ack".into()),
+            &reference,
+            "-",
+            "no alert about it".into(),
+        );
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"errors": [format!("no alert was sent about reference {reference}: there is nothing to acknowledge")]}),
+        );
+    }
+    let already = found.acks.len();
+    match proxy
+        .log
+        .handle
+        .append(Entry::AlertAck {
+            of: seq,
+            by: by.clone(),
+            note: body.note.clone(),
+        })
+        .await
+    {
+        Ok(ack_seq) => {
+            proxy.metrics.alerts_acknowledged.inc();
+            json(
+                StatusCode::CREATED,
+                serde_json::json!({
+                    "reference": reference,
+                    "acknowledged_by": by,
+                    "entry": ack_seq,
+                    "earlier_acknowledgements": already,
+                }),
+            )
+        }
+        Err(e) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"errors": [format!("the acknowledgement could not be written to the decision log: {e}")]}),
+        ),
+    }
+}
+
 /// A found entry as the decisions API returns it: the decision as `log export --format
 /// jsonl` writes it, with its reference and what would unblock it.
 fn decision_json(found: &crate::decision_log::reader::Found) -> serde_json::Value {
@@ -344,6 +671,7 @@ fn decision_json(found: &crate::decision_log::reader::Found) -> serde_json::Valu
         Unblock::Illegal => serde_json::json!({"kind": "illegal"}),
         Unblock::ByAddress => serde_json::json!({"kind": "by_address"}),
         Unblock::NotTheSite => serde_json::json!({"kind": "not_the_site"}),
+        Unblock::Lesson { id } => serde_json::json!({"kind": "lesson", "grant": id}),
         Unblock::Nothing => serde_json::json!({"kind": "nothing"}),
     };
     let mut out = crate::decision_log::export::decision_json(
@@ -356,23 +684,50 @@ fn decision_json(found: &crate::decision_log::reader::Found) -> serde_json::Valu
     out["reference"] = reference.into();
     out["kind"] = "decision".into();
     out["unblock"] = unblock;
+    out["alerts"] = found
+        .alerts
+        .iter()
+        .filter_map(|a| match &a.body {
+            Entry::Alert {
+                channel,
+                sent,
+                attempt,
+                ..
+            } => Some(serde_json::json!({
+                "time": crate::decision_log::export::iso(a.time_us),
+                "channel": channel,
+                "sent": sent,
+                "attempt": attempt,
+            })),
+            _ => None,
+        })
+        .collect();
+    out["acknowledgements"] = found
+        .acks
+        .iter()
+        .filter_map(|a| match &a.body {
+            Entry::AlertAck { by, note, .. } => Some(serde_json::json!({
+                "time": crate::decision_log::export::iso(a.time_us),
+                "by": by,
+                "note": note,
+            })),
+            _ => None,
+        })
+        .collect();
     out
 }
 
-fn refused(
-    audit: &dyn Fn(GrantEvent, &str, &str, String),
-    what: &str,
-    key: &str,
-    e: StoreError,
-) -> Reply {
+fn refused(audit: &Audit<'_>, what: &str, key: &str, e: StoreError) -> Reply {
     let (status, errors): (StatusCode, Vec<String>) = match e {
         StoreError::Invalid(errors) => (
             StatusCode::BAD_REQUEST,
             errors.0.iter().map(|e| e.kind.to_string()).collect(),
         ),
-        e @ (StoreError::RevocationUnexplained | StoreError::NoSuchGrant(_)) => {
-            (StatusCode::BAD_REQUEST, vec![e.to_string()])
-        }
+        e @ (StoreError::RevocationUnexplained
+        | StoreError::NoSuchGrant(_)
+        | StoreError::Lesson(_)
+        | StoreError::Unknown(_)) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
+        e @ StoreError::NotYours(_) => (StatusCode::FORBIDDEN, vec![e.to_string()]),
         e @ StoreError::Shape(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
         StoreError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, vec![m.to_string()]),
     };

@@ -82,12 +82,29 @@ impl Proxy {
         explanation: &str,
         status: u16,
     ) -> Option<u64> {
+        self.record_block(ctx, asked, categories, reason, None, explanation, status)
+            .await
+    }
+
+    /// Records a block; `grant` is the ticket of the grant that decided it (a teacher's
+    /// lesson block: `lesson:<id>`), so the log and the report can count it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record_block(
+        &self,
+        ctx: &RequestContext,
+        asked: &Asked<'_>,
+        categories: Vec<String>,
+        reason: ReasonCode,
+        grant: Option<String>,
+        explanation: &str,
+        status: u16,
+    ) -> Option<u64> {
         let record = Decision::new(
             asked,
             StoredAction::Block,
             reason,
             categories,
-            None,
+            grant,
             status,
             Vec::new(),
         );
@@ -103,12 +120,13 @@ impl Proxy {
         shown: Option<&Category>,
         categories: Vec<String>,
         reason: ReasonCode,
+        grant: Option<String>,
         explanation: String,
         as_text: bool,
     ) -> Response<Body> {
         // A refusal stands even when it cannot be logged; only its reference is missing.
         let reference = match self
-            .record_refusal(ctx, asked, categories, reason, &explanation, 403)
+            .record_block(ctx, asked, categories, reason, grant, &explanation, 403)
             .await
         {
             Some(seq) => format_reference(seq),
@@ -172,6 +190,7 @@ impl Proxy {
                 shown,
                 names,
                 verdict.reason.code(),
+                verdict.grant.as_ref().map(|g| g.ticket.to_string()),
                 explanation,
                 as_text,
             )

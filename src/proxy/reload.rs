@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::Proxy;
+use crate::core::grants::{Effect, GrantKind};
 use crate::decision_log::{GrantEvent, ReloadKind};
 use crate::lists::CacheMode;
 use crate::snapshot::{self, Snapshot};
@@ -34,6 +35,12 @@ pub(super) fn watch_grants(
     let mut watcher = match notify::recommended_watcher(
         move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event {
+                // Opening and reading the file (every reload does) is not a change: on
+                // inotify those are Access events, and reacting to them reloaded in a
+                // loop, an audit entry every 150 ms.
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
                 if event
                     .paths
                     .iter()
@@ -74,8 +81,13 @@ fn grant_changes(
                 by: g.issued_by.clone(),
                 detail: {
                     let (scope, target) = g.terms(policy);
+                    let (kind, verb) = match g.kind {
+                        GrantKind::Ticketed => ("", "opens"),
+                        GrantKind::Lesson(Effect::Allow) => ("lesson allow: ", "opens"),
+                        GrantKind::Lesson(Effect::Block) => ("lesson block: ", "closes"),
+                    };
                     format!(
-                        "{} (for {scope}; opens {target}; from {} until {})",
+                        "{kind}{} (for {scope}; {verb} {target}; from {} until {})",
                         g.reason,
                         g.starts.to_rfc3339(),
                         g.expires.to_rfc3339()
@@ -134,6 +146,18 @@ impl Proxy {
                 .filter(|g| g.active_at(now))
                 .count() as i64,
         );
+        for effect in [Effect::Allow, Effect::Block] {
+            self.metrics
+                .lesson_overrides_active
+                .with_label_values(&[effect.as_str()])
+                .set(
+                    snap.grants
+                        .grants
+                        .iter()
+                        .filter(|g| g.kind == GrantKind::Lesson(effect) && g.active_at(now))
+                        .count() as i64,
+                );
+        }
     }
 
     /// Re-reads the grants file; a file that fails is refused whole and the grants in
@@ -145,6 +169,7 @@ impl Proxy {
                 let changes = grant_changes(&current.grants, &next.grants, &next.policy);
                 let active = next.grants.grants.len();
                 self.live.replace(next);
+                self.set_snapshot_gauges();
                 tracing::info!(
                     kind = "grants",
                     result = "ok",

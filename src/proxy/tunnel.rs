@@ -283,6 +283,7 @@ pub async fn handle(
                 None,
                 Vec::new(),
                 ReasonCode::Port,
+                None,
                 explanation,
                 true,
             )
@@ -464,7 +465,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                     );
                 }
                 let _ = proxy
-                    .record_refusal(
+                    .record_block(
                         &ctx,
                         &Asked {
                             sni: Some(name),
@@ -472,6 +473,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
                         },
                         categories,
                         v.reason.code(),
+                        v.grant.as_ref().map(|g| g.ticket.to_string()),
                         &explanation,
                         403,
                     )

@@ -143,6 +143,10 @@ pub struct Builder<'a> {
     safe_search: HashMap<(String, String, &'static str, String), u64>,
     grant_events: Vec<GrantRow>,
     grant_use: HashMap<String, u64>,
+    /// (node, decision) → when an alert about it was first delivered (µs).
+    alerted: HashMap<(String, u64), i64>,
+    /// (node, decision) acknowledged by the DSL.
+    acked: std::collections::HashSet<(String, u64)>,
     daily: BTreeMap<NaiveDate, DayRow>,
     /// Each local day's start in µs, for finding an entry's day without a time-zone
     /// conversion per entry.
@@ -197,6 +201,8 @@ impl<'a> Builder<'a> {
             hosts: Hosts::default(),
             grant_events: Vec::new(),
             grant_use: HashMap::default(),
+            alerted: HashMap::default(),
+            acked: Default::default(),
             day_starts: daily
                 .keys()
                 .filter_map(|d| {
@@ -401,12 +407,19 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            Body::Alert { sent, .. } => {
+            Body::Alert { sent, of, .. } => {
                 if *sent {
                     self.totals.alerts_sent += 1;
+                    if *of != 0 {
+                        self.alerted.entry((node.to_string(), *of)).or_insert(us);
+                    }
                 } else {
                     self.totals.alerts_failed += 1;
                 }
+            }
+            Body::AlertAck { of, .. } => {
+                self.totals.alerts_acknowledged += 1;
+                self.acked.insert((node.to_string(), *of));
             }
             Body::Grant {
                 action,
@@ -560,6 +573,13 @@ impl<'a> Builder<'a> {
                 });
             }
         }
+        let day_before_end = (self.period.to - chrono::Duration::days(1)).timestamp_micros();
+        let mut totals = self.totals;
+        totals.alerts_unacknowledged_after_a_day = self
+            .alerted
+            .iter()
+            .filter(|(key, first)| **first < day_before_end && !self.acked.contains(*key))
+            .count() as u64;
         for row in &mut grant_rows {
             row.requests_allowed = self.grant_use.get(&row.ticket).copied().unwrap_or(0);
             if let Some(t) = terms.get(&row.id) {
@@ -570,6 +590,9 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+        let (teacher_overrides, grants): (Vec<GrantRow>, Vec<GrantRow>) = grant_rows
+            .into_iter()
+            .partition(|r| crate::core::grants::is_lesson_ticket(&r.ticket));
         Report {
             school: self.policy.school.clone(),
             from: self
@@ -590,7 +613,7 @@ impl<'a> Builder<'a> {
                 .to_string(),
             nodes: self.nodes,
             integrity,
-            totals: self.totals,
+            totals,
             previous: self.previous,
             alerts,
             searches,
@@ -599,7 +622,8 @@ impl<'a> Builder<'a> {
             safe_search,
             people,
             drilldown,
-            grants: grant_rows,
+            grants,
+            teacher_overrides,
             daily: self.daily.into_values().collect(),
         }
     }

@@ -202,10 +202,15 @@ pub struct Totals {
     /// Alert attempts (illegal or safeguarding).
     pub alerts: u64,
     /// Alert notifications delivered to the DSL (each channel counts: an alert sent by
-    /// email and webhook is 2). Acknowledgement by the DSL is not recorded yet.
+    /// email and webhook is 2).
     pub alerts_sent: u64,
     /// Failed attempts to deliver an alert notification (each was retried).
     pub alerts_failed: u64,
+    /// Acknowledgements of alerts by the DSL in the period (`gatehouse alerts ack`).
+    pub alerts_acknowledged: u64,
+    /// Decisions alerted in the period whose alert was delivered more than a day before
+    /// the period's end and that nobody has acknowledged in the logs read.
+    pub alerts_unacknowledged_after_a_day: u64,
 }
 
 /// Log integrity, per directory.
@@ -252,8 +257,11 @@ pub struct Report {
     pub people: Vec<PersonRow>,
     /// Per-person drill-down: time, category, host.
     pub drilldown: BTreeMap<String, Vec<(String, String, String)>>,
-    /// Grants.
+    /// Grants (technicians', against a ticket).
     pub grants: Vec<GrantRow>,
+    /// Teachers' lesson overrides (blocks and allows for one lesson, no ticket): the
+    /// ticket column holds `lesson:<id>`, `requests_allowed` the requests each decided.
+    pub teacher_overrides: Vec<GrantRow>,
     /// Per day.
     pub daily: Vec<DayRow>,
 }

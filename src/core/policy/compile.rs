@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use super::{CategoryDef, GrantRules, Policy};
+use super::{CategoryDef, Classroom, GrantRules, Policy, TeacherRules};
 use crate::core::category::{
     AlertMode, Category, CategoryId, CategorySet, Severity, ILLEGAL_BLOCK_MESSAGE, MAX_CATEGORIES,
 };
 use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawDirectory, RawGrantRules,
-    RawGroup, RawIdentity, RawPolicy, RawSafeSearch, RawSchedule, RawUsers, Source,
+    RawGroup, RawIdentity, RawPolicy, RawSafeSearch, RawSchedule, RawTeachers, RawUsers, Source,
 };
 use crate::core::directory::{GroupMapping, GroupPattern, GroupRule, Unmapped};
 use crate::core::group::{Group, GroupId, Mode};
@@ -55,6 +55,7 @@ impl Policy {
         let identity = c.identity(&raw.identity, users, &groups);
         let grant_rules = c.grant_rules(&raw.grants);
         let safe_search = c.safe_search(raw.safe_search);
+        let teachers = c.teachers(&raw.teachers, &schedule_ids, &groups.ids);
 
         let mut errors = c.errors;
         if !errors.is_empty() {
@@ -76,6 +77,7 @@ impl Policy {
             identity,
             grant_rules,
             safe_search,
+            teachers,
             allow_site_lines: groups.allow_site_lines,
             source: source.clone(),
         })
@@ -204,6 +206,7 @@ impl Compiler<'_> {
                     alert,
                     term_alert,
                     alert_on_allow: cat.alert_on_allow,
+                    locked: cat.locked || severity == Severity::Illegal,
                 },
                 list_dir,
             });
@@ -840,6 +843,139 @@ impl Compiler<'_> {
                 }
                 claimed.push((pattern, engine.name.as_str(), span.clone()));
             }
+        }
+    }
+
+    /// `[teachers]`: the lesson schedule (named, or `lessons` if there is one), the
+    /// longest override, the classrooms and their networks.
+    fn teachers(
+        &mut self,
+        raw: &RawTeachers,
+        schedule_ids: &HashMap<String, ScheduleId>,
+        group_ids: &HashMap<String, GroupId>,
+    ) -> TeacherRules {
+        let lessons = match &raw.lessons {
+            Some(name) => match schedule_ids.get(name.get_ref()) {
+                Some(id) => Some(*id),
+                None => {
+                    self.errors.push(self.source.error_at(
+                        name.span(),
+                        ConfigErrorKind::UnknownSchedule {
+                            name: name.get_ref().clone(),
+                            known: known(schedule_ids.keys().map(String::as_str)),
+                        },
+                    ));
+                    None
+                }
+            },
+            None => schedule_ids.get("lessons").copied(),
+        };
+        let max_minutes = match &raw.max_minutes {
+            Some(m) if *m.get_ref() == 0 || *m.get_ref() > 24 * 60 => {
+                self.invalid(
+                    m.span(),
+                    format!(
+                        "max_minutes {} must be from 1 to 1440 (a school day at most)",
+                        m.get_ref()
+                    ),
+                );
+                60
+            }
+            Some(m) => *m.get_ref(),
+            None => 60,
+        };
+        let mut classrooms = Vec::new();
+        for (name, room) in &raw.classrooms {
+            if let Err(why) = check_name(name.get_ref()) {
+                self.invalid(
+                    name.span(),
+                    format!("classroom name {:?}: {why}", name.get_ref()),
+                );
+            }
+            if room.subnets.is_empty() {
+                self.invalid(
+                    name.span(),
+                    format!(
+                        "classroom {:?} has no subnets: say which networks its devices are on",
+                        name.get_ref()
+                    ),
+                );
+            }
+            let mut subnets = Vec::new();
+            for net in &room.subnets {
+                match net
+                    .get_ref()
+                    .parse::<IpNet>()
+                    .or_else(|_| net.get_ref().parse::<IpAddr>().map(IpNet::from))
+                {
+                    Ok(n) => subnets.push(n.trunc()),
+                    Err(_) => self.invalid(
+                        net.span(),
+                        format!(
+                            "classroom {:?}: subnet {:?} is not a network in CIDR form",
+                            name.get_ref(),
+                            net.get_ref()
+                        ),
+                    ),
+                }
+            }
+            classrooms.push(Classroom {
+                name: name.get_ref().clone(),
+                subnets,
+            });
+        }
+        let mut directory = Vec::new();
+        for rule in &raw.directory {
+            let Some(pattern) = GroupPattern::parse(rule.directory.get_ref()) else {
+                self.invalid(
+                    rule.directory.span(),
+                    "[[teachers.directory]]: directory must name a group (a DN or a CN)".into(),
+                );
+                continue;
+            };
+            if rule.classrooms.is_empty() && rule.groups.is_empty() {
+                self.invalid(
+                    rule.directory.span(),
+                    format!(
+                        "[[teachers.directory]] {:?} names no classrooms or groups its teachers may act for",
+                        rule.directory.get_ref()
+                    ),
+                );
+                continue;
+            }
+            for c in &rule.classrooms {
+                if !classrooms.iter().any(|r| r.name == *c.get_ref()) {
+                    self.invalid(
+                        c.span(),
+                        format!("no classroom {:?} in [teachers.classrooms]", c.get_ref()),
+                    );
+                }
+            }
+            for g in &rule.groups {
+                if !group_ids.contains_key(g.get_ref()) {
+                    self.invalid(
+                        g.span(),
+                        format!("no group {:?} in the policy", g.get_ref()),
+                    );
+                }
+            }
+            directory.push((
+                pattern,
+                crate::core::grants::TeacherScope {
+                    classrooms: rule
+                        .classrooms
+                        .iter()
+                        .map(|c| c.get_ref().clone())
+                        .collect(),
+                    groups: rule.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                },
+            ));
+        }
+        TeacherRules {
+            lessons,
+            max_duration: chrono::Duration::minutes(i64::from(max_minutes)),
+            classrooms,
+            directory,
         }
     }
 

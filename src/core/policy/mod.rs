@@ -33,6 +33,66 @@ pub struct GrantRules {
     pub max_duration: chrono::Duration,
 }
 
+/// Teachers' lesson controls (`[teachers]`): the rooms, the lessons, the longest
+/// override. Which rooms and groups a teacher may act for is their token's business
+/// (the admin settings); here is what exists.
+#[derive(Debug, Clone)]
+pub struct TeacherRules {
+    /// The schedule whose windows are lessons; an override ends with the lesson.
+    pub lessons: Option<ScheduleId>,
+    /// The longest an override may last. Default 60 minutes.
+    pub max_duration: chrono::Duration,
+    /// Classrooms, by name, with their client networks.
+    pub classrooms: Vec<Classroom>,
+    /// Directory groups whose members are teachers, each with what they may act for.
+    pub directory: Vec<(
+        crate::core::directory::GroupPattern,
+        crate::core::grants::TeacherScope,
+    )>,
+}
+
+/// A classroom: a name teachers use and the networks of its devices.
+#[derive(Debug, Clone)]
+pub struct Classroom {
+    /// Its name (`room-12`).
+    pub name: String,
+    /// Its devices' networks.
+    pub subnets: Vec<ipnet::IpNet>,
+}
+
+impl TeacherRules {
+    /// A classroom by name.
+    pub fn classroom(&self, name: &str) -> Option<&Classroom> {
+        self.classrooms.iter().find(|c| c.name == name)
+    }
+
+    /// What a directory account in `groups` (group DNs) may act for as a teacher: every
+    /// matching `[[teachers.directory]]` rule's classrooms and groups together (a
+    /// teacher in two rooms' groups has both). `None` when no rule matches.
+    pub fn scope_of_directory_groups<S: AsRef<str>>(
+        &self,
+        groups: &[S],
+    ) -> Option<crate::core::grants::TeacherScope> {
+        let mut scope: Option<crate::core::grants::TeacherScope> = None;
+        for (pattern, rule) in &self.directory {
+            if groups.iter().any(|g| pattern.matches(g.as_ref())) {
+                let s = scope.get_or_insert_with(Default::default);
+                for c in &rule.classrooms {
+                    if !s.classrooms.contains(c) {
+                        s.classrooms.push(c.clone());
+                    }
+                }
+                for g in &rule.groups {
+                    if !s.groups.contains(g) {
+                        s.groups.push(g.clone());
+                    }
+                }
+            }
+        }
+        scope
+    }
+}
+
 /// Where one category's lists are.
 #[derive(Debug, Clone)]
 pub struct CategoryDef {
@@ -67,6 +127,8 @@ pub struct Policy {
     pub grant_rules: GrantRules,
     /// The safe-search engine table (`[safe_search.engines]` over the shipped defaults).
     pub safe_search: Engines,
+    /// Teachers' lesson controls.
+    pub teachers: TeacherRules,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
@@ -96,6 +158,22 @@ impl Policy {
 
     /// The illegal categories whose lists match a site entry.
     pub fn illegal_bits_of_site(&self, lists: &CompiledLists, site: &SiteEntry) -> CategorySet {
+        self.categories_of_site(lists, site)
+            .intersection(self.illegal)
+    }
+
+    /// The categories (locked, illegal ones included) a teacher may not name.
+    pub fn locked(&self) -> CategorySet {
+        CategorySet::from_iter(
+            self.categories()
+                .filter(|(_, d)| d.category.locked)
+                .map(|(id, _)| id),
+        )
+        .union(self.illegal)
+    }
+
+    /// The categories whose lists match a site entry (its host, and its path if given).
+    pub fn categories_of_site(&self, lists: &CompiledLists, site: &SiteEntry) -> CategorySet {
         let target = Target {
             scheme: crate::core::host::Scheme::Http,
             host: site.host.clone(),
@@ -103,10 +181,7 @@ impl Policy {
             path: site.path.clone().unwrap_or_else(|| "/".to_string()),
             query: None,
         };
-        lists
-            .classify(&target)
-            .categories
-            .intersection(self.illegal)
+        lists.classify(&target).categories
     }
 
     /// The categories, in declaration order.

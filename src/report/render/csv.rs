@@ -1,4 +1,5 @@
-//! The report as CSV: the alert and grant tables in one sheet, for a spreadsheet.
+//! The report as CSV: the alert, grant and teacher-override tables in one sheet, for a
+//! spreadsheet.
 //!
 //! Quoting is the `csv` crate's (RFC 4180): names, hosts and grant reasons come from
 //! people and may hold commas, quotes and line breaks.
@@ -50,12 +51,17 @@ impl Report {
                 "",
             ]);
         }
-        for g in &self.grants {
-            let count = g.requests_allowed.to_string();
-            row([
-                "grant", &g.ticket, &g.id, &g.event, &g.by, &g.detail, &count, "", "", &g.scope,
-                &g.target,
-            ]);
+        for (table, rows) in [
+            ("grant", &self.grants),
+            ("teacher_override", &self.teacher_overrides),
+        ] {
+            for g in rows {
+                let count = g.requests_allowed.to_string();
+                row([
+                    table, &g.ticket, &g.id, &g.event, &g.by, &g.detail, &count, "", "", &g.scope,
+                    &g.target,
+                ]);
+            }
         }
         let bytes = sheet
             .into_inner()
@@ -88,6 +94,7 @@ mod tests {
             people: Vec::new(),
             drilldown: BTreeMap::new(),
             grants,
+            teacher_overrides: Vec::new(),
             daily: Vec::new(),
         }
     }

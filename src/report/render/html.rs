@@ -140,7 +140,8 @@ Generated {generated} from {nodes}</p></header>",
             "<section aria-labelledby=\"summary\"><h2 id=\"summary\">Summary</h2><div class=\"summary\">\
 <div><strong>{}</strong> requests<br><small>{}</small></div><div><strong>{}</strong> blocked<br><small>{}</small></div>\
 <div><strong>{}</strong> safeguarding alerts<br><small>{}</small></div>\
-<div><strong>{}</strong> alert notifications sent<br><small>{} failed attempts (retried)</small></div></div></section>",
+<div><strong>{}</strong> alert notifications sent<br><small>{} failed attempts (retried)</small></div>\
+<div><strong>{}</strong> acknowledgements by the DSL<br><small>{} alerted decisions unacknowledged after a day</small></div></div></section>",
             self.totals.requests,
             esc(&trend(self.totals.requests, self.previous.requests)),
             self.totals.blocked,
@@ -149,6 +150,8 @@ Generated {generated} from {nodes}</p></header>",
             esc(&trend(self.totals.alerts, self.previous.alerts)),
             self.totals.alerts_sent,
             self.totals.alerts_failed,
+            self.totals.alerts_acknowledged,
+            self.totals.alerts_unacknowledged_after_a_day,
         );
         o.push_str(
             "<section aria-labelledby=\"alerts\"><h2 id=\"alerts\">Safeguarding alerts</h2>",
@@ -295,6 +298,15 @@ Generated {generated} from {nodes}</p></header>",
             table(
                 &["Ticket", "Grant", "Event", "By", "For", "Opens", "Reason / detail", "Requests allowed"],
                 self.grants.iter().map(|g| vec![g.ticket.clone(), g.id.clone(), g.event.clone(), g.by.clone(), g.scope.clone(), g.target.clone(), g.detail.clone(), g.requests_allowed.to_string()]).collect()
+            )
+        );
+        let _ = write!(
+            o,
+            "<section aria-labelledby=\"teacher-overrides\"><h2 id=\"teacher-overrides\">Teacher overrides (lesson blocks and allows)</h2>\
+<p>Sites or categories a teacher closed or opened for their own classroom or class until the end of a lesson. No ticket: the reason is the record. Locked and illegal categories cannot be overridden.</p>{}</section>",
+            table(
+                &["Override", "Event", "Teacher", "For", "What", "Reason / detail", "Requests decided"],
+                self.teacher_overrides.iter().map(|g| vec![g.id.clone(), g.event.clone(), g.by.clone(), g.scope.clone(), g.target.clone(), g.detail.clone(), g.requests_allowed.to_string()]).collect()
             )
         );
         o.push_str("</body></html>\n");

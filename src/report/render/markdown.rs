@@ -24,7 +24,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "**{}** requests ({}), **{}** blocked ({}), **{}** safeguarding alerts ({}); **{}** alert notifications sent to the DSL, {} failed attempts (retried).\n",
+            "**{}** requests ({}), **{}** blocked ({}), **{}** safeguarding alerts ({}); **{}** alert notifications sent to the DSL, {} failed attempts (retried); **{}** acknowledged by the DSL, {} alerted decisions unacknowledged after a day.\n",
             self.totals.requests,
             trend(self.totals.requests, self.previous.requests),
             self.totals.blocked,
@@ -32,7 +32,9 @@ impl Report {
             self.totals.alerts,
             trend(self.totals.alerts, self.previous.alerts),
             self.totals.alerts_sent,
-            self.totals.alerts_failed
+            self.totals.alerts_failed,
+            self.totals.alerts_acknowledged,
+            self.totals.alerts_unacknowledged_after_a_day
         );
         o.push_str("## Safeguarding alerts\n\n| Category | Severity | Who | Group | Hosts | Attempts | Last |\n|---|---|---|---|---|---|---|\n");
         for a in &self.alerts {
@@ -95,6 +97,14 @@ impl Report {
                 o,
                 "| {} | {} | {} | {} | {} | {} | {} |",
                 g.ticket, g.id, g.event, g.by, g.scope, g.target, g.requests_allowed
+            );
+        }
+        o.push_str("\n## Teacher overrides\n\n| Override | Event | Teacher | For | What | Requests decided |\n|---|---|---|---|---|---|\n");
+        for g in &self.teacher_overrides {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} |",
+                g.id, g.event, g.by, g.scope, g.target, g.requests_allowed
             );
         }
         o
