@@ -36,6 +36,17 @@ pub struct Settings {
     pub alerts: crate::alerts::settings::AlertSettings,
     /// The school's directory, when `[identity.directory]` is set.
     pub directory: Option<DirectorySettings>,
+    /// The proxy auto-configuration script, when `[pac]` is set.
+    pub pac: Option<PacSettings>,
+}
+
+/// `[pac]`: the validated section and the script written from it once, at load.
+#[derive(Debug, Clone)]
+pub struct PacSettings {
+    /// The section.
+    pub pac: crate::core::pac::Pac,
+    /// The script browsers are given.
+    pub script: std::sync::Arc<str>,
 }
 
 impl Settings {
@@ -59,6 +70,11 @@ impl Settings {
                 &mut c.errors,
             ),
             directory: raw.identity.directory.as_ref().map(|d| c.directory(d)),
+            pac: raw.pac.as_ref().map(|p| {
+                let pac = crate::core::pac::Pac::compile(p, source, &mut c.errors);
+                let script = pac.script(&raw.school.name).into();
+                PacSettings { pac, script }
+            }),
         };
         if c.errors.is_empty() {
             Ok(settings)

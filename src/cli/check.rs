@@ -221,6 +221,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
         );
     }
     print_ca(&snap);
+    print_pac(&snap);
     print_alerts(&snap);
     super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)
@@ -282,6 +283,43 @@ fn print_ca(snap: &Snapshot) {
             ca::download_base(addr)
         ),
         None => println!("  enrolment listener: off ([inspection] enrol_listen)"),
+    }
+}
+
+/// Where browsers get the proxy auto-configuration script, and what it sends where.
+fn print_pac(snap: &Snapshot) {
+    let Some(pac) = &snap.settings.pac else {
+        println!("proxy auto-configuration: off ([pac])");
+        return;
+    };
+    let proxy = gatehouse::ca::download_base(snap.settings.server.listen);
+    println!("proxy auto-configuration: {proxy}/proxy.pac");
+    if let Some(addr) = snap.settings.inspection.enrol_listen {
+        let base = gatehouse::ca::download_base(addr);
+        let wpad = if addr.port() == 80 {
+            "; WPAD's http://wpad.<domain>/wpad.dat reaches it when wpad.<domain> names this server"
+        } else {
+            "; WPAD needs it on port 80 (set [inspection] enrol_listen to port 80)"
+        };
+        println!("  also {base}/proxy.pac and {base}/wpad.dat{wpad}");
+    }
+    println!("  proxied: {}", pac.pac.route());
+    let mut direct = vec!["localhost and 127.0.0.0/8".to_string()];
+    if pac.pac.direct_plain_hostnames {
+        direct.push("plain host names".into());
+    }
+    direct.extend(
+        pac.pac
+            .direct_domains
+            .iter()
+            .map(|d| format!("{d} and under")),
+    );
+    direct.extend(pac.pac.direct_networks.iter().map(|n| n.to_string()));
+    println!("  direct: {}", direct.join(", "));
+    if pac.pac.fallback_direct {
+        println!(
+            "warning: [pac] fallback_direct: when every proxy is down, browsers go to the internet unfiltered"
+        );
     }
 }
 

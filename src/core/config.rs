@@ -208,6 +208,27 @@ pub struct RawPolicy {
     /// Where safeguarding alerts go (a shell setting: `crate::alerts::settings`).
     #[serde(default)]
     pub alerts: RawAlerts,
+    /// The proxy auto-configuration script served to browsers (`super::pac`).
+    pub pac: Option<RawPac>,
+}
+
+/// `[pac]` as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPac {
+    /// The proxies browsers use, `host:port`, in the order they try them.
+    #[serde(default)]
+    pub proxies: Vec<Spanned<String>>,
+    /// Domains reached directly, with their subdomains (`school.internal`).
+    #[serde(default)]
+    pub direct_domains: Vec<Spanned<String>>,
+    /// IPv4 networks reached directly when a URL names an address in them.
+    #[serde(default)]
+    pub direct_networks: Vec<Spanned<String>>,
+    /// Single-label names (`http://intranet/`) go direct. Default true.
+    pub direct_plain_hostnames: Option<bool>,
+    /// Go direct when every proxy is down. Default false.
+    pub fallback_direct: Option<bool>,
 }
 
 /// `[inspection]`: every field optional; defaults in the shell's

@@ -40,6 +40,7 @@ pub mod auth;
 pub mod conn;
 pub mod enrol;
 mod forward;
+pub mod pac;
 pub mod pages;
 pub mod pool;
 mod refuse;
