@@ -47,6 +47,7 @@ mod refuse;
 mod reload;
 mod request;
 mod serve;
+pub mod service;
 mod sign_in;
 pub mod tunnel;
 pub mod upstream;

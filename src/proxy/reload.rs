@@ -202,8 +202,15 @@ impl Proxy {
         }
     }
 
-    /// Reloads policy and lists; a failure leaves the snapshot in force untouched.
+    /// Reloads policy and lists; a failure leaves the snapshot in force untouched. The
+    /// service manager's status line says how it went.
     pub(super) async fn reload(&self) {
+        super::service::reloading();
+        let status = self.reload_inner().await;
+        super::service::ready(&status);
+    }
+
+    async fn reload_inner(&self) -> String {
         let path = self.config.clone();
         let after_load = self.after_load;
         let result = tokio::task::spawn_blocking(move || load_then(&path, after_load)).await;
@@ -229,6 +236,10 @@ impl Proxy {
                     domains = entries,
                     "reloaded policy and lists"
                 );
+                format!(
+                    "serving; policy and lists reloaded at {} ({entries} domains)",
+                    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+                )
             }
             Ok(Err(errors)) => {
                 for e in &errors.0 {
@@ -239,8 +250,17 @@ impl Proxy {
                     result = "error",
                     "reload refused; the previous policy stays in force"
                 );
+                let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
+                format!(
+                    "serving the previous policy: reload at {} refused ({} problem(s); first: {first})",
+                    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+                    errors.0.len()
+                )
             }
-            Err(e) => tracing::error!(error = %e, "reload task failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed");
+                "serving the previous policy: the reload task failed".to_string()
+            }
         }
     }
 }

@@ -204,6 +204,12 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         None => None,
     };
     tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
+    let domains = proxy.live.get().lists.domains.len();
+    super::service::ready(&format!("serving on {local}; {domains} domains loaded"));
+    // Never fires when the unit has no WatchdogSec.
+    let mut watchdog = tokio::time::interval(
+        super::service::watchdog_interval().unwrap_or(Duration::from_secs(86_400 * 365)),
+    );
 
     // The grants file is watched through its directory, so that editors' and the CLI's
     // write-then-rename is seen; the watcher only turns file events into a reload signal.
@@ -239,6 +245,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
                 proxy.reload_grants();
             }
             _ = expiry_check.tick() => proxy.audit_expiries(&mut expired_seen),
+            _ = watchdog.tick() => super::service::alive(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -247,6 +254,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         grace_secs = settings.shutdown_grace.as_secs(),
         "shutting down: no new connections; finishing requests in flight"
     );
+    super::service::stopping();
     shutdown.cancel();
     let _ = accept.await;
     let _ = admin_task.await;
