@@ -185,6 +185,10 @@ pub struct ServerSettings {
     pub shutdown_grace: std::time::Duration,
     /// Static resolution overrides.
     pub resolve: HashMap<String, IpAddr>,
+    /// Reload when the policy file, the users file or a list changes on disk (a
+    /// Kubernetes ConfigMap update, an edit), as SIGHUP does. Default false. Read at
+    /// start only.
+    pub reload_on_change: bool,
 }
 
 impl LogSettings {
@@ -576,6 +580,7 @@ impl Compiler<'_> {
             allow_internal_destinations: allow_internal,
             shutdown_grace: secs(raw.shutdown_grace_secs, 10),
             resolve,
+            reload_on_change: raw.reload_on_change.unwrap_or(false),
         }
     }
 }

@@ -431,6 +431,8 @@ pub struct RawServer {
     pub allow_internal_destinations: Option<Vec<Spanned<String>>>,
     /// Seconds to let requests finish at shutdown.
     pub shutdown_grace_secs: Option<u64>,
+    /// Reload when the policy, users file or lists change, as SIGHUP does.
+    pub reload_on_change: Option<bool>,
     /// Static name → address overrides.
     #[serde(default)]
     pub resolve: BTreeMap<String, Spanned<String>>,

@@ -219,6 +219,22 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let mut expiry_check = tokio::time::interval(Duration::from_secs(15));
     let mut expired_seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
 
+    // reload_on_change: the policy, users file and lists watched too, changes gathered
+    // for a second (a ConfigMap swap or a list update is several events) into one reload.
+    let (config_tx, mut config_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let _config_watcher = if settings.reload_on_change {
+        let snap = proxy.live.get();
+        super::reload::watch_config(
+            &proxy.config,
+            snap.policy.users_file.as_deref(),
+            &snap.policy.lists_dir,
+            &snap.policy.grant_rules.file,
+            config_tx,
+        )
+    } else {
+        None
+    };
+
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -238,6 +254,12 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     loop {
         tokio::select! {
             _ = hup.recv() => proxy.reload().await,
+            Some(()) = config_rx.recv() => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                while config_rx.try_recv().is_ok() {}
+                tracing::info!("the policy or its lists changed on disk (reload_on_change)");
+                proxy.reload().await;
+            }
             Some(()) = grants_rx.recv() => {
                 // Debounce: editors write in several steps.
                 tokio::time::sleep(Duration::from_millis(150)).await;
