@@ -5,22 +5,15 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::Subcommand;
 
 use gatehouse::lists::CacheMode;
 use gatehouse::snapshot::Snapshot;
 
 use super::common::{load, ConfigArg};
 
-#[derive(Subcommand)]
-pub enum ListsCommand {
-    /// Compile the domain lists and write the cache that start-up loads.
-    Compile(ConfigArg),
-}
-
 /// What the list build skipped or could not do: the lists still load, so these are
 /// warnings, but a technician should see every one.
-fn print_list_warnings(snap: &Snapshot) {
+pub fn print_list_warnings(snap: &Snapshot) {
     for dir in &snap.report.missing_dirs {
         eprintln!(
             "warning: {}: no list directory; the category matches nothing",
@@ -383,15 +376,8 @@ fn print_alerts(snap: &gatehouse::snapshot::Snapshot) {
     }
 }
 
-/// `gatehouse lists …`.
-pub fn lists(command: ListsCommand) -> Result<ExitCode> {
-    match command {
-        ListsCommand::Compile(args) => compile(&args),
-    }
-}
-
 /// `gatehouse lists compile`: rebuilds the compiled-list cache from the text lists.
-fn compile(args: &ConfigArg) -> Result<ExitCode> {
+pub fn compile(args: &ConfigArg) -> Result<ExitCode> {
     let snap = load(&args.config, CacheMode::Rebuild)?;
     print_list_warnings(&snap);
     if snap.report.cache_error.is_some() {
