@@ -12,7 +12,9 @@
 //! Nothing is written unless the whole source could be read and every category it maps to
 //! exists in the policy; a bad line is counted and skipped, never fatal.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -70,8 +72,10 @@ pub enum ImportError {
 /// Entries gathered for one category.
 #[derive(Debug, Default)]
 pub struct Gathered {
-    domains: HashSet<String>,
-    urls: HashSet<String>,
+    // Fx: a list of millions of names spends more time hashing than reading with the
+    // standard library's DoS-resistant hasher, and these names are the school's own feed.
+    domains: FxHashSet<String>,
+    urls: FxHashSet<String>,
 }
 
 /// A skipped line shown as an example: file, line number, text (cut at 120 characters).
@@ -224,6 +228,8 @@ fn read_text(path: &Path) -> Result<String, ImportError> {
 }
 
 fn gather(format: Format, label: &str, text: &str, into: &mut Gathered, report: &mut Report) {
+    // About one entry per 30 bytes in real feeds: grow once, not by doubling.
+    into.domains.reserve(text.len() / 30);
     for (i, line) in text.lines().enumerate() {
         report.lines += 1;
         match feed::parse_line(format, line) {

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::host::Host;
+use super::host::{is_plain_name, Host};
 use super::site::SiteEntry;
 
 /// A list format.
@@ -149,6 +149,10 @@ pub fn parse_line(format: Format, line: &str) -> Result<Vec<Entry>, Skip> {
 fn entry(text: &str) -> Result<Entry, Skip> {
     let text = text.strip_prefix("*.").unwrap_or(text);
     let text = text.strip_prefix('.').unwrap_or(text);
+    // Nearly every line of a real feed is a name already in normal form.
+    if is_plain_name(text) {
+        return Ok(Entry::Domain(text.to_string()));
+    }
     if text.contains('*') || text.contains('^') || text.contains('$') {
         return Err(Skip::Unsupported);
     }
@@ -160,16 +164,13 @@ fn entry(text: &str) -> Result<Entry, Skip> {
     }
 }
 
-/// The names a hosts file writes for itself, not for blocking.
-const BOILERPLATE: [&str; 7] = [
-    "localhost",
-    "localhost.localdomain",
-    "local",
-    "broadcasthost",
-    "ip6-localhost",
-    "ip6-loopback",
-    "0.0.0.0",
-];
+/// The names a hosts file writes for itself, not for blocking (lowercase).
+fn is_boilerplate(name: &str) -> bool {
+    matches!(
+        name,
+        "localhost" | "localhost.localdomain" | "local" | "broadcasthost" | "0.0.0.0"
+    ) || name.starts_with("ip6-")
+}
 
 fn hosts_line(line: &str) -> Result<Vec<Entry>, Skip> {
     let line = line.split('#').next().unwrap_or("").trim();
@@ -192,8 +193,14 @@ fn hosts_line(line: &str) -> Result<Vec<Entry>, Skip> {
     let mut out = Vec::with_capacity(names.len());
     let mut last = Skip::HostsBoilerplate;
     for name in names {
+        if is_plain_name(name) {
+            if !is_boilerplate(name) {
+                out.push(Entry::Domain(name.to_string()));
+            }
+            continue;
+        }
         let lower = name.to_ascii_lowercase();
-        if BOILERPLATE.contains(&lower.as_str()) || lower.starts_with("ip6-") {
+        if is_boilerplate(&lower) {
             continue;
         }
         match Host::parse(name) {
