@@ -33,6 +33,8 @@
 //! | [`core::grants`] | ticketed, time-boxed unblocks, validated against a policy |
 //! | [`core::verdict`] | what a decision says: verdict, reason, reason code |
 //! | [`core::decide`] | `Policy::decide` (DESIGN.md's precedence) and `Policy::explain` |
+//! | [`core::feed`] | the list formats schools receive, line by line |
+//! | [`core::pac`] | the proxy auto-configuration script |
 //! | [`core::alert`] | when a decision alerts, collapse window, back-off, what an alert says |
 //!
 //! **The shell**
@@ -42,6 +44,7 @@
 //! | [`settings`] | the listener, log, admin and inspection settings from the policy file |
 //! | [`ca`] | the school's inspection CA: making it, reading it back, its fingerprints |
 //! | [`lists`] | reading list files and the compiled cache |
+//! | [`import`] | `lists import`: UT1, hosts, plain and e2guardian lists into the policy's own |
 //! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
 //! | [`grant_store`] | locked, validated, atomic edits of the grants file |
 //! | [`directory`] | the school's LDAP / Active Directory: sign-in binds, groups, the sign-in cache, the sync |
@@ -69,6 +72,7 @@ pub mod decision;
 pub mod decision_log;
 pub mod directory;
 pub mod grant_store;
+pub mod import;
 pub mod lists;
 pub mod metrics;
 pub mod proxy;

@@ -145,28 +145,32 @@ pub fn load(
             let mut builder = DomainIndexBuilder::new();
             for (id, dir) in &categories {
                 let bits = CategorySet::single(*id).bits();
-                let file = dir.join("domains");
-                match read_optional(&file) {
-                    Ok(Some(text)) => add_domains(&mut builder, &file, &text, bits, &mut report),
-                    Ok(None) => {}
-                    Err(e) => errors.push(e),
+                for file in list_files(dir, "domains") {
+                    match read_optional(&file) {
+                        Ok(Some(text)) => {
+                            add_domains(&mut builder, &file, &text, bits, &mut report)
+                        }
+                        Ok(None) => {}
+                        Err(e) => errors.push(e),
+                    }
                 }
                 // `urls` entries without a path are whole-domain entries.
-                let file = dir.join("urls");
-                match read_optional(&file) {
-                    Ok(Some(text)) => {
-                        for (line_no, line) in entries(&text) {
-                            if let Ok(entry) = SiteEntry::parse(line) {
-                                if entry.path.is_none() {
-                                    if let Err(e) = builder.insert(&entry.host, bits) {
-                                        report.warn(&file, line_no, e.to_string());
+                for file in list_files(dir, "urls") {
+                    match read_optional(&file) {
+                        Ok(Some(text)) => {
+                            for (line_no, line) in entries(&text) {
+                                if let Ok(entry) = SiteEntry::parse(line) {
+                                    if entry.path.is_none() {
+                                        if let Err(e) = builder.insert(&entry.host, bits) {
+                                            report.warn(&file, line_no, e.to_string());
+                                        }
                                     }
                                 }
                             }
                         }
+                        Ok(None) => {}
+                        Err(e) => errors.push(e),
                     }
-                    Ok(None) => {}
-                    Err(e) => errors.push(e),
                 }
             }
             let index = builder.build().map_err(|e| {
@@ -199,26 +203,27 @@ pub fn load(
         let bits = CategorySet::single(*id).bits();
         report.counts[i].domains = per_bit[id.index()];
 
-        let file = dir.join("urls");
-        match read_optional(&file) {
-            Ok(Some(text)) => {
-                for (line_no, line) in entries(&text) {
-                    match SiteEntry::parse(line) {
-                        Ok(SiteEntry {
-                            host,
-                            path: Some(path),
-                            ..
-                        }) => {
-                            urls.insert(&host, &path, bits);
-                            report.counts[i].urls += 1;
+        for file in list_files(dir, "urls") {
+            match read_optional(&file) {
+                Ok(Some(text)) => {
+                    for (line_no, line) in entries(&text) {
+                        match SiteEntry::parse(line) {
+                            Ok(SiteEntry {
+                                host,
+                                path: Some(path),
+                                ..
+                            }) => {
+                                urls.insert(&host, &path, bits);
+                                report.counts[i].urls += 1;
+                            }
+                            Ok(_) => {}
+                            Err(why) => report.warn(&file, line_no, format!("{line:?}: {why}")),
                         }
-                        Ok(_) => {}
-                        Err(why) => report.warn(&file, line_no, format!("{line:?}: {why}")),
                     }
                 }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
             }
-            Ok(None) => {}
-            Err(e) => errors.push(e),
         }
 
         let file = dir.join("urls.sha256");
@@ -338,7 +343,7 @@ fn add_domains(
     for (line_no, line) in entries(text) {
         let entry = line.strip_prefix("*.").unwrap_or(line);
         let entry = entry.strip_prefix('.').unwrap_or(entry);
-        let result = if is_plain_name(entry) {
+        let result = if crate::core::host::is_plain_name(entry) {
             builder.insert_name(entry, bits).map_err(|e| e.to_string())
         } else {
             match Host::parse(entry) {
@@ -352,29 +357,6 @@ fn add_domains(
     }
 }
 
-/// A name already in normal form: lowercase letters, digits, `-`, `_` in non-empty
-/// labels, not ending in a numeric label (which would make it an IPv4 form), at most
-/// 253 bytes with labels of at most 63, and no IDNA (`xn--`) labels, which need checking.
-fn is_plain_name(s: &str) -> bool {
-    if s.is_empty() || s.len() > 253 {
-        return false;
-    }
-    let mut last_numeric = false;
-    for label in s.split('.') {
-        if label.is_empty() || label.len() > 63 || label.starts_with("xn--") {
-            return false;
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return false;
-        }
-        last_numeric = label.bytes().all(|b| b.is_ascii_digit());
-    }
-    !last_numeric
-}
-
 fn parse_digest(s: &str) -> Option<[u8; 32]> {
     let s = s.split_whitespace().next()?;
     if s.len() != 64 {
@@ -386,6 +368,37 @@ fn parse_digest(s: &str) -> Option<[u8; 32]> {
         out[i] = u8::from_str_radix(text, 16).ok()?;
     }
     Some(out)
+}
+
+/// A category's files of one kind: `base` itself (the curated or hand-kept list) and
+/// each `base.<source>` that `gatehouse lists import` writes (`domains.ut1`, …), sorted
+/// by name. `urls.sha256` is a list of another kind, not a source of `urls`. A file that
+/// does not exist is not listed; `base` is listed even then, so that its absence is
+/// fingerprinted.
+pub fn list_files(dir: &Path, base: &str) -> Vec<PathBuf> {
+    let mut files = vec![dir.join(base)];
+    let prefix = format!("{base}.");
+    if let Ok(entries) = fs::read_dir(dir) {
+        let mut extra: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let source = name.strip_prefix(&prefix)?;
+                (is_source_name(source) && source != "sha256").then(|| e.path())
+            })
+            .collect();
+        extra.sort();
+        files.extend(extra);
+    }
+    files
+}
+
+/// A name an import may give its files: lowercase letters, digits, `-` and `_`.
+pub fn is_source_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn read_optional(file: &Path) -> Result<Option<String>, ConfigError> {
@@ -413,8 +426,10 @@ fn fingerprint(categories: &[(CategoryId, PathBuf)]) -> u64 {
         // By the directory's canonical path (a category may have no `urls` file), so the
         // same policy named by another relative path finds the same cache.
         let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-        for name in ["domains", "urls"] {
-            let file = dir.join(name);
+        for file in ["domains", "urls"]
+            .into_iter()
+            .flat_map(|name| list_files(&dir, name))
+        {
             h.update(format!("{} {}\n", id.index(), file.display()).as_bytes());
             if let Ok(meta) = fs::metadata(&file) {
                 let mtime = meta
@@ -460,26 +475,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_name_fast_path_table() {
-        let rows = [
-            ("example.com", true),
-            ("a-b_c.co.uk", true),
-            ("Example.com", false),
-            ("example.com.", false),
-            ("1.2.3.4", false),
-            ("foo.123", false),
-            ("xn--bcher-kva.de", false),
-            ("exa mple.com", false),
-            ("", false),
-            ("a..b", false),
-            ("123.example.com", true),
-        ];
-        for (input, want) in rows {
-            assert_eq!(is_plain_name(input), want, "{input}");
-        }
-    }
 
     #[test]
     fn digests_parse() {

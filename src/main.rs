@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         Command::Alerts { command } => cli::alerts::run(command),
         Command::Check(args) => cli::check::check(&args),
         Command::Classify(args) => cli::classify::run(&args),
-        Command::Lists { command } => cli::check::lists(command),
+        Command::Lists { command } => cli::lists::lists(command),
         Command::Identity { command } => cli::identity::run(command),
     };
     match result {

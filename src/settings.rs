@@ -36,6 +36,17 @@ pub struct Settings {
     pub alerts: crate::alerts::settings::AlertSettings,
     /// The school's directory, when `[identity.directory]` is set.
     pub directory: Option<DirectorySettings>,
+    /// The proxy auto-configuration script, when `[pac]` is set.
+    pub pac: Option<PacSettings>,
+}
+
+/// `[pac]`: the validated section and the script written from it once, at load.
+#[derive(Debug, Clone)]
+pub struct PacSettings {
+    /// The section.
+    pub pac: crate::core::pac::Pac,
+    /// The script browsers are given.
+    pub script: std::sync::Arc<str>,
 }
 
 impl Settings {
@@ -59,6 +70,11 @@ impl Settings {
                 &mut c.errors,
             ),
             directory: raw.identity.directory.as_ref().map(|d| c.directory(d)),
+            pac: raw.pac.as_ref().map(|p| {
+                let pac = crate::core::pac::Pac::compile(p, source, &mut c.errors);
+                let script = pac.script(&raw.school.name).into();
+                PacSettings { pac, script }
+            }),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -188,6 +204,10 @@ pub struct ServerSettings {
     pub shutdown_grace: std::time::Duration,
     /// Static resolution overrides.
     pub resolve: HashMap<String, IpAddr>,
+    /// Reload when the policy file, the users file or a list changes on disk (a
+    /// Kubernetes ConfigMap update, an edit), as SIGHUP does. Default false. Read at
+    /// start only.
+    pub reload_on_change: bool,
 }
 
 impl LogSettings {
@@ -648,6 +668,7 @@ impl Compiler<'_> {
             allow_internal_destinations: allow_internal,
             shutdown_grace: secs(raw.shutdown_grace_secs, 10),
             resolve,
+            reload_on_change: raw.reload_on_change.unwrap_or(false),
         }
     }
 }

@@ -125,6 +125,9 @@ fn load_ca(settings: &Settings, policy: &Path) -> Result<Option<Arc<CaCert>>, Co
     }
     let message = match CaCert::load(&inspection.ca_cert) {
         Ok(ca) => return Ok(Some(Arc::new(ca))),
+        // The listener also serves the PAC file: it runs without a CA (its certificate
+        // routes answer 503) until one is made.
+        Err(CaError::Missing { .. }) if settings.pac.is_some() => return Ok(None),
         Err(CaError::Missing { .. }) => format!(
             "no school CA certificate here, and [inspection] enrol_listen serves it to \
              devices: create it with `gatehouse ca init --config {}`",

@@ -5,22 +5,15 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::Subcommand;
 
 use gatehouse::lists::CacheMode;
 use gatehouse::snapshot::Snapshot;
 
 use super::common::{load, ConfigArg};
 
-#[derive(Subcommand)]
-pub enum ListsCommand {
-    /// Compile the domain lists and write the cache that start-up loads.
-    Compile(ConfigArg),
-}
-
 /// What the list build skipped or could not do: the lists still load, so these are
 /// warnings, but a technician should see every one.
-fn print_list_warnings(snap: &Snapshot) {
+pub fn print_list_warnings(snap: &Snapshot) {
     for dir in &snap.report.missing_dirs {
         eprintln!(
             "warning: {}: no list directory; the category matches nothing",
@@ -221,6 +214,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
         );
     }
     print_ca(&snap);
+    print_pac(&snap);
     print_alerts(&snap);
     print_teachers(&snap);
     super::identity::check_directory(&snap)?;
@@ -283,6 +277,43 @@ fn print_ca(snap: &Snapshot) {
             ca::download_base(addr)
         ),
         None => println!("  enrolment listener: off ([inspection] enrol_listen)"),
+    }
+}
+
+/// Where browsers get the proxy auto-configuration script, and what it sends where.
+fn print_pac(snap: &Snapshot) {
+    let Some(pac) = &snap.settings.pac else {
+        println!("proxy auto-configuration: off ([pac])");
+        return;
+    };
+    let proxy = gatehouse::ca::download_base(snap.settings.server.listen);
+    println!("proxy auto-configuration: {proxy}/proxy.pac");
+    if let Some(addr) = snap.settings.inspection.enrol_listen {
+        let base = gatehouse::ca::download_base(addr);
+        let wpad = if addr.port() == 80 {
+            "; WPAD's http://wpad.<domain>/wpad.dat reaches it when wpad.<domain> names this server"
+        } else {
+            "; WPAD needs it on port 80 (set [inspection] enrol_listen to port 80)"
+        };
+        println!("  also {base}/proxy.pac and {base}/wpad.dat{wpad}");
+    }
+    println!("  proxied: {}", pac.pac.route());
+    let mut direct = vec!["localhost and 127.0.0.0/8".to_string()];
+    if pac.pac.direct_plain_hostnames {
+        direct.push("plain host names".into());
+    }
+    direct.extend(
+        pac.pac
+            .direct_domains
+            .iter()
+            .map(|d| format!("{d} and under")),
+    );
+    direct.extend(pac.pac.direct_networks.iter().map(|n| n.to_string()));
+    println!("  direct: {}", direct.join(", "));
+    if pac.pac.fallback_direct {
+        println!(
+            "warning: [pac] fallback_direct: when every proxy is down, browsers go to the internet unfiltered"
+        );
     }
 }
 
@@ -402,15 +433,8 @@ fn print_teachers(snap: &gatehouse::snapshot::Snapshot) {
     }
 }
 
-/// `gatehouse lists …`.
-pub fn lists(command: ListsCommand) -> Result<ExitCode> {
-    match command {
-        ListsCommand::Compile(args) => compile(&args),
-    }
-}
-
 /// `gatehouse lists compile`: rebuilds the compiled-list cache from the text lists.
-fn compile(args: &ConfigArg) -> Result<ExitCode> {
+pub fn compile(args: &ConfigArg) -> Result<ExitCode> {
     let snap = load(&args.config, CacheMode::Rebuild)?;
     print_list_warnings(&snap);
     if snap.report.cache_error.is_some() {

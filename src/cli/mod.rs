@@ -12,6 +12,7 @@ pub mod classify;
 pub mod common;
 pub mod grant;
 pub mod identity;
+pub mod lists;
 pub mod log;
 pub mod report;
 pub mod run;
@@ -80,6 +81,6 @@ pub enum Command {
     /// Manage category lists.
     Lists {
         #[command(subcommand)]
-        command: check::ListsCommand,
+        command: lists::ListsCommand,
     },
 }

@@ -379,6 +379,30 @@ impl DomainIndex {
         counts
     }
 
+    /// Entries per distinct set of categories, as (category bits, entries), most
+    /// first: a set of more than one category is an overlap between lists.
+    pub fn counts_per_set(&self) -> Vec<(u64, u64)> {
+        let mask = (1u64 << self.palette_bits) - 1;
+        let mut per_palette = vec![0u64; self.palette.len()];
+        for &slot in &self.slots {
+            if slot != 0 {
+                per_palette[(slot & mask) as usize] += 1;
+            }
+        }
+        let mut sets: HashMap<u64, u64> = HashMap::new();
+        for (i, n) in per_palette.into_iter().enumerate() {
+            if n > 0 {
+                *sets.entry(self.palette[i]).or_default() += n;
+            }
+        }
+        for &bits in self.ips.values() {
+            *sets.entry(bits).or_default() += 1;
+        }
+        let mut out: Vec<(u64, u64)> = sets.into_iter().collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+
     /// Serialises the index: magic, fingerprint of the sources, header, addresses,
     /// palette, slots. Little-endian throughout.
     pub fn to_bytes(&self, fingerprint: u64) -> Vec<u8> {

@@ -211,6 +211,8 @@ pub struct RawPolicy {
     /// Teachers' lesson controls: classrooms, the lesson schedule, the longest override.
     #[serde(default)]
     pub teachers: RawTeachers,
+    /// The proxy auto-configuration script served to browsers (`super::pac`).
+    pub pac: Option<RawPac>,
 }
 
 /// `[teachers]`: what a teacher's lesson block or allow may reach.
@@ -253,6 +255,25 @@ pub struct RawClassroom {
     /// What the room is, for people.
     #[serde(default)]
     pub description: String,
+}
+
+/// `[pac]` as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPac {
+    /// The proxies browsers use, `host:port`, in the order they try them.
+    #[serde(default)]
+    pub proxies: Vec<Spanned<String>>,
+    /// Domains reached directly, with their subdomains (`school.internal`).
+    #[serde(default)]
+    pub direct_domains: Vec<Spanned<String>>,
+    /// IPv4 networks reached directly when a URL names an address in them.
+    #[serde(default)]
+    pub direct_networks: Vec<Spanned<String>>,
+    /// Single-label names (`http://intranet/`) go direct. Default true.
+    pub direct_plain_hostnames: Option<bool>,
+    /// Go direct when every proxy is down. Default false.
+    pub fallback_direct: Option<bool>,
 }
 
 /// `[inspection]`: every field optional; defaults in the shell's
@@ -462,6 +483,8 @@ pub struct RawServer {
     pub allow_internal_destinations: Option<Vec<Spanned<String>>>,
     /// Seconds to let requests finish at shutdown.
     pub shutdown_grace_secs: Option<u64>,
+    /// Reload when the policy, users file or lists change, as SIGHUP does.
+    pub reload_on_change: Option<bool>,
     /// Static name → address overrides.
     #[serde(default)]
     pub resolve: BTreeMap<String, Spanned<String>>,

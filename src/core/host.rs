@@ -499,9 +499,53 @@ impl Target {
     }
 }
 
+/// A name already in normal form: lowercase letters, digits, `-`, `_` in non-empty
+/// labels, not ending in a numeric label (which would make it an IPv4 form), at most
+/// 253 bytes with labels of at most 63, and no IDNA (`xn--`) labels, which need checking.
+pub fn is_plain_name(s: &str) -> bool {
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let mut last_numeric = false;
+    for label in s.split('.') {
+        if label.is_empty() || label.len() > 63 || label.starts_with("xn--") {
+            return false;
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return false;
+        }
+        last_numeric = label.bytes().all(|b| b.is_ascii_digit());
+    }
+    !last_numeric
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_name_fast_path_table() {
+        let rows = [
+            ("example.com", true),
+            ("a-b_c.co.uk", true),
+            ("Example.com", false),
+            ("example.com.", false),
+            ("1.2.3.4", false),
+            ("foo.123", false),
+            ("xn--bcher-kva.de", false),
+            ("exa mple.com", false),
+            ("", false),
+            ("a..b", false),
+            ("123.example.com", true),
+        ];
+        for (input, want) in rows {
+            assert_eq!(is_plain_name(input), want, "{input}");
+        }
+    }
+
     use proptest::prelude::*;
 
     fn name(s: &str) -> Result<Host, ()> {

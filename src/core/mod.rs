@@ -24,6 +24,8 @@
 //! | [`verdict`] | what a decision says: requester, verdict, reason and its code | group |
 //! | [`decide`] | `Policy::decide` and `Policy::explain` | policy, grants, verdict |
 //! | [`alert`] | when a decision alerts the DSL, collapse, back-off, what an alert says | policy |
+//! | [`feed`] | the list formats schools receive (UT1, hosts, plain, e2guardian), line by line | host, site |
+//! | [`pac`] | the proxy auto-configuration script browsers are given | host, config |
 //!
 //! `clippy.toml` lists the clock, file-system, process, thread and socket calls and
 //! types; this module denies them (the shell, in `lib.rs`, allows them), so the compiler
@@ -38,10 +40,12 @@ pub mod classify;
 pub mod config;
 pub mod decide;
 pub mod directory;
+pub mod feed;
 pub mod grants;
 pub mod group;
 pub mod host;
 pub mod identity;
+pub mod pac;
 pub mod policy;
 pub mod safe_search;
 pub mod schedule;

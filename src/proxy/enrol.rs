@@ -7,6 +7,7 @@
 //! | `GET /ca.crt` | the certificate, DER, `application/x-x509-ca-cert`: what Windows, iPadOS and Android open as a certificate to install |
 //! | `GET /ca.pem` | the certificate, PEM, `application/x-pem-file` |
 //! | `GET /` | a short page linking both, with the fingerprints to compare |
+//! | `GET /proxy.pac`, `GET /wpad.dat` | the proxy auto-configuration script, when `[pac]` is set ([`super::pac`]) |
 //!
 //! `HEAD` works wherever `GET` does; any other path is `404` and any other method `405`.
 //! The certificate comes from the snapshot (read at start and at each reload), never
@@ -68,12 +69,17 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, shutdown: Cancellatio
             let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let snap = live.get();
-                let reply = respond(
-                    req.method(),
-                    req.uri().path(),
-                    snap.ca.as_deref(),
-                    &snap.policy.school,
-                );
+                let reply = match &snap.settings.pac {
+                    Some(pac) if super::pac::is_pac_path(req.uri().path()) => {
+                        super::pac::respond(req.method(), &pac.script)
+                    }
+                    _ => respond(
+                        req.method(),
+                        req.uri().path(),
+                        snap.ca.as_deref(),
+                        &snap.policy.school,
+                    ),
+                };
                 async move { Ok::<_, Infallible>(reply) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();

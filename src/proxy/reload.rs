@@ -41,11 +41,11 @@ pub(super) fn watch_grants(
                 if matches!(event.kind, notify::EventKind::Access(_)) {
                     return;
                 }
-                if event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == Some(name.as_os_str()))
-                {
+                // `..data`: a Kubernetes ConfigMap holding the file is swapped whole.
+                if event.paths.iter().any(|p| {
+                    p.file_name() == Some(name.as_os_str())
+                        || p.file_name() == Some(std::ffi::OsStr::new("..data"))
+                }) {
                     let _ = tx.send(());
                 }
             }
@@ -60,6 +60,64 @@ pub(super) fn watch_grants(
     if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
         tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the grants directory; send SIGHUP after editing it");
         return None;
+    }
+    Some(watcher)
+}
+
+/// Watches what a reload reads — the policy file's directory (the file itself, the users
+/// file beside it, and the `..data` link through which Kubernetes swaps a mounted
+/// ConfigMap whole) and the lists directory, recursively — and sends on `tx` when any of
+/// it changes. The grants file has its own watcher; the decision log is elsewhere. `None`
+/// (with a warning) if the watch cannot be set.
+pub(super) fn watch_config(
+    policy: &std::path::Path,
+    users: Option<&std::path::Path>,
+    lists: &std::path::Path,
+    grants: &std::path::Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let policy_dir = policy.parent()?.to_path_buf();
+    let mut names: Vec<std::ffi::OsString> =
+        vec![policy.file_name()?.to_os_string(), "..data".into()];
+    if let Some(users) = users.filter(|u| u.parent() == Some(policy_dir.as_path())) {
+        names.extend(users.file_name().map(|n| n.to_os_string()));
+    }
+    let lists_dir = lists.to_path_buf();
+    let grants = grants.to_path_buf();
+    let watched_lists = lists_dir.clone();
+    let mut watcher = match notify::recommended_watcher(
+        move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if event.kind.is_access() {
+                return;
+            }
+            let relevant = event.paths.iter().any(|p| {
+                *p != grants
+                    && (p.starts_with(&watched_lists)
+                        || (p.parent() == Some(policy_dir.as_path())
+                            && p.file_name().is_some_and(|n| names.iter().any(|w| w == n))))
+            });
+            if relevant {
+                let _ = tx.send(());
+            }
+        },
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "reload_on_change: cannot watch the policy; send SIGHUP after changing it");
+            return None;
+        }
+    };
+    let dir = policy.parent()?;
+    if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "reload_on_change: cannot watch the policy's directory; send SIGHUP after changing it");
+        return None;
+    }
+    if lists_dir.is_dir() {
+        if let Err(e) = watcher.watch(&lists_dir, notify::RecursiveMode::Recursive) {
+            tracing::warn!(error = %e, dir = %lists_dir.display(), "reload_on_change: cannot watch the lists; send SIGHUP after changing them");
+        }
     }
     Some(watcher)
 }
@@ -227,8 +285,15 @@ impl Proxy {
         }
     }
 
-    /// Reloads policy and lists; a failure leaves the snapshot in force untouched.
+    /// Reloads policy and lists; a failure leaves the snapshot in force untouched. The
+    /// service manager's status line says how it went.
     pub(super) async fn reload(&self) {
+        super::service::reloading();
+        let status = self.reload_inner().await;
+        super::service::ready(&status);
+    }
+
+    async fn reload_inner(&self) -> String {
         let path = self.config.clone();
         let after_load = self.after_load;
         let result = tokio::task::spawn_blocking(move || load_then(&path, after_load)).await;
@@ -254,6 +319,10 @@ impl Proxy {
                     domains = entries,
                     "reloaded policy and lists"
                 );
+                format!(
+                    "serving; policy and lists reloaded at {} ({entries} domains)",
+                    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+                )
             }
             Ok(Err(errors)) => {
                 for e in &errors.0 {
@@ -264,8 +333,17 @@ impl Proxy {
                     result = "error",
                     "reload refused; the previous policy stays in force"
                 );
+                let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
+                format!(
+                    "serving the previous policy: reload at {} refused ({} problem(s); first: {first})",
+                    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+                    errors.0.len()
+                )
             }
-            Err(e) => tracing::error!(error = %e, "reload task failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed");
+                "serving the previous policy: the reload task failed".to_string()
+            }
         }
     }
 }

@@ -139,6 +139,14 @@ impl Proxy {
     ) -> Result<Response<Body>, Infallible> {
         let started = std::time::Instant::now();
         let snapshot = self.live.get();
+        // The PAC file, asked for as a web server is (origin-form), before any sign-in:
+        // a browser fetches it before it knows it has a proxy.
+        if let Some(pac) = &snapshot.settings.pac {
+            if req.uri().scheme().is_none() && super::pac::is_pac_path(req.uri().path()) {
+                return Ok(super::pac::respond(req.method(), &pac.script)
+                    .map(|b| b.map_err(|never| match never {}).boxed()));
+            }
+        }
         let client = canonical_ip(peer.ip());
         let identity = &snapshot.policy.identity;
         let auth_header = req

@@ -204,6 +204,12 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         None => None,
     };
     tracing::info!(listen = %local, max_connections = cap, "gatehouse proxy listening");
+    let domains = proxy.live.get().lists.domains.len();
+    super::service::ready(&format!("serving on {local}; {domains} domains loaded"));
+    // Never fires when the unit has no WatchdogSec.
+    let mut watchdog = tokio::time::interval(
+        super::service::watchdog_interval().unwrap_or(Duration::from_secs(86_400 * 365)),
+    );
 
     // The grants file is watched through its directory, so that editors' and the CLI's
     // write-then-rename is seen; the watcher only turns file events into a reload signal.
@@ -212,6 +218,22 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let _watcher = watch_grants(&grants_file, grants_tx);
     let mut expiry_check = tokio::time::interval(Duration::from_secs(15));
     let mut expired_seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
+
+    // reload_on_change: the policy, users file and lists watched too, changes gathered
+    // for a second (a ConfigMap swap or a list update is several events) into one reload.
+    let (config_tx, mut config_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let _config_watcher = if settings.reload_on_change {
+        let snap = proxy.live.get();
+        super::reload::watch_config(
+            &proxy.config,
+            snap.policy.users_file.as_deref(),
+            &snap.policy.lists_dir,
+            &snap.policy.grant_rules.file,
+            config_tx,
+        )
+    } else {
+        None
+    };
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -232,6 +254,12 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     loop {
         tokio::select! {
             _ = hup.recv() => proxy.reload().await,
+            Some(()) = config_rx.recv() => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                while config_rx.try_recv().is_ok() {}
+                tracing::info!("the policy or its lists changed on disk (reload_on_change)");
+                proxy.reload().await;
+            }
             Some(()) = grants_rx.recv() => {
                 // Debounce: editors write in several steps.
                 tokio::time::sleep(Duration::from_millis(150)).await;
@@ -239,6 +267,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
                 proxy.reload_grants();
             }
             _ = expiry_check.tick() => proxy.audit_expiries(&mut expired_seen),
+            _ = watchdog.tick() => super::service::alive(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -247,6 +276,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         grace_secs = settings.shutdown_grace.as_secs(),
         "shutting down: no new connections; finishing requests in flight"
     );
+    super::service::stopping();
     shutdown.cancel();
     let _ = accept.await;
     let _ = admin_task.await;
