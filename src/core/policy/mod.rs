@@ -67,6 +67,8 @@ pub struct Policy {
     pub grant_rules: GrantRules,
     /// The safe-search engine table (`[safe_search.engines]` over the shipped defaults).
     pub safe_search: Engines,
+    /// Sites and categories never inspected (`[inspection] never_inspect_*`).
+    pub inspection: crate::core::inspect::InspectionRules,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
