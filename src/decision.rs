@@ -74,7 +74,14 @@ impl Decision {
             status,
             terms,
             safe_search: None,
+            enforced: Vec::new(),
         }
+    }
+
+    /// The record with the header and parameter controls (and TLS inspection) that were
+    /// enforced for it.
+    pub fn with_enforced(self, enforced: Vec<String>) -> Decision {
+        Decision { enforced, ..self }
     }
 
     /// The record with the safe search that was enforced for it, if any.
@@ -418,6 +425,7 @@ mod tests {
             grant: None,
             status: 403,
             terms: vec![],
+            enforced: Vec::new(),
             safe_search: None,
         };
         use crate::decision_log::ReasonCode;
