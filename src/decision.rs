@@ -321,6 +321,7 @@ pub fn unblock(d: &Decision) -> Unblock {
         | R::Ech
         | R::AuthFailed
         | R::InternalDestination
+        | R::UpstreamCertificate
         | R::Grant
         | R::AllowSites
         | R::AllowDuring

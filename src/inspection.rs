@@ -92,7 +92,8 @@ impl InspectionTls {
             path: settings.ca_key.clone(),
             reason,
         };
-        let key_pem = std::fs::read_to_string(&settings.ca_key).map_err(|e| key_err(e.to_string()))?;
+        let key_pem =
+            std::fs::read_to_string(&settings.ca_key).map_err(|e| key_err(e.to_string()))?;
         let issuer_key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| key_err(e.to_string()))?;
         let ca_der = CertificateDer::from(cert.der.clone());
         let params = rcgen::CertificateParams::from_ca_cert_der(&ca_der)
@@ -220,7 +221,9 @@ fn random_serial() -> Result<rcgen::SerialNumber, InspectionError> {
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| InspectionError::Setup("the operating system gave no random numbers".into()))?;
+        .map_err(|_| {
+            InspectionError::Setup("the operating system gave no random numbers".into())
+        })?;
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
@@ -264,8 +267,11 @@ pub enum Lookup {
 /// Minted leaves by host, least recently used dropped first. An entry is minted again
 /// once half its validity has passed, or when the CA has changed since.
 pub struct LeafCache {
-    leaves: Mutex<lru::LruCache<String, (Arc<CertifiedKey>, [u8; 32], Instant)>>,
+    leaves: Mutex<lru::LruCache<String, Leaf>>,
 }
+
+/// A cached leaf: the certificate and key, the CA that signed it, when it was minted.
+type Leaf = (Arc<CertifiedKey>, [u8; 32], Instant);
 
 impl LeafCache {
     /// A cache of `size` leaves (at least one).

@@ -20,8 +20,8 @@ use crate::core::config::{
 };
 use crate::core::grants::{self, GrantSet};
 use crate::core::policy::Policy;
-use crate::lists::{self, CacheMode, ListReport};
 use crate::inspection::InspectionTls;
+use crate::lists::{self, CacheMode, ListReport};
 use crate::settings::Settings;
 
 /// A policy, its lists and its grants, and the shell's settings, valid together.

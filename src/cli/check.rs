@@ -71,23 +71,43 @@ fn print_illegal_over_https(snap: &Snapshot) {
         return;
     }
     hosts.sort_unstable();
+    let shown: Vec<&str> = hosts.iter().take(5).copied().collect();
+    let more = if hosts.len() > shown.len() {
+        ", …"
+    } else {
+        ""
+    };
+    if snap.inspection.is_some() {
+        println!(
+            "illegal content over HTTPS (the school CA is there: TLS inspection is available):"
+        );
+        if !hosts.is_empty() {
+            println!(
+                "  {} host(s) with URL-level entries are inspected for every group, whatever its \
+inspect_tls, so that only the listed pages are refused ({}{more}); devices must trust the school CA",
+                hosts.len(),
+                shown.join(", "),
+            );
+        }
+        if hashes + expressions > 0 {
+            println!(
+                "  {hashes} hashed URL(s) and {expressions} expression(s) name no host a tunnel \
+can be matched on: they match plain HTTP and the requests of inspected tunnels"
+            );
+        }
+        return;
+    }
     println!("illegal content over HTTPS (TLS inspection is not configured):");
     if !hosts.is_empty() {
-        let shown: Vec<&str> = hosts.iter().take(5).copied().collect();
         println!(
             "  {} host(s) with URL-level entries are refused whole over HTTPS, for every group: \
-the path of an HTTPS request cannot be seen ({}{})",
+the path of an HTTPS request cannot be seen ({}{more})",
             hosts.len(),
             shown.join(", "),
-            if hosts.len() > shown.len() {
-                ", …"
-            } else {
-                ""
-            }
         );
         println!(
-            "  over plain HTTP only the listed pages are refused; URL-level blocking over HTTPS \
-needs TLS inspection"
+            "  over plain HTTP only the listed pages are refused; with a school CA \
+(`gatehouse ca init`) these hosts are inspected instead, and only the listed pages refused"
         );
     }
     if hashes + expressions > 0 {

@@ -143,8 +143,8 @@ impl Policy {
         if !ca {
             return Inspection::NoCa;
         }
-        let illegal_pages = CategorySet::from_bits(lists.urls.host_bits(&target.host))
-            .intersection(self.illegal());
+        let illegal_pages =
+            CategorySet::from_bits(lists.urls.host_bits(&target.host)).intersection(self.illegal());
         if let Some(c) = illegal_pages.iter().next() {
             return Inspection::IllegalPages(c);
         }

@@ -171,11 +171,13 @@ pub enum ReasonCode {
     AuthFailed,
     /// A destination on the school's own network (or this node) that may not be dialled.
     InternalDestination,
+    /// An inspected tunnel's upstream whose TLS certificate did not verify.
+    UpstreamCertificate,
 }
 
 impl ReasonCode {
     /// Every code, in declaration order.
-    pub const ALL: [ReasonCode; 16] = [
+    pub const ALL: [ReasonCode; 17] = [
         ReasonCode::Illegal,
         ReasonCode::Grant,
         ReasonCode::BlockSites,
@@ -192,6 +194,7 @@ impl ReasonCode {
         ReasonCode::Ech,
         ReasonCode::AuthFailed,
         ReasonCode::InternalDestination,
+        ReasonCode::UpstreamCertificate,
     ];
 
     /// The name stored and shown (`category`, `no_sni`, …).
@@ -213,6 +216,7 @@ impl ReasonCode {
             ReasonCode::Ech => "ech",
             ReasonCode::AuthFailed => "auth_failed",
             ReasonCode::InternalDestination => "internal_destination",
+            ReasonCode::UpstreamCertificate => "upstream_certificate",
         }
     }
 

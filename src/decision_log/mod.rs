@@ -889,10 +889,10 @@ mod tests {
                 version: "1.0.0".into(),
             },
             Body::Decision(decision(None).with_enforced(vec!["safe=active".into()])),
-            Body::Decision(
-                decision(Some(rewrite()))
-                    .with_enforced(vec!["YouTube-Restrict: Strict".into(), "tls-inspected".into()]),
-            ),
+            Body::Decision(decision(Some(rewrite())).with_enforced(vec![
+                "YouTube-Restrict: Strict".into(),
+                "tls-inspected".into(),
+            ])),
         ];
         // (body, its stored kind: the variant index, the payload's first byte here)
         for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6, 9, 9]) {

@@ -22,8 +22,8 @@ use crate::core::config::{
 };
 use crate::core::directory::{GroupMapping, GroupPattern, GroupRule, Unmapped};
 use crate::core::group::{Group, GroupId, Mode};
-use crate::core::inspect::{Controls, InspectionRules, TenantRestriction};
 use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
+use crate::core::inspect::{Controls, InspectionRules, TenantRestriction};
 use crate::core::safe_search::{
     self, Engine, Engines, GroupSafeSearch, HostPattern, Level, Setting,
 };
@@ -536,7 +536,10 @@ impl Compiler<'_> {
             if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
                 self.invalid(
                     c.span(),
-                    format!("group {gname:?}: microsoft_tenant_context {:?} is not a directory id", c.get_ref()),
+                    format!(
+                        "group {gname:?}: microsoft_tenant_context {:?} is not a directory id",
+                        c.get_ref()
+                    ),
                 );
                 None
             } else {
@@ -547,12 +550,20 @@ impl Compiler<'_> {
             (Some(tenants), Some(context)) => Some(TenantRestriction { tenants, context }),
             (None, None) => None,
             (Some(_), None) => {
-                let span = g.microsoft_tenants.first().map(|e| e.span()).unwrap_or(0..0);
+                let span = g
+                    .microsoft_tenants
+                    .first()
+                    .map(|e| e.span())
+                    .unwrap_or(0..0);
                 self.invalid(span, format!("group {gname:?}: microsoft_tenants needs microsoft_tenant_context (the school's directory id), which Microsoft requires with it"));
                 None
             }
             (None, Some(_)) => {
-                let span = g.microsoft_tenant_context.as_ref().map(|e| e.span()).unwrap_or(0..0);
+                let span = g
+                    .microsoft_tenant_context
+                    .as_ref()
+                    .map(|e| e.span())
+                    .unwrap_or(0..0);
                 self.invalid(span, format!("group {gname:?}: microsoft_tenant_context without microsoft_tenants restricts nothing"));
                 None
             }
@@ -589,7 +600,10 @@ impl Compiler<'_> {
                 Ok(entry) => rules.never_sites.push(entry),
                 Err(why) => self.invalid(
                     e.span(),
-                    format!("[inspection] never_inspect_sites entry {:?}: {why}", e.get_ref()),
+                    format!(
+                        "[inspection] never_inspect_sites entry {:?}: {why}",
+                        e.get_ref()
+                    ),
                 ),
             }
         }
