@@ -82,9 +82,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl InspectionTls {
     /// Reads the CA at `settings`' paths and the extra roots. `Ok(None)` when there is
-    /// no CA certificate file: inspection is then unavailable.
+    /// no CA certificate file, or no key beside it (a node that only serves the
+    /// certificate for enrolment): inspection is then unavailable.
     pub fn load(settings: &InspectionSettings) -> Result<Option<InspectionTls>, InspectionError> {
-        if !settings.ca_cert.exists() {
+        if !settings.ca_cert.exists() || !settings.ca_key.exists() {
             return Ok(None);
         }
         let cert = crate::ca::CaCert::load(&settings.ca_cert)?;

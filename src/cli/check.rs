@@ -303,6 +303,22 @@ fn print_ca(snap: &Snapshot) {
         ),
         None => println!("  enrolment listener: off ([inspection] enrol_listen)"),
     }
+    let p = &snap.policy;
+    let inspected: Vec<&str> = p
+        .groups()
+        .filter(|(_, g)| g.inspect_tls)
+        .map(|(_, g)| g.name.as_str())
+        .collect();
+    match (&snap.inspection, inspected.is_empty()) {
+        (None, _) => println!("  TLS inspection: unavailable (no school CA and key)"),
+        (Some(_), true) => println!("  TLS inspection: available; no group has inspect_tls"),
+        (Some(_), false) => println!(
+            "  TLS inspection: groups {} ({} categories and {} sites never inspected)",
+            inspected.join(", "),
+            p.inspection.never_categories.iter().count(),
+            p.inspection.never_sites.entries().len()
+        ),
+    }
 }
 
 /// Where alerts go, and which categories send them.
