@@ -609,9 +609,10 @@ pub struct RawGroup {
     pub youtube_restrict: Option<Spanned<String>>,
     /// Inspect this group's HTTPS with the school CA (default false).
     pub inspect_tls: Option<bool>,
-    /// Inspected: add `safe=active` to Google search URLs (default true).
+    /// Add `safe=active` to Google search URLs (default: as `safe_search`).
     pub google_safe_active: Option<bool>,
-    /// Inspected: send `YouTube-Restrict` at the `youtube_restrict` level (default true).
+    /// Send `YouTube-Restrict` at the `youtube_restrict` level (default true; nothing
+    /// when `youtube_restrict` is off).
     pub youtube_restrict_header: Option<bool>,
     /// Inspected: Microsoft tenants that may be signed in to (`Restrict-Access-To-Tenants`).
     #[serde(default)]

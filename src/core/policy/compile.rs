@@ -569,7 +569,9 @@ impl Compiler<'_> {
             }
         };
         Controls {
-            google_safe: g.google_safe_active.unwrap_or(true),
+            // As the group's safe_search unless it says: a group without safe search
+            // gets none of it by this route either.
+            google_safe: g.google_safe_active.unwrap_or(safe_search.search.is_some()),
             youtube: if g.youtube_restrict_header.unwrap_or(true) {
                 safe_search.youtube
             } else {
