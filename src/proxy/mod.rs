@@ -13,6 +13,14 @@
 //! recorded (and dialled again when the SNI names a search engine whose safe-search
 //! address the first dial did not reach), and a dial sends none of the client's bytes.
 //!
+//! TLS inspection (`inspect.rs`): a tunnel that [`Policy::inspect`] says is inspected
+//! is not dialled; after its recorded SNI decision the client's TLS is accepted with a
+//! leaf from the school CA, and every request inside takes the plain-HTTP path
+//! (`request.rs`), each with its own decision, record and permit, to a TLS upstream
+//! verified in full.
+//!
+//! [`Policy::inspect`]: crate::core::policy::Policy::inspect
+//!
 //! Safe search: a request or tunnel to a search engine or YouTube, for a group with the
 //! engine's setting on, is dialled to the engine's safe-search address
 //! ([`Policy::safe_search`](crate::core::policy::Policy::safe_search)) and its bytes pass

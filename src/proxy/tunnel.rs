@@ -17,6 +17,13 @@
 //! ECH", so that real ECH does not stand out), so it says nothing about the
 //! destination, and the name it shows is the one decided.
 //!
+//! Inspection: a tunnel that is to be inspected (the group's `inspect_tls`, or a host
+//! with pages on an illegal list, when the school CA is there; never a
+//! `never_inspect_*` site) is decided on the CONNECT line and the SNI as any other, but
+//! not dialled or spliced: once the SNI decision is recorded, `inspect.rs` accepts the
+//! client's TLS and serves the requests inside. Without the CA, a host with pages on an
+//! illegal list is refused whole, as the path cannot be seen.
+//!
 //! Safe search needs no interception: a tunnel to a search engine or YouTube, for a group
 //! with the engine's setting on, is dialled to the engine's safe-search address
 //! ([`Policy::safe_search`](crate::core::policy::Policy::safe_search)) and the client's
