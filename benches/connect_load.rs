@@ -208,13 +208,24 @@ async fn exchange(
     let tcp = open(via, origin).await?;
     let name = ServerName::try_from("origin.test").map_err(std::io::Error::other)?;
     let mut tls = connector.connect(name, tcp).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n");
+    // The port in Host: a proxy that reads the request (an inspecting one) must not
+    // take it for 443.
+    let port = origin.port();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: origin.test:{port}\r\nConnection: close\r\n\r\n");
     tls.write_all(req.as_bytes()).await?;
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
         match tls.read(&mut buf).await {
             Ok(0) => break,
+            // Only the origin's own answer counts: a proxy's error page is a failure.
+            Ok(n) if total == 0 && !buf[..n].starts_with(b"HTTP/1.1 200") => {
+                return Err(std::io::Error::other(format!(
+                    "not 200: {}",
+                    String::from_utf8_lossy(&buf[..n.min(40)])
+                )));
+            }
             Ok(n) => total += n as u64,
             // A peer that closes without close_notify after the whole body is fine here.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
@@ -317,7 +328,11 @@ async fn keepalive_requests_per_second(
             connector.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let req = b"GET /small HTTP/1.1\r\nHost: origin.test\r\n\r\n";
+            let req = format!(
+                "GET /small HTTP/1.1\r\nHost: origin.test:{}\r\n\r\n",
+                origin.port()
+            );
+            let req = req.as_bytes();
             while !stop.load(Ordering::Relaxed) {
                 let Ok(tcp) = open(Some(via), origin).await else {
                     errors.fetch_add(1, Ordering::Relaxed);
