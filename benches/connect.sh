@@ -85,7 +85,7 @@ if [ ! -s "$C/squid-ca.pem" ]; then
         -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
 fi
 rm -rf "$C/ssl_db"; /usr/lib/squid/security_file_certgen -c -s "$C/ssl_db" -M 16MB >/dev/null
-chown -R proxy:proxy "$C/ssl_db" 2>/dev/null || true
+chown -R proxy:proxy "$C/ssl_db" "$C"/squid-ca.* 2>/dev/null || true
 echo "127.0.0.1 origin.test" >"$C/hosts"
 cat >"$C/squid-bump.conf" <<SQ
 http_port 127.0.0.1:13129 ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=16MB tls-cert=$C/squid-ca.pem tls-key=$C/squid-ca.key
