@@ -117,9 +117,9 @@ trap cleanup EXIT
 taskset -c 0 squid -N -f "$W/connect/squid.conf" 2>>"$W/connect/squid.stderr" & pids+=($!)
 taskset -c 0 "$here/target/release/gatehouse" run --config "$W/connect/gatehouse.toml" \
     >"$W/connect/gatehouse.log" 2>&1 & pids+=($!)
-taskset -c 0 squid -N -f "$C/squid-bump.conf" 2>>"$C/squid-bump.stderr" & pids+=($!)
+taskset -c 0 squid -N -f "$C/squid-bump.conf" 2>>"$C/squid-bump.stderr" & pids+=($!); squid_bump=$!
 taskset -c 0 "$here/target/release/gatehouse" run --config "$C/gatehouse-inspect.toml" \
-    >"$C/gatehouse-inspect.log" 2>&1 & pids+=($!)
+    >"$C/gatehouse-inspect.log" 2>&1 & pids+=($!); gatehouse_inspect=$!
 for port in 13128 3128 13129 3129; do
     for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
 done
@@ -135,6 +135,7 @@ for r in $(seq 1 "$rounds"); do
     fi
     ORIGIN_PORT=$ORIGIN_PORT ORIGIN_CA="$C/origin-ca.pem" ORIGIN_CERT="$C/origin.crt" \
         ORIGIN_KEY="$C/origin.key" PROXY_CAS="$C/school-ca.crt:$C/squid-ca.pem" \
+        PROXY_PIDS="gatehouse-inspect=$gatehouse_inspect,squid-bump=$squid_bump" \
         taskset -c 1 "$tool" "$secs" "$workers" "$bulk" \
         direct gatehouse=127.0.0.1:3128 squid=127.0.0.1:13128 "${inspect[@]}" | tee -a "$out"
 done
@@ -155,11 +156,15 @@ for k in ("gatehouse", "squid"):
         print(f"{k}: tunnels {med[k][0]/d[0]:.2f} of direct, bulk {med[k][2]/d[2]:.2f} of direct")
 if "gatehouse" in med and "squid" in med:
     print(f"gatehouse / squid: tunnels {med['gatehouse'][0]/med['squid'][0]:.2f}x, bulk {med['gatehouse'][2]/med['squid'][2]:.2f}x")
-ins, leaf = {}, {}
+ins, leaf, cpu, ka = {}, {}, {}, []
 for line in open(sys.argv[1]):
-    m = re.match(r"INSPECT (\S+) new_conns_per_s=(\d+) errors=(\d+) keepalive_rps=(\d+) errors=(\d+)", line)
+    m = re.match(r"INSPECT (\S+) new_conns_per_s=(\d+) errors=(\d+) keepalive_rps=(\d+) errors=(\d+) cpu_us_per_conn=(\d+) cpu_us_per_req=([\d.]+)", line)
     if m:
         ins.setdefault(m[1], []).append((int(m[2]), int(m[3]), int(m[4]), int(m[5])))
+        cpu.setdefault(m[1], []).append((float(m[6]), float(m[7])))
+    m = re.match(r"KEEPALIVE direct rps=(\d+)", line)
+    if m:
+        ka.append(int(m[1]))
     m = re.match(r'gatehouse_inspection_leaf_cache_total\{result="(\w+)"\} (\d+)', line)
     if m:
         leaf[m[1]] = int(m[2])
@@ -169,6 +174,14 @@ for k, (c, ce, q, qe) in mi.items():
 g, s = mi.get("gatehouse-inspect"), mi.get("squid-bump")
 if g and s and s[0] and s[2]:
     print(f"gatehouse inspect / squid ssl_bump: new connections {g[0]/s[0]:.2f}x (goal >= 2), keep-alive requests {g[2]/s[2]:.2f}x (goal >= 3)")
+mc = {k: (statistics.median(v[0] for v in vs), statistics.median(v[1] for v in vs)) for k, vs in cpu.items()}
+for k, (c, q) in mc.items():
+    print(f"median {k}: proxy CPU {c:.0f} us per new inspected connection, {q:.1f} us per keep-alive request")
+if ka:
+    print(f"median direct keep-alive (the load tool's ceiling, no proxy): {statistics.median(ka):.0f} requests/s")
+g, s = mc.get("gatehouse-inspect"), mc.get("squid-bump")
+if g and s and g[0] and g[1]:
+    print(f"squid ssl_bump CPU / gatehouse CPU: per new connection {s[0]/g[0]:.2f}x, per keep-alive request {s[1]/g[1]:.2f}x")
 if leaf:
     hits, misses = leaf.get("hit", 0), leaf.get("miss", 0)
     print(f"gatehouse leaf cache: {hits} hits, {misses} misses, {leaf.get('error', 0)} errors: hit rate {hits / max(1, hits + misses):.4f}")

@@ -26,7 +26,12 @@
 //! * **requests per second on kept-alive inspected connections**: `WORKERS` clients
 //!   each keep one inspected connection and send `GET /small` on it again and again;
 //!
-//! printed as one `INSPECT` line each. `ORIGIN_CERT`, `ORIGIN_KEY` and `ORIGIN_CA`
+//! printed as one `INSPECT` line each. With `PROXY_PIDS` (`NAME=PID,…`), each phase
+//! also reports the proxy's CPU time per connection and per request (user + system,
+//! from `/proc/PID/stat`): on this 2-core machine the load tool (client and origin TLS
+//! on one core) saturates before a fast proxy does, and CPU per request is then the
+//! comparison that holds. The tool's own ceiling is the `direct` keep-alive figure
+//! (`KEEPALIVE direct`: the same requests with no proxy). `ORIGIN_CERT`, `ORIGIN_KEY` and `ORIGIN_CA`
 //! (PEM files) make the origin use a given certificate, so that the proxies can be told
 //! to trust its CA before the tool starts; without them it makes its own.
 
@@ -153,6 +158,18 @@ async fn respond<S: tokio::io::AsyncWrite + Unpin>(tls: &mut S, path: &str) {
         let _ = tls.write_all(SMALL).await;
     }
     let _ = tls.shutdown().await;
+}
+
+/// CPU time (user + system, all threads) of process `pid` so far, in microseconds.
+fn cpu_us(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ: 100 on Linux for every architecture this runs on.
+    let per_second = 100u64;
+    Some(ticks * 1_000_000 / per_second)
 }
 
 /// Whether CONNECT names `origin.test` rather than the origin's address (set while an
@@ -309,7 +326,7 @@ async fn read_response<S: tokio::io::AsyncBufRead + Unpin>(tls: &mut S) -> std::
 /// keep one tunnel and send `GET /small` on it again and again for `secs`; (rate,
 /// errors). A client whose connection fails opens another.
 async fn keepalive_requests_per_second(
-    via: SocketAddr,
+    via: Option<SocketAddr>,
     origin: SocketAddr,
     connector: TlsConnector,
     workers: usize,
@@ -334,7 +351,7 @@ async fn keepalive_requests_per_second(
             );
             let req = req.as_bytes();
             while !stop.load(Ordering::Relaxed) {
-                let Ok(tcp) = open(Some(via), origin).await else {
+                let Ok(tcp) = open(via, origin).await else {
                     errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
@@ -403,6 +420,15 @@ fn main() {
     if targets.is_empty() {
         targets.push(("direct".to_string(), None, false));
     }
+    // NAME=PID,… : the proxies' processes, for their CPU time.
+    let pids: std::collections::HashMap<String, u32> = std::env::var("PROXY_PIDS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -443,21 +469,39 @@ fn main() {
         let mut direct = (0.0, 0.0);
         for (name, via, inspect) in targets {
             CONNECT_BY_NAME.store(inspect, Ordering::Relaxed);
-            if let (true, Some(proxy)) = (inspect, via) {
+            if inspect && via.is_some() {
+                let pid = pids.get(&name).copied();
+                let cpu0 = cpu_us(pid);
                 let (conns, conn_errors) =
                     tunnels_per_second(via, origin_addr, connector.clone(), workers, secs).await;
+                let cpu1 = cpu_us(pid);
                 let (rps, rps_errors) = keepalive_requests_per_second(
-                    proxy,
+                    via,
                     origin_addr,
                     connector.clone(),
                     workers,
                     secs,
                 )
                 .await;
+                let cpu2 = cpu_us(pid);
+                // Proxy CPU per unit of work, in microseconds (0 when unknown).
+                let per = |from: Option<u64>, to: Option<u64>, units: f64| match (from, to) {
+                    (Some(a), Some(b)) if units > 0.0 => (b - a) as f64 / units,
+                    _ => 0.0,
+                };
+                let s = secs as f64;
+                let cpu_conn = per(cpu0, cpu1, conns * s);
+                let cpu_req = per(cpu1, cpu2, rps * s);
                 println!(
-                    "INSPECT {name} new_conns_per_s={conns:.0} errors={conn_errors} keepalive_rps={rps:.0} errors={rps_errors}"
+                    "INSPECT {name} new_conns_per_s={conns:.0} errors={conn_errors} keepalive_rps={rps:.0} errors={rps_errors} cpu_us_per_conn={cpu_conn:.0} cpu_us_per_req={cpu_req:.1}"
                 );
                 continue;
+            }
+            if via.is_none() {
+                let (rps, errors) =
+                    keepalive_requests_per_second(None, origin_addr, connector.clone(), workers, secs)
+                        .await;
+                println!("KEEPALIVE direct rps={rps:.0} errors={errors}");
             }
             let (rate, errors) =
                 tunnels_per_second(via, origin_addr, connector.clone(), workers, secs).await;
