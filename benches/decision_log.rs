@@ -72,6 +72,7 @@ fn decision(i: u64) -> Body {
         grant: None,
         status: if blocked { 403 } else { 0 },
         terms: vec![],
+        enforced: Vec::new(),
         safe_search: None,
     })
 }

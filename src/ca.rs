@@ -528,6 +528,9 @@ mod tests {
             ca_cert: dir.path().join("ca/ca.crt"),
             ca_key: dir.path().join("ca/ca.key"),
             enrol_listen: None,
+            extra_roots: Vec::new(),
+            leaf_cache_size: 1,
+            leaf_validity: std::time::Duration::from_secs(3600),
         };
         let today = NaiveDate::from_ymd_opt(2026, 12, 4).expect("date");
         let made = init(&settings, "Test School", false, today).expect("init");

@@ -74,7 +74,14 @@ impl Decision {
             status,
             terms,
             safe_search: None,
+            enforced: Vec::new(),
         }
+    }
+
+    /// The record with the header and parameter controls (and TLS inspection) that were
+    /// enforced for it.
+    pub fn with_enforced(self, enforced: Vec<String>) -> Decision {
+        Decision { enforced, ..self }
     }
 
     /// The record with the safe search that was enforced for it, if any.
@@ -329,6 +336,7 @@ pub fn unblock(d: &Decision) -> Unblock {
         | R::Ech
         | R::AuthFailed
         | R::InternalDestination
+        | R::UpstreamCertificate
         | R::Grant
         | R::LessonAllow
         | R::AllowSites
@@ -434,6 +442,7 @@ mod tests {
             grant: None,
             status: 403,
             terms: vec![],
+            enforced: Vec::new(),
             safe_search: None,
         };
         use crate::decision_log::ReasonCode;

@@ -30,6 +30,7 @@
 //! | [`core::config`] | the policy file as written, with file:line errors |
 //! | [`core::policy`] | the validated policy, compiled from the file in steps |
 //! | [`core::safe_search`] | safe search without interception: the engine table, the name dialled |
+//! | [`core::inspect`] | TLS inspection: whether a tunnel is inspected; header and parameter controls |
 //! | [`core::grants`] | ticketed, time-boxed unblocks, validated against a policy |
 //! | [`core::verdict`] | what a decision says: verdict, reason, reason code |
 //! | [`core::decide`] | `Policy::decide` (DESIGN.md's precedence) and `Policy::explain` |
@@ -43,6 +44,7 @@
 //! | --- | --- |
 //! | [`settings`] | the listener, log, admin and inspection settings from the policy file |
 //! | [`ca`] | the school's inspection CA: making it, reading it back, its fingerprints |
+//! | [`inspection`] | TLS inspection's machinery: the CA's signing half, minted leaves and their cache, both sides' TLS settings |
 //! | [`lists`] | reading list files and the compiled cache |
 //! | [`import`] | `lists import`: UT1, hosts, plain and e2guardian lists into the policy's own |
 //! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
@@ -73,6 +75,7 @@ pub mod decision_log;
 pub mod directory;
 pub mod grant_store;
 pub mod import;
+pub mod inspection;
 pub mod lists;
 pub mod metrics;
 pub mod proxy;

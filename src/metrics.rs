@@ -34,6 +34,11 @@ pub struct Metrics {
     /// Requests and tunnels dialled to an engine's safe-search address, by engine (the
     /// policy's engine names: a bounded set).
     pub safe_search_rewrites: IntCounterVec,
+    /// Leaf certificates for inspected tunnels, by `result`: `hit` (from the cache),
+    /// `miss` (minted), `error` (could not be minted).
+    pub leaf_cache: IntCounterVec,
+    /// Tunnels inspected, by why: `group` (`inspect_tls`) or `illegal_pages`.
+    pub inspected_tunnels: IntCounterVec,
     /// `407` challenges sent.
     pub auth_challenges: IntCounter,
     /// Failed proxy authentications.
@@ -215,6 +220,18 @@ impl Metrics {
                 "gatehouse_upstream_errors_total",
                 "Upstream failures by kind",
                 &["kind"],
+            ),
+            leaf_cache: counter_vec(
+                &registry,
+                "gatehouse_inspection_leaf_cache_total",
+                "Leaf certificates for inspected tunnels: hit (cached), miss (minted), error",
+                &["result"],
+            ),
+            inspected_tunnels: counter_vec(
+                &registry,
+                "gatehouse_inspected_tunnels_total",
+                "TLS tunnels inspected, by why: group (inspect_tls) or illegal_pages",
+                &["why"],
             ),
             safe_search_rewrites: counter_vec(
                 &registry,

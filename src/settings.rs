@@ -144,6 +144,14 @@ pub struct InspectionSettings {
     /// Plain-HTTP listener serving the certificate to devices (`/ca.crt`, `/ca.pem`,
     /// `/`). Default none: no enrolment listener.
     pub enrol_listen: Option<std::net::SocketAddr>,
+    /// Extra CA certificates (PEM files) trusted for the upstream servers of inspected
+    /// tunnels, beside the public (Mozilla) roots. Default none.
+    pub extra_roots: Vec<PathBuf>,
+    /// Minted leaf certificates kept, least recently used dropped first. Default 10 000.
+    pub leaf_cache_size: usize,
+    /// How long a minted leaf certificate is valid. Default 24 hours: short, since it is
+    /// minted again on demand; it is re-minted after half of it.
+    pub leaf_validity: std::time::Duration,
 }
 
 /// The decision log's settings (`[log]`).
@@ -419,10 +427,40 @@ impl Compiler<'_> {
                 "[inspection] ca_cert and ca_key name the same file: the key needs a file of its own".into(),
             )));
         }
+        let leaf_cache_size = match &raw.leaf_cache_size {
+            Some(n) if *n.get_ref() == 0 => {
+                self.errors.push(self.source.error_at(
+                    n.span(),
+                    ConfigErrorKind::InvalidValue(
+                        "[inspection] leaf_cache_size must be at least 1".into(),
+                    ),
+                ));
+                1
+            }
+            Some(n) => *n.get_ref(),
+            None => 10_000,
+        };
+        let leaf_hours = match &raw.leaf_validity_hours {
+            Some(h) if !(1..=24 * 90).contains(h.get_ref()) => {
+                self.errors.push(self.source.error_at(
+                    h.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "[inspection] leaf_validity_hours {} is not between 1 and 2160 (90 days)",
+                        h.get_ref()
+                    )),
+                ));
+                24
+            }
+            Some(h) => *h.get_ref(),
+            None => 24,
+        };
         InspectionSettings {
             ca_cert,
             ca_key,
             enrol_listen,
+            extra_roots: raw.extra_roots.iter().map(|r| self.base.join(r)).collect(),
+            leaf_cache_size,
+            leaf_validity: std::time::Duration::from_secs(leaf_hours * 3600),
         }
     }
 

@@ -20,6 +20,7 @@ use crate::core::config::{
 };
 use crate::core::grants::{self, GrantSet};
 use crate::core::policy::Policy;
+use crate::inspection::InspectionTls;
 use crate::lists::{self, CacheMode, ListReport};
 use crate::settings::Settings;
 
@@ -38,6 +39,9 @@ pub struct Snapshot {
     /// The school CA's certificate, read when a setting needs it (`[inspection]
     /// enrol_listen`), so a listener serves what was read at start or reload.
     pub ca: Option<Arc<CaCert>>,
+    /// The school CA's signing half and the TLS settings for inspected tunnels, when the
+    /// CA's files are there (see [`crate::inspection`]).
+    pub inspection: Option<Arc<InspectionTls>>,
 }
 
 impl Snapshot {
@@ -52,6 +56,7 @@ impl Snapshot {
             report: self.report.clone(),
             grants: Arc::new(grants),
             ca: self.ca.clone(),
+            inspection: self.inspection.clone(),
         })
     }
 
@@ -99,6 +104,7 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
     };
     // Before the lists, which may take seconds: a missing CA is said at once.
     let ca = load_ca(&settings, path)?;
+    let inspection = load_inspection(&settings, &policy, path)?;
     let (lists, report) = lists::load(&policy, cache).map_err(ConfigErrors)?;
     let errors = policy.check_lists(&lists);
     if !errors.is_empty() {
@@ -112,7 +118,42 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
         report,
         grants: Arc::new(grants),
         ca,
+        inspection,
     })
+}
+
+/// Reads the school CA's signing half when its certificate is there: TLS inspection
+/// for the groups that opt in, and for sites with pages on an illegal list. A group with
+/// `inspect_tls` and no CA is an error, so the policy does not load with an inspection
+/// it cannot do.
+fn load_inspection(
+    settings: &Settings,
+    policy: &Policy,
+    path: &Path,
+) -> Result<Option<Arc<InspectionTls>>, ConfigErrors> {
+    let inspection = &settings.inspection;
+    let error = |file: &Path, message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            kind: ConfigErrorKind::Ca(message),
+        }])
+    };
+    match InspectionTls::load(inspection) {
+        Ok(Some(tls)) => Ok(Some(Arc::new(tls))),
+        Ok(None) => match policy.groups().find(|(_, g)| g.inspect_tls) {
+            Some((_, g)) => Err(error(
+                &inspection.ca_cert,
+                format!(
+                    "no school CA certificate here, and group {:?} has inspect_tls on: create it with `gatehouse ca init --config {}`",
+                    g.name,
+                    path.display()
+                ),
+            )),
+            None => Ok(None),
+        },
+        Err(e) => Err(error(&inspection.ca_cert, e.to_string())),
+    }
 }
 
 /// Reads the school CA's certificate when the enrolment listener will serve it; a

@@ -88,6 +88,7 @@ fn body(i: u64) -> Body {
             grant: None,
             status: if i.is_multiple_of(2) { 403 } else { 0 },
             terms: Vec::new(),
+            enforced: Vec::new(),
             safe_search: None,
         }),
     }

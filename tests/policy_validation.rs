@@ -103,6 +103,14 @@ fn each_error_names_file_line_and_problem() {
         (STAFF, &format!("{STAFF}\n[safe_search.engines.google]\nmoderate = \"moderate.example\"\n"), "policy.toml:35: safe-search engine \"google\": only youtube_restrict engines have a moderate address"),
         (STAFF, &format!("{STAFF}\n[safe_search.engines.youtube]\nsetting = \"video\"\n"), "policy.toml:35: safe-search engine \"youtube\": setting \"video\" is not \"safe_search\" or \"youtube_restrict\""),
         (STAFF, &format!("{STAFF}\n[safe_search.engines.mine]\nsetting = \"safe_search\"\nhosts = [\"www.google.de\"]\nstrict = \"safe.mine.example\"\n"), "policy.toml:36: safe-search engines \"google\" (www.google.*) and \"mine\" (www.google.de) both claim the same host"),
+        // TLS inspection: the group controls and [inspection].
+        ("block = [\"games\"]", "block = [\"games\"]\nmicrosoft_tenants = [\"school.example\"]", "policy.toml:29: group \"pupils\": microsoft_tenants needs microsoft_tenant_context"),
+        ("block = [\"games\"]", "block = [\"games\"]\ngoogle_allowed_domains = [\"a.example, b.example\"]", "policy.toml:29: group \"pupils\": google_allowed_domains entry \"a.example, b.example\" is not a domain or id"),
+        ("[lists]", "[inspection]\nnever_inspect_categories = [\"csam\"]\n\n[lists]", "policy.toml:5: [inspection] never_inspect_categories: \"csam\" is an illegal category"),
+        ("[lists]", "[inspection]\nnever_inspect_categories = [\"banks\"]\n\n[lists]", "policy.toml:5: unknown category \"banks\""),
+        ("[lists]", "[inspection]\nnever_inspect_sites = [\"bad host!\"]\n\n[lists]", "policy.toml:5: [inspection] never_inspect_sites entry \"bad host!\""),
+        ("[lists]", "[inspection]\nleaf_validity_hours = 0\n\n[lists]", "policy.toml:5: [inspection] leaf_validity_hours 0 is not between 1 and 2160"),
+        ("block = [\"games\"]", "block = [\"games\"]\ninspect_tls = true", "../var/ca/ca.crt: no school CA certificate here, and group \"pupils\" has inspect_tls on"),
         // The shell's settings ([server], [admin]) share the file and the pass.
         ("[lists]", "[server]\nlisten = \"port 3128\"\n\n[lists]", "policy.toml:5: listen \"port 3128\" is not an address:port"),
         ("[lists]", "[server]\nresolve = { \"a.example\" = \"nowhere\" }\n\n[lists]", "policy.toml:5: resolve \"a.example\" = \"nowhere\": expected a host name and an IP address"),

@@ -199,6 +199,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
             grant: granted.then(|| "HD-4411".to_string()),
             status: if blocked { 403 } else { 0 },
             terms: terms.iter().map(|s| s.to_string()).collect(),
+            enforced: Vec::new(),
             safe_search: None,
         };
         if t >= week_from && t < week_to {
@@ -235,6 +236,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
                 grant: None,
                 status: 200,
                 terms: vec![],
+                enforced: Vec::new(),
                 safe_search: Some(gatehouse::decision_log::SafeSearchRewrite {
                     engine: "youtube".into(),
                     level: gatehouse::core::safe_search::Level::Moderate,

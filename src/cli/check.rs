@@ -64,23 +64,43 @@ fn print_illegal_over_https(snap: &Snapshot) {
         return;
     }
     hosts.sort_unstable();
+    let shown: Vec<&str> = hosts.iter().take(5).copied().collect();
+    let more = if hosts.len() > shown.len() {
+        ", …"
+    } else {
+        ""
+    };
+    if snap.inspection.is_some() {
+        println!(
+            "illegal content over HTTPS (the school CA is there: TLS inspection is available):"
+        );
+        if !hosts.is_empty() {
+            println!(
+                "  {} host(s) with URL-level entries are inspected for every group, whatever its \
+inspect_tls, so that only the listed pages are refused ({}{more}); devices must trust the school CA",
+                hosts.len(),
+                shown.join(", "),
+            );
+        }
+        if hashes + expressions > 0 {
+            println!(
+                "  {hashes} hashed URL(s) and {expressions} expression(s) name no host a tunnel \
+can be matched on: they match plain HTTP and the requests of inspected tunnels"
+            );
+        }
+        return;
+    }
     println!("illegal content over HTTPS (TLS inspection is not configured):");
     if !hosts.is_empty() {
-        let shown: Vec<&str> = hosts.iter().take(5).copied().collect();
         println!(
             "  {} host(s) with URL-level entries are refused whole over HTTPS, for every group: \
-the path of an HTTPS request cannot be seen ({}{})",
+the path of an HTTPS request cannot be seen ({}{more})",
             hosts.len(),
             shown.join(", "),
-            if hosts.len() > shown.len() {
-                ", …"
-            } else {
-                ""
-            }
         );
         println!(
-            "  over plain HTTP only the listed pages are refused; URL-level blocking over HTTPS \
-needs TLS inspection"
+            "  over plain HTTP only the listed pages are refused; with a school CA \
+(`gatehouse ca init`) these hosts are inspected instead, and only the listed pages refused"
         );
     }
     if hashes + expressions > 0 {
@@ -277,6 +297,22 @@ fn print_ca(snap: &Snapshot) {
             ca::download_base(addr)
         ),
         None => println!("  enrolment listener: off ([inspection] enrol_listen)"),
+    }
+    let p = &snap.policy;
+    let inspected: Vec<&str> = p
+        .groups()
+        .filter(|(_, g)| g.inspect_tls)
+        .map(|(_, g)| g.name.as_str())
+        .collect();
+    match (&snap.inspection, inspected.is_empty()) {
+        (None, _) => println!("  TLS inspection: unavailable (no school CA and key)"),
+        (Some(_), true) => println!("  TLS inspection: available; no group has inspect_tls"),
+        (Some(_), false) => println!(
+            "  TLS inspection: groups {} ({} categories and {} sites never inspected)",
+            inspected.join(", "),
+            p.inspection.never_categories.iter().count(),
+            p.inspection.never_sites.entries().len()
+        ),
     }
 }
 

@@ -287,6 +287,20 @@ pub struct RawInspection {
     pub ca_key: Option<String>,
     /// Plain-HTTP listen address where devices download the CA certificate.
     pub enrol_listen: Option<Spanned<String>>,
+    /// Categories whose sites are never inspected (banking, health, support services).
+    #[serde(default)]
+    pub never_inspect_categories: Vec<Name>,
+    /// Sites (domains or host/path prefixes) never inspected.
+    #[serde(default)]
+    pub never_inspect_sites: Vec<Spanned<String>>,
+    /// Extra CA certificates (PEM files, relative to the policy) trusted for upstream
+    /// servers of inspected tunnels, beside the public roots.
+    #[serde(default)]
+    pub extra_roots: Vec<String>,
+    /// Minted leaf certificates kept (default 10 000).
+    pub leaf_cache_size: Option<Spanned<usize>>,
+    /// Hours a minted leaf certificate is valid (default 24).
+    pub leaf_validity_hours: Option<Spanned<u64>>,
 }
 
 /// `[safe_search]`
@@ -671,6 +685,21 @@ pub struct RawGroup {
     pub safe_search: Option<bool>,
     /// `"strict"` (default), `"moderate"` or `"off"`: YouTube's Restricted Mode.
     pub youtube_restrict: Option<Spanned<String>>,
+    /// Inspect this group's HTTPS with the school CA (default false).
+    pub inspect_tls: Option<bool>,
+    /// Add `safe=active` to Google search URLs (default: as `safe_search`).
+    pub google_safe_active: Option<bool>,
+    /// Send `YouTube-Restrict` at the `youtube_restrict` level (default true; nothing
+    /// when `youtube_restrict` is off).
+    pub youtube_restrict_header: Option<bool>,
+    /// Inspected: Microsoft tenants that may be signed in to (`Restrict-Access-To-Tenants`).
+    #[serde(default)]
+    pub microsoft_tenants: Vec<Spanned<String>>,
+    /// Inspected: the school's Microsoft directory id (`Restrict-Access-Context`).
+    pub microsoft_tenant_context: Option<Spanned<String>>,
+    /// Inspected: Google Workspace domains that may sign in (`X-GoogApps-Allowed-Domains`).
+    #[serde(default)]
+    pub google_allowed_domains: Vec<Spanned<String>>,
 }
 
 /// The users file.

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::core::category::{CategoryId, CategorySet};
+use crate::core::inspect::Controls;
 use crate::core::safe_search::GroupSafeSearch;
 use crate::core::schedule::ScheduleId;
 use crate::core::site::SiteList;
@@ -74,6 +75,10 @@ pub struct Group {
     pub fail_closed: bool,
     /// Safe search and YouTube's Restricted Mode, enforced by where requests are dialled.
     pub safe_search: GroupSafeSearch,
+    /// Whether the group's HTTPS is inspected with the school CA.
+    pub inspect_tls: bool,
+    /// Header and parameter controls on requests Gatehouse sees whole.
+    pub controls: Controls,
 }
 
 impl fmt::Display for Mode {

@@ -23,6 +23,7 @@
 //! | [`grants`] | ticketed, time-boxed unblocks, validated against a policy | policy |
 //! | [`verdict`] | what a decision says: requester, verdict, reason and its code | group |
 //! | [`decide`] | `Policy::decide` and `Policy::explain` | policy, grants, verdict |
+//! | [`inspect`] | whether a tunnel is inspected; the header and parameter controls | policy, safe_search |
 //! | [`alert`] | when a decision alerts the DSL, collapse, back-off, what an alert says | policy |
 //! | [`feed`] | the list formats schools receive (UT1, hosts, plain, e2guardian), line by line | host, site |
 //! | [`pac`] | the proxy auto-configuration script browsers are given | host, config |
@@ -45,6 +46,7 @@ pub mod grants;
 pub mod group;
 pub mod host;
 pub mod identity;
+pub mod inspect;
 pub mod pac;
 pub mod policy;
 pub mod safe_search;

@@ -182,11 +182,13 @@ pub enum ReasonCode {
     LessonBlock,
     /// Rule 3: a teacher's lesson override allowed it.
     LessonAllow,
+    /// An inspected tunnel's upstream whose TLS certificate did not verify.
+    UpstreamCertificate,
 }
 
 impl ReasonCode {
     /// Every code, in declaration order.
-    pub const ALL: [ReasonCode; 18] = [
+    pub const ALL: [ReasonCode; 19] = [
         ReasonCode::Illegal,
         ReasonCode::Grant,
         ReasonCode::BlockSites,
@@ -205,6 +207,7 @@ impl ReasonCode {
         ReasonCode::InternalDestination,
         ReasonCode::LessonBlock,
         ReasonCode::LessonAllow,
+        ReasonCode::UpstreamCertificate,
     ];
 
     /// The name stored and shown (`category`, `no_sni`, …).
@@ -228,6 +231,7 @@ impl ReasonCode {
             ReasonCode::InternalDestination => "internal_destination",
             ReasonCode::LessonBlock => "lesson_block",
             ReasonCode::LessonAllow => "lesson_allow",
+            ReasonCode::UpstreamCertificate => "upstream_certificate",
         }
     }
 

@@ -63,6 +63,7 @@ impl Row<'_> {
                 "level": r.level.as_str(),
                 "dialled": r.dialled,
             })),
+            "enforced": d.enforced,
         })
     }
 }
@@ -121,7 +122,7 @@ pub fn iso(us: i64) -> String {
 }
 
 /// The CSV export's columns, in order.
-const CSV_HEADER: [&str; 19] = [
+const CSV_HEADER: [&str; 20] = [
     "time",
     "node",
     "seq",
@@ -141,6 +142,7 @@ const CSV_HEADER: [&str; 19] = [
     "duration_ms",
     "search_terms",
     "safe_search",
+    "enforced",
 ];
 
 impl Exporter {
@@ -262,6 +264,7 @@ impl Exporter {
                         .as_ref()
                         .map(|r| r.to_string())
                         .unwrap_or_default(),
+                    d.enforced.join(";"),
                 ];
                 // Each row goes through a writer of its own into `row`, not straight into
                 // `out`: a csv::Writer flushes its output when it is done, and that flush
@@ -318,7 +321,7 @@ pub fn human_line(entry: &Entry) -> Option<String> {
     let time = iso(entry.time_us);
     match &entry.body {
         Body::Decision(d) => Some(format!(
-            "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}{}",
+            "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}{}{}",
             entry.seq,
             crate::decision::format_reference(entry.seq),
             d.client,
@@ -341,6 +344,11 @@ pub fn human_line(entry: &Entry) -> Option<String> {
                 .as_ref()
                 .map(|r| format!("  safe search {r}"))
                 .unwrap_or_default(),
+            if d.enforced.is_empty() {
+                String::new()
+            } else {
+                format!("  enforced {}", d.enforced.join("; "))
+            },
         )),
         Body::Reload { what, ok, detail } => Some(format!(
             "{time}  #{}  reload {what}: {}  {detail}",
@@ -417,6 +425,7 @@ mod tests {
             grant: None,
             status: 403,
             terms: vec![],
+            enforced: Vec::new(),
             safe_search: None,
         };
         let mut exporter = Exporter::new(Format::Csv);

@@ -107,6 +107,12 @@ pub struct Decision {
     /// [`Body`] kind of its own, after the others.
     #[serde(skip)]
     pub safe_search: Option<SafeSearchRewrite>,
+    /// Header and parameter controls enforced on the request (`safe=active`,
+    /// `YouTube-Restrict: Strict`, …), and `tls-inspected` on an inspected tunnel. Not
+    /// part of this struct's own encoding either: a decision that has any is stored as
+    /// [`Body`]'s eleventh kind, "decision with controls", after the others.
+    #[serde(skip)]
+    pub enforced: Vec<String>,
 }
 
 /// What an entry records.
@@ -116,7 +122,9 @@ pub struct Decision {
 /// [`Body::Decision`] with safe search enforced is stored as an eighth kind,
 /// "decision with safe search" (the decision's fields as before, then the
 /// [`SafeSearchRewrite`]); without it, as the first kind, byte for byte as before. So
-/// logs written before the field read unchanged, and a log holds both.
+/// logs written before the field read unchanged, and a log holds both. A decision with
+/// controls enforced ([`Decision::enforced`]) is stored as an eleventh kind, "decision with
+/// controls": the decision's fields, its safe search if any, then the controls.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A verdict.
@@ -252,6 +260,7 @@ enum StoredRef<'a> {
         by: &'a str,
         note: &'a str,
     },
+    EnforcedDecision(&'a Decision, Option<&'a SafeSearchRewrite>, &'a [String]),
 }
 
 /// [`Body`] as stored, for reading (see [`StoredRef`]).
@@ -301,11 +310,15 @@ enum Stored {
         by: String,
         note: String,
     },
+    EnforcedDecision(Decision, Option<SafeSearchRewrite>, Vec<String>),
 }
 
 impl Serialize for Body {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let stored = match self {
+            Body::Decision(d) if !d.enforced.is_empty() => {
+                StoredRef::EnforcedDecision(d, d.safe_search.as_ref(), &d.enforced)
+            }
             Body::Decision(d) => match &d.safe_search {
                 None => StoredRef::Decision(d),
                 Some(rewrite) => StoredRef::SafeSearchDecision(d, rewrite),
@@ -373,6 +386,11 @@ impl<'de> Deserialize<'de> for Body {
             Stored::Decision(d) => Body::Decision(d),
             Stored::SafeSearchDecision(d, rewrite) => Body::Decision(Decision {
                 safe_search: Some(rewrite),
+                ..d
+            }),
+            Stored::EnforcedDecision(d, safe_search, enforced) => Body::Decision(Decision {
+                safe_search,
+                enforced,
                 ..d
             }),
             Stored::Completion {
@@ -743,6 +761,7 @@ mod tests {
             grant: None,
             status: 200,
             terms: vec!["term".into()],
+            enforced: Vec::new(),
             safe_search,
         }
     }
@@ -906,9 +925,14 @@ mod tests {
                 by: "j.smith (dsl-office)".into(),
                 note: "spoke to the pupil".into(),
             },
+            Body::Decision(decision(None).with_enforced(vec!["safe=active".into()])),
+            Body::Decision(decision(Some(rewrite())).with_enforced(vec![
+                "YouTube-Restrict: Strict".into(),
+                "tls-inspected".into(),
+            ])),
         ];
         // (body, its stored kind: the variant index, the payload's first byte here)
-        for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6, 8, 9]) {
+        for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6, 8, 9, 10, 10]) {
             let bytes = postcard::to_stdvec(body).expect("encodes");
             assert_eq!(bytes[0], kind, "{body:?}");
             assert_eq!(

@@ -841,6 +841,7 @@ mod tests {
             grant: None,
             status: 200,
             terms: vec![],
+            enforced: Vec::new(),
             safe_search,
         };
         let written = [
@@ -937,6 +938,7 @@ mod tests {
                 grant: None,
                 status: 403,
                 terms: vec![],
+                enforced: Vec::new(),
                 safe_search: None,
             }),
             Body::Decision(crate::decision_log::Decision {
@@ -952,6 +954,7 @@ mod tests {
                 grant: None,
                 status: 200,
                 terms: vec![],
+                enforced: Vec::new(),
                 safe_search: Some(crate::decision_log::SafeSearchRewrite {
                     engine: "youtube".into(),
                     level: crate::core::safe_search::Level::Moderate,

@@ -22,10 +22,11 @@ use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use super::conn::ConnSignal;
-use super::pool::{Lease, Pool};
+use super::pool::{Lease, Pool, UpstreamTls};
 use super::upstream::UpstreamError;
 use super::{tunnel, Body, BoxError, Proxy, RequestContext};
 use crate::core::host::Target;
+use crate::core::inspect::Enforcement;
 use crate::core::safe_search::SafeSearchRewrite;
 use crate::decision::{Allowed, Asked, DecisionLog};
 
@@ -87,6 +88,10 @@ pub(super) struct Upstream<'a> {
     pub(super) target: &'a Target,
     /// The safe-search address dialled instead of the target's host.
     pub(super) safe_search: Option<&'a SafeSearchRewrite>,
+    /// TLS towards the upstream: an inspected tunnel's request.
+    pub(super) tls: Option<&'a UpstreamTls>,
+    /// The group's header and parameter controls for this request.
+    pub(super) enforcement: &'a Enforcement,
 }
 
 impl Upstream<'_> {
@@ -101,10 +106,17 @@ impl Upstream<'_> {
     /// The pool key: the authority, and the name dialled when that is another one, so
     /// that a connection dialled to a safe-search address is only ever lent to requests
     /// that are to go there, and never one dialled to the engine's own address to them.
+    /// Over TLS (inspected), the key starts `https://`, which no plain authority does:
+    /// a plain connection is never lent to an inspected request, nor the other way.
     fn pool_key(&self) -> Cow<'_, str> {
+        let scheme = if self.tls.is_some() { "https://" } else { "" };
         match self.safe_search {
             // No authority holds a space: this cannot be another authority's key.
-            Some(rewrite) => Cow::Owned(format!("{} via {}", self.authority, rewrite.dialled)),
+            Some(rewrite) => Cow::Owned(format!(
+                "{scheme}{} via {}",
+                self.authority, rewrite.dialled
+            )),
+            None if self.tls.is_some() => Cow::Owned(format!("{scheme}{}", self.authority)),
             None => Cow::Borrowed(self.authority),
         }
     }
@@ -278,10 +290,22 @@ impl Proxy {
             parts.headers.insert(header::HOST, v);
         }
         add_via(&mut parts.headers);
+        // The group's controls: headers set (replacing any the client sent, so a pupil
+        // cannot send a weaker `YouTube-Restrict` or another tenant list), a query
+        // rewritten.
+        for (name, value) in &upstream.enforcement.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                parts.headers.insert(HeaderName::from_static(name), v);
+            }
+        }
         // Origin-form upstream (RFC 9112 §3.2.1): the path and query only.
-        parts.uri = match parts.uri.path_and_query() {
-            Some(pq) => Uri::from(pq.clone()),
-            None => Uri::from_static("/"),
+        parts.uri = match (&upstream.enforcement.query, parts.uri.path_and_query()) {
+            (Some(query), pq) => {
+                let path = pq.map(|p| p.path()).unwrap_or("/");
+                Uri::try_from(format!("{path}?{query}")).unwrap_or_else(|_| Uri::from_static("/"))
+            }
+            (None, Some(pq)) => Uri::from(pq.clone()),
+            (None, None) => Uri::from_static("/"),
         };
         let started = std::time::Instant::now();
         let timeout = snap.settings.server.upstream_timeout;
@@ -302,6 +326,7 @@ impl Proxy {
                 &upstream.pool_key(),
                 &host,
                 upstream.target.port,
+                upstream.tls,
                 Request::from_parts(parts, body),
             ),
         )

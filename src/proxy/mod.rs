@@ -13,6 +13,14 @@
 //! recorded (and dialled again when the SNI names a search engine whose safe-search
 //! address the first dial did not reach), and a dial sends none of the client's bytes.
 //!
+//! TLS inspection (`inspect.rs`): a tunnel that [`Policy::inspect`] says is inspected
+//! is not dialled; after its recorded SNI decision the client's TLS is accepted with a
+//! leaf from the school CA, and every request inside takes the plain-HTTP path
+//! (`request.rs`), each with its own decision, record and permit, to a TLS upstream
+//! verified in full.
+//!
+//! [`Policy::inspect`]: crate::core::policy::Policy::inspect
+//!
 //! Safe search: a request or tunnel to a search engine or YouTube, for a group with the
 //! engine's setting on, is dialled to the engine's safe-search address
 //! ([`Policy::safe_search`](crate::core::policy::Policy::safe_search)) and its bytes pass
@@ -25,7 +33,8 @@
 //! | `forward.rs` | sending an allowed request upstream: hop-by-hop headers, `Via`, the counted bodies, the completion record |
 //! | `refuse.rs` | every answer that is not the upstream's: block page and text, refusal records, upstream failures, `407`, `400`, `503` |
 //! | `reload.rs` | SIGHUP and the grants file: reloads, grant audit records, expiry notes, the snapshot's gauges |
-//! | `tunnel.rs` | `CONNECT`: the second decision on the TLS SNI, then the splice |
+//! | `tunnel.rs` | `CONNECT`: the second decision on the TLS SNI, then the splice or the inspection |
+//! | `inspect.rs` | an inspected tunnel: TLS with a minted leaf, HTTP/1.1 or HTTP/2 inside, each request through `request.rs` |
 //! | `conn.rs` | the client connection's guard: head validation and time limits |
 //! | `pool.rs` | keep-alive connections to origin servers |
 //! | `upstream.rs` | resolving and dialling upstreams; no internal destinations |
@@ -40,6 +49,7 @@ pub mod auth;
 pub mod conn;
 pub mod enrol;
 mod forward;
+mod inspect;
 pub mod pac;
 pub mod pages;
 pub mod pool;
@@ -106,6 +116,10 @@ pub struct Proxy {
     tracker: TaskTracker,
     own: Arc<Vec<SocketAddr>>,
     after_load: fn(),
+    /// Leaf certificates minted for inspected tunnels.
+    leaves: crate::inspection::LeafCache,
+    /// TLS session resumption shared by inspected tunnels.
+    sessions: crate::inspection::Sessions,
 }
 
 /// Who is asking and what they see, fixed for one request.
@@ -137,9 +151,18 @@ impl RequestContext {
     /// As [`RequestContext::decide`] for a TLS tunnel, whose path cannot be seen: a host
     /// with URL-level entries in an `illegal` category is refused whole (the IWF list is
     /// per URL; without inspection no HTTPS path of it could ever match).
+    ///
+    /// With the school CA there, such a host is inspected instead (see
+    /// [`Policy::inspect`](crate::core::policy::Policy::inspect)), so that only its
+    /// listed pages are refused: it is decided here on its host alone.
     fn decide_tunnel(&self, target: &Target) -> (Classification, Verdict) {
         let snap = &self.snapshot;
-        let classification = snap.lists.classify_tunnel(target, snap.policy.illegal());
+        let whole_host = if snap.inspection.is_some() {
+            crate::core::category::CategorySet::EMPTY
+        } else {
+            snap.policy.illegal()
+        };
+        let classification = snap.lists.classify_tunnel(target, whole_host);
         self.decide_classified(target, classification)
     }
 

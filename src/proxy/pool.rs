@@ -124,23 +124,28 @@ impl Pool {
         });
     }
 
-    /// Opens a new connection to `host` and `port` with the dialer's rules.
+    /// Opens a new connection to `host` and `port` with the dialer's rules, over TLS
+    /// when `tls` says so.
     async fn open(
         &self,
         dialer: Dialer,
         origin: &str,
         host: &str,
         port: u16,
+        tls: Option<&UpstreamTls>,
     ) -> Result<Lease, UpstreamError> {
         let stream = dialer.connect(host, port).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| refused(host, &e))?;
-        tokio::spawn(async move {
-            // Errors here reach the request as the response future's error.
-            let _ = conn.with_upgrades().await;
-        });
+        let sender = match tls {
+            None => handshake(TokioIo::new(stream), host).await?,
+            Some(tls) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let stream = connector
+                    .connect(tls.name.clone(), stream)
+                    .await
+                    .map_err(|e| tls_failure(&tls.name, e))?;
+                handshake(TokioIo::new(stream), host).await?
+            }
+        };
         Ok(Lease {
             origin: Arc::from(origin),
             sender,
@@ -153,6 +158,7 @@ impl Pool {
     /// Only with a permit: the recorded decision that allowed the request.
     /// On success the lease travels with the response so that the connection can be
     /// given back when both bodies have ended.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         _permit: &Allowed,
@@ -160,6 +166,7 @@ impl Pool {
         origin: &str,
         host: &str,
         port: u16,
+        tls: Option<&UpstreamTls>,
         mut req: Request<CountUp>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         // Pooled connections first; each one that turns out to be closed hands the
@@ -176,7 +183,7 @@ impl Pool {
                 },
             }
         }
-        let mut lease = self.open(dialer(), origin, host, port).await?;
+        let mut lease = self.open(dialer(), origin, host, port, tls).await?;
         poll_fn(|cx| lease.sender.poll_ready(cx))
             .await
             .map_err(|e| refused(host, &e))?;
@@ -184,6 +191,65 @@ impl Pool {
             Ok(resp) => Ok((resp, lease)),
             Err(e) => Err(refused(host, &e)),
         }
+    }
+}
+
+/// TLS towards an upstream (an inspected tunnel's): the settings, with full
+/// verification, and the name its certificate must carry (the host asked for, also when
+/// a safe-search address is dialled instead).
+pub struct UpstreamTls {
+    /// Client settings.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name verified.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+async fn handshake<T>(io: T, host: &str) -> Result<SendRequest<CountUp>, UpstreamError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| refused(host, &e))?;
+    tokio::spawn(async move {
+        // Errors here reach the request as the response future's error.
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+/// A failed TLS handshake: a certificate that did not verify is
+/// [`UpstreamError::Certificate`], anything else a refusal.
+fn tls_failure(name: &rustls::pki_types::ServerName<'_>, e: std::io::Error) -> UpstreamError {
+    let host = name.to_str().into_owned();
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|r| match r {
+            rustls::Error::InvalidCertificate(why) => Some(certificate_words(why)),
+            _ => None,
+        });
+    match certificate {
+        Some(detail) => UpstreamError::Certificate { host, detail },
+        None => UpstreamError::Refused {
+            host,
+            detail: format!("TLS handshake failed: {e}"),
+        },
+    }
+}
+
+/// What is wrong with a certificate, in words a technician can act on.
+fn certificate_words(why: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    match why {
+        E::UnknownIssuer => "its certificate is not signed by an authority this proxy trusts (self-signed, or a private CA missing from [inspection] extra_roots)".into(),
+        E::Expired | E::ExpiredContext { .. } => "its certificate has expired".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "its certificate is not valid yet".into(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => "its certificate is for another name".into(),
+        E::Revoked => "its certificate has been revoked".into(),
+        E::BadSignature => "its certificate's signature is not valid".into(),
+        other => format!("its certificate is not valid ({other:?})"),
     }
 }
 

@@ -237,24 +237,45 @@ impl Proxy {
             UpstreamError::Refused { .. } => {
                 (StatusCode::BAD_GATEWAY, "The site could not be reached")
             }
+            UpstreamError::Certificate { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "This site's security certificate is not valid",
+            ),
         };
         tracing::info!(target: "gatehouse::upstream", kind = e.kind(), method = asked.method, url = asked.url, error = %e, "upstream failure");
         self.metrics
             .upstream_errors
             .with_label_values(&[e.kind()])
             .inc();
-        if let UpstreamError::Internal { .. } = e {
+        match e {
             // A pivot attempt is a decision worth keeping.
-            let _ = self
-                .record_refusal(
-                    ctx,
-                    asked,
-                    Vec::new(),
-                    ReasonCode::InternalDestination,
-                    &e.to_string(),
-                    403,
-                )
-                .await;
+            UpstreamError::Internal { .. } => {
+                let _ = self
+                    .record_refusal(
+                        ctx,
+                        asked,
+                        Vec::new(),
+                        ReasonCode::InternalDestination,
+                        &e.to_string(),
+                        403,
+                    )
+                    .await;
+            }
+            // An inspected request refused because its site's certificate did not
+            // verify: the pupil sees why, and the log says so.
+            UpstreamError::Certificate { .. } => {
+                let _ = self
+                    .record_refusal(
+                        ctx,
+                        asked,
+                        Vec::new(),
+                        ReasonCode::UpstreamCertificate,
+                        &e.to_string(),
+                        502,
+                    )
+                    .await;
+            }
+            _ => {}
         }
         if as_text {
             let mut r = Proxy::text(status, format!("{title}: {e}\n"));

@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::conn::ConnSignal;
 use super::forward::{Completion, Tracked, Upstream};
+use super::pool::UpstreamTls;
 use super::sign_in::SignedIn;
 use super::{tunnel, Body, Proxy, RequestContext};
 use crate::core::host::{parse_authority, Scheme, Target};
@@ -26,6 +27,20 @@ use crate::core::safe_search::SafeSearchRewrite;
 use crate::core::verdict::{Action, ReasonCode, Verdict};
 use crate::decision::{Allowed, LogError, NoPermit};
 use crate::decision_log::{Decision, StoredAction};
+
+/// What a request that Gatehouse sees whole asks for.
+pub(super) struct Whole<'a> {
+    /// The target, with its path and query.
+    pub(super) target: &'a Target,
+    /// Its authority, as the `Host` header sent upstream names it.
+    pub(super) authority: &'a str,
+    /// The URL as recorded (`http://…` or, inspected, `https://…`).
+    pub(super) url: &'a str,
+    /// A note for the record (a `Host` header rewritten).
+    pub(super) host_note: Option<&'a str>,
+    /// TLS towards the upstream, for an inspected tunnel's request.
+    pub(super) tls: Option<&'a UpstreamTls>,
+}
 
 impl Proxy {
     /// Counts a decision in the metrics and hands its record to the decision log.
@@ -278,36 +293,62 @@ impl Proxy {
                 Ok((host, _)) if host == target.host => None,
                 _ => Some(format!("Host header {h:?} rewritten to {}", target.host)),
             });
-        let snap = ctx.snapshot.clone();
-        let policy = &snap.policy;
-        let (classification, verdict) = ctx.decide(&target);
         let authority = target.authority();
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let mut url = String::with_capacity(7 + authority.len() + path.len());
         url.push_str("http://");
         url.push_str(&authority);
         url.push_str(path);
+        self.decide_and_forward(
+            req,
+            ctx,
+            Whole {
+                target: &target,
+                authority: &authority,
+                url: &url,
+                host_note: host_note.as_deref(),
+                tls: None,
+            },
+            completion,
+        )
+        .await
+    }
+
+    /// A request Gatehouse sees whole (plain HTTP, or HTTPS inside an inspected tunnel):
+    /// decided on its full URL, recorded, then refused with the block page or forwarded
+    /// with the group's controls applied.
+    pub(super) async fn decide_and_forward(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        ctx: RequestContext,
+        whole: Whole<'_>,
+        completion: &mut Option<Completion>,
+    ) -> Response<Body> {
+        let Whole {
+            target,
+            authority,
+            url,
+            host_note,
+            tls,
+        } = whole;
+        let snap = ctx.snapshot.clone();
+        let policy = &snap.policy;
+        let (classification, verdict) = ctx.decide(target);
         // Every record of this request names its own method: the request itself goes
         // upstream, so the method is kept (a copy of a tag for the standard methods).
         let method = req.method().clone();
-        let asked = ctx.asked(method.as_str(), &url);
+        let asked = ctx.asked(method.as_str(), url);
         if verdict.action == Action::Block {
             return self
-                .refuse_verdict(
-                    &ctx,
-                    &asked,
-                    host_note.as_deref(),
-                    &verdict,
-                    &classification,
-                    false,
-                )
+                .refuse_verdict(&ctx, &asked, host_note, &verdict, &classification, false)
                 .await;
         }
         let mut explanation = policy.explain(&verdict);
-        if let Some(note) = &host_note {
+        if let Some(note) = host_note {
             explanation.push_str("; ");
             explanation.push_str(note);
         }
+        let enforcement = policy.controls(ctx.group, target);
         // A search engine or YouTube, for a group with its setting on, is dialled to the
         // engine's safe-search address; the request keeps its Host header.
         let safe_search = policy.safe_search(ctx.group, &target.host);
@@ -328,7 +369,8 @@ impl Proxy {
                 .map(|t| t.term.clone())
                 .collect(),
         )
-        .with_safe_search(safe_search.clone());
+        .with_safe_search(safe_search.clone())
+        .with_enforced(enforcement.enforced.clone());
         let permit = match self.log_allow(&ctx, &verdict, record, &explanation).await {
             Ok(permit) => permit,
             // Groups configured `on_log_failure = "allow"` keep working; the record is
@@ -344,9 +386,11 @@ impl Proxy {
 
         self.count_safe_search(safe_search.as_ref());
         let upstream = Upstream {
-            authority: &authority,
-            target: &target,
+            authority,
+            target,
             safe_search: safe_search.as_ref(),
+            tls,
+            enforcement: &enforcement,
         };
         self.forward(req, &ctx, permit, &upstream, &asked, completion)
             .await

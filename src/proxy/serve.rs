@@ -121,6 +121,9 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         tracing::warn!(file = %w.file.display(), line = w.line, "{}", w.message);
     }
     let settings = snap.settings.server.clone();
+    // The leaf cache is sized once, at start: a reload keeps the leaves (a leaf from
+    // another CA is minted again when next asked for).
+    let settings_leaf_cache = snap.settings.inspection.leaf_cache_size;
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -179,6 +182,9 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         tracker: TaskTracker::new(),
         own,
         after_load,
+        leaves: crate::inspection::LeafCache::new(settings_leaf_cache),
+        sessions: crate::inspection::Sessions::new(4096)
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
     });
     let caps = Arc::new(Caps {
         global: Arc::new(Semaphore::new(cap)),

@@ -17,6 +17,13 @@
 //! ECH", so that real ECH does not stand out), so it says nothing about the
 //! destination, and the name it shows is the one decided.
 //!
+//! Inspection: a tunnel that is to be inspected (the group's `inspect_tls`, or a host
+//! with pages on an illegal list, when the school CA is there; never a
+//! `never_inspect_*` site) is decided on the CONNECT line and the SNI as any other, but
+//! not dialled or spliced: once the SNI decision is recorded, `inspect.rs` accepts the
+//! client's TLS and serves the requests inside. Without the CA, a host with pages on an
+//! illegal list is refused whole, as the path cannot be seen.
+//!
 //! Safe search needs no interception: a tunnel to a search engine or YouTube, for a group
 //! with the engine's setting on, is dialled to the engine's safe-search address
 //! ([`Policy::safe_search`](crate::core::policy::Policy::safe_search)) and the client's
@@ -312,9 +319,26 @@ pub async fn handle(
         Some(rewrite) => rewrite.dialled.clone(),
         None => target.host.to_string(),
     };
-    let upstream = match proxy.dialer(&snap).connect(&dial, target.port).await {
-        Ok(s) => s,
-        Err(e) => return proxy.upstream_failure(&ctx, &asked, &e, true).await,
+    // A tunnel that will be inspected is not dialled: each request inside dials its
+    // own TLS connection (pooled). Its ClientHello may still name a site that is not
+    // inspected; run_tunnel dials then.
+    let inspected = snap
+        .policy
+        .inspect(
+            ctx.group,
+            &target,
+            &classification,
+            &snap.lists,
+            snap.inspection.is_some(),
+        )
+        .inspected();
+    let upstream = if inspected {
+        None
+    } else {
+        match proxy.dialer(&snap).connect(&dial, target.port).await {
+            Ok(s) => Some(s),
+            Err(e) => return proxy.upstream_failure(&ctx, &asked, &e, true).await,
+        }
     };
 
     let on_upgrade = hyper::upgrade::on(req);
@@ -327,30 +351,21 @@ pub async fn handle(
                 return;
             }
         };
-        let mut client = TokioIo::new(upgraded);
-        run_tunnel(
-            proxy,
-            ctx,
-            target,
-            verdict,
-            &mut client,
-            upstream,
-            safe_search,
-        )
-        .await;
+        let client = TokioIo::new(upgraded);
+        run_tunnel(proxy, ctx, target, verdict, client, upstream, safe_search).await;
     });
     let mut resp = Response::new(super::empty());
     *resp.status_mut() = StatusCode::OK;
     resp
 }
 
-async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
+async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     proxy: Arc<Proxy>,
     ctx: RequestContext,
     target: Target,
     connect_verdict: Verdict,
-    client: &mut C,
-    mut upstream: TcpStream,
+    mut client: C,
+    mut upstream: Option<TcpStream>,
     mut safe_search: Option<SafeSearchRewrite>,
 ) {
     let snap = ctx.snapshot.clone();
@@ -360,7 +375,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     let url = format!("{}:{}", target.host, target.port);
     let asked = ctx.asked("CONNECT", &url);
     let mut hello = Vec::new();
-    let (sni, ech) = match read_client_hello(client, &mut hello, settings.client_hello_timeout)
+    let (sni, ech) = match read_client_hello(&mut client, &mut hello, settings.client_hello_timeout)
         .await
     {
         Hello::Gone => return,
@@ -400,6 +415,9 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut verdict = connect_verdict;
     let mut sni_safe_search = None;
+    // What the inspection is decided on: the SNI's host and classification, else the
+    // CONNECT target's.
+    let mut inspect_on: Option<(Target, Classification)> = None;
     let mut classification_terms = Vec::new();
     let mut categories = policy
         .category_names(verdict.categories)
@@ -482,23 +500,71 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
             }
             sni_safe_search = policy.safe_search(ctx.group, &sni_target.host);
             verdict = v;
+            inspect_on = Some((sni_target, c));
         }
+    }
+    let (inspect_target, inspect_classification) =
+        inspect_on.unwrap_or_else(|| (target.clone(), snap.classify(&target)));
+    let inspection = policy.inspect(
+        ctx.group,
+        &inspect_target,
+        &inspect_classification,
+        &snap.lists,
+        snap.inspection.is_some(),
+    );
+    if inspection.inspected() {
+        let why = match inspection {
+            crate::core::inspect::Inspection::IllegalPages(_) => "illegal_pages",
+            _ => "group",
+        };
+        let record = Decision::new(
+            &Asked {
+                sni: sni.as_deref(),
+                ..asked
+            },
+            StoredAction::Allow,
+            verdict.reason.code(),
+            categories,
+            verdict.grant.as_ref().map(|g| g.ticket.to_string()),
+            200,
+            classification_terms,
+        )
+        .with_enforced(vec![format!("tls-inspected: {why}")]);
+        let explanation = format!("{}; {inspection}", policy.explain(&verdict));
+        let permit = match proxy.log_allow(&ctx, &verdict, record, &explanation).await {
+            Ok(permit) => permit,
+            Err(NoPermit::Unlogged(unlogged)) if !group.fail_closed => unlogged.allow_unrecorded(),
+            Err(_) => return,
+        };
+        proxy
+            .metrics
+            .inspected_tunnels
+            .with_label_values(&[why])
+            .inc();
+        proxy
+            .clone()
+            .serve_inspected(ctx.clone(), inspect_target, hello, client, permit)
+            .await;
+        return;
     }
     // The ClientHello names a search engine (or YouTube) that the first dial did not
     // reach the safe-search address of: fronting, or one engine's name behind another's.
     // Dial the address its SNI maps to before a byte of the hello goes upstream.
     if let Some(rewrite) = sni_safe_search {
-        let redial = match &safe_search {
-            Some(first) => first.dialled != rewrite.dialled,
-            None => target.host.text() != rewrite.dialled.as_str(),
-        };
+        // Not dialled yet (the CONNECT host was to be inspected): the dial below goes
+        // to the rewrite's address.
+        let redial = upstream.is_some()
+            && match &safe_search {
+                Some(first) => first.dialled != rewrite.dialled,
+                None => target.host.text() != rewrite.dialled.as_str(),
+            };
         if redial {
             match proxy
                 .dialer(&snap)
                 .connect(&rewrite.dialled, target.port)
                 .await
             {
-                Ok(redialled) => upstream = redialled,
+                Ok(redialled) => upstream = Some(redialled),
                 Err(e) => {
                     let asked = Asked {
                         sni: sni.as_deref(),
@@ -513,6 +579,26 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
         }
         safe_search = Some(rewrite);
     }
+    let mut upstream = match upstream {
+        Some(u) => u,
+        None => {
+            let dial = match &safe_search {
+                Some(rewrite) => rewrite.dialled.clone(),
+                None => target.host.to_string(),
+            };
+            match proxy.dialer(&snap).connect(&dial, target.port).await {
+                Ok(u) => u,
+                Err(e) => {
+                    let asked = Asked {
+                        sni: sni.as_deref(),
+                        ..asked
+                    };
+                    let _ = proxy.upstream_failure(&ctx, &asked, &e, true).await;
+                    return;
+                }
+            }
+        }
+    };
     let explanation: String = policy.explain(&verdict);
     let record = Decision::new(
         &Asked {
@@ -544,7 +630,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin>(
     let _tunnel = crate::metrics::GaugeGuard::open(&proxy.metrics.tunnels);
     let (up, down) = splice(
         permit,
-        client,
+        &mut client,
         upstream,
         settings.tunnel_idle_timeout,
         settings.tunnel_max_lifetime,

@@ -39,6 +39,15 @@ pub enum UpstreamError {
         /// The host.
         host: String,
     },
+    /// The server's TLS certificate did not verify (an inspected tunnel's upstream):
+    /// never a silent pass, the client gets a page saying why.
+    #[error("{host} did not prove who it is: {detail}")]
+    Certificate {
+        /// The host.
+        host: String,
+        /// What was wrong with its certificate.
+        detail: String,
+    },
     /// The address is internal and not allowed.
     #[error(
         "{host} is an internal address ({addr}); the proxy does not connect to internal networks"
@@ -59,6 +68,7 @@ impl UpstreamError {
             UpstreamError::Refused { .. } => "refused",
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Internal { .. } => "internal",
+            UpstreamError::Certificate { .. } => "certificate",
         }
     }
 }

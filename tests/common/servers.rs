@@ -289,7 +289,8 @@ async fn origin_service(
     if path == "/big" {
         return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20]))));
     }
-    if path == "/echo" {
+    // `/echo`, and `/search` (a search engine's results page) as the engine got it.
+    if path == "/echo" || path == "/search" {
         let mut text = format!("{} {}\n", req.method(), req.uri());
         for (name, value) in req.headers() {
             text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
@@ -376,7 +377,10 @@ impl Origin {
                     match acceptor {
                         Some(a) => {
                             if let Ok(tls) = a.accept(stream).await {
-                                let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(tls), svc)
+                                    .with_upgrades()
+                                    .await;
                             }
                         }
                         None => {
@@ -416,6 +420,11 @@ impl TestCa {
         let cert = params.self_signed(&key).expect("CA cert");
         let pem = cert.pem();
         TestCa { cert, key, pem }
+    }
+
+    /// The CA's private key in PEM (for a school CA that Gatehouse signs with).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 
     /// A certificate for `names` signed by this CA, and its key, both in PEM (for

@@ -18,11 +18,13 @@ use crate::core::category::{
 };
 use crate::core::config::{
     ConfigError, ConfigErrorKind, ConfigErrors, Name, RawCategory, RawDirectory, RawGrantRules,
-    RawGroup, RawIdentity, RawPolicy, RawSafeSearch, RawSchedule, RawTeachers, RawUsers, Source,
+    RawGroup, RawIdentity, RawInspection, RawPolicy, RawSafeSearch, RawSchedule, RawTeachers,
+    RawUsers, Source,
 };
 use crate::core::directory::{GroupMapping, GroupPattern, GroupRule, Unmapped};
 use crate::core::group::{Group, GroupId, Mode};
 use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
+use crate::core::inspect::{Controls, InspectionRules, TenantRestriction};
 use crate::core::safe_search::{
     self, Engine, Engines, GroupSafeSearch, HostPattern, Level, Setting,
 };
@@ -56,6 +58,7 @@ impl Policy {
         let grant_rules = c.grant_rules(&raw.grants);
         let safe_search = c.safe_search(raw.safe_search);
         let teachers = c.teachers(&raw.teachers, &schedule_ids, &groups.ids);
+        let inspection = c.inspection(&raw.inspection, &categories);
 
         let mut errors = c.errors;
         if !errors.is_empty() {
@@ -78,6 +81,7 @@ impl Policy {
             grant_rules,
             safe_search,
             teachers,
+            inspection,
             allow_site_lines: groups.allow_site_lines,
             source: source.clone(),
         })
@@ -490,6 +494,7 @@ impl Compiler<'_> {
                 }
             },
         };
+        let controls = self.controls(&gname, &g, safe_search);
         Group {
             name: gname,
             description: g.description,
@@ -503,8 +508,112 @@ impl Compiler<'_> {
             require_sni: g.require_sni.unwrap_or(true),
             block_ech: g.block_ech.unwrap_or(true),
             fail_closed,
+            controls,
             safe_search,
+            inspect_tls: g.inspect_tls.unwrap_or(false),
         }
+    }
+
+    /// A group's header and parameter controls.
+    fn controls(&mut self, gname: &str, g: &RawGroup, safe_search: GroupSafeSearch) -> Controls {
+        let mut list = |field: &str, entries: &[toml::Spanned<String>]| -> Option<String> {
+            let mut kept = Vec::new();
+            for e in entries {
+                let v = e.get_ref().trim();
+                // A header value: no commas inside an entry (they separate entries), and
+                // only visible ASCII (RFC 9110 §5.5).
+                if v.is_empty() || v.contains(',') || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    self.invalid(
+                        e.span(),
+                        format!("group {gname:?}: {field} entry {:?} is not a domain or id (no spaces or commas)", e.get_ref()),
+                    );
+                } else {
+                    kept.push(v.to_string());
+                }
+            }
+            (!kept.is_empty()).then(|| kept.join(","))
+        };
+        let tenants = list("microsoft_tenants", &g.microsoft_tenants);
+        let google_domains = list("google_allowed_domains", &g.google_allowed_domains);
+        let context = g.microsoft_tenant_context.as_ref().and_then(|c| {
+            let v = c.get_ref().trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                self.invalid(
+                    c.span(),
+                    format!(
+                        "group {gname:?}: microsoft_tenant_context {:?} is not a directory id",
+                        c.get_ref()
+                    ),
+                );
+                None
+            } else {
+                Some(v.to_string())
+            }
+        });
+        let microsoft = match (tenants, context) {
+            (Some(tenants), Some(context)) => Some(TenantRestriction { tenants, context }),
+            (None, None) => None,
+            (Some(_), None) => {
+                let span = g
+                    .microsoft_tenants
+                    .first()
+                    .map(|e| e.span())
+                    .unwrap_or(0..0);
+                self.invalid(span, format!("group {gname:?}: microsoft_tenants needs microsoft_tenant_context (the school's directory id), which Microsoft requires with it"));
+                None
+            }
+            (None, Some(_)) => {
+                let span = g
+                    .microsoft_tenant_context
+                    .as_ref()
+                    .map(|e| e.span())
+                    .unwrap_or(0..0);
+                self.invalid(span, format!("group {gname:?}: microsoft_tenant_context without microsoft_tenants restricts nothing"));
+                None
+            }
+        };
+        Controls {
+            // As the group's safe_search unless it says: a group without safe search
+            // gets none of it by this route either.
+            google_safe: g.google_safe_active.unwrap_or(safe_search.search.is_some()),
+            youtube: if g.youtube_restrict_header.unwrap_or(true) {
+                safe_search.youtube
+            } else {
+                None
+            },
+            microsoft,
+            google_domains,
+        }
+    }
+
+    /// `[inspection] never_inspect_categories` and `never_inspect_sites`.
+    fn inspection(&mut self, raw: &RawInspection, categories: &Categories) -> InspectionRules {
+        let mut rules = InspectionRules::default();
+        for name in &raw.never_inspect_categories {
+            if let Some(id) = self.category(categories, name) {
+                if categories.illegal.contains(id) {
+                    self.invalid(
+                        name.span(),
+                        format!("[inspection] never_inspect_categories: {:?} is an illegal category; its listed pages are what inspection is for", name.get_ref()),
+                    );
+                } else {
+                    rules.never_categories.insert(id);
+                }
+            }
+        }
+        for e in &raw.never_inspect_sites {
+            match SiteEntry::parse(e.get_ref()) {
+                Ok(entry) => rules.never_sites.push(entry),
+                Err(why) => self.invalid(
+                    e.span(),
+                    format!(
+                        "[inspection] never_inspect_sites entry {:?}: {why}",
+                        e.get_ref()
+                    ),
+                ),
+            }
+        }
+        rules
     }
 
     /// A group's `allow_sites` or `block_sites`, with each kept entry's line.

@@ -129,6 +129,8 @@ pub struct Policy {
     pub safe_search: Engines,
     /// Teachers' lesson controls.
     pub teachers: TeacherRules,
+    /// Sites and categories never inspected (`[inspection] never_inspect_*`).
+    pub inspection: crate::core::inspect::InspectionRules,
     /// `allow_sites` entries with their lines, for [`Policy::check_lists`].
     allow_site_lines: Vec<(GroupId, usize, usize)>,
     source: Source,
