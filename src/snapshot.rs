@@ -106,7 +106,8 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
     let ca = load_ca(&settings, path)?;
     let inspection = load_inspection(&settings, &policy, path)?;
     let (lists, report) = lists::load(&policy, cache).map_err(ConfigErrors)?;
-    let errors = policy.check_lists(&lists);
+    let mut errors = policy.check_lists(&lists);
+    errors.extend(illegal_lists_missing(&policy, &report));
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -154,6 +155,56 @@ fn load_inspection(
         },
         Err(e) => Err(error(&inspection.ca_cert, e.to_string())),
     }
+}
+
+/// The entries loaded for each `illegal` category, as a line for the tracing log and the
+/// decision log (`child-abuse 1 entries, terrorism 1 entries`): written at every start
+/// and every policy reload, so the record shows the illegal lists were in force.
+pub fn illegal_counts(snap: &Snapshot) -> String {
+    let parts: Vec<String> = snap
+        .policy
+        .categories()
+        .filter(|(_, def)| def.category.severity == crate::core::category::Severity::Illegal)
+        .filter_map(|(id, def)| {
+            let c = snap.report.counts.get(id.index())?;
+            Some(format!(
+                "{} {} entries",
+                def.category.name,
+                c.domains + c.urls + c.hashes + c.expressions
+            ))
+        })
+        .collect();
+    if parts.is_empty() {
+        "no illegal categories".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// An `illegal` category whose list has no entries at all — its directory missing or
+/// empty, as after a mistyped `[lists] dir` or a failed mount — fails closed: the proxy
+/// does not start (or reload) without it, since every group, pupils first, would be
+/// served with nothing of that list enforced. A list with only its canary loads; the
+/// canary is the check that it is enforced.
+fn illegal_lists_missing(policy: &Policy, report: &lists::ListReport) -> Vec<ConfigError> {
+    policy
+        .categories()
+        .filter(|(_, def)| def.category.severity == crate::core::category::Severity::Illegal)
+        .filter_map(|(id, def)| {
+            let c = report.counts.get(id.index())?;
+            let entries = c.domains + c.urls + c.hashes + c.expressions;
+            (entries == 0).then(|| ConfigError {
+                file: def.list_dir.clone(),
+                line: None,
+                kind: ConfigErrorKind::List(format!(
+                    "category {} is illegal and its list has no entries (the directory is missing or empty): \
+                     Gatehouse does not run without its illegal lists; put the list (or at least its canary, \
+                     {}.canary.gatehouse.invalid, in `domains`) there",
+                    def.category.name, def.category.name
+                )),
+            })
+        })
+        .collect()
 }
 
 /// Reads the school CA's certificate when the enrolment listener will serve it; a

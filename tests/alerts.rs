@@ -597,6 +597,7 @@ fn alerts_test_reports_each_channel() {
     let dir = common::tree(&[
         ("policy.toml", &policy(smtp_port, Some(dead), 1)),
         ("webhook.key", SECRET),
+        ("lists/csam/urls", "csam.test/secret/\n"),
         ("lists/self-harm/domains", "selfharm.test\n"),
     ]);
     let out = common::gatehouse()
@@ -651,6 +652,7 @@ fn email_goes_over_starttls_to_a_relay_with_the_schools_own_ca() {
     let gh = Gatehouse::start(&[
         ("policy.toml", &starttls),
         ("ca.pem", &ca.pem),
+        ("lists/csam/urls", "csam.test/secret/\n"),
         ("lists/self-harm/domains", "selfharm.test\n"),
     ]);
     assert_eq!(attempt(&gh, "127.0.0.1", "http://selfharm.test/tls"), 403);
@@ -668,6 +670,7 @@ fn email_goes_over_starttls_to_a_relay_with_the_schools_own_ca() {
     let untrusted = policy(smtp_port, None, 0).replace("tls = \"none\"", "tls = \"starttls\"");
     let dir = common::tree(&[
         ("policy.toml", &untrusted),
+        ("lists/csam/urls", "csam.test/secret/\n"),
         ("lists/self-harm/domains", "selfharm.test\n"),
     ]);
     let out = common::gatehouse()
@@ -739,6 +742,7 @@ fn the_webhook_goes_over_https_to_a_receiver_with_the_schools_own_ca() {
         ("policy.toml", &https),
         ("webhook.key", SECRET),
         ("ca.pem", &ca.pem),
+        ("lists/csam/urls", "csam.test/secret/\n"),
         ("lists/self-harm/domains", "selfharm.test\n"),
     ]);
     assert_eq!(attempt(&gh, "127.0.0.1", "http://selfharm.test/tls"), 403);
@@ -789,6 +793,7 @@ fn the_dsl_acknowledges_an_alert_and_it_is_recorded_shown_and_counted() {
     let gh = Gatehouse::start(&[
         ("policy.toml", &text),
         ("webhook.key", SECRET),
+        ("lists/csam/urls", "csam.test/secret/\n"),
         ("lists/self-harm/domains", "selfharm.test\n"),
         ("lists/games/domains", "games.test\n"),
         ("lists/news/domains", "news.test\n"),
@@ -836,14 +841,19 @@ fn the_dsl_acknowledges_an_alert_and_it_is_recorded_shown_and_counted() {
     let (status, body) = admin_api(&gh, "POST", &ack_path, DSL, "{not json");
     assert_eq!(status, 400, "{body}");
 
-    // Through the API, with a shared token and the person's name.
-    let (status, body) = admin_api(
-        &gh,
-        "POST",
-        &ack_path,
-        DSL,
-        r#"{"by": "J. Smith", "note": "Spoke to the pupil and their tutor"}"#,
-    );
+    // Through the API, with a shared token and the person's name (retried while the
+    // delivery's record, written once its result is known, is not there yet).
+    let (status, body) = wait_for(Duration::from_secs(5), || {
+        let (status, body) = admin_api(
+            &gh,
+            "POST",
+            &ack_path,
+            DSL,
+            r#"{"by": "J. Smith", "note": "Spoke to the pupil and their tutor"}"#,
+        );
+        (status != 404).then_some((status, body))
+    })
+    .expect("the delivery recorded within 5 s");
     assert_eq!(status, 201, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(answer["acknowledged_by"], "J. Smith (token dsl-office)");
@@ -968,13 +978,19 @@ fn the_dsl_acknowledges_an_alert_and_it_is_recorded_shown_and_counted() {
         .as_str()
         .expect("reference")
         .to_string();
-    let (status, body) = admin_api(
-        &gh,
-        "POST",
-        &format!("/api/alerts/{news_ref}/ack"),
-        DSL,
-        r#"{"note": "Checked: coursework"}"#,
-    );
+    // The delivery is recorded once its result is known, a moment after the receiver
+    // has it: an acknowledgement in that moment finds no alert yet (404), so retry.
+    let (status, body) = wait_for(Duration::from_secs(5), || {
+        let (status, body) = admin_api(
+            &gh,
+            "POST",
+            &format!("/api/alerts/{news_ref}/ack"),
+            DSL,
+            r#"{"note": "Checked: coursework"}"#,
+        );
+        (status != 404).then_some((status, body))
+    })
+    .expect("the delivery recorded within 5 s");
     assert_eq!(status, 201, "{body}");
     assert!(body.contains(r#""acknowledged_by":"dsl-office""#), "{body}");
 }

@@ -190,6 +190,7 @@ fn malformed_domain_lines_are_skipped_with_warnings() {
     let dir = tree(&[
         ("policy.toml", BASE),
         ("lists/games/domains", "# games\ngood.example\n*.wild.example\n.dot.example\nGOOD2.Example.\n  spaced.example  \n"),
+        ("lists/csam/domains", "csam.canary.gatehouse.invalid\n"),
     ]);
     let snap = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).expect("loads");
     assert_eq!(
@@ -206,6 +207,7 @@ fn malformed_domain_lines_are_skipped_with_warnings() {
             "lists/games/domains",
             "good.example\nbad!host.example\nfoo.123\n0.0.0.0 hosts-format.example\n",
         ),
+        ("lists/csam/domains", "csam.canary.gatehouse.invalid\n"),
     ]);
     let snap = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).expect("loads");
     assert_eq!(snap.report.skipped, 3);
@@ -445,4 +447,32 @@ fn lesson_overrides_in_the_grants_file_are_validated_with_lines() {
             (Err(e), _) => panic!("expected to load, got {e}\n{grants}"),
         }
     }
+}
+
+/// An illegal category with no entries at all (a mistyped lists directory, a failed
+/// mount) fails closed: nothing loads, and the error says which list and why; with only
+/// its canary it loads.
+#[test]
+fn an_illegal_list_with_no_entries_stops_the_load() {
+    let dir = tree(&[
+        ("policy.toml", BASE),
+        ("lists/games/domains", "good.example\n"),
+    ]);
+    let err = snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off)
+        .err()
+        .expect("an illegal category without entries is an error");
+    let text = err.to_string();
+    assert!(
+        text.contains("lists/csam: category csam is illegal and its list has no entries"),
+        "{text}"
+    );
+    std::fs::create_dir_all(dir.path().join("lists/csam")).expect("dir");
+    std::fs::write(dir.path().join("lists/csam/domains"), "# nothing yet\n").expect("empty");
+    assert!(snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).is_err());
+    std::fs::write(
+        dir.path().join("lists/csam/domains"),
+        "csam.canary.gatehouse.invalid\n",
+    )
+    .expect("canary");
+    assert!(snapshot::load(&dir.path().join("policy.toml"), CacheMode::Off).is_ok());
 }

@@ -21,6 +21,8 @@ name = "Test Academy"
 dir = "lists"
 [categories.gambling]
 severity = "inappropriate"
+[categories.csam]
+severity = "illegal"
 [identity]
 default_group = "pupils"
 [groups.pupils]
@@ -55,6 +57,16 @@ fn until(socket: &UnixDatagram, want: &str, timeout: Duration) -> String {
     panic!("no {want:?} within {timeout:?}; got:\n{seen}");
 }
 
+/// `gatehouse log tail` of the policy in `dir`.
+fn log_tail(dir: &std::path::Path) -> String {
+    let out = gatehouse()
+        .args(["log", "tail", "-n", "50", "--config"])
+        .arg(dir.join("policy.toml"))
+        .output()
+        .expect("gatehouse runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
@@ -68,6 +80,7 @@ fn the_service_manager_hears_ready_reloading_watchdog_and_stopping() {
     let dir = tree(&[
         ("policy.toml", POLICY),
         ("lists/gambling/domains", "bet.test\n"),
+        ("lists/csam/urls", "csam.test/a/\ncsam.test/b/\n"),
     ]);
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notification socket");
@@ -89,6 +102,14 @@ fn the_service_manager_hears_ready_reloading_watchdog_and_stopping() {
         "{started}"
     );
     assert!(started.contains("1 domains loaded"), "{started}");
+    // The illegal lists' entries are on record from the start.
+    let tail = log_tail(dir.path());
+    assert!(
+        tail.contains(
+            "reload policy: ok  loaded at start: 1 domains; illegal lists: csam 2 entries"
+        ),
+        "{tail}"
+    );
     // WatchdogSec=0.4 s: keep-alives every 0.2 s.
     until(&socket, "WATCHDOG=1", Duration::from_secs(2));
     until(&socket, "WATCHDOG=1", Duration::from_secs(2));
@@ -105,6 +126,11 @@ fn the_service_manager_hears_ready_reloading_watchdog_and_stopping() {
     assert!(
         reloaded.contains("policy and lists reloaded at") && reloaded.contains("(2 domains)"),
         "{reloaded}"
+    );
+    let tail = log_tail(dir.path());
+    assert!(
+        tail.contains("reload policy: ok  2 domains; illegal lists: csam 2 entries"),
+        "{tail}"
     );
 
     std::fs::write(

@@ -308,8 +308,17 @@ impl Proxy {
                     tracing::warn!(old = ?old_enrol, new = ?snap.settings.inspection.enrol_listen, "the enrolment listener changes only at restart");
                 }
                 let entries = snap.lists.domains.len();
+                let illegal = crate::snapshot::illegal_counts(&snap);
                 let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
                 self.live.replace(snap);
+                tracing::info!(illegal = %illegal, "illegal lists in force");
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Reload {
+                        what: ReloadKind::Policy,
+                        ok: true,
+                        detail: format!("{entries} domains; illegal lists: {illegal}"),
+                    });
                 for change in changes {
                     self.log.handle.append_nowait(change);
                 }

@@ -168,6 +168,20 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let log_dir = log_settings.dir.clone();
     let handle = crate::decision_log::writer::open(log_settings).map_err(RunError::Log)?;
     tracing::info!(dir = %log_dir.display(), "decision log open");
+    {
+        // The record that the illegal lists were in force from the start.
+        let snap = live.get();
+        let illegal = crate::snapshot::illegal_counts(&snap);
+        tracing::info!(illegal = %illegal, "illegal lists in force");
+        handle.append_nowait(crate::decision_log::Body::Reload {
+            what: crate::decision_log::ReloadKind::Policy,
+            ok: true,
+            detail: format!(
+                "loaded at start: {} domains; illegal lists: {illegal}",
+                snap.lists.domains.len()
+            ),
+        });
+    }
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let alerts = crate::alerts::start(live.clone(), handle.clone(), metrics.clone())?;
     let proxy = Arc::new(Proxy {
