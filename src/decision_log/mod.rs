@@ -122,9 +122,11 @@ pub struct Decision {
 /// [`Body::Decision`] with safe search enforced is stored as an eighth kind,
 /// "decision with safe search" (the decision's fields as before, then the
 /// [`SafeSearchRewrite`]); without it, as the first kind, byte for byte as before. So
-/// logs written before the field read unchanged, and a log holds both. A decision with
-/// controls enforced ([`Decision::enforced`]) is stored as an eleventh kind, "decision with
-/// controls": the decision's fields, its safe search if any, then the controls.
+/// logs written before the field read unchanged, and a log holds both. A decision that
+/// carries more than safe search — controls enforced ([`Decision::enforced`]) — is
+/// stored as the eleventh kind, "decision with extensions": the decision's fields, then
+/// a list of [`Extension`]s. Whatever a decision comes to carry later is a new
+/// `Extension` variant at the end of that enum, never another kind of entry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A verdict.
@@ -260,7 +262,49 @@ enum StoredRef<'a> {
         by: &'a str,
         note: &'a str,
     },
-    EnforcedDecision(&'a Decision, Option<&'a SafeSearchRewrite>, &'a [String]),
+    ExtendedDecision(&'a Decision, Vec<ExtensionRef<'a>>),
+}
+
+/// What a decision carries beyond its own fields, in the "decision with extensions"
+/// entry. Stored by index like [`Body`]: a new extension goes at the end.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum Extension {
+    /// The safe-search rewrite ([`Decision::safe_search`]).
+    SafeSearch(SafeSearchRewrite),
+    /// Controls enforced ([`Decision::enforced`]).
+    Enforced(Vec<String>),
+}
+
+/// [`Extension`] borrowed, for writing.
+#[derive(Serialize)]
+enum ExtensionRef<'a> {
+    SafeSearch(&'a SafeSearchRewrite),
+    Enforced(&'a [String]),
+}
+
+impl Decision {
+    /// The extensions this decision carries, in stored order; empty for a plain one.
+    fn extensions(&self) -> Vec<ExtensionRef<'_>> {
+        let mut out = Vec::new();
+        if let Some(rewrite) = &self.safe_search {
+            out.push(ExtensionRef::SafeSearch(rewrite));
+        }
+        if !self.enforced.is_empty() {
+            out.push(ExtensionRef::Enforced(&self.enforced));
+        }
+        out
+    }
+
+    /// This decision with `extensions` applied.
+    fn extended(mut self, extensions: Vec<Extension>) -> Decision {
+        for e in extensions {
+            match e {
+                Extension::SafeSearch(rewrite) => self.safe_search = Some(rewrite),
+                Extension::Enforced(controls) => self.enforced = controls,
+            }
+        }
+        self
+    }
 }
 
 /// [`Body`] as stored, for reading (see [`StoredRef`]).
@@ -310,14 +354,15 @@ enum Stored {
         by: String,
         note: String,
     },
-    EnforcedDecision(Decision, Option<SafeSearchRewrite>, Vec<String>),
+    ExtendedDecision(Decision, Vec<Extension>),
 }
 
 impl Serialize for Body {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let stored = match self {
+            // More than safe search: the extensible kind.
             Body::Decision(d) if !d.enforced.is_empty() => {
-                StoredRef::EnforcedDecision(d, d.safe_search.as_ref(), &d.enforced)
+                StoredRef::ExtendedDecision(d, d.extensions())
             }
             Body::Decision(d) => match &d.safe_search {
                 None => StoredRef::Decision(d),
@@ -388,11 +433,7 @@ impl<'de> Deserialize<'de> for Body {
                 safe_search: Some(rewrite),
                 ..d
             }),
-            Stored::EnforcedDecision(d, safe_search, enforced) => Body::Decision(Decision {
-                safe_search,
-                enforced,
-                ..d
-            }),
+            Stored::ExtendedDecision(d, extensions) => Body::Decision(d.extended(extensions)),
             Stored::Completion {
                 of,
                 status,
