@@ -248,23 +248,6 @@ fn check_reports_a_missing_ca_and_warns_of_expiry_and_an_open_key() {
     }
 }
 
-/// The enrolment listener's address, from the proxy's log.
-fn enrol_port(g: &Gatehouse) -> u16 {
-    assert!(
-        g.wait_for_log("enrolment listener", Duration::from_secs(5)),
-        "{}",
-        g.log()
-    );
-    g.log()
-        .lines()
-        .find(|l| l.contains("enrolment listener"))
-        .and_then(|l| l.split("enrol=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .expect("enrol=ADDR in the log")
-}
-
 fn der_of(pem_file: &Path) -> Vec<u8> {
     pem::parse(std::fs::read(pem_file).expect("cert"))
         .expect("PEM")
@@ -319,7 +302,7 @@ fn the_enrolment_listener_serves_the_certificate_and_nothing_else() {
     let cert = dir.path().join("ca/ca.crt");
     let sha256 = openssl_fingerprint(&cert, "-sha256");
     let g = Gatehouse::start_in(dir);
-    let base = format!("http://127.0.0.1:{}", enrol_port(&g));
+    let base = format!("http://127.0.0.1:{}", g.enrol_port());
     let cert = g.dir.path().join("ca/ca.crt");
 
     let saved = g.dir.path().join("downloaded.crt");

@@ -9,7 +9,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use common::servers::{curl, Gatehouse};
 use common::{gatehouse, tree};
@@ -76,22 +75,6 @@ pacparser.cleanup()
         .collect()
 }
 
-fn enrol_port(g: &Gatehouse) -> u16 {
-    assert!(
-        g.wait_for_log("enrolment listener", Duration::from_secs(5)),
-        "{}",
-        g.log()
-    );
-    g.log()
-        .lines()
-        .find(|l| l.contains("enrolment listener"))
-        .and_then(|l| l.split("enrol=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .expect("enrol=ADDR in the log")
-}
-
 #[test]
 fn browsers_get_the_pac_file_from_the_policy_and_a_pac_engine_follows_it() {
     // No CA exists: with [pac] set the enrolment listener still starts, for WPAD.
@@ -112,7 +95,7 @@ fn browsers_get_the_pac_file_from_the_policy_and_a_pac_engine_follows_it() {
         "{}",
         from_proxy.headers
     );
-    let base = format!("http://127.0.0.1:{}", enrol_port(&g));
+    let base = format!("http://127.0.0.1:{}", g.enrol_port());
     let wpad = curl(&[&format!("{base}/wpad.dat")]);
     assert_eq!(wpad.status, 200, "{}", wpad.body);
     assert_eq!(wpad.body, from_proxy.body, "one script on both listeners");

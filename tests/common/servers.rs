@@ -116,6 +116,23 @@ impl Gatehouse {
         }
     }
 
+    /// The enrolment listener's port, from the log line that announces it.
+    pub fn enrol_port(&self) -> u16 {
+        assert!(
+            self.wait_for_log("enrolment listener", Duration::from_secs(5)),
+            "{}",
+            self.log()
+        );
+        self.log()
+            .lines()
+            .find(|l| l.contains("enrolment listener"))
+            .and_then(|l| l.split("enrol=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .expect("enrol=ADDR in the log")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
