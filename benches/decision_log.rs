@@ -73,6 +73,7 @@ fn decision(i: u64) -> Body {
         status: if blocked { 403 } else { 0 },
         terms: vec![],
         safe_search: None,
+        device: None,
     })
 }
 

@@ -116,6 +116,7 @@ fn main() {
             status: if blocked { 403 } else { 200 },
             terms: vec![],
             safe_search: None,
+            device: None,
         });
         let time_us = start + (seq as i64 * span / n as i64);
         let payload = postcard::to_stdvec(&Entry { seq, time_us, body }).expect("encode");

@@ -47,6 +47,8 @@ pub struct Asked<'a> {
     pub url: &'a str,
     /// A tunnel's SNI, once its ClientHello has been read.
     pub sni: Option<&'a str>,
+    /// The client's device name, where known.
+    pub device: Option<&'a str>,
 }
 
 impl Decision {
@@ -74,6 +76,7 @@ impl Decision {
             status,
             terms,
             safe_search: None,
+            device: asked.device.map(str::to_string),
         }
     }
 
@@ -419,6 +422,7 @@ mod tests {
             status: 403,
             terms: vec![],
             safe_search: None,
+            device: None,
         };
         use crate::decision_log::ReasonCode;
         use crate::decision_log::StoredAction::{Allow, Block};
@@ -510,6 +514,7 @@ mod tests {
             method: "POST",
             url: "http://a.test/",
             sni: None,
+            device: None,
         };
         let record = |action| {
             Decision::new(

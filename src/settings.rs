@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use crate::core::config::{
     ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawLog, RawPolicy,
-    RawServer, Source,
+    RawReverseDns, RawServer, Source,
 };
 use crate::core::host::Host;
 
@@ -36,6 +36,8 @@ pub struct Settings {
     pub alerts: crate::alerts::settings::AlertSettings,
     /// The school's directory, when `[identity.directory]` is set.
     pub directory: Option<DirectorySettings>,
+    /// Device names by reverse DNS, when `[identity.reverse_dns]` is set and enabled.
+    pub reverse_dns: Option<ReverseDnsSettings>,
 }
 
 impl Settings {
@@ -59,6 +61,11 @@ impl Settings {
                 &mut c.errors,
             ),
             directory: raw.identity.directory.as_ref().map(|d| c.directory(d)),
+            reverse_dns: raw
+                .identity
+                .reverse_dns
+                .as_ref()
+                .and_then(|r| c.reverse_dns(r)),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -236,6 +243,24 @@ pub struct DirectorySettings {
     pub sync_interval: std::time::Duration,
 }
 
+/// Device names by reverse DNS (`[identity.reverse_dns]`): a PTR lookup of the client's
+/// address, off the request's path but for a short wait, remembered for a bounded time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseDnsSettings {
+    /// The DNS server asked; `None`: the system's (`/etc/resolv.conf`).
+    pub server: Option<std::net::SocketAddr>,
+    /// How long one lookup may take. Default 500 ms.
+    pub timeout: std::time::Duration,
+    /// How long a request waits for a name not yet known. Default 20 ms; the lookup
+    /// goes on after that, and later requests get its answer.
+    pub wait: std::time::Duration,
+    /// The longest a name, or its absence, is remembered (a record's own TTL if
+    /// shorter). Default 10 min.
+    pub cache_ttl: std::time::Duration,
+    /// Most addresses remembered. Default 10 000.
+    pub cache_size: usize,
+}
+
 impl DirectorySettings {
     /// The deepest group nesting followed by [`NestedGroups::Walk`]; a loop of groups
     /// (A in B in A) ends there too.
@@ -351,6 +376,43 @@ impl Compiler<'_> {
             cache_size: raw.cache_size.unwrap_or(10_000).max(1),
             sync_interval: secs(raw.sync_interval_secs, 300, 1),
         }
+    }
+
+    fn reverse_dns(&mut self, raw: &RawReverseDns) -> Option<ReverseDnsSettings> {
+        use std::time::Duration;
+        let server = raw.server.as_ref().and_then(|s| {
+            let text = s.get_ref().trim();
+            let parsed = text
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.errors.push(self.source.error_at(
+                        s.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "[identity.reverse_dns] server {text:?} is not ADDRESS or ADDRESS:PORT (\"10.0.0.2\", \"10.0.0.2:53\", \"[fd00::2]:53\")"
+                        )),
+                    ));
+                    None
+                }
+            }
+        });
+        if !raw.enabled.unwrap_or(true) {
+            return None;
+        }
+        let millis = |v: Option<u64>, default: u64, min: u64, max: u64| {
+            Duration::from_millis(v.unwrap_or(default).clamp(min, max))
+        };
+        Some(ReverseDnsSettings {
+            server,
+            timeout: millis(raw.timeout_ms, 500, 10, 10_000),
+            // Never longer than the lookup itself, and never long: it is on the
+            // request's path.
+            wait: millis(raw.wait_ms, 20, 0, 1_000).min(millis(raw.timeout_ms, 500, 10, 10_000)),
+            cache_ttl: Duration::from_secs(raw.cache_ttl_secs.unwrap_or(600).clamp(1, 86_400)),
+            cache_size: raw.cache_size.unwrap_or(10_000).max(1),
+        })
     }
 
     fn inspection(&mut self, raw: &RawInspection) -> InspectionSettings {

@@ -89,6 +89,7 @@ fn body(i: u64) -> Body {
             status: if i.is_multiple_of(2) { 403 } else { 0 },
             terms: Vec::new(),
             safe_search: None,
+            device: None,
         }),
     }
 }

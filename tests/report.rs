@@ -200,6 +200,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
             status: if blocked { 403 } else { 0 },
             terms: terms.iter().map(|s| s.to_string()).collect(),
             safe_search: None,
+            device: None,
         };
         if t >= week_from && t < week_to {
             e.requests += 1;
@@ -240,6 +241,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
                     level: gatehouse::core::safe_search::Level::Moderate,
                     dialled: "restrictmoderate.youtube.com".into(),
                 }),
+                device: None,
             }),
         ));
         e.requests += 1;

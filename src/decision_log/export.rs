@@ -44,6 +44,7 @@ impl Row<'_> {
             "node": self.node,
             "seq": self.seq,
             "client": d.client.to_string(),
+            "device": d.device,
             "user": d.user,
             "group": d.group,
             "method": d.method,
@@ -120,7 +121,9 @@ fn iso(us: i64) -> String {
 }
 
 /// The CSV export's columns, in order.
-const CSV_HEADER: [&str; 19] = [
+/// New columns go at the end, so a sheet or script that reads columns by position
+/// reads an older export and a newer one alike.
+const CSV_HEADER: [&str; 20] = [
     "time",
     "node",
     "seq",
@@ -140,6 +143,7 @@ const CSV_HEADER: [&str; 19] = [
     "duration_ms",
     "search_terms",
     "safe_search",
+    "device",
 ];
 
 impl Exporter {
@@ -261,6 +265,7 @@ impl Exporter {
                         .as_ref()
                         .map(|r| r.to_string())
                         .unwrap_or_default(),
+                    d.device.clone().unwrap_or_default(),
                 ];
                 // Each row goes through a writer of its own into `row`, not straight into
                 // `out`: a csv::Writer flushes its output when it is done, and that flush
@@ -320,7 +325,10 @@ pub fn human_line(entry: &Entry) -> Option<String> {
             "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}{}",
             entry.seq,
             crate::decision::format_reference(entry.seq),
-            d.client,
+            match &d.device {
+                Some(device) => format!("{} ({device})", d.client),
+                None => d.client.to_string(),
+            },
             d.user.as_deref().unwrap_or("-"),
             d.group,
             d.action.as_str().to_uppercase(),
@@ -407,6 +415,7 @@ mod tests {
             status: 403,
             terms: vec![],
             safe_search: None,
+            device: Some("LIB-PC-04, \"north\"".into()),
         };
         let mut exporter = Exporter::new(Format::Csv);
         let mut out = Vec::new();
@@ -436,6 +445,7 @@ mod tests {
             };
             assert_eq!(field("seq"), seq);
             assert_eq!(field("user"), "o\"brien, pat");
+            assert_eq!(field("device"), "LIB-PC-04, \"north\"");
             assert_eq!(field("url"), decision.url);
             assert_eq!(field("categories"), "games;social");
             assert_eq!(field("status"), "403");

@@ -107,6 +107,11 @@ pub struct Decision {
     /// [`Body`] kind of its own, after the others.
     #[serde(skip)]
     pub safe_search: Option<SafeSearchRewrite>,
+    /// The client's device name, where known (the policy's `[[identity.devices]]`, or
+    /// reverse DNS). Like `safe_search`, not part of this struct's own encoding: a
+    /// decision with a device name is stored as a [`Body`] kind of its own.
+    #[serde(skip)]
+    pub device: Option<String>,
 }
 
 /// What an entry records.
@@ -116,7 +121,10 @@ pub struct Decision {
 /// [`Body::Decision`] with safe search enforced is stored as an eighth kind,
 /// "decision with safe search" (the decision's fields as before, then the
 /// [`SafeSearchRewrite`]); without it, as the first kind, byte for byte as before. So
-/// logs written before the field read unchanged, and a log holds both.
+/// logs written before the field read unchanged, and a log holds both. A decision
+/// with a device name is stored the same way, as the tenth kind, "decision with
+/// device" (the decision's fields, then its safe-search rewrite if any, then the
+/// device name); one without, as before.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A verdict.
@@ -236,6 +244,7 @@ enum StoredRef<'a> {
         of: u64,
         detail: &'a str,
     },
+    DeviceDecision(&'a Decision, Option<&'a SafeSearchRewrite>, &'a str),
 }
 
 /// [`Body`] as stored, for reading (see [`StoredRef`]).
@@ -280,14 +289,16 @@ enum Stored {
         of: u64,
         detail: String,
     },
+    DeviceDecision(Decision, Option<SafeSearchRewrite>, String),
 }
 
 impl Serialize for Body {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let stored = match self {
-            Body::Decision(d) => match &d.safe_search {
-                None => StoredRef::Decision(d),
-                Some(rewrite) => StoredRef::SafeSearchDecision(d, rewrite),
+            Body::Decision(d) => match (&d.device, &d.safe_search) {
+                (None, None) => StoredRef::Decision(d),
+                (None, Some(rewrite)) => StoredRef::SafeSearchDecision(d, rewrite),
+                (Some(device), rewrite) => StoredRef::DeviceDecision(d, rewrite.as_ref(), device),
             },
             Body::Completion {
                 of,
@@ -351,6 +362,11 @@ impl<'de> Deserialize<'de> for Body {
             Stored::Decision(d) => Body::Decision(d),
             Stored::SafeSearchDecision(d, rewrite) => Body::Decision(Decision {
                 safe_search: Some(rewrite),
+                ..d
+            }),
+            Stored::DeviceDecision(d, safe_search, device) => Body::Decision(Decision {
+                safe_search,
+                device: Some(device),
                 ..d
             }),
             Stored::Completion {
@@ -721,6 +737,14 @@ mod tests {
             status: 200,
             terms: vec!["term".into()],
             safe_search,
+            device: None,
+        }
+    }
+
+    fn on_device(safe_search: Option<SafeSearchRewrite>) -> Decision {
+        Decision {
+            device: Some("ks2-laptop-17.school.local".into()),
+            ..decision(safe_search)
         }
     }
 
@@ -839,10 +863,12 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_round_trips_and_safe_search_is_a_kind_of_its_own() {
+    fn every_kind_round_trips_and_safe_search_and_device_are_kinds_of_their_own() {
         let bodies = [
             Body::Decision(decision(None)),
             Body::Decision(decision(Some(rewrite()))),
+            Body::Decision(on_device(None)),
+            Body::Decision(on_device(Some(rewrite()))),
             Body::Completion {
                 of: 1,
                 status: 200,
@@ -871,7 +897,7 @@ mod tests {
             },
         ];
         // (body, its stored kind: the variant index, the payload's first byte here)
-        for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6]) {
+        for (body, kind) in bodies.iter().zip([0u8, 7, 9, 9, 1, 2, 3, 4, 5, 6]) {
             let bytes = postcard::to_stdvec(body).expect("encodes");
             assert_eq!(bytes[0], kind, "{body:?}");
             assert_eq!(
@@ -887,6 +913,14 @@ mod tests {
         expected.extend_from_slice(&without[1..]);
         expected.extend(postcard::to_stdvec(&rewrite()).expect("encodes"));
         assert_eq!(with, expected);
+        // The stored decision with a device is the old decision, the optional rewrite,
+        // then the name.
+        let device = postcard::to_stdvec(&Body::Decision(on_device(None))).expect("encodes");
+        let mut expected = vec![9];
+        expected.extend_from_slice(&without[1..]);
+        expected.extend(postcard::to_stdvec(&None::<SafeSearchRewrite>).expect("encodes"));
+        expected.extend(postcard::to_stdvec("ks2-laptop-17.school.local").expect("encodes"));
+        assert_eq!(device, expected);
     }
 
     #[test]

@@ -842,6 +842,7 @@ mod tests {
             status: 200,
             terms: vec![],
             safe_search,
+            device: None,
         };
         let written = [
             decision("www.example.com", None),
@@ -938,6 +939,7 @@ mod tests {
                 status: 403,
                 terms: vec![],
                 safe_search: None,
+                device: None,
             }),
             Body::Decision(crate::decision_log::Decision {
                 client: std::net::IpAddr::from([10, 0, 0, 2]),
@@ -957,6 +959,7 @@ mod tests {
                     level: crate::core::safe_search::Level::Moderate,
                     dialled: "restrictmoderate.youtube.com".into(),
                 }),
+                device: None,
             }),
         ];
         for body in bodies {

@@ -96,6 +96,8 @@ pub struct Proxy {
     auth: AuthCache,
     /// Sign-ins against the school's directory, remembered.
     directory: crate::directory::Directory,
+    /// Device names: the policy's map, reverse DNS, remembered.
+    devices: crate::device::DeviceNames,
     pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -112,6 +114,8 @@ pub struct RequestContext {
     snapshot: Arc<Snapshot>,
     client: IpAddr,
     user: Option<String>,
+    /// The client's device name, where known (policy map, else reverse DNS).
+    device: Option<Arc<str>>,
     group: GroupId,
     now: DateTime<Utc>,
     started: std::time::Instant,
@@ -167,6 +171,7 @@ impl RequestContext {
             method,
             url,
             sni: None,
+            device: self.device.as_deref(),
         }
     }
 }

@@ -91,6 +91,7 @@ impl Proxy {
             at: ctx.now,
             reference: 0,
             client: decision.client,
+            device: decision.device.clone(),
             user: decision.user.clone(),
             group: decision.group.clone(),
             url: decision.url.clone(),
@@ -146,7 +147,14 @@ impl Proxy {
             .get(header::PROXY_AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let subnet = identity.subnet_for(client);
-        let (group, user) = match self.sign_in(auth_header, &snapshot).await {
+        // The device's name is looked up while the credentials are checked: a lookup
+        // not answered within its short wait leaves this request's record without it.
+        let (signed_in, device) = tokio::join!(
+            self.sign_in(auth_header, &snapshot),
+            self.devices
+                .name(identity, snapshot.settings.reverse_dns.as_ref(), client)
+        );
+        let (group, user) = match signed_in {
             SignedIn::User { name, group } => (
                 group.unwrap_or_else(|| subnet.map(|r| r.group).unwrap_or(identity.default_group)),
                 Some(name),
@@ -163,6 +171,7 @@ impl Proxy {
                     snapshot: snapshot.clone(),
                     client,
                     user: None,
+                    device: device.clone(),
                     group,
                     now: Utc::now(),
                     started,
@@ -192,6 +201,7 @@ impl Proxy {
             snapshot: snapshot.clone(),
             client,
             user,
+            device,
             group,
             now: Utc::now(),
             started,

@@ -7,7 +7,8 @@ use crate::report::Report;
 
 /// Columns of the sheet; the first says which table a row belongs to, and the others
 /// are shared by the two tables where they mean something alike.
-const HEADER: [&str; 11] = [
+/// New columns go at the end, so a sheet made from an older report still lines up.
+const HEADER: [&str; 12] = [
     "table",
     "category_or_ticket",
     "severity_or_grant",
@@ -19,6 +20,7 @@ const HEADER: [&str; 11] = [
     "last",
     "scope",
     "target",
+    "device",
 ];
 
 impl Report {
@@ -35,6 +37,7 @@ impl Report {
         row(HEADER);
         for a in &self.alerts {
             let hosts = a.hosts_text();
+            let devices = a.devices.join(", ");
             let count = a.count.to_string();
             row([
                 "alert",
@@ -48,13 +51,14 @@ impl Report {
                 &a.last,
                 "",
                 "",
+                &devices,
             ]);
         }
         for g in &self.grants {
             let count = g.requests_allowed.to_string();
             row([
                 "grant", &g.ticket, &g.id, &g.event, &g.by, &g.detail, &count, "", "", &g.scope,
-                &g.target,
+                &g.target, "",
             ]);
         }
         let bytes = sheet
@@ -98,6 +102,7 @@ mod tests {
             category: "self-harm".into(),
             severity: "safeguarding".into(),
             who: "o\"brien, pat".into(),
+            devices: vec!["LIB-PC-04".into(), "iPad, \"north\"".into()],
             group: "ks4".into(),
             hosts: vec![
                 Count {
@@ -144,6 +149,7 @@ mod tests {
                 "Tue 17 Nov 10:00",
                 "",
                 "",
+                "LIB-PC-04, iPad, \"north\"",
             ],
             &[
                 "grant",
@@ -157,11 +163,12 @@ mod tests {
                 "",
                 "groups ks4, sixth-form",
                 "sites youtube.com",
+                "",
             ],
         ];
         assert_eq!(rows, expected, "{text}");
         assert!(text.starts_with(
-            "table,category_or_ticket,severity_or_grant,who_or_event,group_or_by,host_or_detail,count,first,last,scope,target\n"
+            "table,category_or_ticket,severity_or_grant,who_or_event,group_or_by,host_or_detail,count,first,last,scope,target,device\n"
         ));
     }
 }
