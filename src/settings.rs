@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::core::config::{
-    ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawLog, RawPolicy,
-    RawReverseDns, RawServer, Source,
+    ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawKerberos, RawLog,
+    RawPolicy, RawReverseDns, RawServer, Source,
 };
 use crate::core::host::Host;
 
@@ -38,6 +38,8 @@ pub struct Settings {
     pub directory: Option<DirectorySettings>,
     /// Device names by reverse DNS, when `[identity.reverse_dns]` is set and enabled.
     pub reverse_dns: Option<ReverseDnsSettings>,
+    /// Kerberos single sign-on, when `[identity.kerberos]` is set.
+    pub kerberos: Option<KerberosSettings>,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
                 .reverse_dns
                 .as_ref()
                 .and_then(|r| c.reverse_dns(r)),
+            kerberos: raw.identity.kerberos.as_ref().and_then(|k| c.kerberos(k)),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -243,6 +246,16 @@ pub struct DirectorySettings {
     pub sync_interval: std::time::Duration,
 }
 
+/// Kerberos single sign-on (`[identity.kerberos]`): the proxy's keytab and the service
+/// principal it accepts tickets for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KerberosSettings {
+    /// The keytab (`HTTP/<proxy FQDN>`'s key), resolved against the policy's directory.
+    pub keytab: PathBuf,
+    /// `HTTP/proxy.school.local@SCHOOL.LOCAL`; `None`: any key in the keytab.
+    pub service_principal: Option<String>,
+}
+
 /// Device names by reverse DNS (`[identity.reverse_dns]`): a PTR lookup of the client's
 /// address, off the request's path but for a short wait, remembered for a bounded time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +389,48 @@ impl Compiler<'_> {
             cache_size: raw.cache_size.unwrap_or(10_000).max(1),
             sync_interval: secs(raw.sync_interval_secs, 300, 1),
         }
+    }
+
+    fn kerberos(&mut self, raw: &RawKerberos) -> Option<KerberosSettings> {
+        let principal = raw.service_principal.as_ref().and_then(|p| {
+            let text = p.get_ref().trim();
+            // HTTP/host@REALM: a service, a host, a realm; browsers ask for HTTP/ and the
+            // proxy's name as they were told it.
+            let well_formed = text
+                .split_once('/')
+                .and_then(|(service, rest)| Some((service, rest.split_once('@')?)))
+                .is_some_and(|(service, (host, realm))| {
+                    !service.is_empty()
+                        && !host.is_empty()
+                        && !realm.is_empty()
+                        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+                });
+            if well_formed {
+                Some(text.to_string())
+            } else {
+                self.errors.push(self.source.error_at(
+                    p.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "[identity.kerberos] service_principal {text:?} is not SERVICE/HOST@REALM, such as \"HTTP/proxy.school.local@SCHOOL.LOCAL\""
+                    )),
+                ));
+                None
+            }
+        });
+        let keytab = raw.keytab.get_ref().trim();
+        if keytab.is_empty() {
+            self.errors.push(self.source.error_at(
+                raw.keytab.span(),
+                ConfigErrorKind::InvalidValue(
+                    "[identity.kerberos] keytab is empty: give the keytab file holding HTTP/<proxy name>'s key".into(),
+                ),
+            ));
+            return None;
+        }
+        Some(KerberosSettings {
+            keytab: self.base.join(keytab),
+            service_principal: principal,
+        })
     }
 
     fn reverse_dns(&mut self, raw: &RawReverseDns) -> Option<ReverseDnsSettings> {

@@ -490,6 +490,19 @@ pub struct RawIdentity {
     pub devices: Vec<RawDevice>,
     /// Device names by reverse DNS (PTR) for addresses `devices` does not name.
     pub reverse_dns: Option<RawReverseDns>,
+    /// Kerberos single sign-on (`Proxy-Authenticate: Negotiate`).
+    pub kerberos: Option<RawKerberos>,
+}
+
+/// `[identity.kerberos]`: compiled by the shell's `settings::KerberosSettings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKerberos {
+    /// The keytab holding the proxy's service key, relative to the policy.
+    pub keytab: Spanned<String>,
+    /// The service principal (`HTTP/proxy.school.local@SCHOOL.LOCAL`); default: any
+    /// key in the keytab.
+    pub service_principal: Option<Spanned<String>>,
 }
 
 /// `[[identity.devices]]`: a device name for an address (or every address of a

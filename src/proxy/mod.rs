@@ -98,6 +98,8 @@ pub struct Proxy {
     directory: crate::directory::Directory,
     /// Device names: the policy's map, reverse DNS, remembered.
     devices: crate::device::DeviceNames,
+    /// Kerberos single sign-on: the proxy's acceptor credentials.
+    kerberos: crate::kerberos::Kerberos,
     pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -150,7 +150,7 @@ impl Proxy {
         // The device's name is looked up while the credentials are checked: a lookup
         // not answered within its short wait leaves this request's record without it.
         let (signed_in, device) = tokio::join!(
-            self.sign_in(auth_header, &snapshot),
+            self.sign_in(auth_header, &snapshot, &signal),
             self.devices
                 .name(identity, snapshot.settings.reverse_dns.as_ref(), client)
         );
@@ -160,6 +160,7 @@ impl Proxy {
                 Some(name),
             ),
             SignedIn::Unknown => return Ok(self.challenge(&snapshot)),
+            SignedIn::Continue(token) => return Ok(self.negotiate_continue(&snapshot, &token)),
             SignedIn::DirectoryDown => return Ok(self.directory_unavailable(&snapshot)),
             SignedIn::Failed(explanation) => {
                 self.metrics.auth_failures.inc();
