@@ -659,6 +659,23 @@ mode = "blocklist"
             "{}",
             f.subject()
         );
+        // With a device name: the name, the address beside it; in the webhook's JSON
+        // as `device`, absent without one (outboxes written before it read unchanged).
+        let mut named = alert("safeguarding", "x");
+        named.device = Some("KS3-LAPTOP-07".into());
+        assert!(
+            named
+                .text()
+                .contains("Device        KS3-LAPTOP-07 (10.0.0.7)"),
+            "{}",
+            named.text()
+        );
+        let json = serde_json::to_value(&named).expect("json");
+        assert_eq!(json["device"], "KS3-LAPTOP-07");
+        let old = serde_json::to_value(alert("safeguarding", "x")).expect("json");
+        assert!(old.get("device").is_none(), "{old}");
+        let read: Alert = serde_json::from_value(old).expect("an alert without device reads");
+        assert_eq!(read.device, None);
     }
 
     #[test]
