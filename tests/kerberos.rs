@@ -122,6 +122,17 @@ fn negotiate_signs_in_silently_and_basic_stays_the_fallback() {
     let r = curl_as(&g, &kdc, &ann, &negotiate, &social);
     assert_eq!(r.status, 403, "{r:?}\n{}", g.log());
     assert!(r.body.contains("ks3"), "{}", r.body);
+    // Two requests on one connection: the sign-in holds for the connection, so the
+    // second (whether curl sends no token or the same one again) is ann's too.
+    let r = curl_as(
+        &g,
+        &kdc,
+        &ann,
+        &[&negotiate[..], &[&social]].concat(),
+        &social,
+    );
+    assert_eq!(r.status, 403, "the second request on the connection: {r:?}");
+    assert!(r.body.contains("ks3"), "{}", r.body);
     // tech's ticket: the users file's account, staff, which allows it.
     let tech = kdc.kinit("tech", "tech-kerberos");
     let r = curl_as(&g, &kdc, &tech, &negotiate, &social);
@@ -179,4 +190,34 @@ fn negotiate_signs_in_silently_and_basic_stays_the_fallback() {
         .filter(|r| r["reason"] == "auth_failed")
         .count();
     assert!(refused >= 2, "{records:?}");
+
+    // `gatehouse check` reads the keytab: a key for the service principal, or a clear
+    // error naming the keytab when it holds none.
+    let config = g.dir.path().join("policy.toml");
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("check runs")
+    };
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("the keytab holds a usable key"), "{text}");
+    let policy = std::fs::read_to_string(&config).expect("policy");
+    std::fs::write(
+        &config,
+        policy.replace(&format!("HTTP/{PROXY_HOST}@"), "HTTP/other.school.test@"),
+    )
+    .expect("policy rewritten");
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the Kerberos keytab is not usable"), "{err}");
+    assert!(err.contains("HTTP/other.school.test@SCHOOL.TEST"), "{err}");
 }
