@@ -14,9 +14,10 @@ set -u
 N=${1:-1000000}; DUR=${2:-5}; ROUNDS=${3:-5}; CONNS=${CONNS:-64}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 HARNESS=${HARNESS:-$REPO/../shared/bench}
-W=${BENCH_DIR:-/tmp/gh-bench}; mkdir -p "$W"
-ORIGIN=127.0.0.1:18080; LDAP_PORT=13389; SUBNET_PORT=13128; DIR_PORT=13129
-BIN=$REPO/target/release/gatehouse
+# Its own directory and ports, so it can run beside the shared harness's own runs.
+W=${BENCH_DIR:-/tmp/gh-bench-identity}; mkdir -p "$W"
+ORIGIN=127.0.0.1:18180; LDAP_PORT=13389; SUBNET_PORT=13228; DIR_PORT=13229
+BIN=${BIN:-$REPO/target/release/gatehouse}
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; sleep 1
             for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
@@ -92,8 +93,10 @@ taskset -c 1 /usr/sbin/slapd -d 0 -h "ldap://127.0.0.1:$LDAP_PORT/" -f "$L/slapd
 # Two policies from benches/proxy-bench.toml: subnet identity as it is; and the same
 # with the subnet requiring sign-in against the directory (plain LDAP: the directory is
 # on this host, and cached sign-ins never reach it anyway).
-policy() { # port log-dir
+policy() { # port log-dir (the compiled list cache beside the log)
   sed -e "s|^dir = \"../blocklists\"|dir = \"$REPO/blocklists\"|" \
+      -e "s|^cache = \"/tmp/gh-bench/gatehouse-domains.idx\"|cache = \"$2.idx\"|" \
+      -e "s|^list = \"/tmp/gh-bench/lists\"|list = \"$W/lists\"|" \
       -e "s|^listen = \"127.0.0.1:3128\"|listen = \"127.0.0.1:$1\"|" \
       -e "s|^dir = \"/tmp/gh-bench/gatehouse-log\"|dir = \"$2\"|" "$REPO/benches/proxy-bench.toml"
   printf '[admin]\nlisten = "127.0.0.1:0"\n'; }
