@@ -99,40 +99,42 @@ impl Proxy {
             }
         }
         let identity = &snap.policy.identity;
-        match self.auth.check(header, identity).await {
-            AuthResult::Missing => SignedIn::Missing,
-            AuthResult::User(name) => match identity.user(&name) {
-                Some(u) => SignedIn::User {
-                    group: Some(u.group),
-                    name,
+        let failed = || SignedIn::Failed("proxy authentication failed".to_string());
+        let Some(header) = header else {
+            return SignedIn::Missing;
+        };
+        // Read once: a directory user's every request carries the header.
+        let Some((user, password)) = parse_basic(header) else {
+            return failed();
+        };
+        // A users-file account signs in with its own password only, never against the
+        // directory.
+        if identity.user(&user).is_some() {
+            return match self.auth.check_credentials(user, password, identity).await {
+                AuthResult::User(name) => match identity.user(&name) {
+                    Some(u) => SignedIn::User {
+                        group: Some(u.group),
+                        name,
+                    },
+                    None => SignedIn::Unknown,
                 },
-                None => SignedIn::Unknown,
-            },
-            AuthResult::Failed => {
-                let failed = || SignedIn::Failed("proxy authentication failed".to_string());
-                let (Some(settings), Some(mapping)) =
-                    (snap.settings.directory.as_ref(), identity.directory())
-                else {
-                    return failed();
-                };
-                let Some((user, password)) = header.and_then(parse_basic) else {
-                    return failed();
-                };
-                // A users-file account signs in with its own password only.
-                if identity.user(&user).is_some() {
-                    return failed();
-                }
-                match self.directory.sign_in(settings, &user, &password).await {
-                    SignIn::Ok(account) => mapped(&account, mapping),
-                    SignIn::Refused(e) => {
-                        tracing::info!(target: "gatehouse::auth", error = %e, "directory sign-in refused");
-                        SignedIn::Failed(format!("directory sign-in refused: {e}"))
-                    }
-                    SignIn::Unavailable(e) => {
-                        tracing::warn!(target: "gatehouse::auth", error = %e, "directory unavailable: new sign-in refused");
-                        SignedIn::DirectoryDown
-                    }
-                }
+                AuthResult::Missing | AuthResult::Failed => failed(),
+            };
+        }
+        let (Some(settings), Some(mapping)) =
+            (snap.settings.directory.as_ref(), identity.directory())
+        else {
+            return failed();
+        };
+        match self.directory.sign_in(settings, &user, &password).await {
+            SignIn::Ok(account) => mapped(&account, mapping),
+            SignIn::Refused(e) => {
+                tracing::info!(target: "gatehouse::auth", error = %e, "directory sign-in refused");
+                SignedIn::Failed(format!("directory sign-in refused: {e}"))
+            }
+            SignIn::Unavailable(e) => {
+                tracing::warn!(target: "gatehouse::auth", error = %e, "directory unavailable: new sign-in refused");
+                SignedIn::DirectoryDown
             }
         }
     }
