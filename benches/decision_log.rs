@@ -74,6 +74,7 @@ fn decision(i: u64) -> Body {
         terms: vec![],
         enforced: Vec::new(),
         safe_search: None,
+        device: None,
     })
 }
 

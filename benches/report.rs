@@ -117,6 +117,7 @@ fn main() {
             terms: vec![],
             safe_search: None,
             enforced: Vec::new(),
+            device: None,
         });
         let time_us = start + (seq as i64 * span / n as i64);
         let payload = postcard::to_stdvec(&Entry { seq, time_us, body }).expect("encode");

@@ -47,6 +47,8 @@ pub struct Asked<'a> {
     pub url: &'a str,
     /// A tunnel's SNI, once its ClientHello has been read.
     pub sni: Option<&'a str>,
+    /// The client's device name, where known.
+    pub device: Option<&'a str>,
 }
 
 impl Decision {
@@ -75,6 +77,7 @@ impl Decision {
             terms,
             safe_search: None,
             enforced: Vec::new(),
+            device: asked.device.map(str::to_string),
         }
     }
 
@@ -444,6 +447,7 @@ mod tests {
             terms: vec![],
             enforced: Vec::new(),
             safe_search: None,
+            device: None,
         };
         use crate::decision_log::ReasonCode;
         use crate::decision_log::StoredAction::{Allow, Block};
@@ -535,6 +539,7 @@ mod tests {
             method: "POST",
             url: "http://a.test/",
             sni: None,
+            device: None,
         };
         let record = |action| {
             Decision::new(

@@ -721,6 +721,48 @@ impl Directory {
         }
     }
 
+    /// The groups of `account`, already proven by other means (a Kerberos ticket): from
+    /// the accounts the sync keeps fresh when it is there, else read with the service
+    /// account and kept there from now on.
+    pub async fn account(&self, settings: &DirectorySettings, account: &str) -> SignIn {
+        if let Ok(mut accounts) = self.accounts.lock() {
+            if let Some(known) = accounts.get_mut(account) {
+                if known.used.elapsed() < settings.cache_ttl {
+                    known.used = Instant::now();
+                    self.metrics.directory_cache_hits.inc();
+                    return SignIn::Ok(known.account.clone());
+                }
+            }
+        }
+        match lookup(settings, account).await {
+            Ok(found) => {
+                self.metrics.directory_up.set(1);
+                let found = Arc::new(found);
+                if let Ok(mut accounts) = self.accounts.lock() {
+                    if accounts.len() >= settings.cache_size {
+                        accounts.retain(|_, k| k.used.elapsed() < settings.cache_ttl);
+                        if accounts.len() >= settings.cache_size {
+                            accounts.clear();
+                        }
+                    }
+                    accounts.insert(
+                        found.name.clone(),
+                        Known {
+                            account: found.clone(),
+                            used: Instant::now(),
+                        },
+                    );
+                }
+                SignIn::Ok(found)
+            }
+            Err(e) if e.is_unavailable() => {
+                self.metrics.directory_up.set(0);
+                SignIn::Unavailable(e)
+            }
+            Err(e) => SignIn::Refused(e),
+        }
+    }
+
     /// Re-reads the groups of the accounts used within the cache TTL (one connection
     /// for all); forgets the others, and any account the directory no longer finds.
     pub async fn sync(&self, settings: &DirectorySettings) {

@@ -50,6 +50,8 @@
 //! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
 //! | [`grant_store`] | locked, validated, atomic edits of the grants file |
 //! | [`directory`] | the school's LDAP / Active Directory: sign-in binds, groups, the sign-in cache, the sync |
+//! | [`kerberos`] | Kerberos single sign-on: `Negotiate` tokens accepted with the system's GSSAPI and the keytab |
+//! | [`device`] | device names for the log: the policy's map, else reverse DNS, remembered |
 //! | [`decision`] | decision records, the hand-off to the log, the `Allowed` permit |
 //! | [`decision_log`] | the append-only, checksummed, hash-chained decision log |
 //! | [`proxy`] | `gatehouse run`: serving, the request path, forwarding, refusals, tunnels, reload, admin, enrolment |
@@ -72,10 +74,12 @@ pub mod ca;
 pub mod core;
 pub mod decision;
 pub mod decision_log;
+pub mod device;
 pub mod directory;
 pub mod grant_store;
 pub mod import;
 pub mod inspection;
+pub mod kerberos;
 pub mod lists;
 pub mod metrics;
 pub mod proxy;

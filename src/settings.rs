@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::core::config::{
-    ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawLog, RawPolicy,
-    RawServer, Source,
+    ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawKerberos, RawLog,
+    RawPolicy, RawReverseDns, RawServer, Source,
 };
 use crate::core::host::Host;
 
@@ -38,6 +38,10 @@ pub struct Settings {
     pub directory: Option<DirectorySettings>,
     /// The proxy auto-configuration script, when `[pac]` is set.
     pub pac: Option<PacSettings>,
+    /// Device names by reverse DNS, when `[identity.reverse_dns]` is set and enabled.
+    pub reverse_dns: Option<ReverseDnsSettings>,
+    /// Kerberos single sign-on, when `[identity.kerberos]` is set.
+    pub kerberos: Option<KerberosSettings>,
 }
 
 /// `[pac]`: the validated section and the script written from it once, at load.
@@ -75,6 +79,12 @@ impl Settings {
                 let script = pac.script(&raw.school.name).into();
                 PacSettings { pac, script }
             }),
+            reverse_dns: raw
+                .identity
+                .reverse_dns
+                .as_ref()
+                .and_then(|r| c.reverse_dns(r)),
+            kerberos: raw.identity.kerberos.as_ref().and_then(|k| c.kerberos(k)),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -283,6 +293,34 @@ pub struct DirectorySettings {
     pub sync_interval: std::time::Duration,
 }
 
+/// Kerberos single sign-on (`[identity.kerberos]`): the proxy's keytab and the service
+/// principal it accepts tickets for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KerberosSettings {
+    /// The keytab (`HTTP/<proxy FQDN>`'s key), resolved against the policy's directory.
+    pub keytab: PathBuf,
+    /// `HTTP/proxy.school.local@SCHOOL.LOCAL`; `None`: any key in the keytab.
+    pub service_principal: Option<String>,
+}
+
+/// Device names by reverse DNS (`[identity.reverse_dns]`): a PTR lookup of the client's
+/// address, off the request's path but for a short wait, remembered for a bounded time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReverseDnsSettings {
+    /// The DNS server asked; `None`: the system's (`/etc/resolv.conf`).
+    pub server: Option<std::net::SocketAddr>,
+    /// How long one lookup may take. Default 500 ms.
+    pub timeout: std::time::Duration,
+    /// How long a request waits for a name not yet known. Default 20 ms; the lookup
+    /// goes on after that, and later requests get its answer.
+    pub wait: std::time::Duration,
+    /// The longest a name, or its absence, is remembered (a record's own TTL if
+    /// shorter). Default 10 min.
+    pub cache_ttl: std::time::Duration,
+    /// Most addresses remembered. Default 10 000.
+    pub cache_size: usize,
+}
+
 impl DirectorySettings {
     /// The deepest group nesting followed by [`NestedGroups::Walk`]; a loop of groups
     /// (A in B in A) ends there too.
@@ -398,6 +436,85 @@ impl Compiler<'_> {
             cache_size: raw.cache_size.unwrap_or(10_000).max(1),
             sync_interval: secs(raw.sync_interval_secs, 300, 1),
         }
+    }
+
+    fn kerberos(&mut self, raw: &RawKerberos) -> Option<KerberosSettings> {
+        let principal = raw.service_principal.as_ref().and_then(|p| {
+            let text = p.get_ref().trim();
+            // HTTP/host@REALM: a service, a host, a realm; browsers ask for HTTP/ and the
+            // proxy's name as they were told it.
+            let well_formed = text
+                .split_once('/')
+                .and_then(|(service, rest)| Some((service, rest.split_once('@')?)))
+                .is_some_and(|(service, (host, realm))| {
+                    !service.is_empty()
+                        && !host.is_empty()
+                        && !realm.is_empty()
+                        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+                });
+            if well_formed {
+                Some(text.to_string())
+            } else {
+                self.errors.push(self.source.error_at(
+                    p.span(),
+                    ConfigErrorKind::InvalidValue(format!(
+                        "[identity.kerberos] service_principal {text:?} is not SERVICE/HOST@REALM, such as \"HTTP/proxy.school.local@SCHOOL.LOCAL\""
+                    )),
+                ));
+                None
+            }
+        });
+        let keytab = raw.keytab.get_ref().trim();
+        if keytab.is_empty() {
+            self.errors.push(self.source.error_at(
+                raw.keytab.span(),
+                ConfigErrorKind::InvalidValue(
+                    "[identity.kerberos] keytab is empty: give the keytab file holding HTTP/<proxy name>'s key".into(),
+                ),
+            ));
+            return None;
+        }
+        Some(KerberosSettings {
+            keytab: self.base.join(keytab),
+            service_principal: principal,
+        })
+    }
+
+    fn reverse_dns(&mut self, raw: &RawReverseDns) -> Option<ReverseDnsSettings> {
+        use std::time::Duration;
+        let server = raw.server.as_ref().and_then(|s| {
+            let text = s.get_ref().trim();
+            let parsed = text
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.errors.push(self.source.error_at(
+                        s.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "[identity.reverse_dns] server {text:?} is not ADDRESS or ADDRESS:PORT (\"10.0.0.2\", \"10.0.0.2:53\", \"[fd00::2]:53\")"
+                        )),
+                    ));
+                    None
+                }
+            }
+        });
+        if !raw.enabled.unwrap_or(true) {
+            return None;
+        }
+        let millis = |v: Option<u64>, default: u64, min: u64, max: u64| {
+            Duration::from_millis(v.unwrap_or(default).clamp(min, max))
+        };
+        Some(ReverseDnsSettings {
+            server,
+            timeout: millis(raw.timeout_ms, 500, 10, 10_000),
+            // Never longer than the lookup itself, and never long: it is on the
+            // request's path.
+            wait: millis(raw.wait_ms, 20, 0, 1_000).min(millis(raw.timeout_ms, 500, 10, 10_000)),
+            cache_ttl: Duration::from_secs(raw.cache_ttl_secs.unwrap_or(600).clamp(1, 86_400)),
+            cache_size: raw.cache_size.unwrap_or(10_000).max(1),
+        })
     }
 
     fn inspection(&mut self, raw: &RawInspection) -> InspectionSettings {

@@ -90,6 +90,7 @@ fn body(i: u64) -> Body {
             terms: Vec::new(),
             enforced: Vec::new(),
             safe_search: None,
+            device: None,
         }),
     }
 }

@@ -201,6 +201,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
             terms: terms.iter().map(|s| s.to_string()).collect(),
             enforced: Vec::new(),
             safe_search: None,
+            device: None,
         };
         if t >= week_from && t < week_to {
             e.requests += 1;
@@ -242,6 +243,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
                     level: gatehouse::core::safe_search::Level::Moderate,
                     dialled: "restrictmoderate.youtube.com".into(),
                 }),
+                device: None,
             }),
         ));
         e.requests += 1;

@@ -52,6 +52,8 @@ pub struct Attempt {
     pub reference: u64,
     /// The client.
     pub client: IpAddr,
+    /// The client's device name, where known.
+    pub device: Option<String>,
     /// The signed-in user.
     pub user: Option<String>,
     /// The group.
@@ -221,7 +223,13 @@ impl Worker {
                 }
             });
             if let Payload::Digest(d) = &mut entry.payload {
-                d.add(&person, &a.group, &a.client.to_string(), &a.category);
+                d.add(
+                    &person,
+                    &a.group,
+                    &a.client.to_string(),
+                    a.device.as_deref(),
+                    &a.category,
+                );
             }
             self.digest_open = Some(entry.id);
             self.save(entry);
@@ -255,6 +263,7 @@ impl Worker {
             person,
             group: a.group.clone(),
             client: a.client.to_string(),
+            device: a.device.clone(),
             first: a.at,
             last: a.at,
             timezone: snap.policy.timezone.name().to_string(),
@@ -437,6 +446,7 @@ pub async fn send_test(
         person: "-".into(),
         group: "-".into(),
         client: "-".into(),
+        device: None,
         first: now,
         last: now,
         timezone: tz.name().to_string(),
@@ -479,6 +489,7 @@ mod tests {
             at: Utc::now(),
             reference: 1,
             client: "10.0.0.1".parse().expect("ip"),
+            device: None,
             user: None,
             group: "ks3".into(),
             url: "http://a.test/".into(),
@@ -547,6 +558,7 @@ mod tests {
             at: at(when),
             reference: 3,
             client: client.parse().expect("ip"),
+            device: None,
             user: None,
             group: "g".into(),
             url: "http://bet.test/".into(),

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::core::alert::{Alert, Digest};
 
 /// What an entry delivers.
+// An alert is bigger than a digest's handle on its lines; boxing it would save a few
+// hundred bytes per outbox entry, of which there are a handful, at the cost of a box
+// at every construction and match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Payload {
     /// An immediate alert.

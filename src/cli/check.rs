@@ -113,6 +113,10 @@ can be matched on: they match plain HTTP only"
 
 /// `gatehouse check`: loads everything the proxy would load and prints what it found.
 pub fn check(args: &ConfigArg) -> Result<ExitCode> {
+    // As `run` does, before any thread: GSSAPI finds the keytab through KRB5_KTNAME.
+    if let Some(keytab) = gatehouse::kerberos::keytab_of(&args.config) {
+        std::env::set_var("KRB5_KTNAME", format!("FILE:{}", keytab.display()));
+    }
     let snap = load(&args.config, CacheMode::Use)?;
     print_list_warnings(&snap);
     let p = &snap.policy;
@@ -237,6 +241,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
     print_pac(&snap);
     print_alerts(&snap);
     print_teachers(&snap);
+    super::identity::check_kerberos(&snap)?;
     super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -103,6 +103,32 @@ fn test(args: &TestArgs) -> Result<ExitCode> {
 
 /// The directory part of `gatehouse check`: prints the settings and whether the
 /// service account can bind and find the base DN. `Err` is the problem, said plainly.
+/// The Kerberos part of `gatehouse check`: the keytab holds a key the proxy can accept
+/// tickets with (for the service principal, when one is set).
+pub fn check_kerberos(snap: &Snapshot) -> Result<()> {
+    let Some(settings) = snap.settings.kerberos.as_ref() else {
+        println!("kerberos: none (no single sign-on)");
+        return Ok(());
+    };
+    let principal = settings
+        .service_principal
+        .as_deref()
+        .unwrap_or("any principal in the keytab");
+    println!(
+        "kerberos: keytab {}, accepting tickets for {principal}",
+        settings.keytab.display()
+    );
+    if !settings.keytab.is_file() {
+        bail!(
+            "the keytab {} does not exist: export HTTP/<proxy name>'s key to it (AD: ktpass)",
+            settings.keytab.display()
+        );
+    }
+    gatehouse::kerberos::acquire(settings).context("the Kerberos keytab is not usable")?;
+    println!("  the keytab holds a usable key");
+    Ok(())
+}
+
 pub fn check_directory(snap: &Snapshot) -> Result<()> {
     let Some(settings) = snap.settings.directory.as_ref() else {
         println!("directory: none (sign-in by the users file only)");

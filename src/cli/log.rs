@@ -297,8 +297,12 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
     };
     let _ = writeln!(
         out,
-        "  who       {} (user {}), group {}",
+        "  who       {}{} (user {}), group {}",
         d.client,
+        d.device
+            .as_deref()
+            .map(|n| format!(", device {n}"))
+            .unwrap_or_default(),
         d.user.as_deref().unwrap_or("-"),
         d.group
     );

@@ -72,6 +72,11 @@ pub fn run(args: &RunArgs, after_load: fn()) -> Result<ExitCode> {
             .with_writer(std::io::stderr)
             .init(),
     }
+    // Kerberos: GSSAPI finds the proxy's keytab through KRB5_KTNAME, set here while
+    // this is the only thread (see gatehouse::kerberos).
+    if let Some(keytab) = gatehouse::kerberos::keytab_of(&config.config) {
+        std::env::set_var("KRB5_KTNAME", format!("FILE:{}", keytab.display()));
+    }
     let (runtime, threads) = runtime(*threads).context("starting the async runtime")?;
     tracing::info!(threads, "serving requests on {threads} thread(s)");
     let result = runtime.block_on(gatehouse::proxy::run(config.config.clone(), after_load));

@@ -57,6 +57,10 @@ pub struct Alert {
     pub group: String,
     /// The client's address (the device).
     pub client: String,
+    /// The device's name, where known (policy map or reverse DNS). Absent from alerts
+    /// queued before the field, which read as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// The first attempt, UTC.
     pub first: DateTime<Utc>,
     /// The last attempt counted, UTC.
@@ -148,7 +152,13 @@ impl Alert {
             ("School", self.school.clone()),
             ("Person", self.person.clone()),
             ("Group", self.group.clone()),
-            ("Device", self.client.clone()),
+            (
+                "Device",
+                match &self.device {
+                    Some(name) => format!("{name} ({})", self.client),
+                    None => self.client.clone(),
+                },
+            ),
             (
                 "Time",
                 format!("{} ({} UTC)", local(self.first), utc(self.first)),
@@ -181,8 +191,11 @@ pub struct DigestLine {
     pub person: String,
     /// Their group.
     pub group: String,
-    /// The device.
+    /// The device's address.
     pub client: String,
+    /// The device's name, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// The category.
     pub category: String,
     /// Attempts in the period.
@@ -206,7 +219,14 @@ pub struct Digest {
 
 impl Digest {
     /// Counts one attempt.
-    pub fn add(&mut self, person: &str, group: &str, client: &str, category: &str) {
+    pub fn add(
+        &mut self,
+        person: &str,
+        group: &str,
+        client: &str,
+        device: Option<&str>,
+        category: &str,
+    ) {
         match self
             .lines
             .iter_mut()
@@ -217,6 +237,7 @@ impl Digest {
                 person: person.into(),
                 group: group.into(),
                 client: client.into(),
+                device: device.map(str::to_string),
                 category: category.into(),
                 attempts: 1,
             }),
@@ -242,7 +263,14 @@ impl Digest {
         for l in &self.lines {
             out.push_str(&format!(
                 "{:>5}  {}  {} ({}, {})\n",
-                l.attempts, l.category, l.person, l.group, l.client
+                l.attempts,
+                l.category,
+                l.person,
+                l.group,
+                match &l.device {
+                    Some(name) => format!("{name} {}", l.client),
+                    None => l.client.clone(),
+                }
             ));
         }
         out
@@ -584,6 +612,7 @@ mode = "blocklist"
             person: "amy".into(),
             group: "ks3".into(),
             client: "10.0.0.7".into(),
+            device: None,
             first: "2026-07-01T09:15:00Z".parse().expect("time"),
             last: "2026-07-01T09:15:04Z".parse().expect("time"),
             timezone: "Europe/London".into(),
@@ -630,6 +659,23 @@ mode = "blocklist"
             "{}",
             f.subject()
         );
+        // With a device name: the name, the address beside it; in the webhook's JSON
+        // as `device`, absent without one (outboxes written before it read unchanged).
+        let mut named = alert("safeguarding", "x");
+        named.device = Some("KS3-LAPTOP-07".into());
+        assert!(
+            named
+                .text()
+                .contains("Device        KS3-LAPTOP-07 (10.0.0.7)"),
+            "{}",
+            named.text()
+        );
+        let json = serde_json::to_value(&named).expect("json");
+        assert_eq!(json["device"], "KS3-LAPTOP-07");
+        let old = serde_json::to_value(alert("safeguarding", "x")).expect("json");
+        assert!(old.get("device").is_none(), "{old}");
+        let read: Alert = serde_json::from_value(old).expect("an alert without device reads");
+        assert_eq!(read.device, None);
     }
 
     #[test]
@@ -662,9 +708,9 @@ mode = "blocklist"
             until: "2026-07-01T10:00:00Z".parse().expect("time"),
             lines: vec![],
         };
-        d.add("amy", "ks3", "10.0.0.1", "gambling");
-        d.add("amy", "ks3", "10.0.0.1", "gambling");
-        d.add("-", "ks2", "10.0.0.2", "gambling");
+        d.add("amy", "ks3", "10.0.0.1", None, "gambling");
+        d.add("amy", "ks3", "10.0.0.1", None, "gambling");
+        d.add("-", "ks2", "10.0.0.2", Some("KS2-LAPTOP-02"), "gambling");
         assert_eq!(d.lines.len(), 2);
         assert_eq!(d.lines[0].attempts, 2);
         assert_eq!(
@@ -673,6 +719,12 @@ mode = "blocklist"
         );
         assert!(
             d.text().contains("    2  gambling  amy (ks3, 10.0.0.1)"),
+            "{}",
+            d.text()
+        );
+        assert!(
+            d.text()
+                .contains("    1  gambling  - (ks2, KS2-LAPTOP-02 10.0.0.2)"),
             "{}",
             d.text()
         );

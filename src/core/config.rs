@@ -577,6 +577,54 @@ pub struct RawIdentity {
     pub subnets: Vec<RawSubnet>,
     /// The school's directory (LDAP / Active Directory): sign-in and groups.
     pub directory: Option<RawDirectory>,
+    /// Device names by address or subnet, recorded with every decision.
+    #[serde(default)]
+    pub devices: Vec<RawDevice>,
+    /// Device names by reverse DNS (PTR) for addresses `devices` does not name.
+    pub reverse_dns: Option<RawReverseDns>,
+    /// Kerberos single sign-on (`Proxy-Authenticate: Negotiate`).
+    pub kerberos: Option<RawKerberos>,
+}
+
+/// `[identity.kerberos]`: compiled by the shell's `settings::KerberosSettings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKerberos {
+    /// The keytab holding the proxy's service key, relative to the policy.
+    pub keytab: Spanned<String>,
+    /// The service principal (`HTTP/proxy.school.local@SCHOOL.LOCAL`); default: any
+    /// key in the keytab.
+    pub service_principal: Option<Spanned<String>>,
+}
+
+/// `[[identity.devices]]`: a device name for an address (or every address of a
+/// subnet: a trolley of laptops, a suite of PCs).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    /// An address, or a network in CIDR form.
+    pub address: Spanned<String>,
+    /// The name recorded.
+    pub name: Spanned<String>,
+}
+
+/// `[identity.reverse_dns]`: compiled by the shell's `settings::ReverseDnsSettings`
+/// (defaults there).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReverseDns {
+    /// Whether addresses are looked up at all.
+    pub enabled: Option<bool>,
+    /// A DNS server (`ADDRESS` or `ADDRESS:PORT`) instead of the system's resolvers.
+    pub server: Option<Spanned<String>>,
+    /// Milliseconds one lookup may take.
+    pub timeout_ms: Option<u64>,
+    /// Milliseconds a request waits for a name not yet known.
+    pub wait_ms: Option<u64>,
+    /// Longest seconds a name (or its absence) is remembered.
+    pub cache_ttl_secs: Option<u64>,
+    /// Most addresses remembered.
+    pub cache_size: Option<usize>,
 }
 
 /// `[identity.directory]`: the connection settings (compiled by the shell's

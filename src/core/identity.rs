@@ -36,6 +36,51 @@ pub struct SubnetRule {
     pub description: String,
 }
 
+/// A device name for an address or a subnet (`[[identity.devices]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    /// The address (a /32 or /128) or subnet.
+    pub net: IpNet,
+    /// The name recorded for clients in it.
+    pub name: String,
+}
+
+/// The longest a device name may be: a DNS name's limit.
+pub const DEVICE_NAME_MAX: usize = 253;
+
+/// Why a device name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceNameError {
+    /// Nothing (or only spaces).
+    #[error("device name is empty")]
+    Empty,
+    /// Longer than [`DEVICE_NAME_MAX`] bytes.
+    #[error("device name is {0} bytes long; at most 253 (a DNS name's limit)")]
+    TooLong(usize),
+    /// Holds a control character (a line break would forge a line in a text export).
+    #[error("device name holds a control character")]
+    Control,
+}
+
+/// A device name as recorded: trimmed, with a DNS name's trailing dot dropped, of a
+/// bounded length and without control characters. Used for the policy's names and for
+/// names from reverse DNS alike, so a log never holds a name that breaks a CSV row or
+/// a terminal.
+pub fn device_name(text: &str) -> Result<String, DeviceNameError> {
+    let name = text.trim();
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err(DeviceNameError::Empty);
+    }
+    if name.len() > DEVICE_NAME_MAX {
+        return Err(DeviceNameError::TooLong(name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DeviceNameError::Control);
+    }
+    Ok(name.to_string())
+}
+
 /// A proxy user from the users file.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -58,6 +103,8 @@ pub struct Identity {
     users: HashMap<String, User>,
     /// Directory groups → groups, when the policy has `[identity.directory]`.
     directory: Option<GroupMapping>,
+    /// Device names, most specific first.
+    devices: Vec<DeviceRule>,
 }
 
 /// Where a requester's group came from.
@@ -82,7 +129,25 @@ impl Identity {
             subnets,
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             directory: None,
+            devices: Vec::new(),
         }
+    }
+
+    /// These rules with device names; the most specific address or subnet names a
+    /// client.
+    pub fn with_devices(mut self, mut devices: Vec<DeviceRule>) -> Identity {
+        devices.sort_by_key(|d| std::cmp::Reverse(d.net.prefix_len()));
+        self.devices = devices;
+        self
+    }
+
+    /// The policy's name for the device at `client`, if it names one.
+    pub fn device_for(&self, client: IpAddr) -> Option<&str> {
+        let client = canonical_ip(client);
+        self.devices
+            .iter()
+            .find(|d| d.net.contains(&client))
+            .map(|d| d.name.as_str())
     }
 
     /// These rules with the directory's group mapping: users not in the users file sign
@@ -139,6 +204,49 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_names_table() {
+        let long = "a".repeat(254);
+        let rows: &[(&str, Result<&str, DeviceNameError>)] = &[
+            ("KS2-LAPTOP-17", Ok("KS2-LAPTOP-17")),
+            ("  lib-pc-04.school.local. ", Ok("lib-pc-04.school.local")),
+            ("Mrs Patel's iPad", Ok("Mrs Patel's iPad")),
+            ("", Err(DeviceNameError::Empty)),
+            (" . ", Err(DeviceNameError::Empty)),
+            (&long, Err(DeviceNameError::TooLong(254))),
+            ("pc\\nforged,line", Ok("pc\\nforged,line")),
+            ("pc\n2", Err(DeviceNameError::Control)),
+        ];
+        for (text, want) in rows {
+            let want = want.clone().map(str::to_string);
+            assert_eq!(device_name(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn most_specific_device_rule_names_the_client() {
+        let rule = |cidr: &str, name: &str| DeviceRule {
+            net: net(cidr),
+            name: name.into(),
+        };
+        let id = Identity::new(GroupId::new(0), vec![], vec![]).with_devices(vec![
+            rule("10.20.3.0/24", "KS2 trolley"),
+            rule("10.20.3.17/32", "KS2-LAPTOP-17"),
+            rule("fd00::5/128", "v6 box"),
+        ]);
+        let rows: &[(&str, Option<&str>)] = &[
+            ("10.20.3.17", Some("KS2-LAPTOP-17")),
+            ("::ffff:10.20.3.17", Some("KS2-LAPTOP-17")),
+            ("10.20.3.18", Some("KS2 trolley")),
+            ("fd00::5", Some("v6 box")),
+            ("10.20.4.1", None),
+        ];
+        for (ip, want) in rows {
+            let ip: IpAddr = ip.parse().expect("test IP");
+            assert_eq!(id.device_for(ip), *want, "{ip}");
+        }
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().expect("test CIDR")

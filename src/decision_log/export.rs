@@ -44,6 +44,7 @@ impl Row<'_> {
             "node": self.node,
             "seq": self.seq,
             "client": d.client.to_string(),
+            "device": d.device,
             "user": d.user,
             "group": d.group,
             "method": d.method,
@@ -122,7 +123,9 @@ pub fn iso(us: i64) -> String {
 }
 
 /// The CSV export's columns, in order.
-const CSV_HEADER: [&str; 20] = [
+/// New columns go at the end, so a sheet or script that reads columns by position
+/// reads an older export and a newer one alike.
+const CSV_HEADER: [&str; 21] = [
     "time",
     "node",
     "seq",
@@ -143,6 +146,7 @@ const CSV_HEADER: [&str; 20] = [
     "search_terms",
     "safe_search",
     "enforced",
+    "device",
 ];
 
 impl Exporter {
@@ -265,6 +269,7 @@ impl Exporter {
                         .map(|r| r.to_string())
                         .unwrap_or_default(),
                     d.enforced.join(";"),
+                    d.device.clone().unwrap_or_default(),
                 ];
                 // Each row goes through a writer of its own into `row`, not straight into
                 // `out`: a csv::Writer flushes its output when it is done, and that flush
@@ -324,7 +329,10 @@ pub fn human_line(entry: &Entry) -> Option<String> {
             "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}{}{}",
             entry.seq,
             crate::decision::format_reference(entry.seq),
-            d.client,
+            match &d.device {
+                Some(device) => format!("{} ({device})", d.client),
+                None => d.client.to_string(),
+            },
             d.user.as_deref().unwrap_or("-"),
             d.group,
             d.action.as_str().to_uppercase(),
@@ -427,6 +435,7 @@ mod tests {
             terms: vec![],
             enforced: Vec::new(),
             safe_search: None,
+            device: Some("LIB-PC-04, \"north\"".into()),
         };
         let mut exporter = Exporter::new(Format::Csv);
         let mut out = Vec::new();
@@ -456,6 +465,7 @@ mod tests {
             };
             assert_eq!(field("seq"), seq);
             assert_eq!(field("user"), "o\"brien, pat");
+            assert_eq!(field("device"), "LIB-PC-04, \"north\"");
             assert_eq!(field("url"), decision.url);
             assert_eq!(field("categories"), "games;social");
             assert_eq!(field("status"), "403");

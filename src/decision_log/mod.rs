@@ -110,9 +110,14 @@ pub struct Decision {
     /// Header and parameter controls enforced on the request (`safe=active`,
     /// `YouTube-Restrict: Strict`, …), and `tls-inspected` on an inspected tunnel. Not
     /// part of this struct's own encoding either: a decision that has any is stored as
-    /// [`Body`]'s eleventh kind, "decision with controls", after the others.
+    /// "decision with extensions", the controls an [`Extension::Enforced`].
     #[serde(skip)]
     pub enforced: Vec<String>,
+    /// The client's device name, where known (the policy's `[[identity.devices]]`, or
+    /// reverse DNS). Not part of this struct's own encoding either: a decision with one
+    /// is stored as "decision with extensions", the name an [`Extension::Device`].
+    #[serde(skip)]
+    pub device: Option<String>,
 }
 
 /// What an entry records.
@@ -123,7 +128,8 @@ pub struct Decision {
 /// "decision with safe search" (the decision's fields as before, then the
 /// [`SafeSearchRewrite`]); without it, as the first kind, byte for byte as before. So
 /// logs written before the field read unchanged, and a log holds both. A decision that
-/// carries more than safe search — controls enforced ([`Decision::enforced`]) — is
+/// carries more than safe search — controls enforced ([`Decision::enforced`]), a device
+/// name ([`Decision::device`]) — is
 /// stored as the eleventh kind, "decision with extensions": the decision's fields, then
 /// a list of [`Extension`]s. Whatever a decision comes to carry later is a new
 /// `Extension` variant at the end of that enum, never another kind of entry.
@@ -273,6 +279,8 @@ pub enum Extension {
     SafeSearch(SafeSearchRewrite),
     /// Controls enforced ([`Decision::enforced`]).
     Enforced(Vec<String>),
+    /// The client's device name ([`Decision::device`]).
+    Device(String),
 }
 
 /// [`Extension`] borrowed, for writing.
@@ -280,6 +288,7 @@ pub enum Extension {
 enum ExtensionRef<'a> {
     SafeSearch(&'a SafeSearchRewrite),
     Enforced(&'a [String]),
+    Device(&'a str),
 }
 
 impl Decision {
@@ -292,6 +301,9 @@ impl Decision {
         if !self.enforced.is_empty() {
             out.push(ExtensionRef::Enforced(&self.enforced));
         }
+        if let Some(device) = &self.device {
+            out.push(ExtensionRef::Device(device));
+        }
         out
     }
 
@@ -301,6 +313,7 @@ impl Decision {
             match e {
                 Extension::SafeSearch(rewrite) => self.safe_search = Some(rewrite),
                 Extension::Enforced(controls) => self.enforced = controls,
+                Extension::Device(device) => self.device = Some(device),
             }
         }
         self
@@ -361,7 +374,7 @@ impl Serialize for Body {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let stored = match self {
             // More than safe search: the extensible kind.
-            Body::Decision(d) if !d.enforced.is_empty() => {
+            Body::Decision(d) if !d.enforced.is_empty() || d.device.is_some() => {
                 StoredRef::ExtendedDecision(d, d.extensions())
             }
             Body::Decision(d) => match &d.safe_search {
@@ -804,6 +817,14 @@ mod tests {
             terms: vec!["term".into()],
             enforced: Vec::new(),
             safe_search,
+            device: None,
+        }
+    }
+
+    fn on_device(safe_search: Option<SafeSearchRewrite>) -> Decision {
+        Decision {
+            device: Some("ks2-laptop-17.school.local".into()),
+            ..decision(safe_search)
         }
     }
 
@@ -922,10 +943,12 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_round_trips_and_safe_search_is_a_kind_of_its_own() {
+    fn every_kind_round_trips_and_safe_search_and_device_are_kinds_of_their_own() {
         let bodies = [
             Body::Decision(decision(None)),
             Body::Decision(decision(Some(rewrite()))),
+            Body::Decision(on_device(None)),
+            Body::Decision(on_device(Some(rewrite()))),
             Body::Completion {
                 of: 1,
                 status: 200,
@@ -973,7 +996,10 @@ mod tests {
             ])),
         ];
         // (body, its stored kind: the variant index, the payload's first byte here)
-        for (body, kind) in bodies.iter().zip([0u8, 7, 1, 2, 3, 4, 5, 6, 8, 9, 10, 10]) {
+        for (body, kind) in bodies
+            .iter()
+            .zip([0u8, 7, 10, 10, 1, 2, 3, 4, 5, 6, 8, 9, 10, 10])
+        {
             let bytes = postcard::to_stdvec(body).expect("encodes");
             assert_eq!(bytes[0], kind, "{body:?}");
             assert_eq!(
@@ -989,6 +1015,16 @@ mod tests {
         expected.extend_from_slice(&without[1..]);
         expected.extend(postcard::to_stdvec(&rewrite()).expect("encodes"));
         assert_eq!(with, expected);
+        // The stored decision with a device is the old decision, then its extensions:
+        // here one, the name.
+        let device = postcard::to_stdvec(&Body::Decision(on_device(None))).expect("encodes");
+        let mut expected = vec![10];
+        expected.extend_from_slice(&without[1..]);
+        expected.extend(
+            postcard::to_stdvec(&vec![ExtensionRef::Device("ks2-laptop-17.school.local")])
+                .expect("encodes"),
+        );
+        assert_eq!(device, expected);
     }
 
     #[test]

@@ -843,6 +843,7 @@ mod tests {
             terms: vec![],
             enforced: Vec::new(),
             safe_search,
+            device: None,
         };
         let written = [
             decision("www.example.com", None),
@@ -940,6 +941,7 @@ mod tests {
                 terms: vec![],
                 enforced: Vec::new(),
                 safe_search: None,
+                device: None,
             }),
             Body::Decision(crate::decision_log::Decision {
                 client: std::net::IpAddr::from([10, 0, 0, 2]),
@@ -960,6 +962,7 @@ mod tests {
                     level: crate::core::safe_search::Level::Moderate,
                     dialled: "restrictmoderate.youtube.com".into(),
                 }),
+                device: None,
             }),
         ];
         for body in bodies {

@@ -88,6 +88,16 @@ impl AuthCache {
         let Some((user, password)) = parse_basic(header) else {
             return AuthResult::Failed;
         };
+        self.check_credentials(user, password, identity).await
+    }
+
+    /// Checks a user name and password already read from a `Basic` header.
+    pub async fn check_credentials(
+        &self,
+        user: String,
+        password: String,
+        identity: &Identity,
+    ) -> AuthResult {
         let Some(hash) = identity.user(&user).and_then(|u| u.password_hash.clone()) else {
             return AuthResult::Failed;
         };

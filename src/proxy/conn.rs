@@ -61,6 +61,18 @@ pub struct ConnSignal {
     phase: AtomicU8,
     idle_since_ms: AtomicU64,
     close: AtomicBool,
+    /// Kerberos sign-in is per connection (RFC 4559 §4): who signed in on it, or the
+    /// half-made context of a multi-leg exchange.
+    negotiated: std::sync::Mutex<Negotiated>,
+}
+
+/// A connection's Kerberos sign-in.
+#[derive(Debug, Default)]
+pub struct Negotiated {
+    /// The account signed in on this connection (the principal without its realm).
+    pub user: Option<String>,
+    /// A context waiting for the client's next token.
+    pub pending: Option<Box<libgssapi::context::ServerCtx>>,
 }
 
 impl ConnSignal {
@@ -70,7 +82,13 @@ impl ConnSignal {
             phase: AtomicU8::new(PHASE_IDLE),
             idle_since_ms: AtomicU64::new(0),
             close: AtomicBool::new(false),
+            negotiated: std::sync::Mutex::new(Negotiated::default()),
         }
+    }
+
+    /// This connection's Kerberos sign-in.
+    pub fn negotiated(&self) -> &std::sync::Mutex<Negotiated> {
+        &self.negotiated
     }
 
     /// The response has been sent: the connection is idle until the next head.

@@ -150,6 +150,10 @@ pub struct Proxy {
     auth: AuthCache,
     /// Sign-ins against the school's directory, remembered.
     directory: crate::directory::Directory,
+    /// Device names: the policy's map, reverse DNS, remembered.
+    devices: crate::device::DeviceNames,
+    /// Kerberos single sign-on: the proxy's acceptor credentials.
+    kerberos: crate::kerberos::Kerberos,
     pool: Arc<Pool>,
     /// Metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -170,6 +174,8 @@ pub struct RequestContext {
     snapshot: Arc<Snapshot>,
     client: IpAddr,
     user: Option<String>,
+    /// The client's device name, where known (policy map, else reverse DNS).
+    device: Option<Arc<str>>,
     group: GroupId,
     now: DateTime<Utc>,
     started: std::time::Instant,
@@ -234,6 +240,7 @@ impl RequestContext {
             method,
             url,
             sni: None,
+            device: self.device.as_deref(),
         }
     }
 }

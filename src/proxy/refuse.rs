@@ -304,7 +304,28 @@ impl Proxy {
             "Basic realm=\"Gatehouse ({})\"",
             snap.policy.school.replace('"', "'")
         );
+        // Negotiate first: a browser takes the first scheme it can do, and a
+        // domain-joined device signs in with Kerberos without a prompt; one without a
+        // ticket falls back to Basic.
+        if snap.settings.kerberos.is_some() {
+            resp.headers_mut().append(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Negotiate"),
+            );
+        }
         if let Ok(v) = HeaderValue::from_str(&realm) {
+            resp.headers_mut().append(header::PROXY_AUTHENTICATE, v);
+        }
+        resp
+    }
+
+    /// A `407` carrying the next leg of a Kerberos exchange.
+    pub(super) fn negotiate_continue(&self, snap: &Snapshot, token: &str) -> Response<Body> {
+        let mut resp = Proxy::page(
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            pages::auth_page(&snap.policy.school),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("Negotiate {token}")) {
             resp.headers_mut().insert(header::PROXY_AUTHENTICATE, v);
         }
         resp

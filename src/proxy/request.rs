@@ -106,6 +106,7 @@ impl Proxy {
             at: ctx.now,
             reference: 0,
             client: decision.client,
+            device: decision.device.clone(),
             user: decision.user.clone(),
             group: decision.group.clone(),
             url: decision.url.clone(),
@@ -169,12 +170,20 @@ impl Proxy {
             .get(header::PROXY_AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let subnet = identity.subnet_for(client);
-        let (group, user) = match self.sign_in(auth_header, &snapshot).await {
+        // The device's name is looked up while the credentials are checked: a lookup
+        // not answered within its short wait leaves this request's record without it.
+        let (signed_in, device) = tokio::join!(
+            self.sign_in(auth_header, &snapshot, &signal),
+            self.devices
+                .name(identity, snapshot.settings.reverse_dns.as_ref(), client)
+        );
+        let (group, user) = match signed_in {
             SignedIn::User { name, group } => (
                 group.unwrap_or_else(|| subnet.map(|r| r.group).unwrap_or(identity.default_group)),
                 Some(name),
             ),
             SignedIn::Unknown => return Ok(self.challenge(&snapshot)),
+            SignedIn::Continue(token) => return Ok(self.negotiate_continue(&snapshot, &token)),
             SignedIn::DirectoryDown => return Ok(self.directory_unavailable(&snapshot)),
             SignedIn::Failed(explanation) => {
                 self.metrics.auth_failures.inc();
@@ -186,6 +195,7 @@ impl Proxy {
                     snapshot: snapshot.clone(),
                     client,
                     user: None,
+                    device: device.clone(),
                     group,
                     now: Utc::now(),
                     started,
@@ -215,6 +225,7 @@ impl Proxy {
             snapshot: snapshot.clone(),
             client,
             user,
+            device,
             group,
             now: Utc::now(),
             started,

@@ -190,6 +190,8 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         log: DecisionLog { handle },
         auth: AuthCache::default(),
         directory: crate::directory::Directory::new(metrics.clone()),
+        devices: crate::device::DeviceNames::default(),
+        kerberos: crate::kerberos::Kerberos::default(),
         pool,
         metrics,
         alerts,

@@ -3,6 +3,13 @@
 //! the directory does not), else the school's directory when the policy has one, its
 //! groups mapped by the policy's rules.
 //!
+//! With `[identity.kerberos]`, a `Proxy-Authorization: Negotiate` token is a Kerberos
+//! sign-in: the principal, without its realm and normalised as the directory's names
+//! are (`ann@SCHOOL.LOCAL` → `ann`), is then an account of the users file, else of the
+//! directory (its groups read with the service account, no password), else a signed-in
+//! user with the subnet's or default group. The sign-in holds for the connection
+//! (RFC 4559): later requests on it need no token.
+//!
 //! The directory unreachable is not a wrong password: those sign-ins get a `503` page
 //! saying so ([`Proxy::directory_unavailable`]), not a `407`, because browsers hide a
 //! `407`'s page behind a new password prompt, which would have a pupil retype a right
@@ -12,10 +19,13 @@ use http::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::auth::{parse_basic, AuthResult};
+use super::conn::ConnSignal;
 use super::{pages, Body, Proxy};
-use crate::core::directory::Mapped;
+use crate::core::directory::{normalise_username, GroupMapping, Mapped};
 use crate::core::group::GroupId;
-use crate::directory::SignIn;
+use crate::directory::{Account, SignIn};
+use crate::kerberos::Accepted;
+use crate::settings::KerberosSettings;
 use crate::snapshot::Snapshot;
 
 /// The outcome of reading a request's credentials.
@@ -36,61 +46,172 @@ pub(super) enum SignedIn {
     Failed(String),
     /// The directory could not be asked.
     DirectoryDown,
+    /// A Kerberos exchange needs another leg: this token (base64) goes back in a
+    /// `407`'s `Proxy-Authenticate: Negotiate`.
+    Continue(String),
+}
+
+/// The token of a `Negotiate` header value.
+fn negotiate_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("negotiate")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// A directory account's group by the policy's rules.
+fn mapped(account: &Account, mapping: &GroupMapping) -> SignedIn {
+    match mapping.map(&account.groups) {
+        Mapped::Group { group, .. } => SignedIn::User {
+            name: account.name.clone(),
+            group: Some(group),
+        },
+        Mapped::Default => SignedIn::User {
+            name: account.name.clone(),
+            group: None,
+        },
+        Mapped::Refused => SignedIn::Failed(format!(
+            "directory account {:?} is in no mapped directory group, and the policy refuses such users (unmapped = \"refuse\")",
+            account.name
+        )),
+    }
 }
 
 impl Proxy {
-    /// Reads `header` against the users file, then the directory.
-    pub(super) async fn sign_in(&self, header: Option<&str>, snap: &Snapshot) -> SignedIn {
-        let identity = &snap.policy.identity;
-        match self.auth.check(header, identity).await {
-            AuthResult::Missing => SignedIn::Missing,
-            AuthResult::User(name) => match identity.user(&name) {
-                Some(u) => SignedIn::User {
-                    group: Some(u.group),
-                    name,
-                },
-                None => SignedIn::Unknown,
-            },
-            AuthResult::Failed => {
-                let failed = || SignedIn::Failed("proxy authentication failed".to_string());
-                let (Some(settings), Some(mapping)) =
-                    (snap.settings.directory.as_ref(), identity.directory())
-                else {
-                    return failed();
-                };
-                let Some((user, password)) = header.and_then(parse_basic) else {
-                    return failed();
-                };
-                // A users-file account signs in with its own password only.
-                if identity.user(&user).is_some() {
-                    return failed();
-                }
-                match self.directory.sign_in(settings, &user, &password).await {
-                    SignIn::Ok(account) => match mapping.map(&account.groups) {
-                        Mapped::Group { group, .. } => SignedIn::User {
-                            name: account.name.clone(),
-                            group: Some(group),
-                        },
-                        Mapped::Default => SignedIn::User {
-                            name: account.name.clone(),
-                            group: None,
-                        },
-                        Mapped::Refused => SignedIn::Failed(format!(
-                            "directory account {:?} is in no mapped directory group, and the policy refuses such users (unmapped = \"refuse\")",
-                            account.name
-                        )),
-                    },
-                    SignIn::Refused(e) => {
-                        tracing::info!(target: "gatehouse::auth", error = %e, "directory sign-in refused");
-                        SignedIn::Failed(format!("directory sign-in refused: {e}"))
-                    }
-                    SignIn::Unavailable(e) => {
-                        tracing::warn!(target: "gatehouse::auth", error = %e, "directory unavailable: new sign-in refused");
-                        SignedIn::DirectoryDown
-                    }
+    /// Reads `header` against the users file, then the directory; with Kerberos, a
+    /// `Negotiate` token, or the sign-in already made on this connection.
+    pub(super) async fn sign_in(
+        &self,
+        header: Option<&str>,
+        snap: &Snapshot,
+        conn: &ConnSignal,
+    ) -> SignedIn {
+        if let Some(settings) = snap.settings.kerberos.as_ref() {
+            if let Some(token) = header.and_then(negotiate_token) {
+                return self.negotiate(settings, token, snap, conn).await;
+            }
+            if header.is_none() {
+                let signed_in = conn.negotiated().lock().ok().and_then(|n| n.user.clone());
+                if let Some(name) = signed_in {
+                    return self.kerberos_user(name, snap).await;
                 }
             }
         }
+        let identity = &snap.policy.identity;
+        let failed = || SignedIn::Failed("proxy authentication failed".to_string());
+        let Some(header) = header else {
+            return SignedIn::Missing;
+        };
+        // Read once: a directory user's every request carries the header.
+        let Some((user, password)) = parse_basic(header) else {
+            return failed();
+        };
+        // A users-file account signs in with its own password only, never against the
+        // directory.
+        if identity.user(&user).is_some() {
+            return match self.auth.check_credentials(user, password, identity).await {
+                AuthResult::User(name) => match identity.user(&name) {
+                    Some(u) => SignedIn::User {
+                        group: Some(u.group),
+                        name,
+                    },
+                    None => SignedIn::Unknown,
+                },
+                AuthResult::Missing | AuthResult::Failed => failed(),
+            };
+        }
+        let (Some(settings), Some(mapping)) =
+            (snap.settings.directory.as_ref(), identity.directory())
+        else {
+            return failed();
+        };
+        match self.directory.sign_in(settings, &user, &password).await {
+            SignIn::Ok(account) => mapped(&account, mapping),
+            SignIn::Refused(e) => {
+                tracing::info!(target: "gatehouse::auth", error = %e, "directory sign-in refused");
+                SignedIn::Failed(format!("directory sign-in refused: {e}"))
+            }
+            SignIn::Unavailable(e) => {
+                tracing::warn!(target: "gatehouse::auth", error = %e, "directory unavailable: new sign-in refused");
+                SignedIn::DirectoryDown
+            }
+        }
+    }
+
+    /// One `Negotiate` token: a sign-in for this connection, another leg, or a refusal.
+    async fn negotiate(
+        &self,
+        settings: &KerberosSettings,
+        token: &str,
+        snap: &Snapshot,
+        conn: &ConnSignal,
+    ) -> SignedIn {
+        let pending = conn
+            .negotiated()
+            .lock()
+            .ok()
+            .and_then(|mut n| n.pending.take());
+        match self.kerberos.accept(settings, pending, token).await {
+            Ok(Accepted::Complete { principal }) => {
+                let name = match normalise_username(&principal) {
+                    Ok(name) => name,
+                    Err(e) => {
+                        return SignedIn::Failed(format!(
+                            "Kerberos principal {principal:?} is no account name: {e}"
+                        ))
+                    }
+                };
+                tracing::debug!(target: "gatehouse::auth", principal = %principal, "Kerberos sign-in");
+                if let Ok(mut n) = conn.negotiated().lock() {
+                    n.user = Some(name.clone());
+                }
+                self.kerberos_user(name, snap).await
+            }
+            Ok(Accepted::Continue { context, token }) => {
+                use base64::Engine;
+                if let Ok(mut n) = conn.negotiated().lock() {
+                    n.pending = Some(context);
+                }
+                SignedIn::Continue(base64::engine::general_purpose::STANDARD.encode(token))
+            }
+            Err(e) => {
+                if matches!(e, crate::kerberos::KerberosError::Credentials { .. }) {
+                    tracing::warn!(target: "gatehouse::auth", error = %e, "Kerberos sign-in impossible: the proxy's own key is missing");
+                } else {
+                    tracing::info!(target: "gatehouse::auth", error = %e, "Kerberos sign-in refused");
+                }
+                SignedIn::Failed(format!("Kerberos sign-in refused: {e}"))
+            }
+        }
+    }
+
+    /// The group of `name`, signed in by Kerberos: the users file's, else the
+    /// directory's (no password: the ticket proved who it is), else none (the subnet's
+    /// or the default group).
+    async fn kerberos_user(&self, name: String, snap: &Snapshot) -> SignedIn {
+        let identity = &snap.policy.identity;
+        if let Some(u) = identity.user(&name) {
+            return SignedIn::User {
+                group: Some(u.group),
+                name,
+            };
+        }
+        if let (Some(settings), Some(mapping)) =
+            (snap.settings.directory.as_ref(), identity.directory())
+        {
+            return match self.directory.account(settings, &name).await {
+                SignIn::Ok(account) => mapped(&account, mapping),
+                SignIn::Refused(e) => SignedIn::Failed(format!(
+                    "Kerberos user {name:?} is not in the directory: {e}"
+                )),
+                SignIn::Unavailable(e) => {
+                    tracing::warn!(target: "gatehouse::auth", error = %e, "directory unavailable: Kerberos user's groups cannot be read");
+                    SignedIn::DirectoryDown
+                }
+            };
+        }
+        SignedIn::User { name, group: None }
     }
 
     /// The `503` page for a new sign-in while the directory cannot be reached.

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::model::{
     Alert, BypassRow, Count, DayRow, GrantRow, GrantTerms, GroupRow, Integrity, PersonRow, Report,
-    SafeSearchRow, SearchRow, Totals,
+    SafeSearchRow, SearchRow, Totals, DEVICES_PER_PERSON,
 };
 use super::period::{local_midnight, Period};
 use crate::core::category::Severity;
@@ -133,6 +133,8 @@ pub struct Builder<'a> {
     previous: Totals,
     /// Everything kept per person (user, or device address where no user).
     people: HashMap<String, PersonAcc>,
+    /// Each person's device names, first seen first, at most [`DEVICES_PER_PERSON`].
+    devices: HashMap<String, Vec<String>>,
     hosts: Hosts,
     /// (who, what was searched) → the search, first and last time (µs): a search
     /// repeated all week is one row with its count.
@@ -198,6 +200,7 @@ impl<'a> Builder<'a> {
             groups: HashMap::default(),
             safe_search: HashMap::default(),
             people: HashMap::default(),
+            devices: HashMap::default(),
             hosts: Hosts::default(),
             grant_events: Vec::new(),
             grant_use: HashMap::default(),
@@ -250,6 +253,12 @@ impl<'a> Builder<'a> {
                     None => d.client.to_string().into(),
                 };
                 let host: &str = d.sni.as_deref().unwrap_or_else(|| host_of(&d.url));
+                if let Some(device) = &d.device {
+                    let names = self.devices.entry_ref(who.as_ref()).or_default();
+                    if names.len() < DEVICES_PER_PERSON && !names.contains(device) {
+                        names.push(device.clone());
+                    }
+                }
                 let illegal = d
                     .categories
                     .iter()
@@ -376,6 +385,7 @@ impl<'a> Builder<'a> {
                                     last: String::new(),
                                     count: 0,
                                     who: who.to_string(),
+                                    devices: Vec::new(),
                                     group: d.group.clone(),
                                     terms: d.terms.clone(),
                                     categories: d.categories.clone(),
@@ -454,6 +464,8 @@ impl<'a> Builder<'a> {
     ) -> Report {
         let tz = self.policy.timezone;
         let host_name = |id: u32| self.hosts.name(id).to_string();
+        let devices = self.devices;
+        let devices_of = |who: &str| devices.get(who).cloned().unwrap_or_default();
         let mut alerts: Vec<Alert> = Vec::new();
         let mut people: Vec<PersonRow> = Vec::new();
         let mut drilldown = BTreeMap::new();
@@ -465,6 +477,7 @@ impl<'a> Builder<'a> {
                     category,
                     severity: a.severity.to_string(),
                     who: who.clone(),
+                    devices: devices_of(&who),
                     group: a.group,
                     hosts,
                     other_hosts: a.other_hosts + not_shown,
@@ -479,6 +492,7 @@ impl<'a> Builder<'a> {
                 people.push(PersonRow {
                     attempts: person.blocked.values().sum(),
                     who: who.clone(),
+                    devices: devices_of(&who),
                     group: person.group,
                     by_category: person.blocked,
                 });
@@ -495,6 +509,7 @@ impl<'a> Builder<'a> {
             .into_values()
             .map(|(mut row, first, last)| {
                 row.time = time_text(first, tz);
+                row.devices = devices_of(&row.who);
                 row.last = time_text(last, tz);
                 (row, first)
             })
@@ -514,6 +529,7 @@ impl<'a> Builder<'a> {
             .into_iter()
             .map(|((kind, who, group, host), count)| BypassRow {
                 kind,
+                devices: devices_of(&who),
                 who,
                 group,
                 host,

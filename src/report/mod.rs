@@ -20,7 +20,7 @@ mod render;
 
 pub use aggregate::Builder;
 pub use model::{
-    Alert, BypassRow, Count, DayRow, GrantRow, GrantTerms, GroupRow, Integrity, PersonRow, Report,
-    SafeSearchRow, SearchRow, Totals,
+    devices_text, Alert, BypassRow, Count, DayRow, GrantRow, GrantTerms, GroupRow, Integrity,
+    PersonRow, Report, SafeSearchRow, SearchRow, Totals, DEVICES_PER_PERSON,
 };
 pub use period::{iso_week, IsoWeekError, Period};

@@ -6,6 +6,18 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// The most device names a report shows for one person.
+pub const DEVICES_PER_PERSON: usize = 5;
+
+/// `devices` as one cell: the names joined, or `-` when none was known.
+pub fn devices_text(devices: &[String]) -> String {
+    if devices.is_empty() {
+        "-".to_string()
+    } else {
+        devices.join(", ")
+    }
+}
+
 /// One row of the alerts table: attempts by one person at one category.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
@@ -15,6 +27,9 @@ pub struct Alert {
     pub severity: String,
     /// User, or device address where no user signed in.
     pub who: String,
+    /// The devices they used in the period, by name where known (at most
+    /// [`DEVICES_PER_PERSON`], first seen first).
+    pub devices: Vec<String>,
     /// Group.
     pub group: String,
     /// The hosts tried, most tried first (at most ten; for illegal categories: hosts
@@ -64,6 +79,9 @@ pub struct SearchRow {
     pub count: u64,
     /// Who.
     pub who: String,
+    /// The devices they used in the period, by name where known (at most
+    /// [`DEVICES_PER_PERSON`], first seen first).
+    pub devices: Vec<String>,
     /// Group.
     pub group: String,
     /// The listed terms found.
@@ -109,6 +127,9 @@ pub struct BypassRow {
     pub kind: String,
     /// Who.
     pub who: String,
+    /// The devices they used in the period, by name where known (at most
+    /// [`DEVICES_PER_PERSON`], first seen first).
+    pub devices: Vec<String>,
     /// Group.
     pub group: String,
     /// Host.
@@ -138,6 +159,9 @@ pub struct SafeSearchRow {
 pub struct PersonRow {
     /// Who.
     pub who: String,
+    /// The devices they used in the period, by name where known (at most
+    /// [`DEVICES_PER_PERSON`], first seen first).
+    pub devices: Vec<String>,
     /// Group.
     pub group: String,
     /// Blocked attempts in illegal or safeguarding categories.

@@ -55,5 +55,6 @@ pub fn log_tail(log_dir: &Path) -> String {
 pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+pub mod kdc;
 pub mod servers;
 pub mod slapd;

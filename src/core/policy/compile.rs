@@ -23,7 +23,7 @@ use crate::core::config::{
 };
 use crate::core::directory::{GroupMapping, GroupPattern, GroupRule, Unmapped};
 use crate::core::group::{Group, GroupId, Mode};
-use crate::core::identity::{AuthRequirement, Identity, SubnetRule, User};
+use crate::core::identity::{device_name, AuthRequirement, DeviceRule, Identity, SubnetRule, User};
 use crate::core::inspect::{Controls, InspectionRules, TenantRestriction};
 use crate::core::safe_search::{
     self, Engine, Engines, GroupSafeSearch, HostPattern, Level, Setting,
@@ -743,11 +743,59 @@ impl Compiler<'_> {
             .directory
             .as_ref()
             .map(|d| self.directory_mapping(d, groups));
-        let identity = Identity::new(default_group?, subnets, user_list);
+        let devices = self.devices(raw);
+        let identity = Identity::new(default_group?, subnets, user_list).with_devices(devices);
         Some(match directory {
             Some(mapping) => identity.with_directory(mapping),
             None => identity,
         })
+    }
+
+    /// `[[identity.devices]]`: each an address or subnet, once, and a name a log can hold.
+    fn devices(&mut self, raw: &RawIdentity) -> Vec<DeviceRule> {
+        let source = self.source;
+        let mut devices = Vec::new();
+        let mut seen: BTreeMap<IpNet, usize> = BTreeMap::new();
+        for d in &raw.devices {
+            let text = d.address.get_ref();
+            let net = match text.parse::<IpAddr>() {
+                Ok(ip) => Some(IpNet::from(crate::core::identity::canonical_ip(ip))),
+                Err(_) => match text.parse::<IpNet>() {
+                    Ok(n) => Some(n.trunc()),
+                    Err(_) => {
+                        self.invalid(
+                            d.address.span(),
+                            format!(
+                                "device address {text:?} is not an address (\"10.20.3.17\") or a network in CIDR form (\"10.20.3.0/28\")"
+                            ),
+                        );
+                        None
+                    }
+                },
+            };
+            let name = match device_name(d.name.get_ref()) {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    self.invalid(d.name.span(), format!("{e}: {:?}", d.name.get_ref()));
+                    None
+                }
+            };
+            let Some(net) = net else { continue };
+            let line = source.line_of(d.address.span().start);
+            if let Some(prev) = seen.insert(net, line) {
+                self.errors.push(source.error_at(
+                    d.address.span(),
+                    ConfigErrorKind::Duplicate(format!(
+                        "device address {net} is already named on line {prev}"
+                    )),
+                ));
+                continue;
+            }
+            if let Some(name) = name {
+                devices.push(DeviceRule { net, name });
+            }
+        }
+        devices
     }
 
     /// `[identity.directory]`'s group rules, in file order, each naming a defined group.

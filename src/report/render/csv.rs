@@ -8,7 +8,8 @@ use crate::report::Report;
 
 /// Columns of the sheet; the first says which table a row belongs to, and the others
 /// are shared by the two tables where they mean something alike.
-const HEADER: [&str; 11] = [
+/// New columns go at the end, so a sheet made from an older report still lines up.
+const HEADER: [&str; 12] = [
     "table",
     "category_or_ticket",
     "severity_or_grant",
@@ -20,6 +21,7 @@ const HEADER: [&str; 11] = [
     "last",
     "scope",
     "target",
+    "device",
 ];
 
 impl Report {
@@ -36,6 +38,7 @@ impl Report {
         row(HEADER);
         for a in &self.alerts {
             let hosts = a.hosts_text();
+            let devices = a.devices.join(", ");
             let count = a.count.to_string();
             row([
                 "alert",
@@ -49,6 +52,7 @@ impl Report {
                 &a.last,
                 "",
                 "",
+                &devices,
             ]);
         }
         for (table, rows) in [
@@ -59,7 +63,7 @@ impl Report {
                 let count = g.requests_allowed.to_string();
                 row([
                     table, &g.ticket, &g.id, &g.event, &g.by, &g.detail, &count, "", "", &g.scope,
-                    &g.target,
+                    &g.target, "",
                 ]);
             }
         }
@@ -105,6 +109,7 @@ mod tests {
             category: "self-harm".into(),
             severity: "safeguarding".into(),
             who: "o\"brien, pat".into(),
+            devices: vec!["LIB-PC-04".into(), "iPad, \"north\"".into()],
             group: "ks4".into(),
             hosts: vec![
                 Count {
@@ -151,6 +156,7 @@ mod tests {
                 "Tue 17 Nov 10:00",
                 "",
                 "",
+                "LIB-PC-04, iPad, \"north\"",
             ],
             &[
                 "grant",
@@ -164,11 +170,12 @@ mod tests {
                 "",
                 "groups ks4, sixth-form",
                 "sites youtube.com",
+                "",
             ],
         ];
         assert_eq!(rows, expected, "{text}");
         assert!(text.starts_with(
-            "table,category_or_ticket,severity_or_grant,who_or_event,group_or_by,host_or_detail,count,first,last,scope,target\n"
+            "table,category_or_ticket,severity_or_grant,who_or_event,group_or_by,host_or_detail,count,first,last,scope,target,device\n"
         ));
     }
 }

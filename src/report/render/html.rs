@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::trend;
-use crate::report::Report;
+use crate::report::{devices_text, Report};
 
 fn esc(s: &str) -> String {
     crate::proxy::pages::escape(s)
@@ -161,8 +161,8 @@ Generated {generated} from {nodes}</p></header>",
         }
         o.push_str(&table(
             &[
-                "Category", "Severity", "Who", "Group", "Hosts", "Attempts", "First", "Last",
-                "Outcome",
+                "Category", "Severity", "Who", "Device", "Group", "Hosts", "Attempts", "First",
+                "Last", "Outcome",
             ],
             self.alerts
                 .iter()
@@ -171,6 +171,7 @@ Generated {generated} from {nodes}</p></header>",
                         a.category.clone(),
                         a.severity.clone(),
                         a.who.clone(),
+                        devices_text(&a.devices),
                         a.group.clone(),
                         a.hosts_text(),
                         a.count.to_string(),
@@ -200,26 +201,26 @@ Generated {generated} from {nodes}</p></header>",
             o,
             "<section aria-labelledby=\"searches\"><h2 id=\"searches\">Search terms of concern</h2>{}</section>",
             table(
-                &["First", "Who", "Group", "Terms", "Search", "Times"],
-                self.searches.iter().map(|s| vec![s.time.clone(), s.who.clone(), s.group.clone(), s.terms.join(", "), s.search.clone().unwrap_or_default(), s.count.to_string()]).collect()
+                &["First", "Who", "Device", "Group", "Terms", "Search", "Times"],
+                self.searches.iter().map(|s| vec![s.time.clone(), s.who.clone(), devices_text(&s.devices), s.group.clone(), s.terms.join(", "), s.search.clone().unwrap_or_default(), s.count.to_string()]).collect()
             )
         );
         let _ = write!(
             o,
             "<section aria-labelledby=\"bypass\"><h2 id=\"bypass\">Attempts to get round the filter</h2>{}</section>",
             table(
-                &["Kind", "Who", "Group", "Host", "Attempts"],
-                self.bypass.iter().map(|b| vec![b.kind.clone(), b.who.clone(), b.group.clone(), b.host.clone(), b.count.to_string()]).collect()
+                &["Kind", "Who", "Device", "Group", "Host", "Attempts"],
+                self.bypass.iter().map(|b| vec![b.kind.clone(), b.who.clone(), devices_text(&b.devices), b.group.clone(), b.host.clone(), b.count.to_string()]).collect()
             )
         );
         let _ = write!(
             o,
             "<section aria-labelledby=\"people\"><h2 id=\"people\">Most blocked attempts in sensitive categories</h2>{}</section>",
             table(
-                &["Who", "Group", "Attempts", "Categories"],
+                &["Who", "Device", "Group", "Attempts", "Categories"],
                 self.people
                     .iter()
-                    .map(|p| vec![p.who.clone(), p.group.clone(), p.attempts.to_string(), p.by_category.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ")])
+                    .map(|p| vec![p.who.clone(), devices_text(&p.devices), p.group.clone(), p.attempts.to_string(), p.by_category.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ")])
                     .collect()
             )
         );

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::trend;
-use crate::report::Report;
+use crate::report::{devices_text, Report};
 
 impl Report {
     /// Markdown, for email.
@@ -36,14 +36,15 @@ impl Report {
             self.totals.alerts_acknowledged,
             self.totals.alerts_unacknowledged_after_a_day
         );
-        o.push_str("## Safeguarding alerts\n\n| Category | Severity | Who | Group | Hosts | Attempts | Last |\n|---|---|---|---|---|---|---|\n");
+        o.push_str("## Safeguarding alerts\n\n| Category | Severity | Who | Device | Group | Hosts | Attempts | Last |\n|---|---|---|---|---|---|---|---|\n");
         for a in &self.alerts {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 a.category,
                 a.severity,
                 a.who,
+                devices_text(&a.devices),
                 a.group,
                 a.hosts_text(),
                 a.count,
@@ -51,25 +52,31 @@ impl Report {
             );
         }
         o.push_str(
-            "\n## Search terms of concern\n\n| First | Who | Group | Terms | Times |\n|---|---|---|---|---|\n",
+            "\n## Search terms of concern\n\n| First | Who | Device | Group | Terms | Times |\n|---|---|---|---|---|---|\n",
         );
         for s in &self.searches {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 s.time,
                 s.who,
+                devices_text(&s.devices),
                 s.group,
                 s.terms.join(", "),
                 s.count
             );
         }
-        o.push_str("\n## Attempts to get round the filter\n\n| Kind | Who | Group | Host | Attempts |\n|---|---|---|---|---|\n");
+        o.push_str("\n## Attempts to get round the filter\n\n| Kind | Who | Device | Group | Host | Attempts |\n|---|---|---|---|---|---|\n");
         for b in &self.bypass {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} |",
-                b.kind, b.who, b.group, b.host, b.count
+                "| {} | {} | {} | {} | {} | {} |",
+                b.kind,
+                b.who,
+                devices_text(&b.devices),
+                b.group,
+                b.host,
+                b.count
             );
         }
         o.push_str("\n## By group\n\n| Group | Requests | Blocked | Share |\n|---|---|---|---|\n");
