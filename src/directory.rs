@@ -164,6 +164,24 @@ pub struct Account {
     pub dn: String,
     /// Its groups' DNs, direct ones first, then nested ones in the order found.
     pub groups: Vec<String>,
+    /// The same DNs normalised once (`normalise_dn`), for mapping on every request.
+    pub normalised_groups: Vec<String>,
+}
+
+impl Account {
+    /// An account with its groups' normalised DNs worked out.
+    pub fn new(name: String, dn: String, groups: Vec<String>) -> Account {
+        let normalised_groups = groups
+            .iter()
+            .map(|g| crate::core::directory::normalise_dn(g))
+            .collect();
+        Account {
+            name,
+            dn,
+            groups,
+            normalised_groups,
+        }
+    }
 }
 
 /// One connection, bound as the service account.
@@ -391,11 +409,7 @@ impl<'a> Session<'a> {
     async fn account(&mut self, account: &str) -> Result<Account, DirectoryError> {
         let (dn, direct) = self.find_user(account).await?;
         let groups = self.groups(&dn, direct).await?;
-        Ok(Account {
-            name: account.to_string(),
-            dn,
-            groups,
-        })
+        Ok(Account::new(account.to_string(), dn, groups))
     }
 
     /// Binds as `dn` with `password`, then as the service account again.
@@ -445,11 +459,7 @@ pub async fn authenticate(
         let (dn, direct) = session.find_user(&account).await?;
         session.check_password(&account, &dn, password).await?;
         let groups = session.groups(&dn, direct).await?;
-        Ok(Account {
-            name: account.clone(),
-            dn,
-            groups,
-        })
+        Ok(Account::new(account.clone(), dn, groups))
     }
     .await;
     session.close().await;

@@ -168,9 +168,18 @@ impl GroupPattern {
 
     /// Whether the directory group `dn` is this pattern's.
     pub fn matches(&self, dn: &str) -> bool {
+        self.matches_normalised(&normalise_dn(dn))
+    }
+
+    /// [`matches`](Self::matches) for a DN already through [`normalise_dn`]: no
+    /// allocation, for the sign-in path, which maps a cached account's groups on every
+    /// request.
+    pub fn matches_normalised(&self, dn: &str) -> bool {
         match self {
-            GroupPattern::Dn(want) => normalise_dn(dn) == *want,
-            GroupPattern::Cn(want) => common_name(dn).as_deref() == Some(want.as_str()),
+            GroupPattern::Dn(want) => dn == want,
+            GroupPattern::Cn(want) => {
+                split_first_rdn(dn).strip_prefix("cn=") == Some(want.as_str())
+            }
         }
     }
 }
@@ -226,8 +235,18 @@ impl GroupMapping {
     /// the groups wins, so the order of the rules, not of the user's groups, decides:
     /// a teacher who is also in a pupil group gets staff when staff is listed first.
     pub fn map<S: AsRef<str>>(&self, groups: &[S]) -> Mapped {
+        let normalised: Vec<String> = groups.iter().map(|g| normalise_dn(g.as_ref())).collect();
+        self.map_normalised(&normalised)
+    }
+
+    /// [`map`](Self::map) for groups already through [`normalise_dn`] (as a cached
+    /// account keeps them).
+    pub fn map_normalised<S: AsRef<str>>(&self, groups: &[S]) -> Mapped {
         for (i, rule) in self.rules.iter().enumerate() {
-            if groups.iter().any(|g| rule.pattern.matches(g.as_ref())) {
+            if groups
+                .iter()
+                .any(|g| rule.pattern.matches_normalised(g.as_ref()))
+            {
                 return Mapped::Group {
                     group: rule.group,
                     rule: i,

@@ -62,7 +62,7 @@ fn negotiate_token(value: &str) -> Option<&str> {
 
 /// A directory account's group by the policy's rules.
 fn mapped(account: &Account, mapping: &GroupMapping) -> SignedIn {
-    match mapping.map(&account.groups) {
+    match mapping.map_normalised(&account.normalised_groups) {
         Mapped::Group { group, .. } => SignedIn::User {
             name: account.name.clone(),
             group: Some(group),
