@@ -221,10 +221,7 @@ fn read_text(path: &Path) -> Result<String, ImportError> {
         path: path.to_path_buf(),
         error,
     })?;
-    Ok(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    Ok(crate::lists::text_of(bytes))
 }
 
 fn gather(format: Format, label: &str, text: &str, into: &mut Gathered, report: &mut Report) {
@@ -338,10 +335,7 @@ fn read_ut1(
         }
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(corrupt)?;
-        let text = match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
+        let text = crate::lists::text_of(bytes);
         let label = format!("{}:{}", source.display(), path.display());
         take(&category, &file, &label, &text);
     }

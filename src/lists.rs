@@ -401,13 +401,18 @@ pub fn is_source_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// A list file's bytes as text. Old lists are sometimes Latin-1: stray bytes become
+/// U+FFFD, and their lines are then skipped as malformed.
+pub fn text_of(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
 fn read_optional(file: &Path) -> Result<Option<String>, ConfigError> {
     match fs::read(file) {
-        Ok(bytes) => Ok(Some(match String::from_utf8(bytes) {
-            Ok(s) => s,
-            // Old lists are sometimes Latin-1; their bad lines are skipped as malformed.
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        })),
+        Ok(bytes) => Ok(Some(text_of(bytes))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ConfigError {
             file: file.to_path_buf(),
