@@ -114,9 +114,9 @@ SQ
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
-taskset -c 0 squid -N -f "$W/connect/squid.conf" 2>>"$W/connect/squid.stderr" & pids+=($!)
+taskset -c 0 squid -N -f "$W/connect/squid.conf" 2>>"$W/connect/squid.stderr" & pids+=($!); squid_plain=$!
 taskset -c 0 "$here/target/release/gatehouse" run --config "$W/connect/gatehouse.toml" \
-    >"$W/connect/gatehouse.log" 2>&1 & pids+=($!)
+    >"$W/connect/gatehouse.log" 2>&1 & pids+=($!); gatehouse_plain=$!
 taskset -c 0 squid -N -f "$C/squid-bump.conf" 2>>"$C/squid-bump.stderr" & pids+=($!); squid_bump=$!
 taskset -c 0 "$here/target/release/gatehouse" run --config "$C/gatehouse-inspect.toml" \
     >"$C/gatehouse-inspect.log" 2>&1 & pids+=($!); gatehouse_inspect=$!
@@ -133,9 +133,11 @@ for r in $(seq 1 "$rounds"); do
     else
         inspect=(inspect:squid-bump=127.0.0.1:13129 inspect:gatehouse-inspect=127.0.0.1:3129)
     fi
+    if [ "${SPLICE_ONLY:-}" = 1 ]; then inspect=()
+    fi
     ORIGIN_PORT=$ORIGIN_PORT ORIGIN_CA="$C/origin-ca.pem" ORIGIN_CERT="$C/origin.crt" \
         ORIGIN_KEY="$C/origin.key" PROXY_CAS="$C/school-ca.crt:$C/squid-ca.pem" \
-        PROXY_PIDS="gatehouse-inspect=$gatehouse_inspect,squid-bump=$squid_bump" \
+        PROXY_PIDS="gatehouse-inspect=$gatehouse_inspect,squid-bump=$squid_bump,gatehouse=$gatehouse_plain,squid=$squid_plain" \
         taskset -c 1 "$tool" "$secs" "$workers" "$bulk" \
         direct gatehouse=127.0.0.1:3128 squid=127.0.0.1:13128 "${inspect[@]}" | tee -a "$out"
 done

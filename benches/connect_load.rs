@@ -503,8 +503,13 @@ fn main() {
                         .await;
                 println!("KEEPALIVE direct rps={rps:.0} errors={errors}");
             }
+            let pid = pids.get(&name).copied();
+            let cpu0 = cpu_us(pid);
+            let me0 = cpu_us(Some(std::process::id()));
             let (rate, errors) =
                 tunnels_per_second(via, origin_addr, connector.clone(), workers, secs).await;
+            let cpu1 = cpu_us(pid);
+            let me1 = cpu_us(Some(std::process::id()));
             let t = Instant::now();
             let bulk = exchange(via, origin_addr, &connector, &format!("/big/{bulk_mib}")).await;
             let mbps = match bulk {
@@ -513,7 +518,23 @@ fn main() {
                 }
                 _ => 0.0,
             };
-            println!("RESULT {name} tunnels_per_s={rate:.0} errors={errors} bulk_MBps={mbps:.0}");
+            let cpu2 = cpu_us(pid);
+            // The proxy's CPU per tunnel and per MiB of bulk (0 when unknown).
+            let (cpu_tunnel, cpu_mib) = match (cpu0, cpu1, cpu2) {
+                (Some(a), Some(b), Some(c)) if rate > 0.0 => (
+                    (b - a) as f64 / (rate * secs as f64),
+                    (c - b) as f64 / bulk_mib as f64,
+                ),
+                _ => (0.0, 0.0),
+            };
+            // The load tool's own CPU (client and origin) per tunnel.
+            let own = match (me0, me1) {
+                (Some(a), Some(b)) if rate > 0.0 => (b - a) as f64 / (rate * secs as f64),
+                _ => 0.0,
+            };
+            println!(
+                "RESULT {name} tunnels_per_s={rate:.0} errors={errors} bulk_MBps={mbps:.0} cpu_us_per_tunnel={cpu_tunnel:.0} cpu_us_per_MiB={cpu_mib:.0} load_tool_cpu_us_per_tunnel={own:.0}"
+            );
             if via.is_none() {
                 direct = (rate, mbps);
             } else if direct.0 > 0.0 {
