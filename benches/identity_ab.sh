@@ -116,8 +116,8 @@ directory = "KS3 Pupils"
 group = "pupils"
 DIR
 } >"$W/id-directory.toml"
-taskset -c 0 "$BIN" run --config "$W/id-subnet.toml" >"$W/id-subnet.out" 2>&1 & PIDS+=($!)
-taskset -c 0 "$BIN" run --config "$W/id-directory.toml" >"$W/id-directory.out" 2>&1 & PIDS+=($!)
+taskset -c 0 "$BIN" run --config "$W/id-subnet.toml" >"$W/id-subnet.out" 2>&1 & PIDS+=($!); SUBNET_PID=$!
+taskset -c 0 "$BIN" run --config "$W/id-directory.toml" >"$W/id-directory.out" 2>&1 & PIDS+=($!); DIR_PID=$!
 
 AUTH="Basic $(printf 'ann:ann-password' | base64)"
 cat >"$W/id.lua" <<'LUA'
@@ -142,26 +142,35 @@ echo "check directory: no sign-in $(curl -s -o /dev/null -w '%{http_code}' -x ht
      "allowed $(curl -s -o /dev/null -w '%{http_code}' -H "Proxy-Authorization: $AUTH" -x http://127.0.0.1:$DIR_PORT http://$ORIGIN/small)," \
      "blocked $(curl -s -o /dev/null -w '%{http_code}' -H "Proxy-Authorization: $AUTH" -x http://127.0.0.1:$DIR_PORT http://$BLOCKED/)"
 
-one() { # label port target auth
+# A process's CPU time so far (user + system), in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The proxy's own CPU per request is printed beside the rate: on one core shared with
+# nothing, wrk may be what limits the rate, and the CPU per request is the proxy's cost
+# whatever the client manages.
+one() { # label port target auth pid
+  local t0 t1 out; t0=$(ticks "$5")
   out=$(TARGET="$3" AUTH="$4" taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$W/id.lua" "http://127.0.0.1:$2" 2>&1 | grep RESULT)
-  echo "$1 $out"; }
+  t1=$(ticks "$5")
+  echo "$1 $out cpu_us_per_req=$(python3 -c "import sys; t=($t1-$t0)*1e6/$(getconf CLK_TCK); r=float('${out#*rps=}'.split()[0] or 0)*$DUR; print(f'{t/r:.2f}' if r else 0)")"; }
 LOG="$W/identity-ab-results.txt"; : >"$LOG"
 for r in $(seq 1 "$ROUNDS"); do
   echo "direct $(TARGET="http://$ORIGIN/small" taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$W/id.lua" "http://$ORIGIN/small" 2>&1 | grep RESULT)" | tee -a "$LOG"
-  one subnet-allowed $SUBNET_PORT "http://$ORIGIN/small" "" | tee -a "$LOG"
-  one directory-allowed $DIR_PORT "http://$ORIGIN/small" "$AUTH" | tee -a "$LOG"
-  one subnet-blocked $SUBNET_PORT "http://$BLOCKED/" "" | tee -a "$LOG"
-  one directory-blocked $DIR_PORT "http://$BLOCKED/" "$AUTH" | tee -a "$LOG"
+  one subnet-allowed $SUBNET_PORT "http://$ORIGIN/small" "" $SUBNET_PID | tee -a "$LOG"
+  one directory-allowed $DIR_PORT "http://$ORIGIN/small" "$AUTH" $DIR_PID | tee -a "$LOG"
+  one subnet-blocked $SUBNET_PORT "http://$BLOCKED/" "" $SUBNET_PID | tee -a "$LOG"
+  one directory-blocked $DIR_PORT "http://$BLOCKED/" "$AUTH" $DIR_PID | tee -a "$LOG"
 done
 python3 - "$LOG" <<'PY'
 import re, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"(\S+) RESULT rps=(\d+) p50_us=(\d+) p99_us=(\d+) errors=(\d+) non2xx3xx=(\d+)", line)
-    if m: rows.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(4)), int(m.group(5)), int(m.group(6))))
+    m = re.match(r"(\S+) RESULT rps=(\d+) p50_us=(\d+) p99_us=(\d+) errors=(\d+) non2xx3xx=(\d+)(?: cpu_us_per_req=([\d.]+))?", line)
+    if m: rows.setdefault(m.group(1), []).append((int(m.group(2)), int(m.group(4)), int(m.group(5)), int(m.group(6)), float(m.group(7) or 0)))
 for k, v in rows.items():
-    print(f"median {k}: {statistics.median(r for r, *_ in v):.0f} req/s, p99 {statistics.median(p for _, p, *_ in v)/1000:.1f} ms, errors {sum(e for *_, e, _ in v)}, non-2xx/3xx {sum(n for *_, n in v)}")
+    print(f"median {k}: {statistics.median(r for r, *_ in v):.0f} req/s, p99 {statistics.median(x[1] for x in v)/1000:.1f} ms, errors {sum(x[2] for x in v)}, non-2xx/3xx {sum(x[3] for x in v)}, proxy CPU {statistics.median(x[4] for x in v):.2f} us/request")
 per = lambda a, b: statistics.median(x[0] / y[0] for x, y in zip(rows[a], rows[b]))
 for kind in ("allowed", "blocked"):
     print(f"directory {kind} = {per('directory-'+kind, 'subnet-'+kind):.3f} x subnet (per-round median)")
+    cpu = statistics.median(x[4] / y[4] for x, y in zip(rows['directory-'+kind], rows['subnet-'+kind]) if y[4])
+    print(f"directory {kind} proxy CPU per request = {cpu:.3f} x subnet (per-round median)")
 PY
