@@ -340,6 +340,8 @@ pub fn unblock(d: &Decision) -> Unblock {
         | R::AuthFailed
         | R::InternalDestination
         | R::UpstreamCertificate
+        | R::BadRequest
+        | R::Misdirected
         | R::Grant
         | R::LessonAllow
         | R::AllowSites

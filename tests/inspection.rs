@@ -229,6 +229,14 @@ fn inspected_requests_are_decided_on_their_full_url() {
         &s.url("www.allowed.test", "/who"),
     );
     assert_eq!(r.status, 421, "{r:?}");
+    // … and recorded, as a way round the decision the tunnel's own site had.
+    let tail = s.tail();
+    assert!(
+        tail.lines().any(|l| l.contains("https://bank.test/who")
+            && l.contains("BLOCK")
+            && l.ends_with("misdirected")),
+        "{tail}"
+    );
 
     // The leaf cache: one leaf minted for www.allowed.test, then hits.
     let metrics = curl(&[&format!("http://127.0.0.1:{}/metrics", s.g.admin_port)]).body;

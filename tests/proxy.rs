@@ -1234,6 +1234,14 @@ fn malformed_and_oversized_requests() {
     }
     // The proxy is still serving.
     assert_eq!(curl(&["-x", &g.url(), &url]).status, 200);
+    // A request that reached Gatehouse but named no whole address is recorded, with
+    // the reason bad_request (those hyper refused before Gatehouse saw one cannot be).
+    let tail = common::log_tail(&g.dir.path().join("log"));
+    assert!(
+        tail.lines()
+            .any(|l| l.contains("BLOCK") && l.contains("GET /") && l.ends_with("bad_request")),
+        "{tail}"
+    );
 }
 
 #[test]

@@ -184,11 +184,17 @@ pub enum ReasonCode {
     LessonAllow,
     /// An inspected tunnel's upstream whose TLS certificate did not verify.
     UpstreamCertificate,
+    /// A request the proxy could not read as one (no host, a bad address, origin-form
+    /// where the whole address is needed): answered `400` and recorded.
+    BadRequest,
+    /// A request inside an inspected tunnel for another site than the tunnel's (domain
+    /// fronting, to dodge the decision): answered `421` and recorded.
+    Misdirected,
 }
 
 impl ReasonCode {
     /// Every code, in declaration order.
-    pub const ALL: [ReasonCode; 19] = [
+    pub const ALL: [ReasonCode; 21] = [
         ReasonCode::Illegal,
         ReasonCode::Grant,
         ReasonCode::BlockSites,
@@ -208,6 +214,8 @@ impl ReasonCode {
         ReasonCode::LessonBlock,
         ReasonCode::LessonAllow,
         ReasonCode::UpstreamCertificate,
+        ReasonCode::BadRequest,
+        ReasonCode::Misdirected,
     ];
 
     /// The name stored and shown (`category`, `no_sni`, …).
@@ -232,6 +240,8 @@ impl ReasonCode {
             ReasonCode::LessonBlock => "lesson_block",
             ReasonCode::LessonAllow => "lesson_allow",
             ReasonCode::UpstreamCertificate => "upstream_certificate",
+            ReasonCode::BadRequest => "bad_request",
+            ReasonCode::Misdirected => "misdirected",
         }
     }
 
@@ -251,6 +261,7 @@ impl ReasonCode {
                 | ReasonCode::BadSni
                 | ReasonCode::Ech
                 | ReasonCode::AuthFailed
+                | ReasonCode::Misdirected
         )
     }
 }

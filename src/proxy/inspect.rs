@@ -34,6 +34,7 @@ use super::request::Whole;
 use super::{pages, Body, Proxy, RequestContext};
 use crate::core::host::{parse_authority, Host, Target};
 use crate::decision::Allowed;
+use crate::decision_log::ReasonCode;
 use crate::inspection::Lookup;
 
 /// What every request inside one inspected tunnel shares.
@@ -170,33 +171,54 @@ impl Proxy {
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string),
         };
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        // What a refusal below records: the URL as asked, on the tunnel's host when
+        // the request names none it can use.
+        let asked_url = |host: &str| format!("https://{host}{pq}");
+        let method = req.method().as_str();
         let Some(authority) = authority else {
-            return self.bad_request(&ctx, "The request names no host.");
+            let url = asked_url(&tunnel.host.to_string());
+            return self
+                .refuse_unreadable(&ctx, method, &url, "The request names no host.")
+                .await;
         };
         let (host, port) = match parse_authority(&authority) {
             Ok(x) => x,
-            Err(e) => return self.bad_request(&ctx, &format!("host {authority:?}: {e}")),
+            Err(e) => {
+                let why = format!("host {authority:?}: {e}");
+                return self
+                    .refuse_unreadable(&ctx, method, &asked_url(&authority), &why)
+                    .await;
+            }
         };
         if host != tunnel.host || port.is_some_and(|p| p != tunnel.port) {
-            // RFC 9110 §15.5.20: the client may retry on a connection of its own.
+            // Another site's request on this site's connection: domain fronting, or a
+            // browser reusing a connection it should not. Recorded, as a way round the
+            // decision; RFC 9110 §15.5.20 lets the client retry on a connection of its
+            // own, where that site is decided.
+            let why = format!(
+                "This connection is for {}; requests for another site need their own.",
+                tunnel.host
+            );
+            let url = asked_url(&authority);
+            let asked = ctx.asked(method, &url);
+            let _ = self
+                .record_refusal(&ctx, &asked, Vec::new(), ReasonCode::Misdirected, &why, 421)
+                .await;
             return Proxy::page(
                 StatusCode::MISDIRECTED_REQUEST,
                 pages::error_page(
                     &ctx.snapshot.policy.school,
                     "Wrong connection",
                     &authority,
-                    &format!(
-                        "This connection is for {}; requests for another site need their own.",
-                        tunnel.host
-                    ),
+                    &why,
                 ),
             );
         }
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
         let mut full = String::with_capacity(16 + authority.len() + pq.len());
         full.push_str("https://");
         tunnel.host.push_to(&mut full);
@@ -207,7 +229,11 @@ impl Proxy {
         full.push_str(pq);
         let target = match Target::parse(&full) {
             Ok(t) => t,
-            Err(e) => return self.bad_request(&ctx, &e.to_string()),
+            Err(e) => {
+                return self
+                    .refuse_unreadable(&ctx, method, &full, &e.to_string())
+                    .await
+            }
         };
         let authority = target.authority();
         let mut completion = None;

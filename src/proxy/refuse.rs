@@ -72,6 +72,22 @@ impl Proxy {
         resp
     }
 
+    /// [`Proxy::bad_request`], recorded: a request that reached the proxy but could not
+    /// be read as one is still internet use, and a run of them is worth seeing.
+    pub(super) async fn refuse_unreadable(
+        &self,
+        ctx: &RequestContext,
+        method: &str,
+        url: &str,
+        why: &str,
+    ) -> Response<Body> {
+        let asked = ctx.asked(method, url);
+        let _ = self
+            .record_refusal(ctx, &asked, Vec::new(), ReasonCode::BadRequest, why, 400)
+            .await;
+        self.bad_request(ctx, why)
+    }
+
     /// Records a refusal that is not a policy verdict (a port, a protocol, a missing SNI).
     pub(super) async fn record_refusal(
         &self,

@@ -265,10 +265,14 @@ impl Proxy {
     ) -> Response<Body> {
         let uri = req.uri().clone();
         if uri.scheme().is_none() || uri.authority().is_none() {
-            return self.bad_request(
-                &ctx,
-                "This is a web proxy: requests must name the whole address (absolute-form), as browsers do when set to use a proxy.",
-            );
+            return self
+                .refuse_unreadable(
+                    &ctx,
+                    req.method().as_str(),
+                    &uri.to_string(),
+                    "This is a web proxy: requests must name the whole address (absolute-form), as browsers do when set to use a proxy.",
+                )
+                .await;
         }
         let full_uri = {
             let (scheme, authority) = (uri.scheme_str().unwrap_or(""), uri.authority());
@@ -283,13 +287,21 @@ impl Proxy {
         };
         let target = match Target::parse(&full_uri) {
             Ok(t) => t,
-            Err(e) => return self.bad_request(&ctx, &e.to_string()),
+            Err(e) => {
+                return self
+                    .refuse_unreadable(&ctx, req.method().as_str(), &full_uri, &e.to_string())
+                    .await
+            }
         };
         if target.scheme != Scheme::Http {
-            return self.bad_request(
-                &ctx,
-                "Only http:// addresses are forwarded this way; browsers use CONNECT for https.",
-            );
+            return self
+                .refuse_unreadable(
+                    &ctx,
+                    req.method().as_str(),
+                    &full_uri,
+                    "Only http:// addresses are forwarded this way; browsers use CONNECT for https.",
+                )
+                .await;
         }
         // RFC 9112 §3.2.2: for absolute-form the target wins over Host; a Host naming
         // another host is rewritten, and noted in the record.

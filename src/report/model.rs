@@ -123,7 +123,8 @@ pub struct GroupRow {
 pub struct BypassRow {
     /// `circumvention`, `ip_literal`, `no_sni`, `not_tls`, `bad_sni`, `ech` (a server
     /// name hidden by Encrypted ClientHello), `auth_failed` (failed proxy sign-ins from
-    /// one device: a burst is someone guessing).
+    /// one device: a burst is someone guessing), `misdirected` (another site's request
+    /// inside an inspected tunnel: domain fronting).
     pub kind: String,
     /// Who.
     pub who: String,
