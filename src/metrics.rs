@@ -368,6 +368,9 @@ impl Metrics {
         for result in ["ok", "error"] {
             metrics.directory_syncs.with_label_values(&[result]);
         }
+        for result in ["hit", "miss", "error"] {
+            metrics.leaf_cache.with_label_values(&[result]);
+        }
         metrics
     }
 
