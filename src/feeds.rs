@@ -973,7 +973,7 @@ mod tests {
             ("6h", Some(21600)),
             ("1d", Some(86400)),
             ("90s", Some(90)),
-            (" 2 h", None),
+            (" 2 h", Some(7200)),
             ("h", None),
             ("6 weeks", None),
             ("", None),
