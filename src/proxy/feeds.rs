@@ -91,7 +91,6 @@ impl Proxy {
 /// reload can turn it on, off or change it), counted from each source's last good
 /// update, so a restart does not fetch everything again at once.
 pub(super) async fn schedule(proxy: Arc<Proxy>, shutdown: CancellationToken) {
-    proxy.set_feed_gauges();
     loop {
         let wait = next_due(&proxy);
         tokio::select! {

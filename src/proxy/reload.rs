@@ -93,7 +93,10 @@ pub(super) fn watch_config(
                 return;
             }
             let relevant = event.paths.iter().any(|p| {
+                // `.feeds/` holds a feed update's download and state, not lists: the
+                // update swaps its lists in itself once they are whole.
                 *p != grants
+                    && !p.components().any(|c| c.as_os_str() == ".feeds")
                     && (p.starts_with(&watched_lists)
                         || (p.parent() == Some(policy_dir.as_path())
                             && p.file_name().is_some_and(|n| names.iter().any(|w| w == n))))

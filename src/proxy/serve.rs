@@ -211,6 +211,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let shutdown = CancellationToken::new();
     proxy.metrics.lists_loaded.set(Utc::now().timestamp());
     proxy.set_snapshot_gauges();
+    proxy.set_feed_gauges();
     tracing::info!(admin = %admin_local, "admin listener (metrics, health, grants API)");
     let enrol_task = match enrol_listener {
         Some(listener) => {
