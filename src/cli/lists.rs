@@ -472,3 +472,39 @@ async fn update_via_admin(args: &UpdateArgs, reason: Option<&str>) -> Result<Vec
         })
         .unwrap_or_default())
 }
+
+/// `gatehouse check`'s lines about `[[lists.sources]]`: each feed, and when it was last
+/// current (from the state file).
+pub fn print_feeds(snap: &gatehouse::snapshot::Snapshot) {
+    let feeds = &snap.settings.feeds;
+    if feeds.sources.is_empty() {
+        println!("list feeds: none ([[lists.sources]])");
+        return;
+    }
+    let state = gatehouse::feeds::FeedState::read(&snap.policy.lists_dir);
+    println!(
+        "list feeds: {} ({})",
+        feeds.sources.len(),
+        match feeds.update_every {
+            Some(every) => format!("updated by the proxy every {} min", every.as_secs() / 60),
+            None => "updated when asked: gatehouse lists update, or the systemd timer".into(),
+        }
+    );
+    for s in &feeds.sources {
+        let last = state
+            .sources
+            .get(&s.name)
+            .and_then(|st| st.last_success)
+            .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+            .map(|t| format!("current at {}", t.format("%Y-%m-%d %H:%M UTC")))
+            .unwrap_or_else(|| "never fetched".into());
+        println!(
+            "  {:<12} {:<10} → {:<20} {}{}  ({last})",
+            s.name,
+            s.format.as_str(),
+            s.category.as_deref().unwrap_or("(UT1 map)"),
+            s.url,
+            if s.sha256.is_some() { " [pinned]" } else { "" },
+        );
+    }
+}

@@ -314,6 +314,8 @@ impl Proxy {
                 let illegal = crate::snapshot::illegal_counts(&snap);
                 let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
                 self.live.replace(snap);
+                // A source added by this reload has its series (at zero) from now.
+                self.set_feed_gauges();
                 tracing::info!(illegal = %illegal, "illegal lists in force");
                 self.log
                     .handle
