@@ -116,11 +116,7 @@ impl InspectionTls {
             PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
         ))
         .map_err(|e| InspectionError::Setup(e.to_string()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for path in &settings.extra_roots {
-            add_roots(&mut roots, path)?;
-        }
+        let roots = upstream_roots(&settings.extra_roots)?;
         let mut upstream = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| InspectionError::Setup(e.to_string()))?
@@ -195,6 +191,18 @@ impl InspectionTls {
 fn public_key_of(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.public_key().raw.to_vec())
+}
+
+/// The authorities an upstream server's certificate is checked against: the Mozilla
+/// roots and `[inspection] extra_roots` (a school's own CA, or its web filter's). Used
+/// by inspected tunnels and by list feeds alike.
+pub fn upstream_roots(extra_roots: &[PathBuf]) -> Result<rustls::RootCertStore, InspectionError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in extra_roots {
+        add_roots(&mut roots, path)?;
+    }
+    Ok(roots)
 }
 
 fn add_roots(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), InspectionError> {

@@ -76,6 +76,7 @@ pub mod decision;
 pub mod decision_log;
 pub mod device;
 pub mod directory;
+pub mod feeds;
 pub mod grant_store;
 pub mod import;
 pub mod inspection;

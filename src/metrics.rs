@@ -86,6 +86,12 @@ pub struct Metrics {
     pub directory_cache_hits: IntCounter,
     /// Group re-reads of signed-in users, by result (`ok`, `error`).
     pub directory_syncs: IntCounterVec,
+    /// List feed updates, by source (the policy's `[[lists.sources]]` names) and result
+    /// (`updated`, `not_modified`, `refused`, `failed`).
+    pub list_updates: IntCounterVec,
+    /// When each list feed was last known current (updated or not modified), Unix
+    /// seconds; staleness is `time()` minus this.
+    pub list_source_last_success: IntGaugeVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -343,6 +349,26 @@ impl Metrics {
                 "Re-reads of signed-in users' directory groups, by result",
                 &["result"],
             ),
+            list_updates: counter_vec(
+                &registry,
+                "gatehouse_list_updates_total",
+                "List feed updates, by source and result",
+                &["source", "result"],
+            ),
+            list_source_last_success: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "gatehouse_list_source_last_success_timestamp_seconds",
+                        "When each list feed was last known current (updated or not modified)",
+                    ),
+                    &["source"],
+                )
+                .expect("metric definitions are valid");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("each metric is registered once");
+                g
+            },
             registry,
         };
         for channel in ["email", "webhook"] {

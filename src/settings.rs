@@ -42,6 +42,8 @@ pub struct Settings {
     pub reverse_dns: Option<ReverseDnsSettings>,
     /// Kerberos single sign-on, when `[identity.kerberos]` is set.
     pub kerberos: Option<KerberosSettings>,
+    /// List feeds (`[[lists.sources]]`) and their schedule (`[lists] update_every`).
+    pub feeds: crate::feeds::FeedSettings,
 }
 
 /// `[pac]`: the validated section and the script written from it once, at load.
@@ -85,6 +87,13 @@ impl Settings {
                 .as_ref()
                 .and_then(|r| c.reverse_dns(r)),
             kerberos: raw.identity.kerberos.as_ref().and_then(|k| c.kerberos(k)),
+            feeds: crate::feeds::FeedSettings::compile(
+                &raw.lists,
+                &raw.categories,
+                &c.base,
+                source,
+                &mut c.errors,
+            ),
         };
         if c.errors.is_empty() {
             Ok(settings)

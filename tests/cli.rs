@@ -22,7 +22,7 @@ fn check_summarises_the_example_policy() {
     let (code, out, err) = run(&["check", "--config", policy.to_str().expect("utf-8 path")]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("policy ") && out.contains(": OK"), "{out}");
-    assert!(out.contains("categories: 21"), "{out}");
+    assert!(out.contains("categories: 24"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.trim_start().starts_with("child-abuse") && l.contains("illegal")),

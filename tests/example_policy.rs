@@ -46,6 +46,9 @@ const MATRIX: &[(&str, &str)] = &[
     ("shopping", "BBBBBBAA"),
     ("file-sharing", "BBBBBBAB"),
     ("educational-games", "AAAAAAAA"),
+    ("hate-speech", "BBBBBBBB"),
+    ("misinformation", "BBBBBBAB"),
+    ("ai-chat", "BBBBBAAB"),
 ];
 
 /// (instant, inside breaks?): Tuesday 13 January 2026 (GMT) and Tuesday 16 June 2026

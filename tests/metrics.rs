@@ -15,6 +15,12 @@ fn start() -> Gatehouse {
 name = "Metrics School"
 [lists]
 dir = "lists"
+# A feed (never fetched here: no update_every), so that its series exist.
+[[lists.sources]]
+name = "hosts"
+url = "https://feeds.invalid/hosts.txt"
+format = "hosts"
+category = "gambling"
 [categories.gambling]
 severity = "inappropriate"
 [identity]

@@ -241,6 +241,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
     print_pac(&snap);
     print_alerts(&snap);
     print_teachers(&snap);
+    super::lists::print_feeds(&snap);
     super::identity::check_kerberos(&snap)?;
     super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)

@@ -26,6 +26,35 @@ pub enum ListsCommand {
     Import(ImportArgs),
     /// Entries per category, where they come from, when they changed, and overlaps.
     Stats(ConfigArg),
+    /// Fetch the [[lists.sources]] feeds and swap good lists into the running proxy
+    /// (through its admin API, with a technician token); --offline does it here, for a
+    /// proxy that is not running.
+    Update(UpdateArgs),
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// Only this source (default: every [[lists.sources]] entry).
+    #[arg(long)]
+    source: Option<String>,
+    /// Take an update that the shrink guard refuses (never for an illegal category).
+    #[arg(long, requires = "reason")]
+    allow_shrink: bool,
+    /// Why the shrink is genuine: recorded in the decision log with who took it.
+    #[arg(long, requires = "allow_shrink")]
+    reason: Option<String>,
+    /// Do the update in this process and write the decision log directly, instead of
+    /// asking the running proxy: only while the proxy is stopped (one writer per log).
+    #[arg(long)]
+    offline: bool,
+    /// A file holding a technician admin token (default: $GATEHOUSE_ADMIN_TOKEN).
+    #[arg(long, conflicts_with = "offline")]
+    token_file: Option<PathBuf>,
+    /// The admin listener to ask (default: [admin] listen from the policy).
+    #[arg(long, conflicts_with = "offline")]
+    admin: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args)]
@@ -59,6 +88,7 @@ pub fn lists(command: ListsCommand) -> Result<ExitCode> {
         ListsCommand::Compile(args) => super::check::compile(&args),
         ListsCommand::Import(args) => import(args),
         ListsCommand::Stats(args) => stats(&args),
+        ListsCommand::Update(args) => update(&args),
     }
 }
 
@@ -269,4 +299,212 @@ fn stats(args: &ConfigArg) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One source's outcome as the API or the library gives it.
+struct Shown {
+    source: String,
+    result: String,
+    detail: String,
+}
+
+fn update(args: &UpdateArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let reason = args
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if args.allow_shrink && reason.is_none() {
+        bail!("--allow-shrink needs --reason TEXT (it is logged)");
+    }
+    let shown = if args.offline {
+        runtime.block_on(update_offline(args, reason))?
+    } else {
+        runtime.block_on(update_via_admin(args, reason))?
+    };
+    let mut failed = false;
+    for s in &shown {
+        println!("{}: {}: {}", s.source, s.result, s.detail);
+        failed |= s.result == "refused" || s.result == "failed";
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn update_offline(args: &UpdateArgs, reason: Option<&str>) -> Result<Vec<Shown>> {
+    use gatehouse::decision_log::{Body, ReloadKind};
+    let snap = load(&args.config.config, CacheMode::Use)?;
+    let mut log_settings = snap.settings.log.clone();
+    if log_settings.node.is_empty() {
+        log_settings.node = gatehouse::proxy::node_name();
+    }
+    let by = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .map(|u| format!("{u} (gatehouse lists update --offline)"))
+        .unwrap_or_else(|_| "gatehouse lists update --offline".into());
+    let options = gatehouse::feeds::Options {
+        only: args.source.clone(),
+        allow_shrink: if args.allow_shrink {
+            reason.map(str::to_string)
+        } else {
+            None
+        },
+        by,
+    };
+    let outcomes =
+        gatehouse::feeds::update(&args.config.config, std::sync::Arc::new(snap), &options).await?;
+    let log = gatehouse::decision_log::writer::open(log_settings)
+        .context("opening the decision log (is the proxy running? then leave out --offline)")?;
+    for o in &outcomes {
+        log.append(Body::Reload {
+            what: ReloadKind::Lists,
+            ok: o.result.is_success(),
+            detail: o.log_detail(),
+        })
+        .await
+        .context("writing the decision log")?;
+    }
+    log.close().await;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| Shown {
+            source: o.source,
+            result: o.result.as_str().to_string(),
+            detail: o.detail,
+        })
+        .collect())
+}
+
+async fn update_via_admin(args: &UpdateArgs, reason: Option<&str>) -> Result<Vec<Shown>> {
+    use http_body_util::BodyExt;
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token from {}", path.display()))?,
+        None => std::env::var("GATEHOUSE_ADMIN_TOKEN").context(
+            "no token: give --token-file FILE or set GATEHOUSE_ADMIN_TOKEN to a technician token (or --offline while the proxy is stopped)",
+        )?,
+    };
+    let token = token.trim().to_string();
+    let mut admin = match args.admin {
+        Some(a) => a,
+        None => {
+            load(&args.config.config, CacheMode::Use)?
+                .settings
+                .admin
+                .listen
+        }
+    };
+    if admin.port() == 0 {
+        bail!("the policy's [admin] listen has port 0 (any free port): give --admin ADDRESS:PORT, the address the running proxy logged");
+    }
+    if admin.ip().is_unspecified() {
+        admin.set_ip(if admin.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let body = serde_json::json!({
+        "source": args.source,
+        "allow_shrink": args.allow_shrink,
+        "reason": reason,
+    })
+    .to_string();
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .with_context(|| {
+            format!("connecting to the admin listener at {admin} (is gatehouse running? if not, use --offline)")
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("talking to the admin listener")?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/api/lists/update")
+        .header(hyper::header::HOST, admin.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .context("building the request")?;
+    let res = sender
+        .send_request(req)
+        .await
+        .context("asking for the update")?;
+    let status = res.status();
+    let answer = res
+        .into_body()
+        .collect()
+        .await
+        .context("reading the answer")?
+        .to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    if !status.is_success() {
+        let why = value["errors"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .or_else(|| value["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&answer).trim().to_string());
+        bail!("update refused ({status}): {why}");
+    }
+    Ok(value["outcomes"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|o| Shown {
+                    source: o["source"].as_str().unwrap_or("?").to_string(),
+                    result: o["result"].as_str().unwrap_or("?").to_string(),
+                    detail: o["detail"].as_str().unwrap_or("").to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// `gatehouse check`'s lines about `[[lists.sources]]`: each feed, and when it was last
+/// current (from the state file).
+pub fn print_feeds(snap: &gatehouse::snapshot::Snapshot) {
+    let feeds = &snap.settings.feeds;
+    if feeds.sources.is_empty() {
+        println!("list feeds: none ([[lists.sources]])");
+        return;
+    }
+    let state = gatehouse::feeds::FeedState::read(&snap.policy.lists_dir);
+    println!(
+        "list feeds: {} ({})",
+        feeds.sources.len(),
+        match feeds.update_every {
+            Some(every) => format!("updated by the proxy every {} min", every.as_secs() / 60),
+            None => "updated when asked: gatehouse lists update, or the systemd timer".into(),
+        }
+    );
+    for s in &feeds.sources {
+        let last = state
+            .sources
+            .get(&s.name)
+            .and_then(|st| st.last_success)
+            .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+            .map(|t| format!("current at {}", t.format("%Y-%m-%d %H:%M UTC")))
+            .unwrap_or_else(|| "never fetched".into());
+        println!(
+            "  {:<12} {:<10} → {:<20} {}{}  ({last})",
+            s.name,
+            s.format.as_str(),
+            s.category.as_deref().unwrap_or("(UT1 map)"),
+            s.url,
+            if s.sha256.is_some() { " [pinned]" } else { "" },
+        );
+    }
 }

@@ -527,6 +527,37 @@ pub struct RawLists {
     pub dir: Option<String>,
     /// Where the compiled domain index is cached.
     pub cache: Option<String>,
+    /// How often the running proxy updates the feeds itself (`"6h"`); default never.
+    pub update_every: Option<Spanned<String>>,
+    /// Feeds fetched by `gatehouse lists update` (`[[lists.sources]]`).
+    #[serde(default)]
+    pub sources: Vec<RawListSource>,
+}
+
+/// `[[lists.sources]]`: a list feed fetched over HTTPS and imported like `lists import`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListSource {
+    /// Its name: the suffix of the files it writes (`domains.<name>`), and its label.
+    pub name: Spanned<String>,
+    /// Where it is fetched from (`https://`).
+    pub url: Spanned<String>,
+    /// `ut1`, `hosts`, `plain` or `e2guardian`.
+    pub format: Spanned<String>,
+    /// For the single-list formats: the category it fills.
+    pub category: Option<Name>,
+    /// For `ut1`: a map file (UT1 category → policy category); default the built-in map.
+    pub map: Option<Spanned<String>>,
+    /// SHA-256 (hex) the fetched file must have.
+    pub sha256: Option<Spanned<String>>,
+    /// Most bytes fetched.
+    pub max_bytes: Option<u64>,
+    /// Fewest entries an update may have.
+    pub min_entries: Option<u64>,
+    /// Most entries an update may have.
+    pub max_entries: Option<u64>,
+    /// Largest share of a category's entries from this source an update may remove.
+    pub shrink_guard: Option<Spanned<f64>>,
 }
 
 /// `[categories.NAME]`

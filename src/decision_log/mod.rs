@@ -506,6 +506,8 @@ pub enum ReloadKind {
     Policy,
     /// The grants file.
     Grants,
+    /// A list feed's update (`[[lists.sources]]`): fetched, refused, or not modified.
+    Lists,
 }
 
 impl ReloadKind {
@@ -514,11 +516,12 @@ impl ReloadKind {
         match self {
             ReloadKind::Policy => "policy",
             ReloadKind::Grants => "grants",
+            ReloadKind::Lists => "lists",
         }
     }
 
     fn parse(name: &str) -> Option<ReloadKind> {
-        [ReloadKind::Policy, ReloadKind::Grants]
+        [ReloadKind::Policy, ReloadKind::Grants, ReloadKind::Lists]
             .into_iter()
             .find(|k| k.as_str() == name)
     }
@@ -787,7 +790,7 @@ mod tests {
             assert_eq!(bytes, postcard::to_stdvec(text).expect("encodes"));
             assert_eq!(postcard::from_bytes::<GrantEvent>(&bytes).ok(), Some(event));
         }
-        for kind in [ReloadKind::Policy, ReloadKind::Grants] {
+        for kind in [ReloadKind::Policy, ReloadKind::Grants, ReloadKind::Lists] {
             let bytes = postcard::to_stdvec(&kind).expect("encodes");
             assert_eq!(bytes, postcard::to_stdvec(kind.as_str()).expect("encodes"));
             assert_eq!(postcard::from_bytes::<ReloadKind>(&bytes).ok(), Some(kind));

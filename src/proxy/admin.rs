@@ -14,6 +14,8 @@
 //! | `POST /api/lessons` | teacher | a lesson override for the token's classrooms or classes (JSON: `effect`, `reason`, `classrooms`, `groups`, `sites`, `categories`, `minutes`); `201` with its id and end, `400` with the reason, `403` for a room or class not the teacher's |
 //! | `DELETE /api/lessons/{id}` | teacher (their own), technician | ends a lesson override early |
 //! | `POST /api/alerts/{reference}/ack` | dsl | acknowledges the alerts about a decision (JSON: `by`, `note`); `201`, `404` if no alert was sent about it |
+//! | `GET /api/lists/sources` | viewer, technician | each `[[lists.sources]]` feed: URL, format, guard, last attempt and success, entries |
+//! | `POST /api/lists/update` | technician | updates the feeds (JSON, all optional: `source`, `allow_shrink`, `reason`) and swaps good lists in; `200` with each source's outcome, `409` while another update runs |
 //!
 //! Tokens are bearer tokens whose SHA-256 is listed in policy with a role; the token's
 //! name is recorded as who made the change. With `[[teachers.directory]]` rules, a
@@ -189,6 +191,8 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
         Area::Lessons
     } else if path.starts_with("/api/alerts/") {
         Area::Alerts
+    } else if path.starts_with("/api/lists/") {
+        Area::Lists
     } else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
@@ -243,6 +247,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
     match area {
         Area::Lessons => return lessons(&proxy, req, &token, &audit, now).await,
         Area::Alerts => return ack(&proxy, req, &token, &audit).await,
+        Area::Lists => return lists(&proxy, req, &token).await,
         Area::Grants | Area::Decisions => {}
     }
     match (method.clone(), path.trim_end_matches('/')) {
@@ -384,6 +389,7 @@ enum Area {
     Decisions,
     Lessons,
     Alerts,
+    Lists,
 }
 
 impl Area {
@@ -403,6 +409,10 @@ impl Area {
             (Area::Lessons, _) => Err("may not make lesson overrides (teacher tokens do)"),
             (Area::Alerts, Role::Dsl) if *method == Method::POST => Ok(()),
             (Area::Alerts, _) => Err("may not acknowledge alerts (dsl tokens do)"),
+            (Area::Lists, Role::Technician) => Ok(()),
+            (Area::Lists, Role::Viewer) if reads => Ok(()),
+            (Area::Lists, Role::Viewer) => Err("may only read the list sources"),
+            (Area::Lists, _) => Err("may not use the lists API"),
         }
     }
 }
@@ -738,4 +748,124 @@ fn refused(audit: &Audit<'_>, what: &str, key: &str, e: StoreError) -> Reply {
         errors.join("; "),
     );
     json(status, serde_json::json!({ "errors": errors }))
+}
+
+/// `POST /api/lists/update`'s body; every field may be left out.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ListUpdateBody {
+    /// Only this source.
+    source: Option<String>,
+    /// Take an update the shrink guard refuses (not for an illegal category).
+    #[serde(default)]
+    allow_shrink: bool,
+    /// Why: required with `allow_shrink`, and logged.
+    reason: Option<String>,
+}
+
+/// `/api/lists/…`: the feeds and their updates.
+async fn lists(proxy: &Arc<Proxy>, req: Request<Incoming>, token: &AdminToken) -> Reply {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/api/lists/sources") => {
+            let snap = proxy.live.get();
+            let state = crate::feeds::FeedState::read(&snap.policy.lists_dir);
+            let sources: Vec<serde_json::Value> = snap
+                .settings
+                .feeds
+                .sources
+                .iter()
+                .map(|s| {
+                    let st = state.sources.get(&s.name).cloned().unwrap_or_default();
+                    serde_json::json!({
+                        "name": s.name,
+                        "url": s.url.to_string(),
+                        "format": s.format.as_str(),
+                        "category": s.category,
+                        "pinned": s.sha256.is_some(),
+                        "max_bytes": s.max_bytes,
+                        "min_entries": s.min_entries,
+                        "max_entries": s.max_entries,
+                        "shrink_guard": s.shrink_guard,
+                        "last_attempt": st.last_attempt,
+                        "last_success": st.last_success,
+                        "last_result": st.last_result,
+                        "last_detail": st.last_detail,
+                        "etag": st.etag,
+                        "last_modified": st.last_modified,
+                        "entries": st.entries,
+                    })
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "update_every_secs": snap.settings.feeds.update_every.map(|d| d.as_secs()),
+                    "sources": sources,
+                }),
+            )
+        }
+        (Method::POST, "/api/lists/update") => {
+            let has_body = req
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .is_some_and(|l| l != "0")
+                || req.headers().contains_key(hyper::header::TRANSFER_ENCODING);
+            let body: ListUpdateBody = if has_body {
+                match json_body(req).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return json(StatusCode::BAD_REQUEST, serde_json::json!({"errors": [e]}))
+                    }
+                }
+            } else {
+                ListUpdateBody::default()
+            };
+            let reason = body
+                .reason
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty());
+            if body.allow_shrink && reason.is_none() {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"errors": ["allow_shrink needs a reason (it is logged)"]}),
+                );
+            }
+            let options = crate::feeds::Options {
+                only: body.source,
+                allow_shrink: if body.allow_shrink {
+                    reason.map(str::to_string)
+                } else {
+                    None
+                },
+                by: token.name.clone(),
+            };
+            match proxy.update_lists(options).await {
+                Ok(outcomes) => {
+                    let list: Vec<serde_json::Value> = outcomes
+                        .iter()
+                        .map(|o| {
+                            serde_json::json!({
+                                "source": o.source,
+                                "result": o.result.as_str(),
+                                "detail": o.detail,
+                                "entries": o.entries,
+                            })
+                        })
+                        .collect();
+                    json(StatusCode::OK, serde_json::json!({"outcomes": list}))
+                }
+                Err(e @ super::feeds::NotRun::Busy) => json(
+                    StatusCode::CONFLICT,
+                    serde_json::json!({"errors": [e.to_string()]}),
+                ),
+                Err(e) => json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"errors": [e.to_string()]}),
+                ),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
 }

@@ -43,6 +43,7 @@
 //! | `pages.rs` | the HTML and text of block, error and sign-in pages |
 //! | `admin.rs` | the admin listener: metrics, health, the grants API |
 //! | `enrol.rs` | the enrolment listener: the school CA's certificate for devices to install |
+//! | `feeds.rs` | list feed updates (`[[lists.sources]]`): the API's and the schedule's, recorded and swapped in |
 
 /// `AsyncWrite` passed straight to the `inner` field: for the wrappers that only change
 /// how a stream reads (tunnel.rs's byte counter, inspect.rs's replayed ClientHello).
@@ -90,6 +91,7 @@ pub mod admin;
 pub mod auth;
 pub mod conn;
 pub mod enrol;
+mod feeds;
 mod forward;
 mod inspect;
 pub mod pac;
@@ -125,6 +127,7 @@ use self::pool::Pool;
 use self::upstream::Dialer;
 
 pub use self::forward::{CountUp, UpCount};
+pub use self::serve::node_name;
 pub use self::serve::{run, RunError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,6 +169,8 @@ pub struct Proxy {
     leaves: crate::inspection::LeafCache,
     /// TLS session resumption shared by inspected tunnels.
     sessions: crate::inspection::Sessions,
+    /// Held while a list feed update runs: one at a time.
+    feeds_running: tokio::sync::Mutex<()>,
 }
 
 /// Who is asking and what they see, fixed for one request.

@@ -93,7 +93,10 @@ pub(super) fn watch_config(
                 return;
             }
             let relevant = event.paths.iter().any(|p| {
+                // `.feeds/` holds a feed update's download and state, not lists: the
+                // update swaps its lists in itself once they are whole.
                 *p != grants
+                    && !p.components().any(|c| c.as_os_str() == ".feeds")
                     && (p.starts_with(&watched_lists)
                         || (p.parent() == Some(policy_dir.as_path())
                             && p.file_name().is_some_and(|n| names.iter().any(|w| w == n))))
@@ -311,6 +314,8 @@ impl Proxy {
                 let illegal = crate::snapshot::illegal_counts(&snap);
                 let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
                 self.live.replace(snap);
+                // A source added by this reload has its series (at zero) from now.
+                self.set_feed_gauges();
                 tracing::info!(illegal = %illegal, "illegal lists in force");
                 self.log
                     .handle

@@ -201,6 +201,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         leaves: crate::inspection::LeafCache::new(settings_leaf_cache),
         sessions: crate::inspection::Sessions::new(4096)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
+        feeds_running: tokio::sync::Mutex::new(()),
     });
     let caps = Arc::new(Caps {
         global: Arc::new(Semaphore::new(cap)),
@@ -210,6 +211,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let shutdown = CancellationToken::new();
     proxy.metrics.lists_loaded.set(Utc::now().timestamp());
     proxy.set_snapshot_gauges();
+    proxy.set_feed_gauges();
     tracing::info!(admin = %admin_local, "admin listener (metrics, health, grants API)");
     let enrol_task = match enrol_listener {
         Some(listener) => {
@@ -267,6 +269,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         shutdown.clone(),
     ));
     let directory_sync = tokio::spawn(directory_sync(proxy.clone(), shutdown.clone()));
+    let feeds_schedule = tokio::spawn(super::feeds::schedule(proxy.clone(), shutdown.clone()));
     let accept = {
         let proxy = proxy.clone();
         let caps = caps.clone();
@@ -303,6 +306,9 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     let _ = accept.await;
     let _ = admin_task.await;
     let _ = directory_sync.await;
+    // An update in flight is not waited for: its files are whole (each written
+    // atomically), and the next start loads whatever it finished.
+    feeds_schedule.abort();
     if let Some(task) = enrol_task {
         let _ = task.await;
     }
@@ -359,7 +365,8 @@ async fn directory_sync(proxy: Arc<Proxy>, shutdown: CancellationToken) {
 }
 
 /// This node's name: the host name.
-fn node_name() -> String {
+/// This node's name in the decision log when `[log] node` is not set: the host name.
+pub fn node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
