@@ -86,6 +86,11 @@ pub struct Metrics {
     pub directory_cache_hits: IntCounter,
     /// Group re-reads of signed-in users, by result (`ok`, `error`).
     pub directory_syncs: IntCounterVec,
+    /// 1 while the grants store answers (always 1 for the grants file; for etcd, while
+    /// the node's read and watch run and its probe answers).
+    pub grants_store_up: IntGauge,
+    /// When the node's grants were last known to match the store (Unix seconds).
+    pub grants_store_last_sync: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -342,6 +347,16 @@ impl Metrics {
                 "gatehouse_directory_syncs_total",
                 "Re-reads of signed-in users' directory groups, by result",
                 &["result"],
+            ),
+            grants_store_up: gauge(
+                &registry,
+                "gatehouse_grants_store_up",
+                "1 while the grants store (file or etcd) answers",
+            ),
+            grants_store_last_sync: gauge(
+                &registry,
+                "gatehouse_grants_store_last_sync_timestamp_seconds",
+                "When this node's grants were last known to match the store",
             ),
             registry,
         };

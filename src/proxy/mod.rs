@@ -166,6 +166,12 @@ pub struct Proxy {
     leaves: crate::inspection::LeafCache,
     /// TLS session resumption shared by inspected tunnels.
     sessions: crate::inspection::Sessions,
+    /// With `[grants] store = "etcd"`: this node's copy of the grants there, and the
+    /// mirror generation the grants in force were compiled from.
+    grants_mirror: Option<(
+        Arc<crate::etcd_grants::Mirror>,
+        std::sync::atomic::AtomicU64,
+    )>,
 }
 
 /// Who is asking and what they see, fixed for one request.
