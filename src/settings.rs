@@ -1157,4 +1157,93 @@ mod tests {
             assert!(message.starts_with(expected), "{message}");
         }
     }
+    /// `[grants] store` and `[grants.etcd]`: a table of settings as written and what
+    /// they compile to, or the file:line message that refuses them.
+    #[test]
+    fn grants_store_settings_table() {
+        let base = Path::new("/etc/gatehouse");
+        let rows: &[(&str, Result<GrantsStore, &str>)] = &[
+            ("", Ok(GrantsStore::File)),
+            ("[grants]\nstore = \"file\"\n", Ok(GrantsStore::File)),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+                Ok(GrantsStore::Etcd(std::sync::Arc::new(EtcdSettings {
+                    endpoints: vec!["http://127.0.0.1:2379".into()],
+                    prefix: "/gatehouse/grants/".into(),
+                    ca_file: None,
+                    client_cert: None,
+                    user: None,
+                    dial_timeout: std::time::Duration::from_millis(2000),
+                    request_timeout: std::time::Duration::from_millis(3000),
+                }))),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"https://e1:2379/\", \"https://e2:2379\"]\nprefix = \"/trust/g/\"\nca_file = \"etcd/ca.crt\"\ncert_file = \"/srv/c.pem\"\nkey_file = \"k.pem\"\nuser = \"gh\"\npassword_file = \"pw\"\ndial_timeout_ms = 700\nrequest_timeout_ms = 900\n",
+                Ok(GrantsStore::Etcd(std::sync::Arc::new(EtcdSettings {
+                    endpoints: vec!["https://e1:2379".into(), "https://e2:2379".into()],
+                    prefix: "/trust/g/".into(),
+                    ca_file: Some(base.join("etcd/ca.crt")),
+                    client_cert: Some((PathBuf::from("/srv/c.pem"), base.join("k.pem"))),
+                    user: Some(("gh".into(), base.join("pw"))),
+                    dial_timeout: std::time::Duration::from_millis(700),
+                    request_timeout: std::time::Duration::from_millis(900),
+                }))),
+            ),
+            (
+                "[grants]\nstore = \"consul\"\n",
+                Err("policy.toml:7: [grants] store \"consul\" is not \"file\" or \"etcd\""),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n",
+                Err("policy.toml:7: [grants] store = \"etcd\" needs a [grants.etcd] section"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = []\n",
+                Err("policy.toml:9: [grants.etcd] endpoints is empty"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"10.0.0.5:2379\"]\n",
+                Err("policy.toml:9: [grants.etcd] endpoint \"10.0.0.5:2379\" is not http://HOST:PORT"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"https://e1:2379\"]\n",
+                Err("policy.toml:9: [grants.etcd] https:// endpoints need ca_file"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\nprefix = \"gatehouse\"\n",
+                Err("policy.toml:10: [grants.etcd] prefix \"gatehouse\" must start and end with \"/\""),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\nuser = \"gh\"\n",
+                Err("policy.toml:10: [grants.etcd] user and password_file go together"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\nca_file = \"ca.crt\"\n",
+                Err("policy.toml:10: [grants.etcd] ca_file, cert_file and key_file are for https://"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\ntimeout = 3\n",
+                Err("policy.toml:10: unknown field `timeout`"),
+            ),
+        ];
+        for (section, expected) in rows {
+            let text =
+                format!("[school]\nname = \"x\"\n[identity]\ndefault_group = \"a\"\n\n{section}");
+            let source = Source::new(&base.join("policy.toml"), &text);
+            let got = match source.parse::<RawPolicy>(&text) {
+                Err(e) => Err(e.to_string()),
+                Ok(raw) => Settings::compile(&raw, &source)
+                    .map(|s| s.grants_store)
+                    .map_err(|errors| errors[0].to_string()),
+            };
+            match (expected, got) {
+                (Ok(want), Ok(got)) => assert_eq!(&got, want, "{section}"),
+                (Err(want), Err(got)) => assert!(
+                    got.replace("/etc/gatehouse/", "").starts_with(want),
+                    "{section}: {got}"
+                ),
+                (want, got) => panic!("{section}: wanted {want:?}, got {got:?}"),
+            }
+        }
+    }
 }
