@@ -318,3 +318,116 @@ fn a_grant_on_one_node_applies_on_every_node() {
         "requests carry the ticket: {tail}"
     );
 }
+
+/// `gatehouse grant` on a node's policy writes to etcd; two nodes adding at once get
+/// distinct ids (the transaction's compare); a policy reload (SIGHUP) keeps the grants;
+/// a node started while etcd is down says so from the start and catches up when it is
+/// back.
+#[test]
+fn the_cli_concurrent_adds_reloads_and_a_node_started_without_the_store() {
+    if !common::etcd::available() {
+        eprintln!(
+            "SKIPPED: {} is not installed (Debian package etcd-server)",
+            common::etcd::ETCD
+        );
+        return;
+    }
+    let mut etcd = Etcd::start();
+    let origin = Origin::http();
+    let a = node(&etcd.endpoint());
+    let b = node(&etcd.endpoint());
+    let bet = format!("http://bet.test:{}/", origin.port);
+    let game = format!("http://game.test:{}/", origin.port);
+
+    // The CLI, with A's policy: the grant lands in etcd and opens the site on B.
+    let out = common::gatehouse()
+        .args(["grant", "add", "--config"])
+        .arg(a.dir.path().join("policy.toml"))
+        .args([
+            "--ticket",
+            "HD-9001",
+            "--by",
+            "a.tech",
+            "--reason",
+            "probability unit",
+            "--group",
+            "ks4",
+            "--site",
+            "bet.test",
+            "--for",
+            "2d",
+        ])
+        .output()
+        .expect("gatehouse grant add runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        until(Duration::from_secs(2), || status_through(&b, &bet) == 200).is_some(),
+        "the CLI's grant reaches B"
+    );
+    let out = common::gatehouse()
+        .args(["grant", "list", "--json", "--config"])
+        .arg(b.dir.path().join("policy.toml"))
+        .output()
+        .expect("gatehouse grant list runs");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("HD-9001"), "{listed}");
+
+    // Two nodes at once, several times: every grant gets its own id.
+    let mut ids = std::collections::BTreeSet::new();
+    for round in 0..4 {
+        let expires = Utc::now() + chrono::Duration::days(1);
+        let body_a = grant(&format!("HD-92{round}1"), "game.test", expires);
+        let body_b = grant(&format!("HD-92{round}2"), "game.test", expires);
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| api(&a, "POST", "/api/grants", Some(&body_a)));
+            let hb = s.spawn(|| api(&b, "POST", "/api/grants", Some(&body_b)));
+            (ha.join().expect("thread"), hb.join().expect("thread"))
+        });
+        for (status, body) in [ra, rb] {
+            assert_eq!(status, 201, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert!(
+                ids.insert(v["id"].as_str().expect("id").to_string()),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(ids.len(), 8);
+    let stored = etcd.get_prefix("/trust/grants/grant/");
+    assert_eq!(stored.matches("ticket = \"HD-92").count(), 8, "{stored}");
+
+    // A policy reload keeps the grants from the store (and records no change to them).
+    b.signal("HUP");
+    assert!(
+        b.wait_for_log("reloaded policy and lists", Duration::from_secs(10)),
+        "{}",
+        b.log()
+    );
+    assert_eq!(status_through(&b, &bet), 200);
+    assert_eq!(status_through(&b, &game), 200);
+    let tail = common::log_tail(&b.dir.path().join("log"));
+    assert!(!tail.contains("grant removed"), "{tail}");
+
+    // A node started while etcd is down: ready (filtering works), degraded, no grants;
+    // when etcd is back it reads them.
+    etcd.stop();
+    let c = node(&etcd.endpoint());
+    let ready = get(&c, "/readyz");
+    assert!(
+        ready.starts_with("ready\n") && ready.contains("grants store degraded since"),
+        "{ready}"
+    );
+    assert_eq!(metric(&c, "gatehouse_grants_store_up"), Some(0.0));
+    assert_eq!(status_through(&c, &bet), 403, "no grants seen yet");
+    etcd.run();
+    assert!(
+        until(Duration::from_secs(15), || status_through(&c, &bet) == 200).is_some(),
+        "{}",
+        get(&c, "/readyz")
+    );
+    assert!(get(&c, "/readyz").contains("grants store ok"));
+}
