@@ -506,3 +506,70 @@ pub fn block_on<F: std::future::Future>(f: F) -> std::io::Result<F::Output> {
             .block_on(f)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EtcdSettings {
+        EtcdSettings {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/g/".into(),
+            ca_file: None,
+            client_cert: None,
+            user: None,
+            dial_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_document_is_the_grants_then_the_archive() {
+        let mut entries = Entries::default();
+        for (key, value) in [
+            ("/g/archived/g-1", "[[archived]]\nid = \"g-1\""),
+            ("/g/grant/g-2", "[[grant]]\nid = \"g-2\"\n"),
+            ("/g/other", "not a grant"),
+        ] {
+            entries.keys.insert(key.into(), (value.into(), 1));
+        }
+        assert_eq!(
+            entries.document(&settings()),
+            "[[grant]]\nid = \"g-2\"\n[[archived]]\nid = \"g-1\"\n"
+        );
+        assert_eq!(grant_key(&settings(), "g-7"), "/g/grant/g-7");
+        assert_eq!(archived_key(&settings(), "g-7"), "/g/archived/g-7");
+    }
+
+    #[test]
+    fn a_mirror_is_down_until_synced_and_remembers_since_when() {
+        let t0 = DateTime::from_timestamp(1_000, 0).expect("time");
+        let t1 = DateTime::from_timestamp(2_000, 0).expect("time");
+        let t2 = DateTime::from_timestamp(3_000, 0).expect("time");
+        let m = Mirror::new(Arc::new(settings()), t0);
+        assert!(!m.status().up);
+        assert_eq!(m.status().down_since, Some(t0));
+        m.synced(t1);
+        assert!(m.status().up && m.status().down_since.is_none());
+        m.lost(t2, "gone".into());
+        m.lost(t2 + chrono::Duration::seconds(5), "still gone".into());
+        let s = m.status();
+        assert_eq!(
+            (s.up, s.down_since, s.last_sync),
+            (false, Some(t2), Some(t1))
+        );
+        assert_eq!(s.error.as_deref(), Some("still gone"));
+        let g = m.generation();
+        m.replace(BTreeMap::from([(
+            "/g/grant/g-1".to_string(),
+            "x".to_string(),
+        )]));
+        assert_ne!(m.generation(), g, "a change is a new generation");
+        let g = m.generation();
+        m.replace(BTreeMap::from([(
+            "/g/grant/g-1".to_string(),
+            "x".to_string(),
+        )]));
+        assert_eq!(m.generation(), g, "the same entries are not");
+    }
+}

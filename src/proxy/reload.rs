@@ -386,6 +386,9 @@ impl Proxy {
                 if snap.settings.inspection.enrol_listen != old_enrol {
                     tracing::warn!(old = ?old_enrol, new = ?snap.settings.inspection.enrol_listen, "the enrolment listener changes only at restart");
                 }
+                if snap.settings.grants_store != self.live.get().settings.grants_store {
+                    tracing::warn!("[grants] store and [grants.etcd] change only at restart; the grants store in use stays");
+                }
                 let entries = snap.lists.domains.len();
                 let illegal = crate::snapshot::illegal_counts(&snap);
                 let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
