@@ -27,6 +27,11 @@ fn hash(token: &str) -> String {
 
 /// One policy for both nodes: only the etcd endpoint varies between runs.
 fn policy(endpoint: &str) -> String {
+    policy_with(endpoint, "")
+}
+
+/// The policy with more `[grants.etcd]` lines (TLS files).
+fn policy_with(endpoint: &str, etcd_extra: &str) -> String {
     format!(
         r#"[school]
 name = "Trust School"
@@ -48,6 +53,7 @@ endpoints = ["{endpoint}"]
 prefix = "/trust/grants/"
 dial_timeout_ms = 500
 request_timeout_ms = 1000
+{etcd_extra}
 [log]
 dir = "log"
 [admin]
@@ -430,4 +436,76 @@ fn the_cli_concurrent_adds_reloads_and_a_node_started_without_the_store() {
         get(&c, "/readyz")
     );
     assert!(get(&c, "/readyz").contains("grants store ok"));
+}
+
+/// TLS with a client certificate (`ca_file`, `cert_file`, `key_file`): the node reaches
+/// an etcd that asks for one, and a node without the certificate is refused (degraded,
+/// and its writes get a 503).
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    if !common::etcd::available() {
+        eprintln!(
+            "SKIPPED: {} is not installed (Debian package etcd-server)",
+            common::etcd::ETCD
+        );
+        return;
+    }
+    let etcd = Etcd::start_tls();
+    let origin = Origin::http();
+    let bet = format!("http://bet.test:{}/", origin.port);
+    let d = etcd.tls_dir();
+    let with_cert = policy_with(
+        &etcd.endpoint(),
+        &format!(
+            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            d.join("ca.crt").display(),
+            d.join("client.crt").display(),
+            d.join("client.key").display()
+        ),
+    );
+    let files = |text: &str| {
+        Gatehouse::start(&[
+            ("policy.toml", text),
+            ("lists/gambling/domains", "bet.test\n"),
+            ("lists/games/domains", "game.test\n"),
+        ])
+    };
+    let a = files(&with_cert);
+    assert!(
+        get(&a, "/readyz").contains("grants store ok"),
+        "{}",
+        get(&a, "/readyz")
+    );
+    let (status, body) = api(
+        &a,
+        "POST",
+        "/api/grants",
+        Some(&grant(
+            "HD-9501",
+            "bet.test",
+            Utc::now() + chrono::Duration::days(1),
+        )),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(until(Duration::from_secs(2), || status_through(&a, &bet) == 200).is_some());
+
+    let without_cert = policy_with(
+        &etcd.endpoint(),
+        &format!("ca_file = \"{}\"", d.join("ca.crt").display()),
+    );
+    let b = files(&without_cert);
+    let ready = get(&b, "/readyz");
+    assert!(ready.contains("grants store degraded since"), "{ready}");
+    assert_eq!(status_through(&b, &bet), 403);
+    let (status, body) = api(
+        &b,
+        "POST",
+        "/api/grants",
+        Some(&grant(
+            "HD-9502",
+            "bet.test",
+            Utc::now() + chrono::Duration::days(1),
+        )),
+    );
+    assert_eq!(status, 503, "{body}");
 }

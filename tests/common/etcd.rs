@@ -26,6 +26,7 @@ pub struct Etcd {
     pub port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -42,21 +43,68 @@ impl Etcd {
             port: free_port(),
             peer_port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
+            tls: false,
         };
         etcd.run();
         etcd
     }
 
+    /// As [`Etcd::start`], serving clients over TLS with a certificate from a test CA
+    /// and asking them for a client certificate from the same CA. The files are in
+    /// [`Etcd::tls_dir`]: `ca.crt`, and `client.crt` / `client.key` for Gatehouse.
+    pub fn start_tls() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = super::servers::TestCa::new();
+        let (cert, key) = ca.leaf_pem(&["127.0.0.1", "localhost"]);
+        let (client_cert, client_key) = ca.leaf_pem(&["gatehouse"]);
+        for (name, text) in [
+            ("ca.crt", ca.pem.as_str()),
+            ("server.crt", cert.as_str()),
+            ("server.key", key.as_str()),
+            ("client.crt", client_cert.as_str()),
+            ("client.key", client_key.as_str()),
+        ] {
+            std::fs::write(dir.path().join(name), text).expect("write TLS file");
+        }
+        let mut etcd = Etcd {
+            child: None,
+            port: free_port(),
+            peer_port: free_port(),
+            dir,
+            tls: true,
+        };
+        etcd.run();
+        etcd
+    }
+
+    /// Where the TLS files of [`Etcd::start_tls`] are.
+    pub fn tls_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// `http://127.0.0.1:PORT`, for `[grants.etcd] endpoints`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts it again (same ports, same data) after [`Etcd::stop`].
     pub fn run(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let d = self.dir.path();
+        let tls_args: Vec<String> = if self.tls {
+            vec![
+                format!("--cert-file={}", d.join("server.crt").display()),
+                format!("--key-file={}", d.join("server.key").display()),
+                format!("--trusted-ca-file={}", d.join("ca.crt").display()),
+                "--client-cert-auth".into(),
+            ]
+        } else {
+            Vec::new()
+        };
         let child = Command::new(ETCD)
+            .args(&tls_args)
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -76,10 +124,17 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(20);
         let health = format!("{client}/health");
         loop {
-            let out = Command::new("curl")
-                .args(["-s", "--max-time", "1", &health])
-                .output()
-                .expect("curl runs");
+            let mut curl = Command::new("curl");
+            curl.args(["-s", "--max-time", "1", &health]);
+            if self.tls {
+                curl.arg("--cacert")
+                    .arg(d.join("ca.crt"))
+                    .arg("--cert")
+                    .arg(d.join("client.crt"))
+                    .arg("--key")
+                    .arg(d.join("client.key"));
+            }
+            let out = curl.output().expect("curl runs");
             if String::from_utf8_lossy(&out.stdout).contains("\"health\":\"true\"") {
                 return;
             }
