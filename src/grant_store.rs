@@ -44,6 +44,10 @@ pub enum StoreError {
     /// A request naming a group, category or effect the policy does not have.
     #[error("refused: {0}")]
     Unknown(String),
+    /// The etcd grants store (`[grants] store = "etcd"`) could not be read or written;
+    /// nothing was changed.
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd_grants::EtcdError),
 }
 
 /// What went wrong with the grants file or its lock file, and which file.
@@ -297,8 +301,12 @@ fn read(path: &std::path::Path) -> Result<String, FileError> {
 fn edit<T>(
     snap: &Snapshot,
     now: DateTime<Utc>,
-    edit: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<T, StoreError>,
+    edit: impl FnMut(&mut toml_edit::DocumentMut) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    if let crate::settings::GrantsStore::Etcd(etcd) = &snap.settings.grants_store {
+        return edit_etcd(etcd, snap, now, edit);
+    }
+    let mut edit = edit;
     let path = snap.policy.grant_rules.file.clone();
     let lock_path = path.with_extension("toml.lock");
     let lock = std::fs::OpenOptions::new()
@@ -333,6 +341,98 @@ fn edit<T>(
     })?;
     drop(lock);
     Ok(result)
+}
+
+/// How many times an etcd edit is tried when other nodes change the same keys.
+const ETCD_ATTEMPTS: usize = 5;
+
+/// [`edit`] for grants in etcd: the keys read as one grants file, edited and checked
+/// as the file is, then each grant that changed written back as its own key in one
+/// transaction that fails if another node changed any of them meanwhile (then read
+/// and edit again). Only the grants that change are validated, each under its key's
+/// name, so an error names the key and line.
+fn edit_etcd<T>(
+    etcd: &crate::settings::EtcdSettings,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+    mut edit: impl FnMut(&mut toml_edit::DocumentMut) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    use crate::etcd_grants as store;
+    let run = async {
+        let mut client = store::connect(etcd).await?;
+        for _ in 0..ETCD_ATTEMPTS {
+            let entries = store::read(&mut client, etcd).await?;
+            let text = entries.document(etcd);
+            let path = PathBuf::from(format!("etcd:{}", etcd.prefix));
+            let mut doc: toml_edit::DocumentMut =
+                text.parse().map_err(|error| FileError::Syntax {
+                    path: path.clone(),
+                    error: Box::new(error),
+                })?;
+            // The keys as this node would write them, to tell what the edit changed.
+            let before = per_key(&doc, etcd)?;
+            archive_expired(&mut doc, now)?;
+            let result = edit(&mut doc)?;
+            let after = per_key(&doc, etcd)?;
+            let mut wanted = std::collections::BTreeMap::new();
+            let mut changed = std::collections::BTreeMap::new();
+            for (key, value) in after {
+                if before.get(&key) != Some(&value) {
+                    changed.insert(key.clone(), value.clone());
+                }
+                // Unchanged keys keep their stored text, so `commit` leaves them be.
+                let stored = entries
+                    .keys
+                    .get(&key)
+                    .filter(|_| before.get(&key) == Some(&value))
+                    .map(|(v, _)| v.clone());
+                wanted.insert(key, stored.unwrap_or(value));
+            }
+            store::compile(&changed, etcd, &snap.policy, &snap.lists, now)
+                .map_err(StoreError::Invalid)?;
+            if store::commit(&mut client, etcd, &entries, &wanted).await? {
+                return Ok(result);
+            }
+        }
+        Err(store::EtcdError::Contended.into())
+    };
+    store::block_on(run).map_err(|error| FileError::Write {
+        path: PathBuf::from(format!("etcd:{}", etcd.prefix)),
+        error,
+    })?
+}
+
+/// Each `[[grant]]` and `[[archived]]` table of `doc` as its own one-table grants file,
+/// by the key it is stored under.
+fn per_key(
+    doc: &toml_edit::DocumentMut,
+    etcd: &crate::settings::EtcdSettings,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (kind, key_of) in [
+        (
+            "grant",
+            crate::etcd_grants::grant_key as fn(&crate::settings::EtcdSettings, &str) -> String,
+        ),
+        ("archived", crate::etcd_grants::archived_key),
+    ] {
+        let Some(item) = doc.get(kind) else { continue };
+        let tables = item.as_array_of_tables().ok_or(StoreError::Shape(kind))?;
+        for t in tables.iter() {
+            let id = t
+                .get("id")
+                .and_then(|v| v.as_str())
+                .ok_or(StoreError::Shape(kind))?;
+            let mut one = toml_edit::DocumentMut::new();
+            let mut array = toml_edit::ArrayOfTables::new();
+            let mut table = t.clone();
+            table.decor_mut().clear();
+            array.push(table);
+            one.insert(kind, toml_edit::Item::ArrayOfTables(array));
+            out.insert(key_of(etcd, id), one.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Adds a grant; its id.
@@ -552,8 +652,26 @@ pub fn revoke(
 
 /// Every grant in the file, in force and archived, with its state and time left.
 pub fn list(snap: &Snapshot, now: DateTime<Utc>) -> Result<Vec<GrantRow>, StoreError> {
-    let path = &snap.policy.grant_rules.file;
-    let text = read(path)?;
+    let (path, text) = match &snap.settings.grants_store {
+        crate::settings::GrantsStore::File => {
+            let path = snap.policy.grant_rules.file.clone();
+            let text = read(&path)?;
+            (path, text)
+        }
+        crate::settings::GrantsStore::Etcd(etcd) => {
+            use crate::etcd_grants as store;
+            let text = store::block_on(async {
+                let mut client = store::connect(etcd).await?;
+                Ok::<_, store::EtcdError>(store::read(&mut client, etcd).await?.document(etcd))
+            })
+            .map_err(|error| FileError::Read {
+                path: PathBuf::from(format!("etcd:{}", etcd.prefix)),
+                error,
+            })??;
+            (PathBuf::from(format!("etcd:{}", etcd.prefix)), text)
+        }
+    };
+    let path = &path;
     let raw: crate::core::grants::RawGrantsFile =
         toml::from_str(&text).map_err(|error| FileError::Format {
             path: path.clone(),

@@ -49,6 +49,7 @@
 //! | [`import`] | `lists import`: UT1, hosts, plain and e2guardian lists into the policy's own |
 //! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
 //! | [`grant_store`] | locked, validated, atomic edits of the grants file |
+//! | [`etcd_grants`] | grants in etcd for several nodes: keys, the transactional edit, the watched mirror |
 //! | [`directory`] | the school's LDAP / Active Directory: sign-in binds, groups, the sign-in cache, the sync |
 //! | [`kerberos`] | Kerberos single sign-on: `Negotiate` tokens accepted with the system's GSSAPI and the keytab |
 //! | [`device`] | device names for the log: the policy's map, else reverse DNS, remembered |
@@ -77,6 +78,7 @@ pub mod decision_log;
 pub mod device;
 pub mod directory;
 pub mod feeds;
+pub mod etcd_grants;
 pub mod grant_store;
 pub mod import;
 pub mod inspection;

@@ -92,6 +92,11 @@ pub struct Metrics {
     /// When each list feed was last known current (updated or not modified), Unix
     /// seconds; staleness is `time()` minus this.
     pub list_source_last_success: IntGaugeVec,
+    /// 1 while the grants store answers (always 1 for the grants file; for etcd, while
+    /// the node's read and watch run and its probe answers).
+    pub grants_store_up: IntGauge,
+    /// When the node's grants were last known to match the store (Unix seconds).
+    pub grants_store_last_sync: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -369,6 +374,16 @@ impl Metrics {
                     .expect("each metric is registered once");
                 g
             },
+            grants_store_up: gauge(
+                &registry,
+                "gatehouse_grants_store_up",
+                "1 while the grants store (file or etcd) answers",
+            ),
+            grants_store_last_sync: gauge(
+                &registry,
+                "gatehouse_grants_store_last_sync_timestamp_seconds",
+                "When this node's grants were last known to match the store",
+            ),
             registry,
         };
         for channel in ["email", "webhook"] {

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use toml::Spanned;
 
 use crate::core::config::{
     ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawKerberos, RawLog,
@@ -44,6 +45,44 @@ pub struct Settings {
     pub kerberos: Option<KerberosSettings>,
     /// List feeds (`[[lists.sources]]`) and their schedule (`[lists] update_every`).
     pub feeds: crate::feeds::FeedSettings,
+    /// Where grants live (`[grants] store`): the file, or etcd shared by several nodes.
+    pub grants_store: GrantsStore,
+}
+
+/// Where grants live (`[grants] store`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum GrantsStore {
+    /// The grants file beside the policy (`[grants] file`): one node.
+    #[default]
+    File,
+    /// An etcd cluster shared by several nodes (`[grants.etcd]`).
+    Etcd(std::sync::Arc<EtcdSettings>),
+}
+
+/// `[grants.etcd]`, compiled: how a node reaches the etcd cluster holding the grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// `http://HOST:PORT` or `https://HOST:PORT`, one per member.
+    pub endpoints: Vec<String>,
+    /// The key prefix, starting and ending with `/` (default `/gatehouse/grants/`).
+    pub prefix: String,
+    /// The CA for `https://` members (PEM); required with them.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for clusters that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// An etcd user and the file holding its password.
+    pub user: Option<(String, PathBuf)>,
+    /// How long to wait for a connection (default 2 s).
+    pub dial_timeout: std::time::Duration,
+    /// How long to wait for an answer (default 3 s).
+    pub request_timeout: std::time::Duration,
+}
+
+impl EtcdSettings {
+    /// Whether the members are reached over TLS.
+    pub fn tls(&self) -> bool {
+        self.endpoints.iter().any(|e| e.starts_with("https://"))
+    }
 }
 
 /// `[pac]`: the validated section and the script written from it once, at load.
@@ -94,6 +133,7 @@ impl Settings {
                 source,
                 &mut c.errors,
             ),
+            grants_store: c.grants_store(&raw.grants),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -343,7 +383,160 @@ struct Compiler<'a> {
     errors: Vec<ConfigError>,
 }
 
+fn bad_at(c: &mut Compiler<'_>, span: std::ops::Range<usize>, what: &str) {
+    c.errors.push(
+        c.source
+            .error_at(span, ConfigErrorKind::InvalidValue(what.to_string())),
+    );
+}
+
 impl Compiler<'_> {
+    fn grants_store(&mut self, raw: &crate::core::config::RawGrantRules) -> GrantsStore {
+        let mut bad = |span: std::ops::Range<usize>, what: String| {
+            self.errors.push(
+                self.source
+                    .error_at(span, ConfigErrorKind::InvalidValue(what)),
+            )
+        };
+        let store = raw.store.as_ref();
+        match (store.map(|s| s.get_ref().as_str()), &raw.etcd) {
+            (None | Some("file"), _) => return GrantsStore::File,
+            (Some("etcd"), Some(_)) => {}
+            (Some("etcd"), None) => {
+                let span = store.map_or(0..0, |s| s.span());
+                bad(
+                    span,
+                    "[grants] store = \"etcd\" needs a [grants.etcd] section with endpoints".into(),
+                );
+                return GrantsStore::File;
+            }
+            (Some(other), _) => {
+                let span = store.map_or(0..0, |s| s.span());
+                bad(
+                    span,
+                    format!("[grants] store {other:?} is not \"file\" or \"etcd\""),
+                );
+                return GrantsStore::File;
+            }
+        }
+        let Some(etcd) = &raw.etcd else {
+            return GrantsStore::File;
+        };
+        let mut endpoints = Vec::new();
+        if etcd.endpoints.get_ref().is_empty() {
+            bad(
+                etcd.endpoints.span(),
+                "[grants.etcd] endpoints is empty: list the members, e.g. [\"http://10.0.0.5:2379\"]"
+                    .into(),
+            );
+        }
+        for e in etcd.endpoints.get_ref() {
+            let text = e.get_ref().trim().trim_end_matches('/');
+            let lower = text.to_ascii_lowercase();
+            let hostport = lower
+                .strip_prefix("http://")
+                .or_else(|| lower.strip_prefix("https://"));
+            match hostport {
+                Some(h) if !h.is_empty() && !h.contains('/') => endpoints.push(text.to_string()),
+                _ => bad(
+                    e.span(),
+                    format!(
+                        "[grants.etcd] endpoint {:?} is not http://HOST:PORT or https://HOST:PORT",
+                        e.get_ref()
+                    ),
+                ),
+            }
+        }
+        let tls = endpoints.iter().any(|e| e.starts_with("https://"));
+        if tls && endpoints.iter().any(|e| e.starts_with("http://")) {
+            bad(
+                etcd.endpoints.span(),
+                "[grants.etcd] endpoints mix http:// and https://: use one or the other".into(),
+            );
+        }
+        let prefix = match &etcd.prefix {
+            Some(p) => {
+                let text = p.get_ref();
+                if !text.starts_with('/') || !text.ends_with('/') || text.len() < 2 {
+                    bad(
+                        p.span(),
+                        format!(
+                            "[grants.etcd] prefix {text:?} must start and end with \"/\", e.g. \"/gatehouse/grants/\""
+                        ),
+                    );
+                }
+                text.clone()
+            }
+            None => "/gatehouse/grants/".to_string(),
+        };
+        let file = |f: &Option<Spanned<String>>| f.as_ref().map(|f| self.base.join(f.get_ref()));
+        let ca_file = file(&etcd.ca_file);
+        let cert = file(&etcd.cert_file);
+        let key = file(&etcd.key_file);
+        let tls_span = etcd
+            .ca_file
+            .as_ref()
+            .or(etcd.cert_file.as_ref())
+            .or(etcd.key_file.as_ref())
+            .map(|f| f.span());
+        let client_cert = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                self.errors.push(self.source.error_at(
+                    tls_span.clone().unwrap_or(0..0),
+                    ConfigErrorKind::InvalidValue(
+                        "[grants.etcd] cert_file and key_file go together".into(),
+                    ),
+                ));
+                None
+            }
+        };
+        if let (Some(span), false) = (tls_span, tls) {
+            self.errors.push(
+                self.source.error_at(
+                    span,
+                    ConfigErrorKind::InvalidValue(
+                        "[grants.etcd] ca_file, cert_file and key_file are for https:// endpoints"
+                            .into(),
+                    ),
+                ),
+            );
+        }
+        if tls && ca_file.is_none() {
+            bad_at(
+                self,
+                etcd.endpoints.span(),
+                "[grants.etcd] https:// endpoints need ca_file, the CA that signed the members' certificates",
+            );
+        }
+        let user = match (&etcd.user, &etcd.password_file) {
+            (Some(u), Some(p)) => Some((u.get_ref().clone(), self.base.join(p.get_ref()))),
+            (None, None) => None,
+            (Some(s), None) | (None, Some(s)) => {
+                self.errors.push(self.source.error_at(
+                    s.span(),
+                    ConfigErrorKind::InvalidValue(
+                        "[grants.etcd] user and password_file go together".into(),
+                    ),
+                ));
+                None
+            }
+        };
+        let ms = |v: Option<u64>, default: u64| {
+            std::time::Duration::from_millis(v.unwrap_or(default).max(100))
+        };
+        GrantsStore::Etcd(std::sync::Arc::new(EtcdSettings {
+            endpoints,
+            prefix,
+            ca_file,
+            client_cert,
+            user,
+            dial_timeout: ms(etcd.dial_timeout_ms, 2000),
+            request_timeout: ms(etcd.request_timeout_ms, 3000),
+        }))
+    }
+
     fn directory(&mut self, raw: &RawDirectory) -> DirectorySettings {
         use std::time::Duration;
         let url = raw.url.get_ref().trim().to_string();
@@ -971,6 +1164,95 @@ mod tests {
                 },
             };
             assert!(message.starts_with(expected), "{message}");
+        }
+    }
+    /// `[grants] store` and `[grants.etcd]`: a table of settings as written and what
+    /// they compile to, or the file:line message that refuses them.
+    #[test]
+    fn grants_store_settings_table() {
+        let base = Path::new("/etc/gatehouse");
+        let rows: &[(&str, Result<GrantsStore, &str>)] = &[
+            ("", Ok(GrantsStore::File)),
+            ("[grants]\nstore = \"file\"\n", Ok(GrantsStore::File)),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+                Ok(GrantsStore::Etcd(std::sync::Arc::new(EtcdSettings {
+                    endpoints: vec!["http://127.0.0.1:2379".into()],
+                    prefix: "/gatehouse/grants/".into(),
+                    ca_file: None,
+                    client_cert: None,
+                    user: None,
+                    dial_timeout: std::time::Duration::from_millis(2000),
+                    request_timeout: std::time::Duration::from_millis(3000),
+                }))),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"https://e1:2379/\", \"https://e2:2379\"]\nprefix = \"/trust/g/\"\nca_file = \"etcd/ca.crt\"\ncert_file = \"/srv/c.pem\"\nkey_file = \"k.pem\"\nuser = \"gh\"\npassword_file = \"pw\"\ndial_timeout_ms = 700\nrequest_timeout_ms = 900\n",
+                Ok(GrantsStore::Etcd(std::sync::Arc::new(EtcdSettings {
+                    endpoints: vec!["https://e1:2379".into(), "https://e2:2379".into()],
+                    prefix: "/trust/g/".into(),
+                    ca_file: Some(base.join("etcd/ca.crt")),
+                    client_cert: Some((PathBuf::from("/srv/c.pem"), base.join("k.pem"))),
+                    user: Some(("gh".into(), base.join("pw"))),
+                    dial_timeout: std::time::Duration::from_millis(700),
+                    request_timeout: std::time::Duration::from_millis(900),
+                }))),
+            ),
+            (
+                "[grants]\nstore = \"consul\"\n",
+                Err("policy.toml:7: [grants] store \"consul\" is not \"file\" or \"etcd\""),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n",
+                Err("policy.toml:7: [grants] store = \"etcd\" needs a [grants.etcd] section"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = []\n",
+                Err("policy.toml:9: [grants.etcd] endpoints is empty"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"10.0.0.5:2379\"]\n",
+                Err("policy.toml:9: [grants.etcd] endpoint \"10.0.0.5:2379\" is not http://HOST:PORT"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"https://e1:2379\"]\n",
+                Err("policy.toml:9: [grants.etcd] https:// endpoints need ca_file"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\nprefix = \"gatehouse\"\n",
+                Err("policy.toml:10: [grants.etcd] prefix \"gatehouse\" must start and end with \"/\""),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\nuser = \"gh\"\n",
+                Err("policy.toml:10: [grants.etcd] user and password_file go together"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\nca_file = \"ca.crt\"\n",
+                Err("policy.toml:10: [grants.etcd] ca_file, cert_file and key_file are for https://"),
+            ),
+            (
+                "[grants]\nstore = \"etcd\"\n[grants.etcd]\nendpoints = [\"http://e1:2379\"]\ntimeout = 3\n",
+                Err("policy.toml:10: unknown field `timeout`"),
+            ),
+        ];
+        for (section, expected) in rows {
+            let text =
+                format!("[school]\nname = \"x\"\n[identity]\ndefault_group = \"a\"\n\n{section}");
+            let source = Source::new(&base.join("policy.toml"), &text);
+            let got = match source.parse::<RawPolicy>(&text) {
+                Err(e) => Err(e.to_string()),
+                Ok(raw) => Settings::compile(&raw, &source)
+                    .map(|s| s.grants_store)
+                    .map_err(|errors| errors[0].to_string()),
+            };
+            match (expected, got) {
+                (Ok(want), Ok(got)) => assert_eq!(&got, want, "{section}"),
+                (Err(want), Err(got)) => assert!(
+                    got.replace("/etc/gatehouse/", "").starts_with(want),
+                    "{section}: {got}"
+                ),
+                (want, got) => panic!("{section}: wanted {want:?}, got {got:?}"),
+            }
         }
     }
 }

@@ -60,6 +60,20 @@ impl Snapshot {
         })
     }
 
+    /// This snapshot with `grants` in place of its own (grants from etcd, compiled by
+    /// the caller against this policy).
+    pub fn with_grant_set(&self, grants: GrantSet) -> Snapshot {
+        Snapshot {
+            policy: self.policy.clone(),
+            settings: self.settings.clone(),
+            lists: self.lists.clone(),
+            report: self.report.clone(),
+            grants: Arc::new(grants),
+            ca: self.ca.clone(),
+            inspection: self.inspection.clone(),
+        }
+    }
+
     /// Classifies a target against this snapshot's lists.
     pub fn classify(&self, target: &crate::core::host::Target) -> Classification {
         self.lists.classify(target)
@@ -111,7 +125,12 @@ pub fn load(path: &Path, cache: CacheMode) -> Result<Snapshot, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let grants = load_grants(&policy, &lists)?;
+    // Grants in etcd are the running node's mirror's, compiled by the proxy against
+    // this policy (see `etcd_grants`); the file is not theirs.
+    let grants = match &settings.grants_store {
+        crate::settings::GrantsStore::File => load_grants(&policy, &lists)?,
+        crate::settings::GrantsStore::Etcd(_) => GrantSet::default(),
+    };
     Ok(Snapshot {
         policy: Arc::new(policy),
         settings: Arc::new(settings),

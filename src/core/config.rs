@@ -433,6 +433,35 @@ pub struct RawGrantRules {
     pub ticket_pattern: Option<Spanned<String>>,
     /// The longest a grant may last, in days.
     pub max_days: Option<u32>,
+    /// Where grants live: `file` (the default, one node) or `etcd` (several nodes).
+    pub store: Option<Spanned<String>>,
+    /// `[grants.etcd]`: the etcd cluster, for `store = "etcd"`.
+    pub etcd: Option<RawEtcd>,
+}
+
+/// `[grants.etcd]`: every field but `endpoints` optional; defaults in the shell's
+/// `settings::EtcdSettings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    /// `http://HOST:PORT` or `https://HOST:PORT`, one per cluster member.
+    pub endpoints: Spanned<Vec<Spanned<String>>>,
+    /// The key prefix the grants live under.
+    pub prefix: Option<Spanned<String>>,
+    /// The CA that signed the members' certificates (PEM).
+    pub ca_file: Option<Spanned<String>>,
+    /// A client certificate (PEM), for clusters that ask for one.
+    pub cert_file: Option<Spanned<String>>,
+    /// Its key (PEM).
+    pub key_file: Option<Spanned<String>>,
+    /// An etcd user, for clusters with authentication on.
+    pub user: Option<Spanned<String>>,
+    /// A file holding that user's password.
+    pub password_file: Option<Spanned<String>>,
+    /// How long to wait for a connection, in milliseconds.
+    pub dial_timeout_ms: Option<u64>,
+    /// How long to wait for an answer, in milliseconds.
+    pub request_timeout_ms: Option<u64>,
 }
 
 /// `[log]`: every field optional; defaults in the shell's `settings::LogSettings`.

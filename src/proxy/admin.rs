@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `GET /metrics` | anyone on the admin network | Prometheus text format |
 //! | `GET /healthz` | anyone | the process is up |
-//! | `GET /readyz` | anyone | policy and lists loaded, decision log writable |
+//! | `GET /readyz` | anyone | policy and lists loaded, decision log writable; with grants in etcd, a second line says how the store stands (`grants store degraded since …` while it is lost; still `200`: filtering works) |
 //! | `GET /api/grants` | viewer, technician | every grant with its state |
 //! | `POST /api/grants` | technician | adds a grant (JSON); `400` with the reasons |
 //! | `DELETE /api/grants/{id}?reason=…` | technician | revokes a grant |
@@ -178,7 +178,16 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
                     "decision log not writable\n",
                 )
             } else {
-                text(StatusCode::OK, "ready\n")
+                match proxy.grants_store_detail() {
+                    // Filtering works without the store: ready, but say what is missing.
+                    Some(detail) => {
+                        let mut r =
+                            Response::new(Full::new(Bytes::from(format!("ready\n{detail}\n"))));
+                        *r.status_mut() = StatusCode::OK;
+                        r
+                    }
+                    None => text(StatusCode::OK, "ready\n"),
+                }
             };
         }
         _ => {}
@@ -263,6 +272,10 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
                     );
                     json(StatusCode::OK, serde_json::json!(rows))
                 }
+                Ok(Err(StoreError::Etcd(e))) => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"error": e.to_string()}),
+                ),
                 _ => json(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     serde_json::json!({"error": "the grants file could not be read"}),
@@ -740,6 +753,11 @@ fn refused(audit: &Audit<'_>, what: &str, key: &str, e: StoreError) -> Reply {
         e @ StoreError::NotYours(_) => (StatusCode::FORBIDDEN, vec![e.to_string()]),
         e @ StoreError::Shape(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
         StoreError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, vec![m.to_string()]),
+        StoreError::Etcd(e @ crate::etcd_grants::EtcdError::Contended) => {
+            (StatusCode::CONFLICT, vec![e.to_string()])
+        }
+        // The grants store is down: the grants in force stay, but none can change.
+        StoreError::Etcd(e) => (StatusCode::SERVICE_UNAVAILABLE, vec![e.to_string()]),
     };
     audit(
         GrantEvent::ApiRefused(what.into()),

@@ -171,6 +171,12 @@ pub struct Proxy {
     sessions: crate::inspection::Sessions,
     /// Held while a list feed update runs: one at a time.
     feeds_running: tokio::sync::Mutex<()>,
+    /// With `[grants] store = "etcd"`: this node's copy of the grants there, and the
+    /// mirror generation the grants in force were compiled from.
+    grants_mirror: Option<(
+        Arc<crate::etcd_grants::Mirror>,
+        std::sync::atomic::AtomicU64,
+    )>,
 }
 
 /// Who is asking and what they see, fixed for one request.

@@ -199,6 +199,7 @@ impl Proxy {
                 .safe_search_rewrites
                 .with_label_values(&[engine.name.as_str()]);
         }
+        self.set_store_gauges();
         let now = Utc::now();
         self.metrics.grants_active.set(
             snap.grants
@@ -221,11 +222,87 @@ impl Proxy {
         }
     }
 
-    /// Re-reads the grants file; a file that fails is refused whole and the grants in
-    /// force stay.
+    /// The grants store's gauges: the file always answers; etcd as the mirror says.
+    pub(super) fn set_store_gauges(&self) {
+        match &self.grants_mirror {
+            None => {
+                self.metrics.grants_store_up.set(1);
+                self.metrics
+                    .grants_store_last_sync
+                    .set(Utc::now().timestamp());
+            }
+            Some((mirror, _)) => {
+                let status = mirror.status();
+                self.metrics.grants_store_up.set(i64::from(status.up));
+                if let Some(t) = status.last_sync {
+                    self.metrics.grants_store_last_sync.set(t.timestamp());
+                }
+            }
+        }
+    }
+
+    /// With grants in etcd, one line on how the store stands, for `/readyz`.
+    pub(super) fn grants_store_detail(&self) -> Option<String> {
+        let (mirror, _) = self.grants_mirror.as_ref()?;
+        let status = mirror.status();
+        let stamp = |t: Option<chrono::DateTime<Utc>>| {
+            t.map_or("never".to_string(), |t| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            })
+        };
+        let grants = self.live.get().grants.grants.len();
+        Some(if status.up {
+            format!(
+                "grants store ok: etcd, {grants} grants, in sync at {}",
+                stamp(status.last_sync)
+            )
+        } else {
+            format!(
+                "grants store degraded since {}: {}; keeping the {grants} grants last seen (synced {}), expiry still enforced",
+                stamp(status.down_since),
+                status.error.as_deref().unwrap_or("unreachable"),
+                stamp(status.last_sync)
+            )
+        })
+    }
+
+    /// With grants in etcd, `snap` (just loaded, without grants) with the mirror's
+    /// grants compiled against its policy; one that does not validate refuses the load,
+    /// as a grants file would.
+    pub(super) fn with_store_grants(
+        &self,
+        snap: Snapshot,
+    ) -> Result<Snapshot, crate::core::config::ConfigErrors> {
+        match &self.grants_mirror {
+            None => Ok(snap),
+            Some((mirror, seen)) => {
+                let generation = mirror.generation();
+                let grants = mirror.compile(&snap.policy, &snap.lists, Utc::now())?;
+                seen.store(generation, std::sync::atomic::Ordering::Release);
+                Ok(snap.with_grant_set(grants))
+            }
+        }
+    }
+
+    /// Re-reads the grants file (or, with etcd, recompiles the mirror when it has
+    /// changed); a set that fails is refused whole and the grants in force stay.
     pub(super) fn reload_grants(&self) {
         let current = self.live.get();
-        match current.with_grants() {
+        let next = match &self.grants_mirror {
+            None => current.with_grants(),
+            Some((mirror, seen)) => {
+                self.set_store_gauges();
+                let generation = mirror.generation();
+                // Only the store's status changed (a probe, a loss): nothing to reload.
+                if seen.swap(generation, std::sync::atomic::Ordering::AcqRel) == generation {
+                    return;
+                }
+                mirror
+                    .compile(&current.policy, &current.lists, Utc::now())
+                    .map(|grants| current.with_grant_set(grants))
+            }
+        };
+        match next {
             Ok(next) => {
                 let changes = grant_changes(&current.grants, &next.grants, &next.policy);
                 let active = next.grants.grants.len();
@@ -299,7 +376,9 @@ impl Proxy {
     async fn reload_inner(&self) -> String {
         let path = self.config.clone();
         let after_load = self.after_load;
-        let result = tokio::task::spawn_blocking(move || load_then(&path, after_load)).await;
+        let result = tokio::task::spawn_blocking(move || load_then(&path, after_load))
+            .await
+            .map(|loaded| loaded.and_then(|snap| self.with_store_grants(snap)));
         match result {
             Ok(Ok(snap)) => {
                 let old_listen = self.live.get().settings.server.listen;
@@ -309,6 +388,9 @@ impl Proxy {
                 let old_enrol = self.live.get().settings.inspection.enrol_listen;
                 if snap.settings.inspection.enrol_listen != old_enrol {
                     tracing::warn!(old = ?old_enrol, new = ?snap.settings.inspection.enrol_listen, "the enrolment listener changes only at restart");
+                }
+                if snap.settings.grants_store != self.live.get().settings.grants_store {
+                    tracing::warn!("[grants] store and [grants.etcd] change only at restart; the grants store in use stays");
                 }
                 let entries = snap.lists.domains.len();
                 let illegal = crate::snapshot::illegal_counts(&snap);

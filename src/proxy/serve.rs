@@ -105,6 +105,10 @@ fn connection_cap(configured: usize) -> usize {
     }
 }
 
+/// How often a node asks etcd whether it is there, besides watching it: a member
+/// gone silent (a partition) does not end a watch by itself.
+const STORE_PROBE: Duration = Duration::from_secs(2);
+
 /// Runs the proxy until SIGTERM or SIGINT. Returns when in-flight work has finished or
 /// the grace period has passed.
 ///
@@ -184,6 +188,15 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     }
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let alerts = crate::alerts::start(live.clone(), handle.clone(), metrics.clone())?;
+    // Grants in etcd: a mirror kept by its own task (started below); the store is
+    // chosen at start, like the listen address.
+    let grants_mirror = match &live.get().settings.grants_store {
+        crate::settings::GrantsStore::Etcd(etcd) => Some((
+            Arc::new(crate::etcd_grants::Mirror::new(etcd.clone(), Utc::now())),
+            std::sync::atomic::AtomicU64::new(0),
+        )),
+        crate::settings::GrantsStore::File => None,
+    };
     let proxy = Arc::new(Proxy {
         live,
         config,
@@ -202,6 +215,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         sessions: crate::inspection::Sessions::new(4096)
             .map_err(|e| std::io::Error::other(e.to_string()))?,
         feeds_running: tokio::sync::Mutex::new(()),
+        grants_mirror,
     });
     let caps = Arc::new(Caps {
         global: Arc::new(Semaphore::new(cap)),
@@ -209,6 +223,25 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         per_client_max: settings.max_connections_per_client,
     });
     let shutdown = CancellationToken::new();
+    // With etcd, the mirror's task says when the grants (or the store's status) change;
+    // the node waits a moment for the first read, so it starts with the grants.
+    let (store_tx, mut store_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let store_task = match &proxy.grants_mirror {
+        Some((mirror, _)) => {
+            tracing::info!(target: "gatehouse::grants", endpoints = %mirror.settings.endpoints.join(", "), prefix = %mirror.settings.prefix, "grants in etcd");
+            let task = tokio::spawn(crate::etcd_grants::sync(
+                mirror.clone(),
+                store_tx,
+                STORE_PROBE,
+                shutdown.clone(),
+            ));
+            let first = mirror.settings.dial_timeout + mirror.settings.request_timeout;
+            let _ = tokio::time::timeout(first, store_rx.recv()).await;
+            proxy.reload_grants();
+            Some(task)
+        }
+        None => None,
+    };
     proxy.metrics.lists_loaded.set(Utc::now().timestamp());
     proxy.set_snapshot_gauges();
     proxy.set_feed_gauges();
@@ -239,7 +272,10 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     // write-then-rename is seen; the watcher only turns file events into a reload signal.
     let (grants_tx, mut grants_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let grants_file = proxy.live.get().policy.grant_rules.file.clone();
-    let _watcher = watch_grants(&grants_file, grants_tx);
+    let _watcher = match proxy.grants_mirror {
+        None => watch_grants(&grants_file, grants_tx),
+        Some(_) => None,
+    };
     let mut expiry_check = tokio::time::interval(Duration::from_secs(15));
     let mut expired_seen: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
 
@@ -291,6 +327,10 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
                 while grants_rx.try_recv().is_ok() {}
                 proxy.reload_grants();
             }
+            Some(()) = store_rx.recv() => {
+                while store_rx.try_recv().is_ok() {}
+                proxy.reload_grants();
+            }
             _ = expiry_check.tick() => proxy.audit_expiries(&mut expired_seen),
             _ = watchdog.tick() => super::service::alive(),
             _ = term.recv() => break,
@@ -309,6 +349,9 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     // An update in flight is not waited for: its files are whole (each written
     // atomically), and the next start loads whatever it finished.
     feeds_schedule.abort();
+    if let Some(task) = store_task {
+        let _ = task.await;
+    }
     if let Some(task) = enrol_task {
         let _ = task.await;
     }
