@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use crate::core::config::{
     ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawKerberos, RawLog,
-    RawPolicy, RawReverseDns, RawServer, Source,
+    RawPolicy, RawReverseDns, RawServer, RawTransparent, Source,
 };
 use crate::core::host::Host;
 
@@ -42,6 +42,18 @@ pub struct Settings {
     pub reverse_dns: Option<ReverseDnsSettings>,
     /// Kerberos single sign-on, when `[identity.kerberos]` is set.
     pub kerberos: Option<KerberosSettings>,
+    /// Transparent mode's listeners (`[transparent]`).
+    pub transparent: TransparentSettings,
+}
+
+/// `[transparent]`: where connections redirected by the firewall arrive. Each listener
+/// is optional; with neither, transparent mode is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransparentSettings {
+    /// Redirected port-80 connections: plain HTTP, decided on the `Host` header.
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Redirected port-443 connections: TLS, decided on the ClientHello's SNI.
+    pub https_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[pac]`: the validated section and the script written from it once, at load.
@@ -85,6 +97,7 @@ impl Settings {
                 .as_ref()
                 .and_then(|r| c.reverse_dns(r)),
             kerberos: raw.identity.kerberos.as_ref().and_then(|k| c.kerberos(k)),
+            transparent: c.transparent(&raw.transparent),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -515,6 +528,36 @@ impl Compiler<'_> {
             cache_ttl: Duration::from_secs(raw.cache_ttl_secs.unwrap_or(600).clamp(1, 86_400)),
             cache_size: raw.cache_size.unwrap_or(10_000).max(1),
         })
+    }
+
+    fn transparent(&mut self, raw: &RawTransparent) -> TransparentSettings {
+        let mut listen = |field: &str, value: &Option<crate::core::config::Name>| {
+            let v = value.as_ref()?;
+            match v.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.errors.push(self.source.error_at(
+                        v.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "[transparent] {field} {:?} is not an address:port such as \"0.0.0.0:3129\"",
+                            v.get_ref()
+                        )),
+                    ));
+                    None
+                }
+            }
+        };
+        let http_listen = listen("http_listen", &raw.http_listen);
+        let https_listen = listen("https_listen", &raw.https_listen);
+        if http_listen.is_some() && http_listen == https_listen {
+            self.errors.push(self.source.error(ConfigErrorKind::InvalidValue(
+                "[transparent] http_listen and https_listen are the same address: each needs a port of its own".into(),
+            )));
+        }
+        TransparentSettings {
+            http_listen,
+            https_listen,
+        }
     }
 
     fn inspection(&mut self, raw: &RawInspection) -> InspectionSettings {

@@ -179,6 +179,9 @@ pub struct RequestContext {
     group: GroupId,
     now: DateTime<Utc>,
     started: std::time::Instant,
+    /// Transparent mode: where the device was connecting to (`address:port`) before
+    /// the firewall redirected it here; `None` for proxied requests.
+    original_destination: Option<Arc<str>>,
 }
 
 impl RequestContext {
@@ -241,6 +244,7 @@ impl RequestContext {
             url,
             sni: None,
             device: self.device.as_deref(),
+            original_destination: self.original_destination.as_deref(),
         }
     }
 }

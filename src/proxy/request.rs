@@ -199,6 +199,7 @@ impl Proxy {
                     group,
                     now: Utc::now(),
                     started,
+                    original_destination: None,
                 };
                 let url = req.uri().to_string();
                 let decision = Decision::new(
@@ -229,6 +230,7 @@ impl Proxy {
             group,
             now: Utc::now(),
             started,
+            original_destination: None,
         };
         let is_connect = req.method() == Method::CONNECT;
         let mut completion = None;
