@@ -138,6 +138,9 @@ pub struct Decision {
 /// stored as the eleventh kind, "decision with extensions": the decision's fields, then
 /// a list of [`Extension`]s. Whatever a decision comes to carry later is a new
 /// `Extension` variant at the end of that enum, never another kind of entry.
+// Decisions are nearly every entry, so boxing them to shrink the rare kinds would add an
+// allocation to almost every record for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A verdict.
