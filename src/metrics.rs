@@ -86,6 +86,9 @@ pub struct Metrics {
     pub directory_cache_hits: IntCounter,
     /// Group re-reads of signed-in users, by result (`ok`, `error`).
     pub directory_syncs: IntCounterVec,
+    /// Connections accepted by transparent mode's listeners, by `listener` (`http` for
+    /// redirected port 80, `https` for redirected port 443).
+    pub transparent_connections: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -343,6 +346,12 @@ impl Metrics {
                 "Re-reads of signed-in users' directory groups, by result",
                 &["result"],
             ),
+            transparent_connections: counter_vec(
+                &registry,
+                "gatehouse_transparent_connections_total",
+                "Connections redirected to transparent mode's listeners, by listener (http, https)",
+                &["listener"],
+            ),
             registry,
         };
         for channel in ["email", "webhook"] {
@@ -367,6 +376,11 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             metrics.directory_syncs.with_label_values(&[result]);
+        }
+        for listener in ["http", "https"] {
+            metrics
+                .transparent_connections
+                .with_label_values(&[listener]);
         }
         metrics
     }

@@ -43,6 +43,7 @@
 //! | `pages.rs` | the HTML and text of block, error and sign-in pages |
 //! | `admin.rs` | the admin listener: metrics, health, the grants API |
 //! | `enrol.rs` | the enrolment listener: the school CA's certificate for devices to install |
+//! | `transparent.rs` | transparent mode: redirected port 80 (decided on `Host`) and 443 (on the SNI, as a `CONNECT`), the original destination |
 
 /// `AsyncWrite` passed straight to the `inner` field: for the wrappers that only change
 /// how a stream reads (tunnel.rs's byte counter, inspect.rs's replayed ClientHello).
@@ -101,6 +102,7 @@ mod request;
 mod serve;
 pub mod service;
 mod sign_in;
+pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
 
