@@ -549,7 +549,8 @@ impl Compiler<'_> {
         };
         let http_listen = listen("http_listen", &raw.http_listen);
         let https_listen = listen("https_listen", &raw.https_listen);
-        if http_listen.is_some() && http_listen == https_listen {
+        // (Port 0, an ephemeral port each, is two listeners even at one address.)
+        if http_listen.is_some_and(|a| a.port() != 0) && http_listen == https_listen {
             self.errors.push(self.source.error(ConfigErrorKind::InvalidValue(
                 "[transparent] http_listen and https_listen are the same address: each needs a port of its own".into(),
             )));
