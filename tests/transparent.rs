@@ -415,3 +415,34 @@ https_listen = "{host}:0"
     assert!(count("https") >= 3, "{}", metrics.body);
     assert!(count("http") >= 3, "{}", metrics.body);
 }
+
+/// The shipped recipe is one nft accepts: `nft -c` checks it against the running
+/// kernel's nftables (families, hooks, `redirect`, `reject`) without applying it.
+#[test]
+fn the_nftables_recipe_is_valid() {
+    if let Some(why) = Lab::unavailable() {
+        eprintln!("SKIPPED nftables recipe check: {why}");
+        return;
+    }
+    let recipe = common::root().join("deploy/nftables/gatehouse-transparent.nft");
+    let out = run("nft", &["-c", "-f", &recipe.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "nft -c -f {}: {}",
+        recipe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the README promises it does.
+    let text = std::fs::read_to_string(&recipe).expect("recipe readable");
+    for rule in [
+        "tcp dport 80 redirect to :$GATEHOUSE_HTTP_PORT",
+        "tcp dport 443 redirect to :$GATEHOUSE_HTTPS_PORT",
+        "udp dport 443 drop",
+        "tcp dport 853 drop",
+        "udp dport 853 drop",
+        "ip daddr $SCHOOL_DNS_V4 udp dport 53 accept",
+        "reject with icmpx admin-prohibited",
+    ] {
+        assert!(text.contains(rule), "the recipe has {rule:?}");
+    }
+}
