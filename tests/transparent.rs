@@ -33,6 +33,8 @@ struct Lab {
     host_ip: String,
     /// The device's address.
     device_ip: String,
+    /// A second address of the device, on a subnet whose group's HTTPS is inspected.
+    inspected_ip: String,
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
@@ -89,6 +91,7 @@ impl Lab {
             table: format!("gh_transparent_{id}"),
             host_ip: format!("10.203.{subnet}.1"),
             device_ip: format!("10.203.{subnet}.2"),
+            inspected_ip: format!("10.203.{subnet}.3"),
         };
         let device_if = format!("ght{}d", id % 100_000);
         must("ip", &["netns", "add", &lab.ns]);
@@ -126,6 +129,13 @@ impl Lab {
             "addr",
             "add",
             &format!("{}/24", lab.device_ip),
+            "dev",
+            &device_if,
+        ]);
+        in_ns(&[
+            "addr",
+            "add",
+            &format!("{}/24", lab.inspected_ip),
             "dev",
             &device_if,
         ]);
@@ -258,10 +268,21 @@ group = "guests"
 [groups.everyone]
 mode = "blocklist"
 block = []
+[[identity.subnets]]
+cidr = "{inspected}/32"
+group = "inspected"
 [groups.guests]
 mode = "blocklist"
 block = ["gambling"]
 block_ip_literals = true
+[groups.inspected]
+mode = "blocklist"
+block = ["gambling"]
+inspect_tls = true
+[inspection]
+ca_cert = "ca/ca.crt"
+ca_key = "ca/ca.key"
+extra_roots = ["origin-ca.pem"]
 [log]
 dir = "log"
 [admin]
@@ -278,12 +299,20 @@ http_listen = "{host}:0"
 https_listen = "{host}:0"
 "#,
         device = lab.device_ip,
+        inspected = lab.inspected_ip,
         host = lab.host_ip,
         tls_port = tls.port,
     );
+    // The school CA, for the inspected group's devices; the origins' CA is trusted by
+    // Gatehouse upstream (extra_roots) and by the guests' curl.
+    let school = TestCa::new();
+    let school_key = school.key_pem();
     let g = Gatehouse::start(&[
         ("policy.toml", policy.as_str()),
         ("lists/gambling/domains", "bet.test\n"),
+        ("ca/ca.crt", school.pem.as_str()),
+        ("ca/ca.key", school_key.as_str()),
+        ("origin-ca.pem", ca.pem.as_str()),
     ]);
     let http_to = listener_port(&g, "http");
     let tls_to = listener_port(&g, "https");
@@ -383,6 +412,47 @@ https_listen = "{host}:0"
     assert_eq!(status, 400, "{err}");
     assert!(body.contains("no Host header"), "{body}");
 
+    // A device whose group's HTTPS is inspected (and trusts the school CA): a site
+    // refused on its SNI gets the block page over TLS; an allowed one is served, each
+    // request inside decided.
+    let school_file = g.dir.path().join("school-ca.pem");
+    std::fs::write(&school_file, &school.pem).expect("school CA written");
+    let school_file = school_file.to_string_lossy().into_owned();
+    let (exit, status, body, err) = lab.curl(&[
+        "--interface",
+        &lab.inspected_ip,
+        "--cacert",
+        &school_file,
+        "--resolve",
+        &resolve("bet.test", tls.port),
+        &format!("https://bet.test:{}/", tls.port),
+    ]);
+    assert_eq!((exit, status), (0, 403), "{err}");
+    assert!(body.contains("Test Academy"), "the block page: {body}");
+    let (exit, status, body, err) = lab.curl(&[
+        "--interface",
+        &lab.inspected_ip,
+        "--cacert",
+        &school_file,
+        "--resolve",
+        &resolve("origin.test", tls.port),
+        &format!("https://origin.test:{}/inside", tls.port),
+    ]);
+    assert_eq!(
+        (exit, status, body.as_str()),
+        (0, 200, "hello from origin"),
+        "{err}\n{}",
+        g.log()
+    );
+    let inside = format!("https://origin.test:{}/inside", tls.port);
+    let tail = log_with(&log_dir, &inside);
+    assert!(
+        tail.lines().any(|l| l.contains(&inside)
+            && l.contains("ALLOW")
+            && l.contains(&format!("transparent, to {original}"))),
+        "{tail}"
+    );
+
     // The JSONL export carries the original destination as a field of its own.
     let export = common::gatehouse()
         .args(["log", "export", "--format", "jsonl", "--dir"])
@@ -412,7 +482,7 @@ https_listen = "{host}:0"
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
-    assert!(count("https") >= 3, "{}", metrics.body);
+    assert!(count("https") >= 5, "{}", metrics.body);
     assert!(count("http") >= 3, "{}", metrics.body);
 }
 

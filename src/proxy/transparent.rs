@@ -12,7 +12,8 @@
 //!   ClientHello reader, first dial, SNI decision, ECH rule, safe-search re-dial,
 //!   inspection, splice). With no SNI the original destination's address is the target
 //!   (an IP host, which policy usually refuses). A refusal ends the handshake with a
-//!   fatal TLS alert.
+//!   fatal TLS alert; for a group whose HTTPS is inspected, a site refused on its name
+//!   is answered instead with the block page over TLS (a leaf from the school CA).
 //!
 //! Where the device was connecting to comes from the redirect (`SO_ORIGINAL_DST`). It is
 //! recorded with every decision ([`Decision::original_destination`]) but never dialled
@@ -285,16 +286,34 @@ impl Proxy {
         let (classification, verdict) = ctx.decide_tunnel(&target);
         if verdict.action == Action::Block {
             let note = tunnel::whole_host_note(&target, &classification, &verdict);
-            let _ = self
+            // A group whose HTTPS is inspected sees the block page over TLS (with a leaf
+            // from the school CA, which its devices trust); any other gets the alert.
+            let inspected = snap
+                .policy
+                .inspect(
+                    ctx.group,
+                    &target,
+                    &classification,
+                    &snap.lists,
+                    snap.inspection.is_some(),
+                )
+                .inspected();
+            let page = self
                 .refuse_verdict(
                     &ctx,
                     &asked,
                     note.as_deref(),
                     &verdict,
                     &classification,
-                    true,
+                    !inspected,
                 )
                 .await;
+            if inspected && !target.host.is_ip() {
+                let hello = hello.into_bytes();
+                return self
+                    .serve_refusal_page(ctx, target, hello, client, page)
+                    .await;
+            }
             return tunnel::end_refused(&mut client, OnRefusal::Alert).await;
         }
         let (upstream, safe_search) =

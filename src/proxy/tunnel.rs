@@ -366,6 +366,13 @@ pub(super) struct ClientHello {
     ech: bool,
 }
 
+impl ClientHello {
+    /// Its bytes, for a TLS server to read again (inspection).
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// Reads the ClientHello that starts a tunnel. Bytes that are not one are refused and
 /// recorded as such (`asked` names the tunnel); `None` when the tunnel is over.
 pub(super) async fn read_hello<C: AsyncRead + Unpin>(
