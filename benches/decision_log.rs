@@ -75,6 +75,7 @@ fn decision(i: u64) -> Body {
         enforced: Vec::new(),
         safe_search: None,
         device: None,
+        original_destination: None,
     })
 }
 

@@ -118,6 +118,7 @@ fn main() {
             safe_search: None,
             enforced: Vec::new(),
             device: None,
+            original_destination: None,
         });
         let time_us = start + (seq as i64 * span / n as i64);
         let payload = postcard::to_stdvec(&Entry { seq, time_us, body }).expect("encode");

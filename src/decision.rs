@@ -49,6 +49,8 @@ pub struct Asked<'a> {
     pub sni: Option<&'a str>,
     /// The client's device name, where known.
     pub device: Option<&'a str>,
+    /// Transparent mode: where the device was connecting to before the redirect.
+    pub original_destination: Option<&'a str>,
 }
 
 impl Decision {
@@ -78,6 +80,7 @@ impl Decision {
             safe_search: None,
             enforced: Vec::new(),
             device: asked.device.map(str::to_string),
+            original_destination: asked.original_destination.map(str::to_string),
         }
     }
 
@@ -450,6 +453,7 @@ mod tests {
             enforced: Vec::new(),
             safe_search: None,
             device: None,
+            original_destination: None,
         };
         use crate::decision_log::ReasonCode;
         use crate::decision_log::StoredAction::{Allow, Block};
@@ -542,6 +546,7 @@ mod tests {
             url: "http://a.test/",
             sni: None,
             device: None,
+            original_destination: None,
         };
         let record = |action| {
             Decision::new(

@@ -97,6 +97,9 @@ pub struct Metrics {
     pub grants_store_up: IntGauge,
     /// When the node's grants were last known to match the store (Unix seconds).
     pub grants_store_last_sync: IntGauge,
+    /// Connections accepted by transparent mode's listeners, by `listener` (`http` for
+    /// redirected port 80, `https` for redirected port 443).
+    pub transparent_connections: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -384,6 +387,12 @@ impl Metrics {
                 "gatehouse_grants_store_last_sync_timestamp_seconds",
                 "When this node's grants were last known to match the store",
             ),
+            transparent_connections: counter_vec(
+                &registry,
+                "gatehouse_transparent_connections_total",
+                "Connections redirected to transparent mode's listeners, by listener (http, https)",
+                &["listener"],
+            ),
             registry,
         };
         for channel in ["email", "webhook"] {
@@ -411,6 +420,11 @@ impl Metrics {
         }
         for result in ["hit", "miss", "error"] {
             metrics.leaf_cache.with_label_values(&[result]);
+        }
+        for listener in ["http", "https"] {
+            metrics
+                .transparent_connections
+                .with_label_values(&[listener]);
         }
         metrics
     }

@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use crate::core::config::{
     ConfigError, ConfigErrorKind, RawAdmin, RawDirectory, RawInspection, RawKerberos, RawLog,
-    RawPolicy, RawReverseDns, RawServer, Source,
+    RawPolicy, RawReverseDns, RawServer, RawTransparent, Source,
 };
 use crate::core::host::Host;
 
@@ -47,6 +47,8 @@ pub struct Settings {
     pub feeds: crate::feeds::FeedSettings,
     /// Where grants live (`[grants] store`): the file, or etcd shared by several nodes.
     pub grants_store: GrantsStore,
+    /// Transparent mode's listeners (`[transparent]`).
+    pub transparent: TransparentSettings,
 }
 
 /// Where grants live (`[grants] store`).
@@ -83,6 +85,16 @@ impl EtcdSettings {
     pub fn tls(&self) -> bool {
         self.endpoints.iter().any(|e| e.starts_with("https://"))
     }
+}
+
+/// `[transparent]`: where connections redirected by the firewall arrive. Each listener
+/// is optional; with neither, transparent mode is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransparentSettings {
+    /// Redirected port-80 connections: plain HTTP, decided on the `Host` header.
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Redirected port-443 connections: TLS, decided on the ClientHello's SNI.
+    pub https_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[pac]`: the validated section and the script written from it once, at load.
@@ -134,6 +146,7 @@ impl Settings {
                 &mut c.errors,
             ),
             grants_store: c.grants_store(&raw.grants),
+            transparent: c.transparent(&raw.transparent),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -717,6 +730,37 @@ impl Compiler<'_> {
             cache_ttl: Duration::from_secs(raw.cache_ttl_secs.unwrap_or(600).clamp(1, 86_400)),
             cache_size: raw.cache_size.unwrap_or(10_000).max(1),
         })
+    }
+
+    fn transparent(&mut self, raw: &RawTransparent) -> TransparentSettings {
+        let mut listen = |field: &str, value: &Option<crate::core::config::Name>| {
+            let v = value.as_ref()?;
+            match v.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.errors.push(self.source.error_at(
+                        v.span(),
+                        ConfigErrorKind::InvalidValue(format!(
+                            "[transparent] {field} {:?} is not an address:port such as \"0.0.0.0:3129\"",
+                            v.get_ref()
+                        )),
+                    ));
+                    None
+                }
+            }
+        };
+        let http_listen = listen("http_listen", &raw.http_listen);
+        let https_listen = listen("https_listen", &raw.https_listen);
+        // (Port 0, an ephemeral port each, is two listeners even at one address.)
+        if http_listen.is_some_and(|a| a.port() != 0) && http_listen == https_listen {
+            self.errors.push(self.source.error(ConfigErrorKind::InvalidValue(
+                "[transparent] http_listen and https_listen are the same address: each needs a port of its own".into(),
+            )));
+        }
+        TransparentSettings {
+            http_listen,
+            https_listen,
+        }
     }
 
     fn inspection(&mut self, raw: &RawInspection) -> InspectionSettings {

@@ -91,6 +91,7 @@ fn body(i: u64) -> Body {
             enforced: Vec::new(),
             safe_search: None,
             device: None,
+            original_destination: None,
         }),
     }
 }

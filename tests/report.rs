@@ -202,6 +202,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
             enforced: Vec::new(),
             safe_search: None,
             device: None,
+            original_destination: None,
         };
         if t >= week_from && t < week_to {
             e.requests += 1;
@@ -244,6 +245,7 @@ fn synthetic(n: usize) -> (Vec<(i64, Body)>, Expected) {
                     dialled: "restrictmoderate.youtube.com".into(),
                 }),
                 device: None,
+                original_destination: None,
             }),
         ));
         e.requests += 1;

@@ -316,6 +316,12 @@ fn describe_found(found: &gatehouse::decision_log::reader::Found, tz: chrono_tz:
             .map(|s| format!(" (TLS server name {s})"))
             .unwrap_or_default()
     );
+    if let Some(original) = &d.original_destination {
+        let _ = writeln!(
+            out,
+            "  redirect  transparent mode: the device was connecting to {original}"
+        );
+    }
     let _ = writeln!(
         out,
         "  verdict   {} ({}){}{}",

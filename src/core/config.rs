@@ -213,6 +213,21 @@ pub struct RawPolicy {
     pub teachers: RawTeachers,
     /// The proxy auto-configuration script served to browsers (`super::pac`).
     pub pac: Option<RawPac>,
+    /// Transparent mode's listeners, for traffic redirected by the firewall (a shell
+    /// setting: `crate::settings::TransparentSettings`).
+    #[serde(default)]
+    pub transparent: RawTransparent,
+}
+
+/// `[transparent]`: listeners for connections the firewall redirects to Gatehouse
+/// (devices with no proxy settings).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransparent {
+    /// Where redirected port-80 connections arrive (plain HTTP, decided on `Host`).
+    pub http_listen: Option<Spanned<String>>,
+    /// Where redirected port-443 connections arrive (TLS, decided on the SNI).
+    pub https_listen: Option<Spanned<String>>,
 }
 
 /// `[teachers]`: what a teacher's lesson block or allow may reach.

@@ -45,6 +45,7 @@ impl Row<'_> {
             "seq": self.seq,
             "client": d.client.to_string(),
             "device": d.device,
+            "original_destination": d.original_destination,
             "user": d.user,
             "group": d.group,
             "method": d.method,
@@ -125,7 +126,7 @@ pub fn iso(us: i64) -> String {
 /// The CSV export's columns, in order.
 /// New columns go at the end, so a sheet or script that reads columns by position
 /// reads an older export and a newer one alike.
-const CSV_HEADER: [&str; 21] = [
+const CSV_HEADER: [&str; 22] = [
     "time",
     "node",
     "seq",
@@ -147,6 +148,7 @@ const CSV_HEADER: [&str; 21] = [
     "safe_search",
     "enforced",
     "device",
+    "original_destination",
 ];
 
 impl Exporter {
@@ -270,6 +272,7 @@ impl Exporter {
                         .unwrap_or_default(),
                     d.enforced.join(";"),
                     d.device.clone().unwrap_or_default(),
+                    d.original_destination.clone().unwrap_or_default(),
                 ];
                 // Each row goes through a writer of its own into `row`, not straight into
                 // `out`: a csv::Writer flushes its output when it is done, and that flush
@@ -326,7 +329,7 @@ pub fn human_line(entry: &Entry) -> Option<String> {
     let time = iso(entry.time_us);
     match &entry.body {
         Body::Decision(d) => Some(format!(
-            "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}{}{}",
+            "{time}  #{}  ref {}  {}  {}  {}  {}  {} {}{}  [{}]  {}{}{}{}{}",
             entry.seq,
             crate::decision::format_reference(entry.seq),
             match &d.device {
@@ -357,6 +360,10 @@ pub fn human_line(entry: &Entry) -> Option<String> {
             } else {
                 format!("  enforced {}", d.enforced.join("; "))
             },
+            d.original_destination
+                .as_deref()
+                .map(|o| format!("  transparent, to {o}"))
+                .unwrap_or_default(),
         )),
         Body::Reload { what, ok, detail } => Some(format!(
             "{time}  #{}  reload {what}: {}  {detail}",
@@ -436,6 +443,7 @@ mod tests {
             enforced: Vec::new(),
             safe_search: None,
             device: Some("LIB-PC-04, \"north\"".into()),
+            original_destination: Some("[2001:db8::7]:80".into()),
         };
         let mut exporter = Exporter::new(Format::Csv);
         let mut out = Vec::new();
@@ -466,6 +474,7 @@ mod tests {
             assert_eq!(field("seq"), seq);
             assert_eq!(field("user"), "o\"brien, pat");
             assert_eq!(field("device"), "LIB-PC-04, \"north\"");
+            assert_eq!(field("original_destination"), "[2001:db8::7]:80");
             assert_eq!(field("url"), decision.url);
             assert_eq!(field("categories"), "games;social");
             assert_eq!(field("status"), "403");

@@ -118,6 +118,11 @@ pub struct Decision {
     /// is stored as "decision with extensions", the name an [`Extension::Device`].
     #[serde(skip)]
     pub device: Option<String>,
+    /// Transparent mode: the address the device itself was connecting to
+    /// (`SO_ORIGINAL_DST`), before the firewall redirected it to Gatehouse. Not part of
+    /// this struct's own encoding either: stored as an [`Extension::Transparent`].
+    #[serde(skip)]
+    pub original_destination: Option<String>,
 }
 
 /// What an entry records.
@@ -133,6 +138,9 @@ pub struct Decision {
 /// stored as the eleventh kind, "decision with extensions": the decision's fields, then
 /// a list of [`Extension`]s. Whatever a decision comes to carry later is a new
 /// `Extension` variant at the end of that enum, never another kind of entry.
+// Decisions are nearly every entry, so boxing them to shrink the rare kinds would add an
+// allocation to almost every record for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A verdict.
@@ -281,6 +289,12 @@ pub enum Extension {
     Enforced(Vec<String>),
     /// The client's device name ([`Decision::device`]).
     Device(String),
+    /// A connection redirected to transparent mode: where the device was connecting to
+    /// ([`Decision::original_destination`]).
+    Transparent {
+        /// `address:port`, as the device dialled it.
+        original_destination: String,
+    },
 }
 
 /// [`Extension`] borrowed, for writing.
@@ -289,6 +303,7 @@ enum ExtensionRef<'a> {
     SafeSearch(&'a SafeSearchRewrite),
     Enforced(&'a [String]),
     Device(&'a str),
+    Transparent { original_destination: &'a str },
 }
 
 impl Decision {
@@ -304,6 +319,11 @@ impl Decision {
         if let Some(device) = &self.device {
             out.push(ExtensionRef::Device(device));
         }
+        if let Some(original_destination) = &self.original_destination {
+            out.push(ExtensionRef::Transparent {
+                original_destination,
+            });
+        }
         out
     }
 
@@ -314,6 +334,9 @@ impl Decision {
                 Extension::SafeSearch(rewrite) => self.safe_search = Some(rewrite),
                 Extension::Enforced(controls) => self.enforced = controls,
                 Extension::Device(device) => self.device = Some(device),
+                Extension::Transparent {
+                    original_destination,
+                } => self.original_destination = Some(original_destination),
             }
         }
         self
@@ -374,7 +397,11 @@ impl Serialize for Body {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let stored = match self {
             // More than safe search: the extensible kind.
-            Body::Decision(d) if !d.enforced.is_empty() || d.device.is_some() => {
+            Body::Decision(d)
+                if !d.enforced.is_empty()
+                    || d.device.is_some()
+                    || d.original_destination.is_some() =>
+            {
                 StoredRef::ExtendedDecision(d, d.extensions())
             }
             Body::Decision(d) => match &d.safe_search {
@@ -821,6 +848,7 @@ mod tests {
             enforced: Vec::new(),
             safe_search,
             device: None,
+            original_destination: None,
         }
     }
 
@@ -1028,6 +1056,28 @@ mod tests {
                 .expect("encodes"),
         );
         assert_eq!(device, expected);
+    }
+
+    #[test]
+    fn a_transparent_decision_stores_its_original_destination_as_an_extension() {
+        let mut transparent = decision(None);
+        transparent.original_destination = Some("93.184.215.14:443".into());
+        let body = Body::Decision(transparent);
+        let bytes = postcard::to_stdvec(&body).expect("encodes");
+        // "decision with extensions", the plain decision's fields, then one extension:
+        // the fourth (index 3), the address.
+        let plain = postcard::to_stdvec(&Body::Decision(decision(None))).expect("encodes");
+        let mut expected = vec![10];
+        expected.extend_from_slice(&plain[1..]);
+        expected.extend(
+            postcard::to_stdvec(&vec![ExtensionRef::Transparent {
+                original_destination: "93.184.215.14:443",
+            }])
+            .expect("encodes"),
+        );
+        assert_eq!(bytes, expected);
+        assert_eq!(expected[plain.len() + 1], 3, "the extension's index");
+        assert_eq!(postcard::from_bytes::<Body>(&bytes).ok(), Some(body));
     }
 
     #[test]

@@ -844,6 +844,7 @@ mod tests {
             enforced: Vec::new(),
             safe_search,
             device: None,
+            original_destination: None,
         };
         let written = [
             decision("www.example.com", None),
@@ -942,6 +943,7 @@ mod tests {
                 enforced: Vec::new(),
                 safe_search: None,
                 device: None,
+                original_destination: None,
             }),
             Body::Decision(crate::decision_log::Decision {
                 client: std::net::IpAddr::from([10, 0, 0, 2]),
@@ -963,6 +965,7 @@ mod tests {
                     dialled: "restrictmoderate.youtube.com".into(),
                 }),
                 device: None,
+                original_destination: None,
             }),
         ];
         for body in bodies {

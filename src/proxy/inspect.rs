@@ -61,10 +61,100 @@ impl Proxy {
     ) where
         C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let Some((stream, upstream)) = self.accept_tls(&ctx, &target, hello, client).await else {
+            return;
+        };
+        let settings = ctx.snapshot.settings.server.clone();
+        let tunnel = Arc::new(Tunnel {
+            host: target.host.clone(),
+            port: target.port,
+            upstream,
+        });
+        let reference = permit.reference();
+        let started = std::time::Instant::now();
+        let _open = crate::metrics::GaugeGuard::open(&self.metrics.tunnels);
+        let client = ctx.client;
+        let service = {
+            let proxy = self.clone();
+            service_fn(move |req| {
+                let (proxy, ctx, tunnel) = (proxy.clone(), ctx.clone(), tunnel.clone());
+                async move { Ok::<_, Infallible>(proxy.inspected_request(req, ctx, &tunnel).await) }
+            })
+        };
+        let conn = server_builder(&settings)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::select! {
+            r = conn => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %client, error = %e, "inspected connection ended");
+                }
+            }
+            _ = tokio::time::sleep(settings.tunnel_max_lifetime) => {}
+        }
+        // The tunnel's own completion: its requests carry their own bytes.
+        self.log.completed(reference, 200, 0, 0, started.elapsed());
+        drop(permit);
+    }
+
+    /// Answers every request on a refused TLS connection with `page` (the block page of
+    /// its recorded refusal), over TLS with a leaf from the school CA: transparent mode,
+    /// for a group whose HTTPS is inspected, so that the device shows why rather than a
+    /// connection error. Nothing is dialled or forwarded.
+    pub(super) async fn serve_refusal_page<C>(
+        self: Arc<Self>,
+        ctx: RequestContext,
+        target: Target,
+        hello: Vec<u8>,
+        client: C,
+        page: Response<Body>,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (parts, body) = page.into_parts();
+        let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+            return;
+        };
+        let Some((stream, _)) = self.accept_tls(&ctx, &target, hello, client).await else {
+            return;
+        };
+        let settings = ctx.snapshot.settings.server.clone();
+        let service = service_fn(move |_req: Request<Incoming>| {
+            let mut resp = Response::new(super::full(body.clone()));
+            *resp.status_mut() = parts.status;
+            *resp.headers_mut() = parts.headers.clone();
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let builder = server_builder(&settings);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::select! {
+            r = conn => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %ctx.client, error = %e, "refused TLS connection ended");
+                }
+            }
+            _ = tokio::time::sleep(settings.idle_timeout) => {}
+        }
+    }
+
+    /// The client's TLS accepted with a leaf for `target`'s host, signed by the school
+    /// CA (`hello`, already read, put back in front), and TLS towards its upstream;
+    /// `None` when there is no CA, no leaf, or the handshake fails (most often a device
+    /// that does not trust the school CA).
+    async fn accept_tls<C>(
+        &self,
+        ctx: &RequestContext,
+        target: &Target,
+        hello: Vec<u8>,
+        client: C,
+    ) -> Option<(tokio_rustls::server::TlsStream<Rewind<C>>, UpstreamTls)>
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let snap = ctx.snapshot.clone();
         let Some(tls) = snap.inspection.clone() else {
             // Only a snapshot with the CA decides to inspect.
-            return;
+            return None;
         };
         let leaf = match self.leaves.get(&tls, &target.host) {
             Ok((leaf, lookup)) => {
@@ -78,20 +168,18 @@ impl Proxy {
             Err(e) => {
                 self.metrics.leaf_cache.with_label_values(&["error"]).inc();
                 tracing::warn!(target: "gatehouse::inspection", host = %target.host, error = %e, "no leaf certificate; tunnel closed");
-                return;
+                return None;
             }
         };
-        let Some(name) = crate::inspection::server_name(&target.host) else {
-            return;
-        };
+        let name = crate::inspection::server_name(&target.host)?;
         let config = match tls.server_config(leaf, &self.sessions) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::warn!(target: "gatehouse::inspection", error = %e, "inspection TLS settings");
-                return;
+                return None;
             }
         };
-        let settings = snap.settings.server.clone();
+        let settings = &snap.settings.server;
         let io = Rewind {
             prefix: Bytes::from(hello),
             inner: client,
@@ -106,51 +194,17 @@ impl Proxy {
             Ok(Err(e)) => {
                 // Most often a device that does not trust the school CA.
                 tracing::info!(target: "gatehouse::inspection", client = %ctx.client, host = %target.host, error = %e, "inspected tunnel: the client's TLS handshake failed");
-                return;
+                return None;
             }
-            Err(_) => return,
+            Err(_) => return None,
         };
-        let tunnel = Arc::new(Tunnel {
-            host: target.host.clone(),
-            port: target.port,
-            upstream: UpstreamTls {
+        Some((
+            stream,
+            UpstreamTls {
                 config: tls.upstream.clone(),
                 name,
             },
-        });
-        let reference = permit.reference();
-        let started = std::time::Instant::now();
-        let _open = crate::metrics::GaugeGuard::open(&self.metrics.tunnels);
-        let client = ctx.client;
-        let service = {
-            let proxy = self.clone();
-            service_fn(move |req| {
-                let (proxy, ctx, tunnel) = (proxy.clone(), ctx.clone(), tunnel.clone());
-                async move { Ok::<_, Infallible>(proxy.inspected_request(req, ctx, &tunnel).await) }
-            })
-        };
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.idle_timeout)
-            .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(settings.max_header_bytes as u32);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::select! {
-            r = conn => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %client, error = %e, "inspected connection ended");
-                }
-            }
-            _ = tokio::time::sleep(settings.tunnel_max_lifetime) => {}
-        }
-        // The tunnel's own completion: its requests carry their own bytes.
-        self.log.completed(reference, 200, 0, 0, started.elapsed());
-        drop(permit);
+        ))
     }
 
     /// One request inside an inspected tunnel.
@@ -261,6 +315,24 @@ impl Proxy {
         .boxed();
         Response::from_parts(parts, body)
     }
+}
+
+/// The HTTP/1.1 and HTTP/2 server (as ALPN chose) for a client's TLS accepted with a
+/// leaf: header limits and timeouts as the proxy's own listener.
+fn server_builder(
+    settings: &crate::settings::ServerSettings,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.idle_timeout)
+        .max_buf_size((settings.max_header_bytes * 2).max(16 * 1024));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header_bytes as u32);
+    builder
 }
 
 /// The client's stream with the ClientHello, already read to decide on its SNI, put

@@ -44,6 +44,7 @@
 //! | `admin.rs` | the admin listener: metrics, health, the grants API |
 //! | `enrol.rs` | the enrolment listener: the school CA's certificate for devices to install |
 //! | `feeds.rs` | list feed updates (`[[lists.sources]]`): the API's and the schedule's, recorded and swapped in |
+//! | `transparent.rs` | transparent mode: redirected port 80 (decided on `Host`) and 443 (on the SNI, as a `CONNECT`), the original destination |
 
 /// `AsyncWrite` passed straight to the `inner` field: for the wrappers that only change
 /// how a stream reads (tunnel.rs's byte counter, inspect.rs's replayed ClientHello).
@@ -103,6 +104,7 @@ mod request;
 mod serve;
 pub mod service;
 mod sign_in;
+pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
 
@@ -190,6 +192,9 @@ pub struct RequestContext {
     group: GroupId,
     now: DateTime<Utc>,
     started: std::time::Instant,
+    /// Transparent mode: where the device was connecting to (`address:port`) before
+    /// the firewall redirected it here; `None` for proxied requests.
+    original_destination: Option<Arc<str>>,
 }
 
 impl RequestContext {
@@ -252,6 +257,7 @@ impl RequestContext {
             url,
             sni: None,
             device: self.device.as_deref(),
+            original_destination: self.original_destination.as_deref(),
         }
     }
 }

@@ -42,6 +42,34 @@ pub(super) struct Whole<'a> {
     pub(super) tls: Option<&'a UpstreamTls>,
 }
 
+/// A response on its way to the client: the connection closed after it when the guard
+/// asks, and its body counted for the request's completion record.
+pub(super) fn finish(
+    mut resp: Response<Body>,
+    is_connect: bool,
+    signal: Arc<ConnSignal>,
+    completion: Option<Completion>,
+) -> Response<Body> {
+    // After a chunked body, a CONNECT or an Upgrade the guard no longer follows the
+    // request stream, so the connection must not carry another request — but a
+    // tunnel or upgrade that succeeded is no longer HTTP at all.
+    let switching = (is_connect && resp.status() == StatusCode::OK)
+        || resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if signal.must_close() && !switching {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let (parts, body) = resp.into_parts();
+    let body = Tracked {
+        inner: body,
+        signal: Some(signal),
+        bytes: 0,
+        completion,
+    }
+    .boxed();
+    Response::from_parts(parts, body)
+}
+
 impl Proxy {
     /// Counts a decision in the metrics and hands its record to the decision log.
     pub(super) async fn log_decision(
@@ -199,6 +227,7 @@ impl Proxy {
                     group,
                     now: Utc::now(),
                     started,
+                    original_destination: None,
                 };
                 let url = req.uri().to_string();
                 let decision = Decision::new(
@@ -229,32 +258,16 @@ impl Proxy {
             group,
             now: Utc::now(),
             started,
+            original_destination: None,
         };
         let is_connect = req.method() == Method::CONNECT;
         let mut completion = None;
-        let mut resp = if is_connect {
+        let resp = if is_connect {
             tunnel::handle(self.clone(), req, ctx).await
         } else {
             self.http(req, ctx, &mut completion).await
         };
-        // After a chunked body, a CONNECT or an Upgrade the guard no longer follows the
-        // request stream, so the connection must not carry another request — but a
-        // tunnel or upgrade that succeeded is no longer HTTP at all.
-        let switching = (is_connect && resp.status() == StatusCode::OK)
-            || resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if signal.must_close() && !switching {
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let (parts, body) = resp.into_parts();
-        let body = Tracked {
-            inner: body,
-            signal: Some(signal),
-            bytes: 0,
-            completion,
-        }
-        .boxed();
-        Ok(Response::from_parts(parts, body))
+        Ok(finish(resp, is_connect, signal, completion))
     }
 
     async fn http(

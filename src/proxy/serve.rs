@@ -22,6 +22,7 @@ use super::auth::AuthCache;
 use super::conn::{ConnLimits, GuardedIo};
 use super::pool::{Pool, PoolSettings};
 use super::reload::{load_then, watch_grants};
+use super::transparent::{original_destination, Listener};
 use super::{admin, enrol, Proxy};
 use crate::core::identity::canonical_ip;
 use crate::decision::DecisionLog;
@@ -152,8 +153,25 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         ),
         None => None,
     };
+    // Transparent mode's listeners (`[transparent]`), each optional.
+    let transparent = snap.settings.transparent.clone();
+    let mut transparent_listeners = Vec::new();
+    for (addr, kind) in [
+        (transparent.http_listen, Listener::Http),
+        (transparent.https_listen, Listener::Https),
+    ] {
+        if let Some(addr) = addr {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Listen { addr, source })?;
+            transparent_listeners.push((l, kind));
+        }
+    }
     let mut own = vec![local, admin_local];
     if let Some(l) = &enrol_listener {
+        own.push(l.local_addr()?);
+    }
+    for (l, _) in &transparent_listeners {
         own.push(l.local_addr()?);
     }
     let own = Arc::new(own);
@@ -310,8 +328,22 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         let proxy = proxy.clone();
         let caps = caps.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { accept_loop(listener, proxy, caps, shutdown).await })
+        tokio::spawn(async move { accept_loop(listener, proxy, caps, shutdown, None).await })
     };
+    let mut transparent_tasks = Vec::new();
+    for (listener, kind) in transparent_listeners {
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            listener = kind.as_str(),
+            "transparent-mode listener (connections redirected by the firewall)"
+        );
+        let proxy = proxy.clone();
+        let caps = caps.clone();
+        let shutdown = shutdown.clone();
+        transparent_tasks.push(tokio::spawn(async move {
+            accept_loop(listener, proxy, caps, shutdown, Some(kind)).await
+        }));
+    }
     loop {
         tokio::select! {
             _ = hup.recv() => proxy.reload().await,
@@ -344,6 +376,9 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
     super::service::stopping();
     shutdown.cancel();
     let _ = accept.await;
+    for task in transparent_tasks {
+        let _ = task.await;
+    }
     let _ = admin_task.await;
     let _ = directory_sync.await;
     // An update in flight is not waited for: its files are whole (each written
@@ -417,11 +452,14 @@ pub fn node_name() -> String {
         .unwrap_or_else(|| "gatehouse".to_string())
 }
 
+/// Accepts connections on `listener`: the proxy's own, or with `transparent`, one of
+/// transparent mode's (`transparent.rs`), under the same caps.
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     caps: Arc<Caps>,
     shutdown: CancellationToken,
+    transparent: Option<Listener>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -438,9 +476,16 @@ async fn accept_loop(
                 continue;
             }
         };
+        if let Some(kind) = transparent {
+            proxy
+                .metrics
+                .transparent_connections
+                .with_label_values(&[kind.as_str()])
+                .inc();
+        }
         let Ok(permit) = caps.global.clone().try_acquire_owned() else {
             proxy.metrics.refused_connections.inc();
-            refuse_connection(stream, "the proxy is at its connection limit");
+            refuse_connection(stream, transparent, "the proxy is at its connection limit");
             continue;
         };
         let proxy = proxy.clone();
@@ -451,18 +496,40 @@ async fn accept_loop(
             let ip = canonical_ip(peer.ip());
             let Some(_slot) = caps.take(ip) else {
                 proxy.metrics.refused_connections.inc();
-                refuse_connection(stream, "too many connections from this address");
+                refuse_connection(
+                    stream,
+                    transparent,
+                    "too many connections from this address",
+                );
                 return;
             };
             let _open = GaugeGuard::open(&proxy.metrics.connections);
-            serve_connection(proxy.clone(), stream, peer, shutdown).await;
+            match transparent {
+                None => serve_connection(proxy.clone(), stream, peer, shutdown, None).await,
+                Some(Listener::Http) => {
+                    let original = original_destination(&stream);
+                    serve_connection(proxy.clone(), stream, peer, shutdown, Some(original)).await
+                }
+                Some(Listener::Https) => {
+                    let _ = stream.set_nodelay(true);
+                    let original = original_destination(&stream);
+                    proxy
+                        .clone()
+                        .serve_transparent_tls(stream, peer, original)
+                        .await
+                }
+            }
         });
     }
 }
 
 /// Answers `503` without reading the request and closes: excess connections are refused
-/// at once, never queued.
-fn refuse_connection(stream: TcpStream, why: &str) {
+/// at once, never queued. A redirected TLS connection is only closed: it expects a
+/// ServerHello, not HTTP.
+fn refuse_connection(stream: TcpStream, transparent: Option<Listener>, why: &str) {
+    if transparent == Some(Listener::Https) {
+        return;
+    }
     let body = format!("{why}\n");
     let msg = format!(
         "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
@@ -471,11 +538,14 @@ fn refuse_connection(stream: TcpStream, why: &str) {
     let _ = stream.try_write(msg.as_bytes());
 }
 
+/// Serves one HTTP/1.1 connection: a proxy client's, or with `transparent` (the original
+/// destination, if redirected) one redirected from port 80.
 async fn serve_connection(
     proxy: Arc<Proxy>,
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    transparent: Option<Option<SocketAddr>>,
 ) {
     let _ = stream.set_nodelay(true);
     let settings = proxy.live.get().settings.server.clone();
@@ -491,7 +561,16 @@ async fn serve_connection(
     let (io, signal) = GuardedIo::new(stream, limits);
     let service = {
         let proxy = proxy.clone();
-        service_fn(move |req| proxy.clone().handle(req, peer, signal.clone()))
+        service_fn(move |req| {
+            let proxy = proxy.clone();
+            let signal = signal.clone();
+            async move {
+                match transparent {
+                    None => proxy.handle(req, peer, signal).await,
+                    Some(original) => proxy.handle_transparent(req, peer, original, signal).await,
+                }
+            }
+        })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

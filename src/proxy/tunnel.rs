@@ -48,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::upstream::UpstreamError;
 use super::{Body, Proxy, RequestContext};
 use crate::core::classify::Classification;
 use crate::core::host::{Host, Target};
@@ -284,33 +285,9 @@ pub async fn handle(
             .await;
     }
 
-    // A search engine or YouTube, for a group with its setting on, is dialled to the
-    // engine's safe-search address; the ClientHello may still move it (see run_tunnel).
-    let safe_search = snap.policy.safe_search(ctx.group, &target.host);
-    let dial = match &safe_search {
-        Some(rewrite) => rewrite.dialled.clone(),
-        None => target.host.to_string(),
-    };
-    // A tunnel that will be inspected is not dialled: each request inside dials its
-    // own TLS connection (pooled). Its ClientHello may still name a site that is not
-    // inspected; run_tunnel dials then.
-    let inspected = snap
-        .policy
-        .inspect(
-            ctx.group,
-            &target,
-            &classification,
-            &snap.lists,
-            snap.inspection.is_some(),
-        )
-        .inspected();
-    let upstream = if inspected {
-        None
-    } else {
-        match proxy.dialer(&snap).connect(&dial, target.port).await {
-            Ok(s) => Some(s),
-            Err(e) => return proxy.upstream_failure(&ctx, &asked, &e, true).await,
-        }
+    let (upstream, safe_search) = match first_dial(&proxy, &ctx, &target, &classification).await {
+        Ok(dialled) => dialled,
+        Err(e) => return proxy.upstream_failure(&ctx, &asked, &e, true).await,
     };
 
     let on_upgrade = hyper::upgrade::on(req);
@@ -323,42 +300,170 @@ pub async fn handle(
                 return;
             }
         };
-        let client = TokioIo::new(upgraded);
-        run_tunnel(proxy, ctx, target, verdict, client, upstream, safe_search).await;
+        let mut client = TokioIo::new(upgraded);
+        let url = format!("{}:{}", target.host, target.port);
+        let asked = ctx.asked("CONNECT", &url);
+        let Some(hello) = read_hello(&proxy, &ctx, &asked, &mut client).await else {
+            return;
+        };
+        let tunnel = Tunnel {
+            ctx,
+            target,
+            verdict,
+            client,
+            upstream,
+            safe_search,
+            on_refusal: OnRefusal::Close,
+        };
+        after_hello(proxy, tunnel, hello).await;
     });
     let mut resp = Response::new(super::empty());
     *resp.status_mut() = StatusCode::OK;
     resp
 }
 
-async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+/// The first dial of a tunnel allowed on its target (a `CONNECT`'s host, or transparent
+/// mode's SNI): to the engine's safe-search address for a search engine or YouTube, for
+/// a group with its setting on (the ClientHello may still move it: see
+/// [`after_hello`]); not at all for a tunnel that will be inspected, as each request
+/// inside dials its own TLS connection (pooled). Returns the upstream, if dialled, and
+/// the safe-search rewrite it went to.
+pub(super) async fn first_dial(
+    proxy: &Proxy,
+    ctx: &RequestContext,
+    target: &Target,
+    classification: &Classification,
+) -> Result<(Option<TcpStream>, Option<SafeSearchRewrite>), UpstreamError> {
+    let snap = &ctx.snapshot;
+    let safe_search = snap.policy.safe_search(ctx.group, &target.host);
+    let inspected = snap
+        .policy
+        .inspect(
+            ctx.group,
+            target,
+            classification,
+            &snap.lists,
+            snap.inspection.is_some(),
+        )
+        .inspected();
+    if inspected {
+        return Ok((None, safe_search));
+    }
+    let dial = match &safe_search {
+        Some(rewrite) => rewrite.dialled.clone(),
+        None => target.host.to_string(),
+    };
+    let upstream = proxy.dialer(snap).connect(&dial, target.port).await?;
+    Ok((Some(upstream), safe_search))
+}
+
+/// The ClientHello that starts a tunnel: its bytes (held back from the upstream until
+/// its decision is recorded), its SNI, and whether it offers Encrypted ClientHello.
+pub(super) struct ClientHello {
+    bytes: Vec<u8>,
+    /// The server name it asks for, if any.
+    pub(super) sni: Option<String>,
+    ech: bool,
+}
+
+impl ClientHello {
+    /// Its bytes, for a TLS server to read again (inspection).
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Reads the ClientHello that starts a tunnel. Bytes that are not one are refused and
+/// recorded as such (`asked` names the tunnel); `None` when the tunnel is over.
+pub(super) async fn read_hello<C: AsyncRead + Unpin>(
+    proxy: &Proxy,
+    ctx: &RequestContext,
+    asked: &Asked<'_>,
+    client: &mut C,
+) -> Option<ClientHello> {
+    let mut bytes = Vec::new();
+    let wait = ctx.snapshot.settings.server.client_hello_timeout;
+    match read_client_hello(client, &mut bytes, wait).await {
+        Hello::Gone => None,
+        Hello::NotTls => {
+            let _ = proxy
+                .record_refusal(ctx, asked, Vec::new(), ReasonCode::NotTls, "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
+                .await;
+            None
+        }
+        Hello::Tls { sni, ech } => Some(ClientHello { bytes, sni, ech }),
+    }
+}
+
+/// How a tunnel refused after its ClientHello ends for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnRefusal {
+    /// The connection is closed (a `CONNECT`: the browser already knows it asked a
+    /// proxy, and existing clients expect the close).
+    Close,
+    /// A fatal TLS alert (`access_denied`) ends the handshake, then the close: transparent
+    /// mode, where the device believes it is talking to the server, so that it fails at
+    /// once with a TLS error rather than waiting or retrying.
+    Alert,
+}
+
+/// A fatal `access_denied` alert, as a TLS record (content type 21, version 3.3,
+/// length 2, level fatal, description 49).
+const ACCESS_DENIED: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49];
+
+/// Ends a refused tunnel as `how` says.
+pub(super) async fn end_refused<C: AsyncWrite + Unpin>(client: &mut C, how: OnRefusal) {
+    if how == OnRefusal::Alert {
+        let _ = client.write_all(&ACCESS_DENIED).await;
+        let _ = client.shutdown().await;
+    }
+}
+
+/// A tunnel allowed on its first decision, whose ClientHello is read but not yet
+/// decided.
+pub(super) struct Tunnel<C> {
+    pub(super) ctx: RequestContext,
+    /// What the tunnel was first decided on: the `CONNECT` target, or in transparent
+    /// mode the SNI's name (else the original destination) and the redirected port.
+    pub(super) target: Target,
+    /// That first decision.
+    pub(super) verdict: Verdict,
+    pub(super) client: C,
+    /// The first dial's upstream (none for a tunnel that was to be inspected).
+    pub(super) upstream: Option<TcpStream>,
+    /// The safe-search rewrite the first dial went to.
+    pub(super) safe_search: Option<SafeSearchRewrite>,
+    pub(super) on_refusal: OnRefusal,
+}
+
+/// The tunnel's second decision, on its ClientHello's SNI (and ECH), shared by
+/// `CONNECT` and transparent mode; then, allowed and recorded, the inspection or the
+/// splice.
+pub(super) async fn after_hello<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     proxy: Arc<Proxy>,
-    ctx: RequestContext,
-    target: Target,
-    connect_verdict: Verdict,
-    mut client: C,
-    mut upstream: Option<TcpStream>,
-    mut safe_search: Option<SafeSearchRewrite>,
+    tunnel: Tunnel<C>,
+    hello: ClientHello,
 ) {
+    let Tunnel {
+        ctx,
+        target,
+        verdict: connect_verdict,
+        mut client,
+        mut upstream,
+        mut safe_search,
+        on_refusal,
+    } = tunnel;
+    let ClientHello {
+        bytes: hello,
+        sni,
+        ech,
+    } = hello;
     let snap = ctx.snapshot.clone();
     let policy = &snap.policy;
     let settings = &snap.settings.server;
     let group = policy.group(ctx.group);
     let url = format!("{}:{}", target.host, target.port);
     let asked = ctx.asked("CONNECT", &url);
-    let mut hello = Vec::new();
-    let (sni, ech) = match read_client_hello(&mut client, &mut hello, settings.client_hello_timeout)
-        .await
-    {
-        Hello::Gone => return,
-        Hello::NotTls => {
-            let _ = proxy
-                .record_refusal(&ctx, &asked, Vec::new(), ReasonCode::NotTls, "the tunnel did not start with a TLS ClientHello (VPN or other protocol refused)", 403)
-                .await;
-            return;
-        }
-        Hello::Tls { sni, ech } => (sni, ech),
-    };
     // The SNI as a host, parsed once for the ECH check and for its own decision.
     let sni_host = sni.as_deref().map(|name| (name, Host::parse(name)));
     // Only an outer name that is the CONNECT host's own says where an ECH tunnel goes;
@@ -383,7 +488,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 403,
             )
             .await;
-        return;
+        return end_refused(&mut client, on_refusal).await;
     }
     let mut verdict = connect_verdict;
     let mut sni_safe_search = None;
@@ -411,7 +516,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     403,
                 )
                 .await;
-            return;
+            return end_refused(&mut client, on_refusal).await;
         }
         None => {}
         Some((name, Err(_))) => {
@@ -428,7 +533,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     403,
                 )
                 .await;
-            return;
+            return end_refused(&mut client, on_refusal).await;
         }
         Some((name, Ok(host))) => {
             let sni_target = Target {
@@ -468,7 +573,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                         403,
                     )
                     .await;
-                return;
+                return end_refused(&mut client, on_refusal).await;
             }
             sni_safe_search = policy.safe_search(ctx.group, &sni_target.host);
             verdict = v;
@@ -506,7 +611,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let permit = match proxy.log_allow(&ctx, &verdict, record, &explanation).await {
             Ok(permit) => permit,
             Err(NoPermit::Unlogged(unlogged)) if !group.fail_closed => unlogged.allow_unrecorded(),
-            Err(_) => return,
+            Err(_) => return end_refused(&mut client, on_refusal).await,
         };
         proxy
             .metrics
@@ -589,7 +694,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         Ok(permit) => permit,
         // As for plain HTTP: a group that fails open goes ahead unrecorded.
         Err(NoPermit::Unlogged(unlogged)) if !group.fail_closed => unlogged.allow_unrecorded(),
-        Err(_) => return,
+        Err(_) => return end_refused(&mut client, on_refusal).await,
     };
     proxy.count_safe_search(safe_search.as_ref());
     // The ClientHello was held back until now: no byte of the client's reaches the
@@ -619,7 +724,7 @@ async fn run_tunnel<C: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 
 /// Why a whole site was refused when only some of its addresses are on an `illegal`
 /// list: over HTTPS the path is hidden, so the host is refused as a whole.
-fn whole_host_note(
+pub(super) fn whole_host_note(
     target: &Target,
     classification: &Classification,
     verdict: &Verdict,
