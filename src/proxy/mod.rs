@@ -89,6 +89,7 @@ macro_rules! write_through {
 pub mod admin;
 pub mod auth;
 pub mod conn;
+pub mod console;
 pub mod enrol;
 mod forward;
 mod inspect;
@@ -166,6 +167,8 @@ pub struct Proxy {
     leaves: crate::inspection::LeafCache,
     /// TLS session resumption shared by inspected tunnels.
     sessions: crate::inspection::Sessions,
+    /// The web console's sessions and sign-in failures.
+    console: console::Console,
 }
 
 /// Who is asking and what they see, fixed for one request.
