@@ -55,6 +55,7 @@ pub fn log_tail(log_dir: &Path) -> String {
 pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+pub mod browser;
 pub mod kdc;
 pub mod servers;
 pub mod slapd;

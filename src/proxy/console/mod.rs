@@ -1608,3 +1608,94 @@ async fn lessons(ctx: &Ctx<'_>) -> Reply {
         json!({"rows": rows}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every template compiles and renders with the shape of context its page gives it,
+    /// and auto-escaping is on for what a request or the log can put there.
+    #[test]
+    fn every_template_renders_and_escapes() {
+        let common = json!({
+            "title": "T", "school": "S", "who": "<b>tech</b>", "role": "technician",
+            "csrf": "c", "errors": ["<script>"], "notice": "n",
+            "nav": [{"href": "/console/", "label": "Start", "about": "", "current": true}],
+        });
+        let form = json!({"reference": "R", "ticket": "", "reason": "", "site": "x.test",
+            "scopes": [{"value": "group:ks4", "label": "Everyone in ks4", "checked": true}],
+            "durations": [{"value": "hour", "label": "One hour", "selected": false}]});
+        let pages = [
+            ("sign_in.html", json!({"name": "n"})),
+            ("message.html", json!({"message": "m"})),
+            ("home.html", json!({})),
+            (
+                "grant_new.html",
+                json!({"decision": {"reference": "R", "url": "u", "person": "p"}, "form": form}),
+            ),
+            (
+                "lookup.html",
+                json!({"typed": "R", "decision": {"reference": "R"}, "form": form}),
+            ),
+            (
+                "grants.html",
+                json!({"active": [{"id": "g-1"}], "history": [{"id": "g-0"}], "can_revoke": true}),
+            ),
+            (
+                "alerts.html",
+                json!({"days": 7, "alerts": [{"reference": "R"}], "searches": [{"terms": "t"}]}),
+            ),
+            (
+                "person.html",
+                json!({"person": "p", "rows": [{"url": "u"}]}),
+            ),
+            (
+                "report.html",
+                json!({"week": "2026-W49", "formats": [{"value": "csv", "label": "CSV"}]}),
+            ),
+            (
+                "status.html",
+                json!({"categories": [{"name": "c"}], "reloads": [{"what": "policy"}]}),
+            ),
+            (
+                "lessons.html",
+                json!({"rows": [{"id": "g-2", "classrooms": ["r1"], "groups": [], "sites": [], "categories": []}]}),
+            ),
+        ];
+        for (name, extra) in pages {
+            let mut ctx = common.clone();
+            merge(&mut ctx, extra);
+            let text = TEMPLATES
+                .get_template(name)
+                .and_then(|t| t.render(&ctx))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                text.contains("&lt;script&gt;") && !text.contains("<script>"),
+                "{name}"
+            );
+            assert!(!text.contains("<b>tech</b>"), "{name}");
+        }
+    }
+
+    #[test]
+    fn roles_see_only_their_pages() {
+        use Role::*;
+        let table = [
+            (Page::Lookup, [true, true, false, false, true]),
+            (Page::Grants, [true, true, false, true, false]),
+            (Page::GrantForm, [true, false, false, false, false]),
+            (Page::Alerts, [false, false, false, false, true]),
+            (Page::Report, [false, false, false, false, true]),
+            (Page::Status, [true, false, false, true, false]),
+            (Page::Lessons, [false, false, true, false, false]),
+        ];
+        for (page, allowed) in table {
+            for (role, ok) in [Technician, Viewer, Teacher, ItLead, Dsl]
+                .into_iter()
+                .zip(allowed)
+            {
+                assert_eq!(page.permits(role), ok, "{page:?} for {role:?}");
+            }
+        }
+    }
+}
