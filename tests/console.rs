@@ -513,3 +513,72 @@ fn repeated_failures_lock_the_account_and_the_address() {
         "{log}"
     );
 }
+
+#[test]
+fn over_tls_the_admin_listener_is_https_and_the_cookies_are_secure() {
+    let ca = common::servers::TestCa::new();
+    let (cert, key) = ca.leaf_pem(&["localhost"]);
+    let text = policy(&account("tech.jones", "technician", "tech-password-1")).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"admin.crt\"\ntls_key = \"admin.key\"\n",
+    );
+    let g = Gatehouse::start(&[
+        ("policy.toml", text.as_str()),
+        ("webhook.key", "test-webhook-secret"),
+        ("admin.crt", cert.as_str()),
+        ("admin.key", key.as_str()),
+        ("ca.pem", ca.pem.as_str()),
+    ]);
+    let ca_file = g.dir.path().join("ca.pem");
+    let ca_file = ca_file.to_str().expect("utf-8 path");
+    let resolve = format!("localhost:{}:127.0.0.1", g.admin_port);
+    let https = format!("https://localhost:{}", g.admin_port);
+    let health = curl(&[
+        "--cacert",
+        ca_file,
+        "--resolve",
+        &resolve,
+        &format!("{https}/healthz"),
+    ]);
+    assert_eq!(health.status, 200, "{health:?}");
+    let sign_in = curl(&[
+        "--cacert",
+        ca_file,
+        "--resolve",
+        &resolve,
+        &format!("{https}/console/sign-in"),
+    ]);
+    assert_eq!(sign_in.status, 200);
+    let cookie = sign_in
+        .headers
+        .lines()
+        .find(|l| l.to_lowercase().starts_with("set-cookie:"))
+        .expect("a cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    // Plain HTTP is not served on it.
+    let plain = curl(&[&format!("http://127.0.0.1:{}/healthz", g.admin_port)]);
+    assert_ne!(plain.status, 200, "{plain:?}");
+}
+
+#[test]
+fn a_bad_console_section_is_refused_with_its_lines() {
+    let text = policy(
+        "[[console.accounts]]\nname = \"x\"\nrole = \"headteacher\"\nhash = \"not-a-hash\"\n\
+         [[console.accounts]]\nname = \"y\"\nrole = \"viewer\"\nhash = \"not-a-hash\"\n\
+         [[console.directory]]\ngroup = \"cn=dsl,dc=school\"\nrole = \"dsl\"\n",
+    );
+    let dir = common::tree(&[("policy.toml", text.as_str())]);
+    let out = common::gatehouse()
+        .args(["check", "--config"])
+        .arg(dir.path().join("policy.toml"))
+        .output()
+        .expect("check runs");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("\"headteacher\""), "{text}");
+    assert!(text.contains("argon2 PHC"), "{text}");
+    assert!(text.contains("needs [identity.directory]"), "{text}");
+}
