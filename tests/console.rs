@@ -453,6 +453,28 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
     }
 }
 
+/// Signs in with curl, as a browser would: the form (for its CSRF token and cookie),
+/// then the POST; cookies kept in `jar`.
+fn curl_sign_in(base: &str, jar: &str, name: &str, password: &str) -> common::servers::CurlResult {
+    let form = curl(&["-c", jar, "-b", jar, &format!("{base}/console/sign-in")]);
+    let token = form
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf token")
+        .to_string();
+    curl(&[
+        "-c",
+        jar,
+        "-b",
+        jar,
+        "--data",
+        &format!("csrf={token}&name={name}&password={password}"),
+        &format!("{base}/console/sign-in"),
+    ])
+}
+
 #[test]
 fn repeated_failures_lock_the_account_and_the_address() {
     let text = policy(&account("tech.jones", "technician", "tech-password-1"));
@@ -463,25 +485,7 @@ fn repeated_failures_lock_the_account_and_the_address() {
     let base = format!("http://127.0.0.1:{}", g.admin_port);
     let jar = tempfile::NamedTempFile::new().expect("cookie jar");
     let jar = jar.path().to_str().expect("utf-8 path");
-    let attempt = |password: &str| {
-        let form = curl(&["-c", jar, "-b", jar, &format!("{base}/console/sign-in")]);
-        let token = form
-            .body
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("csrf token")
-            .to_string();
-        curl(&[
-            "-c",
-            jar,
-            "-b",
-            jar,
-            "--data",
-            &format!("csrf={token}&name=tech.jones&password={password}"),
-            &format!("{base}/console/sign-in"),
-        ])
-    };
+    let attempt = |password: &str| curl_sign_in(&base, jar, "tech.jones", password);
     // The sign-in form's own token is checked too.
     let no_token = curl(&[
         "--data",
@@ -581,4 +585,72 @@ fn a_bad_console_section_is_refused_with_its_lines() {
     assert!(text.contains("\"headteacher\""), "{text}");
     assert!(text.contains("argon2 PHC"), "{text}");
     assert!(text.contains("needs [identity.directory]"), "{text}");
+}
+
+#[test]
+fn directory_accounts_sign_in_with_the_role_of_their_group() {
+    let slapd = common::slapd::Slapd::start();
+    let directory = format!(
+        r#"[identity.directory]
+url = "{url}"
+starttls = true
+ca_file = "{ca}"
+bind_dn = "{dn}"
+bind_password_file = "service.password"
+base_dn = "dc=school,dc=test"
+user_filter = "(&(objectClass=inetOrgPerson)(uid={{user}}))"
+timeout_secs = 2
+connect_timeout_secs = 2
+[[identity.directory.groups]]
+directory = "KS4 Pupils"
+group = "ks4"
+"#,
+        url = slapd.url(),
+        ca = slapd.ca_file.display(),
+        dn = common::slapd::SERVICE_DN,
+    );
+    let text = policy(
+        "[[console.directory]]\ngroup = \"cn=Staff,ou=groups,dc=school,dc=test\"\nrole = \"technician\"\n",
+    )
+    .replace("[groups.ks4]\n", &format!("{directory}[groups.ks4]\n"));
+    let g = Gatehouse::start(&[
+        ("policy.toml", text.as_str()),
+        ("webhook.key", "test-webhook-secret"),
+        (
+            "service.password",
+            &format!("{}\n", common::slapd::SERVICE_PASSWORD),
+        ),
+    ]);
+    let base = format!("http://127.0.0.1:{}", g.admin_port);
+    let jar = tempfile::NamedTempFile::new().expect("cookie jar");
+    let jar = jar.path().to_str().expect("utf-8 path");
+    // tom is in Staff: a technician.
+    let ok = curl_sign_in(&base, jar, "tom", "tom-password");
+    assert_eq!(ok.status, 303, "{ok:?}");
+    let home = curl(&["-b", jar, &format!("{base}/console/")]);
+    assert!(
+        home.body.contains("role <strong>technician</strong>"),
+        "{home:?}"
+    );
+    assert_eq!(
+        curl(&["-b", jar, &format!("{base}/console/grants/new")]).status,
+        200
+    );
+    // A wrong directory password, and a pupil in no console group, are refused.
+    let jar2 = tempfile::NamedTempFile::new().expect("cookie jar");
+    let jar2 = jar2.path().to_str().expect("utf-8 path");
+    assert_eq!(curl_sign_in(&base, jar2, "tom", "wrong").status, 401);
+    assert_eq!(curl_sign_in(&base, jar2, "bob", "bob-password").status, 401);
+    let log = common::gatehouse()
+        .args(["log", "tail", "-n", "100000", "--config"])
+        .arg(g.dir.path().join("policy.toml"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(log.contains("console sign-in by tom (technician)"), "{log}");
+    assert!(log.contains("console sign-in failed by bob"), "{log}");
+    assert!(
+        log.contains("directory account in no console group"),
+        "{log}"
+    );
 }
