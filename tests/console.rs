@@ -121,10 +121,30 @@ async fn sign_in(c: &Client, base: &str, name: &str, password: &str) {
         .click()
         .await
         .expect("clicked");
+    // Signed in, or the form again with why not.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !source(c).await.contains("Signed in as") && !source(c).await.contains("role=\"alert\"") {
+        assert!(Instant::now() < deadline, "no answer to the sign-in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn source(c: &Client) -> String {
     c.source().await.expect("page source")
+}
+
+/// The page once it shows `needle`: a click that submits a form returns before the
+/// browser has loaded the answer, so the page is read until it has (10 s at most; then
+/// whatever it shows, for the assertion's message).
+async fn page_with(c: &Client, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = source(c).await;
+        if page.contains(needle) || Instant::now() > deadline {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn sign_out(c: &Client) {
@@ -134,6 +154,11 @@ async fn sign_out(c: &Client) {
         .click()
         .await
         .expect("clicked");
+    let page = page_with(c, "current-password").await;
+    assert!(
+        page.contains("current-password"),
+        "signed out to the sign-in page"
+    );
 }
 
 /// The session cookie the browser holds, for curl to forge with.
@@ -186,7 +211,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
 
     // The console asks for a sign-in first; a wrong password is refused.
     sign_in(&c, &base, "tech.jones", "not-the-password").await;
-    let page = source(&c).await;
+    let page = page_with(&c, "The account name or password is wrong").await;
     assert!(
         page.contains("The account name or password is wrong"),
         "{page}"
@@ -195,7 +220,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
 
     // The technician signs in, looks up the reference and grants from the prefilled form.
     sign_in(&c, &base, "tech.jones", "tech-password-1").await;
-    assert!(source(&c)
+    assert!(page_with(&c, "Signed in as")
         .await
         .contains("Signed in as <strong>tech.jones</strong>"));
     c.goto(&format!("{base}/console/lookup"))
@@ -213,7 +238,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
         .click()
         .await
         .expect("clicked");
-    let page = source(&c).await;
+    let page = page_with(&c, &format!("Decision {reference}")).await;
     assert!(page.contains(&format!("Decision {reference}")), "{page}");
     assert!(
         page.contains("bet.test") && page.contains("gambling"),
@@ -252,7 +277,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
         .click()
         .await
         .expect("clicked");
-    let page = source(&c).await;
+    let page = page_with(&c, "issued; it is in force now").await;
     assert!(page.contains("issued; it is in force now"), "{page}");
     assert!(page.contains("HD-4411") && page.contains("left"), "{page}");
     shot(&c, shots.path(), "grants").await;
@@ -274,7 +299,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
         .click()
         .await
         .expect("clicked");
-    let page = source(&c).await;
+    let page = page_with(&c, "revoked by tech.jones: lesson over").await;
     assert!(page.contains("revoked."), "{page}");
     assert!(
         page.contains("revoked by tech.jones: lesson over"),
@@ -364,7 +389,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
     .click()
     .await
     .expect("clicked");
-    let page = source(&c).await;
+    let page = page_with(&c, &format!("Alerts about {concern} acknowledged")).await;
     assert!(
         page.contains(&format!("Alerts about {concern} acknowledged")),
         "{page}"
@@ -377,7 +402,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
         .click()
         .await
         .expect("clicked");
-    let page = source(&c).await;
+    let page = page_with(&c, "the hour around the event").await;
     assert!(
         page.contains("the hour around the event") && page.contains("selfharm.test"),
         "{page}"
@@ -411,7 +436,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
     c.goto(&format!("{base}/console/grants/new?reference={reference}"))
         .await
         .expect("goto");
-    let page = source(&c).await;
+    let page = page_with(&c, "not for the viewer role").await;
     assert!(
         page.contains("<h1>Forbidden</h1>") && page.contains("not for the viewer role"),
         "{page}"
