@@ -63,6 +63,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&args, release_freed_memory),
         Command::User { command } => cli::user::run(command),
+        Command::Console { command } => cli::console::run(command),
         Command::Log { command } => cli::log::run(command),
         Command::Grant { command } => cli::grant::run(command),
         Command::Report(args) => cli::report::run(&args),

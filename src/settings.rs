@@ -49,6 +49,8 @@ pub struct Settings {
     pub grants_store: GrantsStore,
     /// Transparent mode's listeners (`[transparent]`).
     pub transparent: TransparentSettings,
+    /// The web console (`[console]`).
+    pub console: crate::proxy::console::settings::ConsoleSettings,
 }
 
 /// Where grants live (`[grants] store`).
@@ -147,6 +149,12 @@ impl Settings {
             ),
             grants_store: c.grants_store(&raw.grants),
             transparent: c.transparent(&raw.transparent),
+            console: crate::proxy::console::settings::ConsoleSettings::compile(
+                &raw.console,
+                raw.identity.directory.is_some(),
+                source,
+                &mut c.errors,
+            ),
         };
         if c.errors.is_empty() {
             Ok(settings)
@@ -168,6 +176,9 @@ pub enum Role {
     Teacher,
     /// The Designated Safeguarding Lead (or a deputy): reads and acknowledges alerts.
     Dsl,
+    /// The IT Lead: the web console's status page (versions, lists, reloads, the log's
+    /// health). A console role only: API tokens do not take it.
+    ItLead,
 }
 
 impl Role {
@@ -178,7 +189,22 @@ impl Role {
             Role::Technician => "technician",
             Role::Teacher => "teacher",
             Role::Dsl => "dsl",
+            Role::ItLead => "it-lead",
         }
+    }
+
+    /// The role a console account or directory rule names (`dsl`, `technician`,
+    /// `teacher`, `it-lead`, `viewer`).
+    pub fn parse(text: &str) -> Option<Role> {
+        [
+            Role::Viewer,
+            Role::Technician,
+            Role::Teacher,
+            Role::Dsl,
+            Role::ItLead,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
     }
 }
 
@@ -202,6 +228,9 @@ pub struct AdminSettings {
     pub listen: std::net::SocketAddr,
     /// API tokens.
     pub tokens: Vec<AdminToken>,
+    /// The certificate chain and key (PEM files) to serve the listener over TLS, when
+    /// `tls_cert` and `tls_key` are set. Default none: plain HTTP, for loopback.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The school CA and where devices fetch it (`[inspection]`). The CA exists for TLS
@@ -987,7 +1016,27 @@ impl Compiler<'_> {
                 },
             });
         }
-        AdminSettings { listen, tokens }
+        let tls = match (&raw.tls_cert, &raw.tls_key) {
+            (Some(cert), Some(key)) => Some((
+                self.base.join(cert.get_ref()),
+                self.base.join(key.get_ref()),
+            )),
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => {
+                self.errors.push(self.source.error_at(
+                    one.span(),
+                    ConfigErrorKind::InvalidValue(
+                        "[admin] tls_cert and tls_key go together: set both, or neither".into(),
+                    ),
+                ));
+                None
+            }
+        };
+        AdminSettings {
+            listen,
+            tokens,
+            tls,
+        }
     }
 
     fn server(&mut self, raw: &RawServer) -> ServerSettings {

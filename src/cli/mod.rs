@@ -10,6 +10,7 @@ pub mod ca;
 pub mod check;
 pub mod classify;
 pub mod common;
+pub mod console;
 pub mod grant;
 pub mod identity;
 pub mod lists;
@@ -82,5 +83,10 @@ pub enum Command {
     Lists {
         #[command(subcommand)]
         command: lists::ListsCommand,
+    },
+    /// The web console's accounts.
+    Console {
+        #[command(subcommand)]
+        command: console::ConsoleCommand,
     },
 }

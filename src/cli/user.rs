@@ -39,7 +39,7 @@ pub enum UserCommand {
 }
 
 /// A new password: typed twice at a terminal, or one line of stdin for scripts.
-fn read_password() -> Result<String> {
+pub(crate) fn read_password() -> Result<String> {
     use std::io::IsTerminal;
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ").context("reading the password")?;

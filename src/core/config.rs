@@ -217,6 +217,10 @@ pub struct RawPolicy {
     /// setting: `crate::settings::TransparentSettings`).
     #[serde(default)]
     pub transparent: RawTransparent,
+    /// The web console on the admin listener (compiled by the shell's
+    /// `proxy::console::settings`).
+    #[serde(default)]
+    pub console: RawConsole,
 }
 
 /// `[transparent]`: listeners for connections the firewall redirects to Gatehouse
@@ -228,6 +232,49 @@ pub struct RawTransparent {
     pub http_listen: Option<Spanned<String>>,
     /// Where redirected port-443 connections arrive (TLS, decided on the SNI).
     pub https_listen: Option<Spanned<String>>,
+}
+
+/// `[console]`: the web console's sign-in, sessions and lockout; every field optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// Serve `/console/` on the admin listener (default true when an account or a
+    /// directory rule is configured).
+    pub enabled: Option<bool>,
+    /// Minutes a session lasts from sign-in (default 480: a school day).
+    pub session_minutes: Option<Spanned<u32>>,
+    /// Failed sign-ins that lock an account or an address (default 5).
+    pub lockout_failures: Option<Spanned<u32>>,
+    /// Minutes the failures are counted over, and the lock lasts (default 15).
+    pub lockout_minutes: Option<Spanned<u32>>,
+    /// Local accounts.
+    #[serde(default)]
+    pub accounts: Vec<RawConsoleAccount>,
+    /// Directory groups whose members may sign in, and the role they get.
+    #[serde(default)]
+    pub directory: Vec<RawConsoleDirectory>,
+}
+
+/// `[[console.accounts]]`: what `gatehouse console passwd` prints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsoleAccount {
+    /// The account name typed at sign-in (and recorded with every action).
+    pub name: Spanned<String>,
+    /// `dsl`, `technician`, `teacher`, `it-lead` or `viewer`.
+    pub role: Spanned<String>,
+    /// The argon2 PHC string of the password.
+    pub hash: Spanned<String>,
+}
+
+/// `[[console.directory]]`: a directory group whose members get a console role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsoleDirectory {
+    /// The directory group: a DN, or a CN.
+    pub group: Spanned<String>,
+    /// The console role its members get.
+    pub role: Spanned<String>,
 }
 
 /// `[teachers]`: what a teacher's lesson block or allow may reach.
@@ -417,6 +464,10 @@ pub struct RawAdmin {
     /// API tokens, stored as hashes.
     #[serde(default)]
     pub tokens: Vec<RawToken>,
+    /// Certificate chain (PEM) to serve the admin listener over TLS (with `tls_key`).
+    pub tls_cert: Option<Spanned<String>>,
+    /// Private key (PEM) for `tls_cert`.
+    pub tls_key: Option<Spanned<String>>,
 }
 
 /// `[[admin.tokens]]`

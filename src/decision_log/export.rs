@@ -417,6 +417,15 @@ pub fn human_line(entry: &Entry) -> Option<String> {
                 format!(": {note}")
             },
         )),
+        Body::Console {
+            who,
+            role,
+            action,
+            detail,
+        } => Some(format!(
+            "{time}  #{}  console {action} by {who} ({role})  {detail}",
+            entry.seq
+        )),
         Body::Completion { .. } | Body::Seal { .. } => None,
     }
 }

@@ -226,6 +226,20 @@ pub enum Body {
         /// What they are doing about it (may be empty).
         note: String,
     },
+    /// The web console: a sign-in (ok, failed or locked out), a sign-out, or an action
+    /// taken or refused there. Stored as the twelfth kind (index 11), after "decision
+    /// with extensions"; logs before it read unchanged.
+    Console {
+        /// The account (as typed, for a failed sign-in).
+        who: String,
+        /// Its console role (`-` when unknown: a failed sign-in).
+        role: String,
+        /// What: `sign-in`, `sign-in failed`, `sign-in locked`, `sign-out`, `grant`,
+        /// `revoke`, `ack`, `lookup`, `refused`, …
+        action: String,
+        /// The client address, the page, and what was done or why it was refused.
+        detail: String,
+    },
 }
 
 /// [`Body`] as stored, for writing: each kind borrowed from the body, in the stored
@@ -277,6 +291,12 @@ enum StoredRef<'a> {
         note: &'a str,
     },
     ExtendedDecision(&'a Decision, Vec<ExtensionRef<'a>>),
+    Console {
+        who: &'a str,
+        role: &'a str,
+        action: &'a str,
+        detail: &'a str,
+    },
 }
 
 /// What a decision carries beyond its own fields, in the "decision with extensions"
@@ -391,6 +411,12 @@ enum Stored {
         note: String,
     },
     ExtendedDecision(Decision, Vec<Extension>),
+    Console {
+        who: String,
+        role: String,
+        action: String,
+        detail: String,
+    },
 }
 
 impl Serialize for Body {
@@ -460,6 +486,17 @@ impl Serialize for Body {
                 detail,
             },
             Body::AlertAck { of, by, note } => StoredRef::AlertAck { of: *of, by, note },
+            Body::Console {
+                who,
+                role,
+                action,
+                detail,
+            } => StoredRef::Console {
+                who,
+                role,
+                action,
+                detail,
+            },
         };
         stored.serialize(serializer)
     }
@@ -522,6 +559,17 @@ impl<'de> Deserialize<'de> for Body {
                 detail,
             },
             Stored::AlertAck { of, by, note } => Body::AlertAck { of, by, note },
+            Stored::Console {
+                who,
+                role,
+                action,
+                detail,
+            } => Body::Console {
+                who,
+                role,
+                action,
+                detail,
+            },
         })
     }
 }
@@ -1025,11 +1073,17 @@ mod tests {
                 "YouTube-Restrict: Strict".into(),
                 "tls-inspected".into(),
             ])),
+            Body::Console {
+                who: "j.smith".into(),
+                role: "technician".into(),
+                action: "grant".into(),
+                detail: "127.0.0.1 g-3 HD-1".into(),
+            },
         ];
         // (body, its stored kind: the variant index, the payload's first byte here)
         for (body, kind) in bodies
             .iter()
-            .zip([0u8, 7, 10, 10, 1, 2, 3, 4, 5, 6, 8, 9, 10, 10])
+            .zip([0u8, 7, 10, 10, 1, 2, 3, 4, 5, 6, 8, 9, 10, 10, 11])
         {
             let bytes = postcard::to_stdvec(body).expect("encodes");
             assert_eq!(bytes[0], kind, "{body:?}");

@@ -112,10 +112,76 @@ async fn directory_teacher(
     }
 }
 
-/// Serves the admin listener until shutdown.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: CancellationToken) {
+/// Why the admin listener's certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTlsError {
+    /// The certificate chain could not be read.
+    #[error("[admin] tls_cert {}: {error}", path.display())]
+    Cert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// The private key could not be read.
+    #[error("[admin] tls_key {}: {error}", path.display())]
+    Key {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// rustls refused the pair (a key that is not the certificate's, an unsupported type).
+    #[error("[admin] tls_cert and tls_key: {0}")]
+    Pair(String),
+}
+
+/// The rustls configuration for serving the admin listener over TLS (`[admin] tls_cert`,
+/// `tls_key`: PEM files), on the ring provider the proxy uses.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, AdminTlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| AdminTlsError::Cert {
+            path: cert.to_path_buf(),
+            error: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(AdminTlsError::Cert {
+            path: cert.to_path_buf(),
+            error: "no certificate in the file".into(),
+        });
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| AdminTlsError::Key {
+        path: key.to_path_buf(),
+        error: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| AdminTlsError::Pair(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, private)
+    .map_err(|e| AdminTlsError::Pair(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the admin listener until shutdown; over TLS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(_) => {
@@ -126,21 +192,50 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
             _ = shutdown.cancelled() => return,
         };
         let proxy = proxy.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let secure = acceptor.is_some();
             let service = hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(handle(proxy, req).await) }
+                async move { Ok::<_, Infallible>(handle(proxy, req, peer.ip(), secure).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                Some(acceptor) => {
+                    // A handshake that stalls is dropped, as a head that stalls is.
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    if let Ok(Ok(tls)) = handshake {
+                        let _ = http
+                            .max_buf_size(64 * 1024)
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    }
+                }
+                None => {
+                    let _ = http
+                        .max_buf_size(64 * 1024)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
     }
 }
 
-async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
+async fn handle(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+    tls: bool,
+) -> Reply {
     let path = req.uri().path().to_string();
+    if path == "/console" || path.starts_with("/console/") {
+        return super::console::handle(&proxy, req, peer, tls).await;
+    }
     let method = req.method().clone();
     match (method.clone(), path.as_str()) {
         (Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
@@ -594,6 +689,68 @@ async fn ack(
             serde_json::json!({"errors": ["the name or the note is too long (200 and 2000 bytes at most)"]}),
         );
     }
+    match acknowledge(proxy, seq, &by, &body.note).await {
+        Ok(done) => json(
+            StatusCode::CREATED,
+            serde_json::json!({
+                "reference": reference,
+                "acknowledged_by": by,
+                "entry": done.entry,
+                "earlier_acknowledgements": done.earlier,
+            }),
+        ),
+        Err(e) => {
+            let status = match e {
+                AckError::NotInLog(_) | AckError::NoAlert(_) => {
+                    audit(
+                        GrantEvent::ApiRefused("ack".into()),
+                        &reference,
+                        "-",
+                        e.to_string(),
+                    );
+                    StatusCode::NOT_FOUND
+                }
+                AckError::Unreadable => StatusCode::INTERNAL_SERVER_ERROR,
+                AckError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            json(status, serde_json::json!({"errors": [e.to_string()]}))
+        }
+    }
+}
+
+/// An acknowledgement written: its entry's sequence number, and how many there were
+/// before it.
+pub(super) struct Acknowledged {
+    pub(super) entry: u64,
+    pub(super) earlier: usize,
+}
+
+/// Why an acknowledgement was not written.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AckError {
+    /// The log does not hold the decision.
+    #[error("reference {r} (#{0}) is not in this node's log", r = crate::decision::format_reference(*.0))]
+    NotInLog(u64),
+    /// No alert was sent about it.
+    #[error("no alert was sent about reference {r}: there is nothing to acknowledge", r = crate::decision::format_reference(*.0))]
+    NoAlert(u64),
+    /// The log could not be read.
+    #[error("the decision log could not be read")]
+    Unreadable,
+    /// The acknowledgement could not be written.
+    #[error("the acknowledgement could not be written to the decision log: {0}")]
+    Write(String),
+}
+
+/// Acknowledges the alerts about decision `seq` as `by`, with `note`: the one way the
+/// admin API and the web console write a [`Entry::AlertAck`]. The entry is written
+/// (handed to the operating system) before this returns.
+pub(super) async fn acknowledge(
+    proxy: &Proxy,
+    seq: u64,
+    by: &str,
+    note: &str,
+) -> Result<Acknowledged, AckError> {
     let dir = proxy.live.get().settings.log.dir.clone();
     let found = tokio::task::spawn_blocking(move || {
         use crate::decision_log::reader;
@@ -607,64 +764,28 @@ async fn ack(
     .await;
     let found = match found {
         Ok(Ok(Some(f))) => f,
-        Ok(Ok(None)) => {
-            audit(
-                GrantEvent::ApiRefused("ack".into()),
-                &reference,
-                "-",
-                "not in the log".into(),
-            );
-            return json(
-                StatusCode::NOT_FOUND,
-                serde_json::json!({"errors": [format!("reference {reference} (#{seq}) is not in this node's log")]}),
-            );
-        }
-        _ => {
-            return json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::json!({"errors": ["the decision log could not be read"]}),
-            )
-        }
+        Ok(Ok(None)) => return Err(AckError::NotInLog(seq)),
+        _ => return Err(AckError::Unreadable),
     };
     if found.alerts.is_empty() {
-        audit(
-            GrantEvent::ApiRefused("ack".into()),
-            &reference,
-            "-",
-            "no alert about it".into(),
-        );
-        return json(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"errors": [format!("no alert was sent about reference {reference}: there is nothing to acknowledge")]}),
-        );
+        return Err(AckError::NoAlert(seq));
     }
-    let already = found.acks.len();
+    let earlier = found.acks.len();
     match proxy
         .log
         .handle
         .append(Entry::AlertAck {
             of: seq,
-            by: by.clone(),
-            note: body.note.clone(),
+            by: by.to_string(),
+            note: note.to_string(),
         })
         .await
     {
-        Ok(ack_seq) => {
+        Ok(entry) => {
             proxy.metrics.alerts_acknowledged.inc();
-            json(
-                StatusCode::CREATED,
-                serde_json::json!({
-                    "reference": reference,
-                    "acknowledged_by": by,
-                    "entry": ack_seq,
-                    "earlier_acknowledgements": already,
-                }),
-            )
+            Ok(Acknowledged { entry, earlier })
         }
-        Err(e) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"errors": [format!("the acknowledgement could not be written to the decision log: {e}")]}),
-        ),
+        Err(e) => Err(AckError::Write(e.to_string())),
     }
 }
 

@@ -91,6 +91,7 @@ macro_rules! write_through {
 pub mod admin;
 pub mod auth;
 pub mod conn;
+pub mod console;
 pub mod enrol;
 mod feeds;
 mod forward;
@@ -179,6 +180,8 @@ pub struct Proxy {
         Arc<crate::etcd_grants::Mirror>,
         std::sync::atomic::AtomicU64,
     )>,
+    /// The web console's sessions and sign-in failures.
+    console: console::Console,
 }
 
 /// Who is asking and what they see, fixed for one request.

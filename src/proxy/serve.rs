@@ -53,6 +53,9 @@ pub enum RunError {
     /// The runtime or a signal handler failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The admin listener's TLS certificate or key could not be used.
+    #[error("{0}")]
+    AdminTls(#[from] super::admin::AdminTlsError),
 }
 
 /// The connection caps: a global limit derived from the file-descriptor limit, and one
@@ -145,6 +148,11 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
                 source,
             })?;
     let admin_local = admin_listener.local_addr()?;
+    // Read once at start, like the listen address: a new certificate needs a restart.
+    let admin_tls = match &snap.settings.admin.tls {
+        Some((cert, key)) => Some(admin::tls_config(cert, key)?),
+        None => None,
+    };
     let enrol_listener = match snap.settings.inspection.enrol_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -234,6 +242,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
             .map_err(|e| std::io::Error::other(e.to_string()))?,
         feeds_running: tokio::sync::Mutex::new(()),
         grants_mirror,
+        console: super::console::Console::default(),
     });
     let caps = Arc::new(Caps {
         global: Arc::new(Semaphore::new(cap)),
@@ -321,6 +330,7 @@ pub async fn run(config: PathBuf, after_load: fn()) -> Result<(), RunError> {
         admin_listener,
         proxy.clone(),
         shutdown.clone(),
+        admin_tls,
     ));
     let directory_sync = tokio::spawn(directory_sync(proxy.clone(), shutdown.clone()));
     let feeds_schedule = tokio::spawn(super::feeds::schedule(proxy.clone(), shutdown.clone()));

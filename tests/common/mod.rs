@@ -56,6 +56,7 @@ pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 pub mod etcd;
+pub mod browser;
 pub mod kdc;
 pub mod servers;
 pub mod slapd;
