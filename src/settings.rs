@@ -1230,6 +1230,51 @@ mod tests {
     }
 
     #[test]
+    fn transparent_settings_table() {
+        let addr = |a: &str| Some(a.parse::<std::net::SocketAddr>().expect("test address"));
+        // (the section as written, the listeners it gives, or the error's start)
+        let rows: [(&str, Result<TransparentSettings, &str>); 6] = [
+            ("", Ok(TransparentSettings::default())),
+            ("[transparent]\n", Ok(TransparentSettings::default())),
+            (
+                "[transparent]\nhttp_listen = \"0.0.0.0:3129\"\nhttps_listen = \"[::]:3130\"\n",
+                Ok(TransparentSettings {
+                    http_listen: addr("0.0.0.0:3129"),
+                    https_listen: addr("[::]:3130"),
+                }),
+            ),
+            (
+                "[transparent]\nhttps_listen = \"3130\"\n",
+                Err("policy.toml:7: [transparent] https_listen \"3130\" is not an address:port"),
+            ),
+            (
+                "[transparent]\nhttp_listen = \"0.0.0.0:3129\"\nhttps_listen = \"0.0.0.0:3129\"\n",
+                Err("policy.toml: [transparent] http_listen and https_listen are the same address"),
+            ),
+            (
+                "[transparent]\nlisten = \"0.0.0.0:3129\"\n",
+                Err("policy.toml:7: unknown field `listen`"),
+            ),
+        ];
+        for (section, want) in rows {
+            let text =
+                format!("[school]\nname = \"x\"\n[identity]\ndefault_group = \"a\"\n\n{section}");
+            let source = Source::new(Path::new("policy.toml"), &text);
+            let got = match source.parse::<RawPolicy>(&text) {
+                Err(e) => Err(e.to_string()),
+                Ok(raw) => Settings::compile(&raw, &source)
+                    .map(|s| s.transparent)
+                    .map_err(|errors| errors[0].to_string()),
+            };
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{section}"),
+                (Err(message), Err(start)) => assert!(message.starts_with(start), "{message}"),
+                (got, want) => panic!("{section}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn bad_inspection_settings_name_the_line() {
         let rows = [
             (

@@ -209,7 +209,8 @@ fn device_names_from_policy_and_reverse_dns_reach_log_exports_and_report() {
         }
     }
 
-    // CSV: the device is the last column.
+    // CSV: the device is the column after `enforced` (then transparent mode's
+    // original destination, empty here).
     let out = common::gatehouse()
         .args(["log", "export", "--format", "csv", "--dir"])
         .arg(&log_dir)
@@ -217,12 +218,15 @@ fn device_names_from_policy_and_reverse_dns_reach_log_exports_and_report() {
         .expect("export runs");
     let csv = String::from_utf8_lossy(&out.stdout);
     let header = csv.lines().next().expect("header");
-    assert!(header.ends_with(",device"), "{header}");
+    assert!(
+        header.ends_with(",enforced,device,original_destination"),
+        "{header}"
+    );
     let laptop = csv
         .lines()
         .find(|l| l.contains("127.0.0.7") && l.contains("harm.test"))
         .expect("the laptop's blocked row");
-    assert!(laptop.ends_with(",KS2-LAPTOP-07"), "{laptop}");
+    assert!(laptop.ends_with(",KS2-LAPTOP-07,"), "{laptop}");
 
     // `log show` on the blocked request's reference.
     let blocked = records

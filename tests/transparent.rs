@@ -295,7 +295,7 @@ tunnel_ports = [443, {tls_port}]
 "origin.test" = "127.0.0.1"
 "bet.test" = "127.0.0.1"
 [transparent]
-http_listen = "{host}:0"
+http_listen = "[::]:0"
 https_listen = "{host}:0"
 "#,
         device = lab.device_ip,
@@ -314,6 +314,8 @@ https_listen = "{host}:0"
         ("ca/ca.key", school_key.as_str()),
         ("origin-ca.pem", ca.pem.as_str()),
     ]);
+    // The HTTP listener is dual-stack ([::]), so the device's IPv4 connections arrive
+    // IPv4-mapped: their original destination must still be read.
     let http_to = listener_port(&g, "http");
     let tls_to = listener_port(&g, "https");
     lab.redirect(&[80, http.port], http_to, &[443, tls.port], tls_to);

@@ -242,6 +242,7 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
     print_alerts(&snap);
     print_teachers(&snap);
     super::lists::print_feeds(&snap);
+    print_transparent(&snap);
     super::identity::check_kerberos(&snap)?;
     super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)
@@ -489,4 +490,25 @@ pub fn compile(args: &ConfigArg) -> Result<ExitCode> {
         snap.report.elapsed.as_millis()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Transparent mode's listeners, and how its devices are identified.
+fn print_transparent(snap: &Snapshot) {
+    let t = &snap.settings.transparent;
+    let listeners: Vec<String> = [("http", t.http_listen), ("https", t.https_listen)]
+        .into_iter()
+        .filter_map(|(kind, addr)| addr.map(|a| format!("{kind} {a}")))
+        .collect();
+    if listeners.is_empty() {
+        println!("transparent mode: off ([transparent])");
+        return;
+    }
+    println!(
+        "transparent mode: {} (redirect TCP 80 and 443 to them: deploy/nftables/gatehouse-transparent.nft)",
+        listeners.join(", ")
+    );
+    println!(
+        "  identity by source subnet only; subnets with auth = \"required\" get the default group {}",
+        snap.policy.group(snap.policy.identity.default_group).name
+    );
 }

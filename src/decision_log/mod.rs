@@ -134,7 +134,8 @@ pub struct Decision {
 /// [`SafeSearchRewrite`]); without it, as the first kind, byte for byte as before. So
 /// logs written before the field read unchanged, and a log holds both. A decision that
 /// carries more than safe search — controls enforced ([`Decision::enforced`]), a device
-/// name ([`Decision::device`]) — is
+/// name ([`Decision::device`]), transparent mode's original destination
+/// ([`Decision::original_destination`]) — is
 /// stored as the eleventh kind, "decision with extensions": the decision's fields, then
 /// a list of [`Extension`]s. Whatever a decision comes to carry later is a new
 /// `Extension` variant at the end of that enum, never another kind of entry.

@@ -105,7 +105,7 @@ mod request;
 mod serve;
 pub mod service;
 mod sign_in;
-pub mod transparent;
+mod transparent;
 pub mod tunnel;
 pub mod upstream;
 

@@ -69,26 +69,28 @@ impl Listener {
 pub fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
     use nix::sys::socket::{getsockopt, sockopt};
     let local = stream.local_addr().ok()?;
-    let original = match local {
-        SocketAddr::V4(_) => {
-            let sin = getsockopt(stream, sockopt::OriginalDst).ok()?;
-            SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            ))
-        }
-        SocketAddr::V6(_) => {
-            let sin6 = getsockopt(stream, sockopt::Ip6tOriginalDst).ok()?;
-            SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            ))
-        }
+    // A dual-stack listener (`[::]:PORT`) sees IPv4 connections as IPv4-mapped IPv6
+    // ones, whose original destination is still asked of IPv4 (SOL_IP).
+    let ipv4 = match local {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some(),
     };
-    // An IPv4-mapped listener reports IPv4 destinations as mapped IPv6 ones.
-    let original = SocketAddr::new(canonical_ip(original.ip()), original.port());
+    let local = SocketAddr::new(canonical_ip(local.ip()), local.port());
+    let original = if ipv4 {
+        let sin = getsockopt(stream, sockopt::OriginalDst).ok()?;
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        ))
+    } else {
+        let sin6 = getsockopt(stream, sockopt::Ip6tOriginalDst).ok()?;
+        SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+            u16::from_be(sin6.sin6_port),
+            sin6.sin6_flowinfo,
+            sin6.sin6_scope_id,
+        ))
+    };
     (original != local).then_some(original)
 }
 

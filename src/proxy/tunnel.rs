@@ -34,6 +34,12 @@
 //! replayed. Redialling rather than refusing: the SNI is what the engine serves, so the
 //! tunnel then reaches the same safe server as an honest client would, and a client
 //! that fronts for another reason (an app pinned to an address) keeps working.
+//!
+//! Transparent mode (`transparent.rs`) shares this path: its redirected TLS connection
+//! is read with `read_hello`, decided first on the SNI's name as a `CONNECT` line
+//! naming it would be, dialled by `first_dial`, and then goes through
+//! `after_hello` like any tunnel, except that a refusal ends the handshake with a
+//! TLS alert (`OnRefusal::Alert`) rather than a bare close.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
