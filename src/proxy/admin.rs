@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): health for load balancers and Kubernetes,
-//! and the grants API for helpdesk integrations.
+//! The admin listener (loopback by default; over TLS with `[admin] tls_cert` and
+//! `tls_key`): health for load balancers and Kubernetes, the grants API for helpdesk
+//! integrations, and the web console.
 //!
 //! | route | who | does |
 //! | --- | --- | --- |
@@ -14,6 +15,7 @@
 //! | `POST /api/lessons` | teacher | a lesson override for the token's classrooms or classes (JSON: `effect`, `reason`, `classrooms`, `groups`, `sites`, `categories`, `minutes`); `201` with its id and end, `400` with the reason, `403` for a room or class not the teacher's |
 //! | `DELETE /api/lessons/{id}` | teacher (their own), technician | ends a lesson override early |
 //! | `POST /api/alerts/{reference}/ack` | dsl | acknowledges the alerts about a decision (JSON: `by`, `note`); `201`, `404` if no alert was sent about it |
+//! | `/console/…` | console accounts | the web console (`super::console`): sign-in, sessions and its pages |
 //!
 //! Tokens are bearer tokens whose SHA-256 is listed in policy with a role; the token's
 //! name is recorded as who made the change. With `[[teachers.directory]]` rules, a
