@@ -86,6 +86,8 @@ pub struct Metrics {
     pub directory_cache_hits: IntCounter,
     /// Group re-reads of signed-in users, by result (`ok`, `error`).
     pub directory_syncs: IntCounterVec,
+    /// Web console sign-ins, by result (`ok`, `failed`, `locked`).
+    pub console_sign_ins: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -343,6 +345,12 @@ impl Metrics {
                 "Re-reads of signed-in users' directory groups, by result",
                 &["result"],
             ),
+            console_sign_ins: counter_vec(
+                &registry,
+                "gatehouse_console_sign_ins_total",
+                "Web console sign-ins, by result (ok, failed, locked)",
+                &["result"],
+            ),
             registry,
         };
         for channel in ["email", "webhook"] {
@@ -367,6 +375,9 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             metrics.directory_syncs.with_label_values(&[result]);
+        }
+        for result in ["ok", "failed", "locked"] {
+            metrics.console_sign_ins.with_label_values(&[result]);
         }
         metrics
     }

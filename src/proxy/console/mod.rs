@@ -696,6 +696,11 @@ async fn sign_in(proxy: &Arc<Proxy>, req: Request<Incoming>, peer: IpAddr, tls: 
     if proxy.console.locked(&account_key, limit, window)
         || proxy.console.locked(&address_key, limit, window)
     {
+        proxy
+            .metrics
+            .console_sign_ins
+            .with_label_values(&["locked"])
+            .inc();
         record(
             proxy,
             &name,
@@ -736,6 +741,11 @@ async fn sign_in(proxy: &Arc<Proxy>, req: Request<Incoming>, peer: IpAddr, tls: 
                     StatusCode::SERVICE_UNAVAILABLE,
                 );
             };
+            proxy
+                .metrics
+                .console_sign_ins
+                .with_label_values(&["ok"])
+                .inc();
             record(proxy, &name, role.as_str(), "sign-in", peer, "ok".into());
             redirect(
                 "/console/",
@@ -750,6 +760,11 @@ async fn sign_in(proxy: &Arc<Proxy>, req: Request<Incoming>, peer: IpAddr, tls: 
         Checked::Refused(why) => {
             proxy.console.fail(&account_key);
             proxy.console.fail(&address_key);
+            proxy
+                .metrics
+                .console_sign_ins
+                .with_label_values(&["failed"])
+                .inc();
             record(proxy, &name, "-", "sign-in failed", peer, why);
             sign_in_page(
                 proxy,
