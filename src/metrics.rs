@@ -100,6 +100,8 @@ pub struct Metrics {
     /// Connections accepted by transparent mode's listeners, by `listener` (`http` for
     /// redirected port 80, `https` for redirected port 443).
     pub transparent_connections: IntCounterVec,
+    /// Web console sign-ins, by result (`ok`, `failed`, `locked`).
+    pub console_sign_ins: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -393,6 +395,12 @@ impl Metrics {
                 "Connections redirected to transparent mode's listeners, by listener (http, https)",
                 &["listener"],
             ),
+            console_sign_ins: counter_vec(
+                &registry,
+                "gatehouse_console_sign_ins_total",
+                "Web console sign-ins, by result (ok, failed, locked)",
+                &["result"],
+            ),
             registry,
         };
         for channel in ["email", "webhook"] {
@@ -425,6 +433,9 @@ impl Metrics {
             metrics
                 .transparent_connections
                 .with_label_values(&[listener]);
+        }
+        for result in ["ok", "failed", "locked"] {
+            metrics.console_sign_ins.with_label_values(&[result]);
         }
         metrics
     }

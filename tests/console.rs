@@ -179,6 +179,7 @@ fn technician_dsl_and_viewer_in_a_real_browser() {
         account("dsl.patel", "dsl", "dsl-password-1"),
         account("viewer.lee", "viewer", "viewer-password-1"),
         account("lead.khan", "it-lead", "lead-password-1"),
+        account("mr.brown", "teacher", "teacher-password-1"),
     ]
     .join("\n");
     let text = policy(&accounts);
@@ -223,6 +224,7 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
     assert!(page_with(&c, "Signed in as")
         .await
         .contains("Signed in as <strong>tech.jones</strong>"));
+    shot(&c, shots.path(), "home").await;
     c.goto(&format!("{base}/console/lookup"))
         .await
         .expect("goto");
@@ -281,6 +283,18 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
     assert!(page.contains("issued; it is in force now"), "{page}");
     assert!(page.contains("HD-4411") && page.contains("left"), "{page}");
     shot(&c, shots.path(), "grants").await;
+
+    // The grant form on its own page, prefilled from the reference.
+    c.goto(&format!("{base}/console/grants/new?reference={reference}"))
+        .await
+        .expect("goto");
+    let page = page_with(&c, "Grant access").await;
+    assert!(page.contains("value=\"bet.test\""), "{page}");
+    shot(&c, shots.path(), "grant-form").await;
+    c.goto(&format!("{base}/console/grants"))
+        .await
+        .expect("goto");
+    page_with(&c, "HD-4411").await;
 
     // The site opens through the proxy.
     let opened = curl(&["-x", &g.url(), &site]);
@@ -454,7 +468,52 @@ async fn walk(g: &Gatehouse, origin: &Origin, driver: &Chromedriver) {
     ]);
     assert_eq!(r.status, 403);
     sign_out(&c).await;
+
+    // A teacher sees their lesson overrides, and not the pupils' decisions.
+    sign_in(&c, &base, "mr.brown", "teacher-password-1").await;
+    c.goto(&format!("{base}/console/lessons"))
+        .await
+        .expect("goto");
+    let page = page_with(&c, "You have made no lesson overrides").await;
+    assert!(page.contains("You have made no lesson overrides"), "{page}");
+    shot(&c, shots.path(), "lessons").await;
+    c.goto(&format!("{base}/console/lookup"))
+        .await
+        .expect("goto");
+    assert!(page_with(&c, "not for the teacher role")
+        .await
+        .contains("not for the teacher role"));
+    sign_out(&c).await;
+
+    // The IT Lead's status page.
+    sign_in(&c, &base, "lead.khan", "lead-password-1").await;
+    c.goto(&format!("{base}/console/status"))
+        .await
+        .expect("goto");
+    assert!(page_with(&c, "Recent reloads")
+        .await
+        .contains("loaded at start"));
+    sign_out(&c).await;
     c.close().await.expect("browser closed");
+    // Every page's screenshot is there.
+    for name in [
+        "sign-in",
+        "home",
+        "lookup",
+        "grant-form",
+        "grants",
+        "status",
+        "alerts",
+        "person",
+        "report",
+        "forbidden",
+        "lessons",
+    ] {
+        assert!(
+            shots.path().join(format!("{name}.png")).exists(),
+            "{name}.png"
+        );
+    }
 
     // Every sign-in and action is in the decision log.
     let log = common::gatehouse()

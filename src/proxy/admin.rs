@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): health for load balancers and Kubernetes,
-//! and the grants API for helpdesk integrations.
+//! The admin listener (loopback by default; over TLS with `[admin] tls_cert` and
+//! `tls_key`): health for load balancers and Kubernetes, the grants API for helpdesk
+//! integrations, and the web console.
 //!
 //! | route | who | does |
 //! | --- | --- | --- |
@@ -16,6 +17,7 @@
 //! | `POST /api/alerts/{reference}/ack` | dsl | acknowledges the alerts about a decision (JSON: `by`, `note`); `201`, `404` if no alert was sent about it |
 //! | `GET /api/lists/sources` | viewer, technician | each `[[lists.sources]]` feed: URL, format, guard, last attempt and success, entries |
 //! | `POST /api/lists/update` | technician | updates the feeds (JSON, all optional: `source`, `allow_shrink`, `reason`) and swaps good lists in; `200` with each source's outcome, `409` while another update runs |
+//! | `/console/…` | console accounts | the web console (`super::console`): sign-in, sessions and its pages |
 //!
 //! Tokens are bearer tokens whose SHA-256 is listed in policy with a role; the token's
 //! name is recorded as who made the change. With `[[teachers.directory]]` rules, a

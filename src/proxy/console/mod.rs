@@ -74,6 +74,12 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     env
 });
 
+/// A hash no password matches, checked for an unknown account name (see
+/// `check_password`).
+static UNKNOWN_ACCOUNT_HASH: LazyLock<String> = LazyLock::new(|| {
+    super::auth::hash_password("gatehouse: an account that does not exist").unwrap_or_default()
+});
+
 /// One signed-in session.
 #[derive(Debug, Clone)]
 struct Session {
@@ -619,6 +625,13 @@ async fn check_password(proxy: &Proxy, name: &str, password: &str) -> Checked {
         };
     }
     let (Some(directory), false) = (&snap.settings.directory, settings.directory.is_empty()) else {
+        // As long as a wrong password takes, so that the time taken does not say
+        // which account names exist.
+        let password = password.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            super::auth::verify_password(&password, &UNKNOWN_ACCOUNT_HASH)
+        })
+        .await;
         return Checked::Refused("no such account".into());
     };
     match proxy.directory.sign_in(directory, name, password).await {
@@ -683,6 +696,11 @@ async fn sign_in(proxy: &Arc<Proxy>, req: Request<Incoming>, peer: IpAddr, tls: 
     if proxy.console.locked(&account_key, limit, window)
         || proxy.console.locked(&address_key, limit, window)
     {
+        proxy
+            .metrics
+            .console_sign_ins
+            .with_label_values(&["locked"])
+            .inc();
         record(
             proxy,
             &name,
@@ -723,6 +741,11 @@ async fn sign_in(proxy: &Arc<Proxy>, req: Request<Incoming>, peer: IpAddr, tls: 
                     StatusCode::SERVICE_UNAVAILABLE,
                 );
             };
+            proxy
+                .metrics
+                .console_sign_ins
+                .with_label_values(&["ok"])
+                .inc();
             record(proxy, &name, role.as_str(), "sign-in", peer, "ok".into());
             redirect(
                 "/console/",
@@ -737,6 +760,11 @@ async fn sign_in(proxy: &Arc<Proxy>, req: Request<Incoming>, peer: IpAddr, tls: 
         Checked::Refused(why) => {
             proxy.console.fail(&account_key);
             proxy.console.fail(&address_key);
+            proxy
+                .metrics
+                .console_sign_ins
+                .with_label_values(&["failed"])
+                .inc();
             record(proxy, &name, "-", "sign-in failed", peer, why);
             sign_in_page(
                 proxy,
@@ -1512,7 +1540,6 @@ async fn status(ctx: &Ctx<'_>) -> Reply {
     use std::sync::atomic::Ordering::Relaxed;
     let snap = ctx.proxy.live.get();
     let loaded = ctx.proxy.metrics.lists_loaded.get();
-    let age = (Utc::now().timestamp() - loaded).max(0);
     let stats = &ctx.proxy.log.handle.stats;
     let log_health = format!(
         "{}: {} entries written, {} write failures, {} lost, {} waiting, last fsync {:.1} ms",
@@ -1545,9 +1572,13 @@ async fn status(ctx: &Ctx<'_>) -> Reply {
     let dir = snap.settings.log.dir.clone();
     let reloads = tokio::task::spawn_blocking(move || {
         let mut out = std::collections::VecDeque::new();
+        let mut policy_loaded = None;
         if let Ok(entries) = crate::decision_log::reader::entries(&dir) {
             for (_, e) in entries {
                 if let Body::Reload { what, ok, detail } = e.body {
+                    if ok && what == crate::decision_log::ReloadKind::Policy {
+                        policy_loaded = Some(e.time_us);
+                    }
                     if out.len() == 10 {
                         out.pop_front();
                     }
@@ -1555,10 +1586,15 @@ async fn status(ctx: &Ctx<'_>) -> Reply {
                 }
             }
         }
-        out
+        (out, policy_loaded)
     })
     .await
     .unwrap_or_default();
+    let (reloads, policy_loaded) = reloads;
+    // The policy and lists in force were loaded at start or by the last good reload of
+    // the policy: the log says when (the start-up gauge, if the log does not).
+    let loaded = policy_loaded.map_or(loaded, |us| us.div_euclid(1_000_000));
+    let age = (Utc::now().timestamp() - loaded).max(0);
     let reloads: Vec<Value> = reloads
         .iter()
         .rev()
