@@ -830,6 +830,12 @@ fn apply_file(
         name: source.name.clone(),
         categories: categories.clone(),
         dry_run: true,
+        origin: Some(format!(
+            "`gatehouse lists update` (source {}, {} from {})",
+            source.name,
+            source.format.as_str(),
+            source.url
+        )),
     };
     // Read and count first: nothing is written unless the whole file reads and passes.
     let counted = crate::import::run(&request).map_err(|e| refused(e.to_string()))?;

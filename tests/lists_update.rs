@@ -598,3 +598,37 @@ fn the_running_proxy_takes_updates_under_load_without_a_failed_request() {
     assert!(never.ends_with(" 0"), "{never}");
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn the_in_process_schedule_fetches_a_source_never_fetched_soon_after_start() {
+    let ca = TestCa::new();
+    let feed = FeedServer::start(&ca);
+    feed.put("/hosts.txt", hosts_file(8));
+    let origin = Origin::http();
+    let text = policy(&feed, "").replace(
+        "[lists]\ndir = \"lists\"\n",
+        "[lists]\ndir = \"lists\"\nupdate_every = \"6h\"\n",
+    );
+    let g = Gatehouse::start(&files(&ca, &text));
+    // Every source is due at start (none was ever attempted); the hosts feed is served.
+    assert!(
+        g.wait_for_log(
+            "source hosts: updated: 8 entries",
+            std::time::Duration::from_secs(30)
+        ),
+        "{}",
+        g.log()
+    );
+    // by "schedule", and swapped in.
+    assert!(g.log().contains("(by schedule)"), "{}", g.log());
+    let bet7 = format!("http://bet7.test:{}/", origin.port);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = curl(&["-x", &g.url(), &bet7]).status;
+        if status == 403 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status, 403);
+}
