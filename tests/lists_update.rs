@@ -307,6 +307,14 @@ fn fetch_304_pin_shrink_override_illegal_and_corrupt() {
         (entries(&gambling), entries(&porn), entries(&csam)),
         (20, 30, 5)
     );
+    let header = std::fs::read_to_string(&gambling).expect("list written");
+    assert!(
+        header.contains(&format!(
+            "`gatehouse lists update` (source hosts, hosts from {})",
+            feed.url("/hosts.txt")
+        )),
+        "{header}"
+    );
     // The lists load and classify as the policy says.
     let classify = gatehouse()
         .args(["classify", "--group", "pupils", "--config"])
