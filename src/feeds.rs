@@ -486,7 +486,10 @@ pub async fn update(
             .entries
             .keys()
             .filter_map(|c| category_dir(&snap, c))
-            .any(|dir| dir.join(format!("domains.{}", source.name)).exists());
+            .any(|dir| {
+                dir.join(format!("domains.{}", source.name)).exists()
+                    || dir.join(format!("urls.{}", source.name)).exists()
+            });
         let outcome = match fetch(&source, &previous, have_files, tls.clone()).await {
             Err(why) => Outcome {
                 source: source.name.clone(),
