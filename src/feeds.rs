@@ -523,6 +523,18 @@ pub async fn update(
                         ),
                         entries: BTreeMap::new(),
                     }
+                } else if have_files && previous.sha256.as_deref() == Some(&hex::encode(digest)) {
+                    // A server without validators sent the file already taken.
+                    Outcome {
+                        source: source.name.clone(),
+                        result: UpdateResult::NotModified,
+                        detail: format!(
+                            "the same file as the last update (SHA-256 {}); {}",
+                            hex::encode(digest),
+                            counts_text(&previous.entries)
+                        ),
+                        entries: previous.entries.clone(),
+                    }
                 } else {
                     let (path, snap2, src, opts) = (
                         policy_path.to_path_buf(),
