@@ -486,7 +486,10 @@ pub async fn update(
             .entries
             .keys()
             .filter_map(|c| category_dir(&snap, c))
-            .any(|dir| dir.join(format!("domains.{}", source.name)).exists());
+            .any(|dir| {
+                dir.join(format!("domains.{}", source.name)).exists()
+                    || dir.join(format!("urls.{}", source.name)).exists()
+            });
         let outcome = match fetch(&source, &previous, have_files, tls.clone()).await {
             Err(why) => Outcome {
                 source: source.name.clone(),
@@ -519,6 +522,18 @@ pub async fn update(
                             hex::encode(source.sha256.unwrap_or_default())
                         ),
                         entries: BTreeMap::new(),
+                    }
+                } else if have_files && previous.sha256.as_deref() == Some(&hex::encode(digest)) {
+                    // A server without validators sent the file already taken.
+                    Outcome {
+                        source: source.name.clone(),
+                        result: UpdateResult::NotModified,
+                        detail: format!(
+                            "the same file as the last update (SHA-256 {}); {}",
+                            hex::encode(digest),
+                            counts_text(&previous.entries)
+                        ),
+                        entries: previous.entries.clone(),
                     }
                 } else {
                     let (path, snap2, src, opts) = (
@@ -830,6 +845,12 @@ fn apply_file(
         name: source.name.clone(),
         categories: categories.clone(),
         dry_run: true,
+        origin: Some(format!(
+            "`gatehouse lists update` (source {}, {} from {})",
+            source.name,
+            source.format.as_str(),
+            source.url
+        )),
     };
     // Read and count first: nothing is written unless the whole file reads and passes.
     let counted = crate::import::run(&request).map_err(|e| refused(e.to_string()))?;

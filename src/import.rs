@@ -43,6 +43,9 @@ pub struct Request {
     pub categories: BTreeMap<String, PathBuf>,
     /// Count and report only; write nothing.
     pub dry_run: bool,
+    /// What the files' header says they came from, when not `lists import` of `source`
+    /// (a feed update names its URL: its `source` is a temporary download).
+    pub origin: Option<String>,
 }
 
 /// Why an import could not be done; nothing was written.
@@ -170,11 +173,16 @@ pub fn run(request: &Request) -> Result<Report, ImportError> {
             if !request.dry_run {
                 let mut text =
                     String::with_capacity(list.iter().map(|e| e.len() + 1).sum::<usize>() + 256);
+                let origin = request.origin.clone().unwrap_or_else(|| {
+                    format!(
+                        "`gatehouse lists import --format {}` from {}",
+                        request.format.as_str(),
+                        request.source.display()
+                    )
+                });
                 text.push_str(&format!(
-                    "# Imported by `gatehouse lists import --format {}` from {} on {}: {} entries.\n\
+                    "# Imported by {origin} on {}: {} entries.\n\
                      # Replaced whole by the next import of this source; keep your own entries in `{kind}`.\n",
-                    request.format.as_str(),
-                    request.source.display(),
                     chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
                     list.len()
                 ));

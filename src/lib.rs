@@ -47,6 +47,7 @@
 //! | [`inspection`] | TLS inspection's machinery: the CA's signing half, minted leaves and their cache, both sides' TLS settings |
 //! | [`lists`] | reading list files and the compiled cache |
 //! | [`import`] | `lists import`: UT1, hosts, plain and e2guardian lists into the policy's own |
+//! | [`feeds`] | `[[lists.sources]]`: feeds fetched over HTTPS, checked (pin, size, shrink guard), imported, loaded |
 //! | [`snapshot`] | loading policy, settings, lists and grants together; the live snapshot |
 //! | [`grant_store`] | locked, validated, atomic edits of the grants file |
 //! | [`etcd_grants`] | grants in etcd for several nodes: keys, the transactional edit, the watched mirror |

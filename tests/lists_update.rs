@@ -307,6 +307,14 @@ fn fetch_304_pin_shrink_override_illegal_and_corrupt() {
         (entries(&gambling), entries(&porn), entries(&csam)),
         (20, 30, 5)
     );
+    let header = std::fs::read_to_string(&gambling).expect("list written");
+    assert!(
+        header.contains(&format!(
+            "`gatehouse lists update` (source hosts, hosts from {})",
+            feed.url("/hosts.txt")
+        )),
+        "{header}"
+    );
     // The lists load and classify as the policy says.
     let classify = gatehouse()
         .args(["classify", "--group", "pupils", "--config"])
@@ -597,4 +605,38 @@ fn the_running_proxy_takes_updates_under_load_without_a_failed_request() {
         .expect("a never-updated source has the gauge at 0");
     assert!(never.ends_with(" 0"), "{never}");
     let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn the_in_process_schedule_fetches_a_source_never_fetched_soon_after_start() {
+    let ca = TestCa::new();
+    let feed = FeedServer::start(&ca);
+    feed.put("/hosts.txt", hosts_file(8));
+    let origin = Origin::http();
+    let text = policy(&feed, "").replace(
+        "[lists]\ndir = \"lists\"\n",
+        "[lists]\ndir = \"lists\"\nupdate_every = \"6h\"\n",
+    );
+    let g = Gatehouse::start(&files(&ca, &text));
+    // Every source is due at start (none was ever attempted); the hosts feed is served.
+    assert!(
+        g.wait_for_log(
+            "source hosts: updated: 8 entries",
+            std::time::Duration::from_secs(30)
+        ),
+        "{}",
+        g.log()
+    );
+    // by "schedule", and swapped in.
+    assert!(g.log().contains("(by schedule)"), "{}", g.log());
+    let bet7 = format!("http://bet7.test:{}/", origin.port);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = curl(&["-x", &g.url(), &bet7]).status;
+        if status == 403 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status, 403);
 }

@@ -133,6 +133,7 @@ fn import(args: ImportArgs) -> Result<ExitCode> {
         name: args.name.clone().unwrap_or_else(|| format.as_str().into()),
         categories,
         dry_run: args.dry_run,
+        origin: None,
     };
     let started = Instant::now();
     let report = match import::run(&request) {

@@ -982,7 +982,22 @@ async fn lists(proxy: &Arc<Proxy>, req: Request<Incoming>, token: &AdminToken) -
                 },
                 by: token.name.clone(),
             };
-            match proxy.update_lists(options).await {
+            // In a task of its own: a caller that hangs up does not cut an update off
+            // between writing the lists and recording and swapping them in.
+            let task = {
+                let proxy = proxy.clone();
+                tokio::spawn(async move { proxy.update_lists(options).await })
+            };
+            let result = match task.await {
+                Ok(r) => r,
+                Err(e) => {
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"errors": [format!("the update task failed: {e}")]}),
+                    )
+                }
+            };
+            match result {
                 Ok(outcomes) => {
                     let list: Vec<serde_json::Value> = outcomes
                         .iter()
