@@ -127,6 +127,7 @@ fn grant_changes(
     old: &crate::core::grants::GrantSet,
     new: &crate::core::grants::GrantSet,
     policy: &crate::core::policy::Policy,
+    by_hand: &str,
 ) -> Vec<crate::decision_log::Body> {
     use crate::decision_log::Body;
     let mut out = Vec::new();
@@ -171,7 +172,7 @@ fn grant_changes(
             },
             id: g.id.to_string(),
             ticket: g.ticket.to_string(),
-            by: revoked_by.unwrap_or_else(|| "a hand edit of the grants file".into()),
+            by: revoked_by.unwrap_or_else(|| by_hand.into()),
             detail: g.reason.clone(),
         });
     }
@@ -238,6 +239,14 @@ impl Proxy {
         }
     }
 
+    /// Who removed a grant that left the store unrevoked, for the audit trail.
+    fn by_hand(&self) -> &'static str {
+        match self.grants_mirror {
+            None => "a hand edit of the grants file",
+            Some(_) => "a hand edit of the grants store (etcd)",
+        }
+    }
+
     /// With grants in etcd, one line on how the store stands, for `/readyz`.
     pub(super) fn grants_store_detail(&self) -> Option<String> {
         let (mirror, _) = self.grants_mirror.as_ref()?;
@@ -301,7 +310,8 @@ impl Proxy {
         };
         match next {
             Ok(next) => {
-                let changes = grant_changes(&current.grants, &next.grants, &next.policy);
+                let changes =
+                    grant_changes(&current.grants, &next.grants, &next.policy, self.by_hand());
                 let active = next.grants.grants.len();
                 self.live.replace(next);
                 self.set_snapshot_gauges();
@@ -391,7 +401,12 @@ impl Proxy {
                 }
                 let entries = snap.lists.domains.len();
                 let illegal = crate::snapshot::illegal_counts(&snap);
-                let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
+                let changes = grant_changes(
+                    &self.live.get().grants,
+                    &snap.grants,
+                    &snap.policy,
+                    self.by_hand(),
+                );
                 self.live.replace(snap);
                 tracing::info!(illegal = %illegal, "illegal lists in force");
                 self.log
