@@ -310,7 +310,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
                 tokio::task::spawn_blocking(move || grant_store::add(&s, &grant, now)).await;
             match result {
                 Ok(Ok(id)) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::CREATED, serde_json::json!({"id": id}))
                 }
                 Ok(Err(e)) => refused(&audit, "add", &ticket, e),
@@ -337,7 +337,7 @@ async fn handle(proxy: Arc<Proxy>, req: Request<Incoming>) -> Reply {
             .await;
             match result {
                 Ok(Ok(())) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::OK, serde_json::json!({"revoked": id}))
                 }
                 Ok(Err(e)) => refused(&audit, "revoke", &id, e),
@@ -485,7 +485,7 @@ async fn lessons(
             .await;
             match result {
                 Ok(Ok(made)) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::CREATED, serde_json::json!(made))
                 }
                 Ok(Err(e)) => refused(audit, "lesson", "-", e),
@@ -506,7 +506,7 @@ async fn lessons(
             .await;
             match result {
                 Ok(Ok(())) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::OK, serde_json::json!({"ended": id}))
                 }
                 Ok(Err(e)) => refused(audit, "end lesson", &id, e),

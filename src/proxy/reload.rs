@@ -239,6 +239,20 @@ impl Proxy {
         }
     }
 
+    /// After this node changed the grants: reloads them so that the answer to the
+    /// change is true on this node when it is sent. With etcd, first waits (up to a
+    /// second) for the watch to bring the change into the mirror.
+    pub(super) async fn reload_grants_after_write(&self) {
+        if let Some((mirror, seen)) = &self.grants_mirror {
+            let compiled = seen.load(std::sync::atomic::Ordering::Acquire);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            while mirror.generation() == compiled && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        self.reload_grants();
+    }
+
     /// Who removed a grant that left the store unrevoked, for the audit trail.
     fn by_hand(&self) -> &'static str {
         match self.grants_mirror {
