@@ -494,6 +494,38 @@ async fn follow(
     }
 }
 
+/// Why [`fetch`] has no grants to give.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] EtcdError),
+    /// The store's grants do not validate against this policy.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// No runtime could be started for the read.
+    #[error("{0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Reads the grants once and compiles them against `policy`: what `gatehouse check` and
+/// `classify` use (a running node has its [`Mirror`]). Blocking; call it from
+/// synchronous code.
+pub fn fetch(
+    settings: &EtcdSettings,
+    policy: &Policy,
+    lists: &CompiledLists,
+    now: DateTime<Utc>,
+) -> Result<GrantSet, FetchError> {
+    let entries = block_on(async {
+        let mut client = connect(settings).await?;
+        read(&mut client, settings).await
+    })??;
+    let entries: BTreeMap<String, String> =
+        entries.keys.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    compile(&entries, settings, policy, lists, now).map_err(FetchError::Invalid)
+}
+
 /// Runs `f` to completion from synchronous code: on the current runtime's handle when
 /// called from one of its blocking threads (the admin API's `spawn_blocking`), else on
 /// a runtime of its own (the CLI).

@@ -243,9 +243,43 @@ pub fn check(args: &ConfigArg) -> Result<ExitCode> {
     print_teachers(&snap);
     super::lists::print_feeds(&snap);
     print_transparent(&snap);
+    check_grants_store(&snap)?;
     super::identity::check_kerberos(&snap)?;
     super::identity::check_directory(&snap)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// With grants in etcd: reads them once and validates them against this policy, as
+/// the file's are when the policy loads. An unreachable store or an invalid grant is
+/// an error (the grants could not be checked, or a node would refuse them).
+fn check_grants_store(snap: &Snapshot) -> Result<()> {
+    use gatehouse::etcd_grants::{fetch, FetchError};
+    let gatehouse::settings::GrantsStore::Etcd(etcd) = &snap.settings.grants_store else {
+        return Ok(());
+    };
+    match fetch(etcd, &snap.policy, &snap.lists, chrono::Utc::now()) {
+        Ok(set) => {
+            println!(
+                "grants: etcd at {} under {}: {} in the store, {} archived",
+                etcd.endpoints.join(", "),
+                etcd.prefix,
+                set.grants.len(),
+                set.archived.len()
+            );
+            Ok(())
+        }
+        Err(FetchError::Invalid(errors)) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            bail!(
+                "{} error{} in the grants in etcd; the nodes keep the grants they have",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            )
+        }
+        Err(e) => bail!("grants: {e}"),
+    }
 }
 
 /// Days before the school CA's expiry from which `check` warns: time to make a new one

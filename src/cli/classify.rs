@@ -72,6 +72,20 @@ fn parse_at(text: &str, policy: &Policy) -> Result<DateTime<Utc>> {
 /// `gatehouse classify`: the verdict for each URL; exit 2 if any URL could not be read.
 pub fn run(args: &ClassifyArgs) -> Result<ExitCode> {
     let snap = load(&args.config.config, CacheMode::Use)?;
+    // Grants in etcd are read from there; without the store, verdicts are given
+    // without grants, and say so.
+    let snap = match &snap.settings.grants_store {
+        gatehouse::settings::GrantsStore::File => snap,
+        gatehouse::settings::GrantsStore::Etcd(etcd) => {
+            match gatehouse::etcd_grants::fetch(etcd, &snap.policy, &snap.lists, Utc::now()) {
+                Ok(grants) => snap.with_grant_set(grants),
+                Err(e) => {
+                    eprintln!("warning: no grants applied: {e}");
+                    snap
+                }
+            }
+        }
+    };
     let p = &snap.policy;
     let at = match &args.at {
         Some(text) => parse_at(text, p)?,

@@ -412,7 +412,7 @@ async fn handle(
                 tokio::task::spawn_blocking(move || grant_store::add(&s, &grant, now)).await;
             match result {
                 Ok(Ok(id)) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::CREATED, serde_json::json!({"id": id}))
                 }
                 Ok(Err(e)) => refused(&audit, "add", &ticket, e),
@@ -439,7 +439,7 @@ async fn handle(
             .await;
             match result {
                 Ok(Ok(())) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::OK, serde_json::json!({"revoked": id}))
                 }
                 Ok(Err(e)) => refused(&audit, "revoke", &id, e),
@@ -592,7 +592,7 @@ async fn lessons(
             .await;
             match result {
                 Ok(Ok(made)) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::CREATED, serde_json::json!(made))
                 }
                 Ok(Err(e)) => refused(audit, "lesson", "-", e),
@@ -613,7 +613,7 @@ async fn lessons(
             .await;
             match result {
                 Ok(Ok(())) => {
-                    proxy.reload_grants();
+                    proxy.reload_grants_after_write().await;
                     json(StatusCode::OK, serde_json::json!({"ended": id}))
                 }
                 Ok(Err(e)) => refused(audit, "end lesson", &id, e),

@@ -130,6 +130,7 @@ fn grant_changes(
     old: &crate::core::grants::GrantSet,
     new: &crate::core::grants::GrantSet,
     policy: &crate::core::policy::Policy,
+    by_hand: &str,
 ) -> Vec<crate::decision_log::Body> {
     use crate::decision_log::Body;
     let mut out = Vec::new();
@@ -174,7 +175,7 @@ fn grant_changes(
             },
             id: g.id.to_string(),
             ticket: g.ticket.to_string(),
-            by: revoked_by.unwrap_or_else(|| "a hand edit of the grants file".into()),
+            by: revoked_by.unwrap_or_else(|| by_hand.into()),
             detail: g.reason.clone(),
         });
     }
@@ -241,6 +242,28 @@ impl Proxy {
         }
     }
 
+    /// After this node changed the grants: reloads them so that the answer to the
+    /// change is true on this node when it is sent. With etcd, first waits (up to a
+    /// second) for the watch to bring the change into the mirror.
+    pub(super) async fn reload_grants_after_write(&self) {
+        if let Some((mirror, seen)) = &self.grants_mirror {
+            let compiled = seen.load(std::sync::atomic::Ordering::Acquire);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            while mirror.generation() == compiled && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        self.reload_grants();
+    }
+
+    /// Who removed a grant that left the store unrevoked, for the audit trail.
+    fn by_hand(&self) -> &'static str {
+        match self.grants_mirror {
+            None => "a hand edit of the grants file",
+            Some(_) => "a hand edit of the grants store (etcd)",
+        }
+    }
+
     /// With grants in etcd, one line on how the store stands, for `/readyz`.
     pub(super) fn grants_store_detail(&self) -> Option<String> {
         let (mirror, _) = self.grants_mirror.as_ref()?;
@@ -304,7 +327,8 @@ impl Proxy {
         };
         match next {
             Ok(next) => {
-                let changes = grant_changes(&current.grants, &next.grants, &next.policy);
+                let changes =
+                    grant_changes(&current.grants, &next.grants, &next.policy, self.by_hand());
                 let active = next.grants.grants.len();
                 self.live.replace(next);
                 self.set_snapshot_gauges();
@@ -394,7 +418,12 @@ impl Proxy {
                 }
                 let entries = snap.lists.domains.len();
                 let illegal = crate::snapshot::illegal_counts(&snap);
-                let changes = grant_changes(&self.live.get().grants, &snap.grants, &snap.policy);
+                let changes = grant_changes(
+                    &self.live.get().grants,
+                    &snap.grants,
+                    &snap.policy,
+                    self.by_hand(),
+                );
                 self.live.replace(snap);
                 // A source added by this reload has its series (at zero) from now.
                 self.set_feed_gauges();

@@ -151,6 +151,20 @@ impl Etcd {
         }
     }
 
+    /// Writes a key with `etcdctl` (a hand edit of the store, for the tests).
+    pub fn put(&self, key: &str, value: &str) {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "put", key, value])
+            .output()
+            .expect("etcdctl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The keys under `prefix` and their values, through `etcdctl` (a second client,
     /// to see what Gatehouse wrote).
     pub fn get_prefix(&self, prefix: &str) -> String {
