@@ -34,6 +34,7 @@
 //! | `refuse.rs` | every answer that is not the upstream's: block page and text, refusal records, upstream failures, `407`, `400`, `503` |
 //! | `reload.rs` | SIGHUP and the grants file: reloads, grant audit records, expiry notes, the snapshot's gauges |
 //! | `tunnel.rs` | `CONNECT`: the second decision on the TLS SNI, then the splice or the inspection |
+//! | `pump.rs` | the copy inside a spliced tunnel: both ways in one task, a buffer grown for downloads |
 //! | `inspect.rs` | an inspected tunnel: TLS with a minted leaf, HTTP/1.1 or HTTP/2 inside, each request through `request.rs` |
 //! | `conn.rs` | the client connection's guard: head validation and time limits |
 //! | `pool.rs` | keep-alive connections to origin servers |
@@ -99,6 +100,7 @@ mod inspect;
 pub mod pac;
 pub mod pages;
 pub mod pool;
+mod pump;
 mod refuse;
 mod reload;
 mod request;

@@ -152,9 +152,9 @@ fn offers_ech(records: &[u8]) -> bool {
 /// has lived for `lifetime`. Returns bytes (client → upstream, upstream → client).
 /// Spends a permit: the recorded decision that allowed the tunnel (or the upgrade).
 ///
-/// The copy is tokio's `copy_bidirectional`: both directions in one task, each with its
-/// own buffer, so a bulk download reads the next chunk while the last is written, and no
-/// lock sits between a socket's halves. Activity is two counters bumped as bytes are read;
+/// The copy is [`pump::both_ways`](super::pump::both_ways): both directions in one task,
+/// each with its own buffer (small, grown for a download), so a bulk download reads the
+/// next chunk while the last is written, and no lock sits between a socket's halves. Activity is two counters bumped as bytes are read;
 /// a watcher looks at them every quarter of `idle` rather than re-arming a timer for every
 /// chunk, so a tunnel idle for `idle` closes within `idle` and a quarter. (A timer per
 /// chunk, and a split lock per read and write, held a spliced download to about half of
@@ -198,7 +198,7 @@ where
         }
     };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, SPLICE_BUFFER, SPLICE_BUFFER) => {}
+        _ = super::pump::both_ways(&mut a, &mut b) => {}
         _ = watch => {}
         _ = tokio::time::sleep(lifetime) => {}
     }
@@ -207,11 +207,6 @@ where
         received.load(Ordering::Relaxed),
     )
 }
-
-/// Each direction's buffer in a spliced tunnel: the same 16 KiB as before the copy was
-/// tokio's (a TLS record is at most 16 KiB of plaintext; more per tunnel adds up over
-/// thousands of mostly idle tunnels).
-const SPLICE_BUFFER: usize = 16 * 1024;
 
 /// A stream that counts the bytes read from it.
 struct Counted<S> {

@@ -55,8 +55,8 @@ pub fn log_tail(log_dir: &Path) -> String {
 pub fn at(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
-pub mod etcd;
 pub mod browser;
+pub mod etcd;
 pub mod kdc;
 pub mod servers;
 pub mod slapd;
