@@ -1226,6 +1226,7 @@ fn malformed_and_oversized_requests() {
         ("POST URL HTTP/1.1\r\nHost: origin.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nbad\r\n0\r\n\r\n", "HTTP/1.1 400"),
         ("GET URL HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "HTTP/1.1 400"),
         ("GARBAGE\r\n\r\n", "HTTP/1.1 400"),
+        ("CONNECT bad..name:443 HTTP/1.1\r\nHost: bad..name:443\r\n\r\n", "HTTP/1.1 400"),
     ];
     for (request, want) in rows {
         let request = request.replace("URL", &url);
@@ -1240,6 +1241,11 @@ fn malformed_and_oversized_requests() {
     assert!(
         tail.lines()
             .any(|l| l.contains("BLOCK") && l.contains("GET /") && l.ends_with("bad_request")),
+        "{tail}"
+    );
+    assert!(
+        tail.lines()
+            .any(|l| l.contains("CONNECT bad..name:443") && l.ends_with("bad_request")),
         "{tail}"
     );
 }

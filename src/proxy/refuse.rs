@@ -62,18 +62,9 @@ impl Proxy {
         resp
     }
 
-    pub(super) fn bad_request(&self, ctx: &RequestContext, why: &str) -> Response<Body> {
-        let mut resp = Proxy::page(
-            StatusCode::BAD_REQUEST,
-            pages::error_page(&ctx.snapshot.policy.school, "Bad request", "-", why),
-        );
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        resp
-    }
-
-    /// [`Proxy::bad_request`], recorded: a request that reached the proxy but could not
-    /// be read as one is still internet use, and a run of them is worth seeing.
+    /// Answers `400` with the error page, and records it: a request that reached the
+    /// proxy but could not be read as one is still internet use, and a run of them is
+    /// worth seeing.
     pub(super) async fn refuse_unreadable(
         &self,
         ctx: &RequestContext,
@@ -85,7 +76,13 @@ impl Proxy {
         let _ = self
             .record_refusal(ctx, &asked, Vec::new(), ReasonCode::BadRequest, why, 400)
             .await;
-        self.bad_request(ctx, why)
+        let mut resp = Proxy::page(
+            StatusCode::BAD_REQUEST,
+            pages::error_page(&ctx.snapshot.policy.school, "Bad request", "-", why),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
     }
 
     /// Records a refusal that is not a policy verdict (a port, a protocol, a missing SNI).

@@ -147,11 +147,16 @@ impl Proxy {
         ctx: RequestContext,
         completion: &mut Option<super::forward::Completion>,
     ) -> Response<Body> {
+        let method = req.method().as_str();
         if req.method() == Method::CONNECT {
-            return self.bad_request(
-                &ctx,
-                "This address takes web traffic redirected by the school's network, not proxy requests.",
-            );
+            return self
+                .refuse_unreadable(
+                    &ctx,
+                    method,
+                    &req.uri().to_string(),
+                    "This address takes web traffic redirected by the school's network, not proxy requests.",
+                )
+                .await;
         }
         // Origin-form, as a browser sends to a server: the Host header names the site.
         // (An absolute-form target wins over Host, as RFC 9112 §3.2.2 says.)
@@ -164,21 +169,29 @@ impl Proxy {
                 .filter(|h| !h.is_empty())
                 .map(str::to_string),
         };
-        let Some(authority) = authority else {
-            return self.bad_request(
-                &ctx,
-                "The request names no site (no Host header), so the web filter cannot tell where it is going.",
-            );
-        };
-        let (host, port) = match parse_authority(&authority) {
-            Ok(x) => x,
-            Err(e) => return self.bad_request(&ctx, &format!("Host {authority:?}: {e}")),
-        };
         let path = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
+        let Some(authority) = authority else {
+            return self
+                .refuse_unreadable(
+                    &ctx,
+                    method,
+                    path,
+                    "The request names no site (no Host header), so the web filter cannot tell where it is going.",
+                )
+                .await;
+        };
+        let (host, port) = match parse_authority(&authority) {
+            Ok(x) => x,
+            Err(e) => {
+                let url = format!("http://{authority}{path}");
+                let why = format!("Host {authority:?}: {e}");
+                return self.refuse_unreadable(&ctx, method, &url, &why).await;
+            }
+        };
         let target = Target {
             scheme: Scheme::Http,
             host,
@@ -192,7 +205,11 @@ impl Proxy {
         full.push_str(path);
         let target = match Target::parse(&full) {
             Ok(t) => t,
-            Err(e) => return self.bad_request(&ctx, &e.to_string()),
+            Err(e) => {
+                return self
+                    .refuse_unreadable(&ctx, method, &full, &e.to_string())
+                    .await
+            }
         };
         let authority = target.authority();
         self.decide_and_forward(

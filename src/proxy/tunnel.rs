@@ -245,7 +245,12 @@ pub async fn handle(
         .unwrap_or_default();
     let target = match Target::from_authority(&authority) {
         Ok(t) => t,
-        Err(e) => return proxy.bad_request(&ctx, &format!("CONNECT target {authority:?}: {e}")),
+        Err(e) => {
+            let why = format!("CONNECT target {authority:?}: {e}");
+            return proxy
+                .refuse_unreadable(&ctx, "CONNECT", &authority, &why)
+                .await;
+        }
     };
     let snap = ctx.snapshot.clone();
     let settings = &snap.settings.server;
