@@ -152,13 +152,13 @@ fn offers_ech(records: &[u8]) -> bool {
 /// has lived for `lifetime`. Returns bytes (client → upstream, upstream → client).
 /// Spends a permit: the recorded decision that allowed the tunnel (or the upgrade).
 ///
-/// The copy is [`pump::both_ways`](super::pump::both_ways): both directions in one task,
-/// each with its own buffer (small, grown for a download), so a bulk download reads the
-/// next chunk while the last is written, and no lock sits between a socket's halves. Activity is two counters bumped as bytes are read;
-/// a watcher looks at them every quarter of `idle` rather than re-arming a timer for every
-/// chunk, so a tunnel idle for `idle` closes within `idle` and a quarter. (A timer per
-/// chunk, and a split lock per read and write, held a spliced download to about half of
-/// direct TLS in `benches/connect.sh`.)
+/// The copy is `pump::both_ways`: both directions in one task, each with its own buffer
+/// (small, grown for a download), so a bulk download reads the next chunk while the last
+/// is written, and no lock sits between a socket's halves. Activity is two counters
+/// bumped as bytes are read; a watcher looks at them every quarter of `idle` rather than
+/// re-arming a timer for every chunk, so a tunnel idle for `idle` closes within `idle`
+/// and a quarter. (A timer per chunk, and a split lock per read and write, held a spliced
+/// download to about half of direct TLS in `benches/connect.sh`.)
 pub async fn splice<A, B>(
     _permit: Allowed,
     a: A,
