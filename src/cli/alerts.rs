@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
-use super::common::{load, ConfigArg};
+use super::common::{admin_address, admin_post, admin_token, load, ConfigArg};
 
 #[derive(Subcommand)]
 pub enum AlertsCommand {
@@ -51,94 +51,33 @@ pub fn run(command: AlertsCommand) -> Result<ExitCode> {
 }
 
 fn ack(args: &AckArgs) -> Result<ExitCode> {
-    use http_body_util::BodyExt;
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token from {}", path.display()))?,
-        None => std::env::var("GATEHOUSE_ADMIN_TOKEN").context(
-            "no token: give --token-file FILE or set GATEHOUSE_ADMIN_TOKEN to a dsl token",
-        )?,
-    };
-    let token = token.trim().to_string();
-    let mut admin = match args.admin {
-        Some(a) => a,
-        None => {
-            load(&args.config.config, gatehouse::lists::CacheMode::Use)?
-                .settings
-                .admin
-                .listen
-        }
-    };
-    if admin.port() == 0 {
-        bail!("the policy's [admin] listen has port 0 (any free port): give --admin ADDRESS:PORT, the address the running proxy logged");
-    }
-    // A listener on every address is reached on loopback from here.
-    if admin.ip().is_unspecified() {
-        admin.set_ip(if admin.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    let token = admin_token(args.token_file.as_deref(), "a dsl token")?;
+    let admin = admin_address(args.admin, &args.config.config)?;
     let reference: String =
         percent_encoding::utf8_percent_encode(&args.reference, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
-    let body = serde_json::json!({"by": args.by, "note": args.note}).to_string();
+    let body = serde_json::json!({"by": args.by, "note": args.note});
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let (status, answer) = runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(admin)
-            .await
-            .with_context(|| {
-                format!("connecting to the admin listener at {admin} (is gatehouse running?)")
-            })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .context("talking to the admin listener")?;
-        tokio::spawn(conn);
-        let req = hyper::Request::post(format!("/api/alerts/{reference}/ack"))
-            .header(hyper::header::HOST, admin.to_string())
-            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .context("building the request")?;
-        let res = sender
-            .send_request(req)
-            .await
-            .context("sending the acknowledgement")?;
-        let status = res.status();
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .context("reading the answer")?
-            .to_bytes();
-        anyhow::Ok((status, bytes))
-    })?;
-    let value: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-    if status.is_success() {
-        println!(
-            "acknowledged ref {} by {} (decision-log entry #{})",
-            value["reference"].as_str().unwrap_or(&args.reference),
-            value["acknowledged_by"].as_str().unwrap_or(&args.by),
-            value["entry"]
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let why = value["errors"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|x| x.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .or_else(|| value["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&answer).trim().to_string());
-    bail!("acknowledgement refused ({status}): {why}")
+    let value = runtime
+        .block_on(admin_post(
+            admin,
+            &token,
+            &format!("/api/alerts/{reference}/ack"),
+            body,
+            "sending the acknowledgement",
+            "is gatehouse running?",
+        ))
+        .context("acknowledgement")?;
+    println!(
+        "acknowledged ref {} by {} (decision-log entry #{})",
+        value["reference"].as_str().unwrap_or(&args.reference),
+        value["acknowledged_by"].as_str().unwrap_or(&args.by),
+        value["entry"]
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn test(args: &ConfigArg) -> Result<ExitCode> {

@@ -15,7 +15,7 @@ use gatehouse::import::{self, ImportError};
 use gatehouse::lists::CacheMode;
 
 use super::check::print_list_warnings;
-use super::common::{load, ConfigArg};
+use super::common::{admin_address, admin_post, admin_token, load, ConfigArg};
 
 #[derive(Subcommand)]
 pub enum ListsCommand {
@@ -385,81 +385,26 @@ async fn update_offline(args: &UpdateArgs, reason: Option<&str>) -> Result<Vec<S
 }
 
 async fn update_via_admin(args: &UpdateArgs, reason: Option<&str>) -> Result<Vec<Shown>> {
-    use http_body_util::BodyExt;
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the token from {}", path.display()))?,
-        None => std::env::var("GATEHOUSE_ADMIN_TOKEN").context(
-            "no token: give --token-file FILE or set GATEHOUSE_ADMIN_TOKEN to a technician token (or --offline while the proxy is stopped)",
-        )?,
-    };
-    let token = token.trim().to_string();
-    let mut admin = match args.admin {
-        Some(a) => a,
-        None => {
-            load(&args.config.config, CacheMode::Use)?
-                .settings
-                .admin
-                .listen
-        }
-    };
-    if admin.port() == 0 {
-        bail!("the policy's [admin] listen has port 0 (any free port): give --admin ADDRESS:PORT, the address the running proxy logged");
-    }
-    if admin.ip().is_unspecified() {
-        admin.set_ip(if admin.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    let token = admin_token(
+        args.token_file.as_deref(),
+        "a technician token (or --offline while the proxy is stopped)",
+    )?;
+    let admin = admin_address(args.admin, &args.config.config)?;
     let body = serde_json::json!({
         "source": args.source,
         "allow_shrink": args.allow_shrink,
         "reason": reason,
-    })
-    .to_string();
-    let stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .with_context(|| {
-            format!("connecting to the admin listener at {admin} (is gatehouse running? if not, use --offline)")
-        })?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("talking to the admin listener")?;
-    tokio::spawn(conn);
-    let req = hyper::Request::post("/api/lists/update")
-        .header(hyper::header::HOST, admin.to_string())
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .context("building the request")?;
-    let res = sender
-        .send_request(req)
-        .await
-        .context("asking for the update")?;
-    let status = res.status();
-    let answer = res
-        .into_body()
-        .collect()
-        .await
-        .context("reading the answer")?
-        .to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-    if !status.is_success() {
-        let why = value["errors"]
-            .as_array()
-            .map(|e| {
-                e.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .or_else(|| value["error"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&answer).trim().to_string());
-        bail!("update refused ({status}): {why}");
-    }
+    });
+    let value = admin_post(
+        admin,
+        &token,
+        "/api/lists/update",
+        body,
+        "asking for the update",
+        "is gatehouse running? if not, use --offline",
+    )
+    .await
+    .context("update")?;
     Ok(value["outcomes"]
         .as_array()
         .map(|list| {
