@@ -26,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -542,6 +543,10 @@ pub struct Directory {
     /// Sign-ins being asked of the directory now, by key: a browser opens several
     /// connections at once with the same credentials, and one bind answers them all.
     in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    /// Moves on whenever a remembered account's groups change or an account is
+    /// forgotten, so an answer kept elsewhere (a connection's last sign-in, see
+    /// [`Directory::generation`]) knows to ask again.
+    generation: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -553,8 +558,20 @@ impl Directory {
             accounts: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             metrics,
         }
+    }
+
+    /// Changes when an account's groups or its being signed in may have changed: an
+    /// answer from [`Directory::sign_in_until`] holds while this is unchanged and its
+    /// time has not run out.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn key(settings: &DirectorySettings, account: &str, password: &str) -> [u8; 32] {
@@ -575,13 +592,25 @@ impl Directory {
         typed: &str,
         password: &str,
     ) -> SignIn {
+        self.sign_in_until(settings, typed, password).await.0
+    }
+
+    /// Signs in through the cache; for a success, also when its sign-in runs out (the
+    /// bind's time plus the cache TTL), so a caller that keeps the answer keeps it no
+    /// longer than the cache would.
+    pub async fn sign_in_until(
+        &self,
+        settings: &DirectorySettings,
+        typed: &str,
+        password: &str,
+    ) -> (SignIn, Option<Instant>) {
         // Neither is asked of the directory, so neither is counted as a bind.
         if password.is_empty() {
-            return SignIn::Refused(DirectoryError::EmptyPassword);
+            return (SignIn::Refused(DirectoryError::EmptyPassword), None);
         }
         let account = match normalise_username(typed) {
             Ok(a) => a,
-            Err(e) => return SignIn::Refused(e.into()),
+            Err(e) => return (SignIn::Refused(e.into()), None),
         };
         let key = Directory::key(settings, &account, password);
         if let Some(done) = self.answered(settings, &key, &account) {
@@ -604,7 +633,11 @@ impl Directory {
         if let Some(done) = self.answered(settings, &key, &account) {
             return done;
         }
-        self.ask(settings, key, account, password).await
+        // Taken before the bind, so never later than the cache's own end for it.
+        let asked_at = Instant::now();
+        let asked = self.ask(settings, key, account, password).await;
+        let until = matches!(asked, SignIn::Ok(_)).then(|| asked_at + settings.cache_ttl);
+        (asked, until)
     }
 
     /// The answer the caches already hold for `key`, if any.
@@ -613,19 +646,22 @@ impl Directory {
         settings: &DirectorySettings,
         key: &[u8; 32],
         account: &str,
-    ) -> Option<SignIn> {
-        if let Some(known) = self.remembered(settings, key) {
+    ) -> Option<(SignIn, Option<Instant>)> {
+        if let Some((known, until)) = self.remembered(settings, key) {
             self.metrics.directory_cache_hits.inc();
-            return Some(SignIn::Ok(known));
+            return Some((SignIn::Ok(known), Some(until)));
         }
         if self.recently_refused(key) {
-            return Some(SignIn::Refused(DirectoryError::InvalidCredentials {
-                account: account.to_string(),
-                reason: format!(
-                    "refused by the directory less than {} s ago; not asked again yet",
-                    REFUSED_FOR.as_secs()
-                ),
-            }));
+            return Some((
+                SignIn::Refused(DirectoryError::InvalidCredentials {
+                    account: account.to_string(),
+                    reason: format!(
+                        "refused by the directory less than {} s ago; not asked again yet",
+                        REFUSED_FOR.as_secs()
+                    ),
+                }),
+                None,
+            ));
         }
         None
     }
@@ -683,19 +719,26 @@ impl Directory {
     }
 
     /// The remembered account for `key`, if its sign-in is younger than the TTL.
-    fn remembered(&self, settings: &DirectorySettings, key: &[u8; 32]) -> Option<Arc<Account>> {
-        let name = {
+    /// The account a remembered bind signed in, and when that sign-in runs out.
+    fn remembered(
+        &self,
+        settings: &DirectorySettings,
+        key: &[u8; 32],
+    ) -> Option<(Arc<Account>, Instant)> {
+        let now = Instant::now();
+        let (name, until) = {
             let binds = self.binds.lock().ok()?;
             let r = binds.get(key)?;
-            if r.at.elapsed() >= settings.cache_ttl {
+            let until = r.at + settings.cache_ttl;
+            if now >= until {
                 return None;
             }
-            r.account.clone()
+            (r.account.clone(), until)
         };
         let mut accounts = self.accounts.lock().ok()?;
         let known = accounts.get_mut(&name)?;
-        known.used = Instant::now();
-        Some(known.account.clone())
+        known.used = now;
+        Some((known.account.clone(), until))
     }
 
     fn remember(&self, settings: &DirectorySettings, key: [u8; 32], account: Arc<Account>) {
@@ -714,20 +757,31 @@ impl Directory {
                 },
             );
         }
-        if let Ok(mut accounts) = self.accounts.lock() {
+        self.keep(settings, account);
+    }
+
+    /// Keeps `account` among the remembered ones, making room when the cache is full.
+    fn keep(&self, settings: &DirectorySettings, account: Arc<Account>) {
+        let Ok(mut accounts) = self.accounts.lock() else {
+            return;
+        };
+        let before = accounts.len();
+        if before >= settings.cache_size {
+            accounts.retain(|_, k| k.used.elapsed() < settings.cache_ttl);
             if accounts.len() >= settings.cache_size {
-                accounts.retain(|_, k| k.used.elapsed() < settings.cache_ttl);
-                if accounts.len() >= settings.cache_size {
-                    accounts.clear();
-                }
+                accounts.clear();
             }
-            accounts.insert(
-                account.name.clone(),
-                Known {
-                    account,
-                    used: Instant::now(),
-                },
-            );
+        }
+        let shrunk = accounts.len() < before;
+        let replaced = accounts.insert(
+            account.name.clone(),
+            Known {
+                account: account.clone(),
+                used: Instant::now(),
+            },
+        );
+        if shrunk || replaced.is_some_and(|old| old.account.groups != account.groups) {
+            self.changed();
         }
     }
 
@@ -748,21 +802,7 @@ impl Directory {
             Ok(found) => {
                 self.metrics.directory_up.set(1);
                 let found = Arc::new(found);
-                if let Ok(mut accounts) = self.accounts.lock() {
-                    if accounts.len() >= settings.cache_size {
-                        accounts.retain(|_, k| k.used.elapsed() < settings.cache_ttl);
-                        if accounts.len() >= settings.cache_size {
-                            accounts.clear();
-                        }
-                    }
-                    accounts.insert(
-                        found.name.clone(),
-                        Known {
-                            account: found.clone(),
-                            used: Instant::now(),
-                        },
-                    );
-                }
+                self.keep(settings, found.clone());
                 SignIn::Ok(found)
             }
             Err(e) if e.is_unavailable() => {
@@ -778,7 +818,11 @@ impl Directory {
     pub async fn sync(&self, settings: &DirectorySettings) {
         let names: Vec<String> = match self.accounts.lock() {
             Ok(mut accounts) => {
+                let before = accounts.len();
                 accounts.retain(|_, k| k.used.elapsed() < settings.cache_ttl);
+                if accounts.len() < before {
+                    self.changed();
+                }
                 accounts.keys().cloned().collect()
             }
             Err(_) => return,
@@ -807,10 +851,12 @@ impl Directory {
                 Ok(fresh) => {
                     if let Ok(mut accounts) = self.accounts.lock() {
                         if let Some(known) = accounts.get_mut(&name) {
-                            if known.account.groups != fresh.groups {
-                                tracing::info!(target: "gatehouse::directory", account = %name, "directory groups changed");
-                            }
+                            let changed = known.account.groups != fresh.groups;
                             known.account = Arc::new(fresh);
+                            if changed {
+                                tracing::info!(target: "gatehouse::directory", account = %name, "directory groups changed");
+                                self.changed();
+                            }
                         }
                     }
                 }
@@ -843,6 +889,7 @@ impl Directory {
         if let Ok(mut binds) = self.binds.lock() {
             binds.retain(|_, r| r.account != name);
         }
+        self.changed();
     }
 }
 

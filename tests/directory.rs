@@ -402,6 +402,198 @@ fn directory_sign_in_groups_sync_and_outage() {
     assert!(err.contains("cannot reach the directory"), "{err}");
 }
 
+/// One kept-alive client connection through the proxy, as a browser holds one: the
+/// same `Proxy-Authorization` on each request.
+struct KeptAlive {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl KeptAlive {
+    fn open(g: &Gatehouse) -> KeptAlive {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", g.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        KeptAlive {
+            stream: std::io::BufReader::new(stream),
+        }
+    }
+
+    /// Status and body of a GET of `url` signed in as `user:password`.
+    fn get(&mut self, credentials: &str, url: &str) -> (u16, String) {
+        use base64::Engine;
+        use std::io::{BufRead, Read, Write};
+        let host = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let auth = base64::engine::general_purpose::STANDARD.encode(credentials);
+        write!(
+            self.stream.get_mut(),
+            "GET {url} HTTP/1.1\r\nHost: {host}\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+        )
+        .expect("request written");
+        let mut status_line = String::new();
+        self.stream
+            .read_line(&mut status_line)
+            .expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {status_line:?}: the connection closed"));
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).expect("header line");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            let lower = line.to_ascii_lowercase();
+            assert!(
+                !lower.starts_with("connection: close"),
+                "the proxy closed a kept-alive connection: {status_line}"
+            );
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().expect("content-length");
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// A browser sends its `Basic` header on every request of a connection; the proxy
+/// answers repeats from the connection's last sign-in. That must never outlive what it
+/// rests on: a group change from the sync, a policy reload, other credentials on the
+/// same connection, the sign-in cache's TTL with the directory down.
+#[test]
+fn a_kept_alive_connection_keeps_its_sign_in_only_while_it_holds() {
+    let mut slapd = Slapd::start();
+    let origin = Origin::http();
+    let g = start(&slapd);
+    // The same policy with a 3 s sign-in cache, for the TTL with the directory down.
+    let short = policy(&slapd, "").replace("cache_ttl_secs = 120", "cache_ttl_secs = 3");
+    let short = Gatehouse::start(&[
+        ("policy.toml", short.as_str()),
+        ("users.toml", ""),
+        ("service.password", &format!("{SERVICE_PASSWORD}\n")),
+        ("lists/gambling/domains", "bet.test\n"),
+        ("lists/social/domains", "social.test\n"),
+    ]);
+    let social = format!("http://social.test:{}/", origin.port);
+    let plain = format!("http://origin.test:{}/", origin.port);
+    let ok_binds = |g: &Gatehouse| {
+        metric(
+            &metrics(g),
+            "gatehouse_directory_binds_total{result=\"ok\"}",
+        )
+    };
+
+    // One bind, then the same header five times more: the same user and group, counted
+    // as cache hits, no new bind.
+    let mut conn = KeptAlive::open(&g);
+    let (status, body) = conn.get("ann:ann-password", &social);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ks3"), "{body}");
+    let binds = ok_binds(&g);
+    let hits = metric(&metrics(&g), "gatehouse_directory_cache_hits_total");
+    for _ in 0..5 {
+        let (status, body) = conn.get("ann:ann-password", &social);
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("ks3"), "{body}");
+    }
+    assert_eq!(ok_binds(&g), binds);
+    assert_eq!(
+        metric(&metrics(&g), "gatehouse_directory_cache_hits_total"),
+        hits + 5.0
+    );
+
+    // Other credentials on the same connection are read as themselves: a wrong password
+    // is refused, another pupil is that pupil, and the first again is the first.
+    let (status, _) = conn.get("ann:wrong", &plain);
+    assert_eq!(status, 407);
+    let (status, body) = conn.get("bob:bob-password", &social);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ks4"), "{body}");
+    let (status, body) = conn.get("ann:ann-password", &social);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ks3"), "{body}");
+
+    // A group change picked up by the sync reaches the connection that is already
+    // signed in: ann joins Staff, which may use social media.
+    slapd.modify(
+        "dn: cn=Staff,ou=groups,dc=school,dc=test\nchangetype: modify\nadd: member\nmember: uid=ann,ou=people,dc=school,dc=test\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = conn.get("ann:ann-password", &social);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group change not picked up on a kept-alive connection: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // A policy reload that maps Staff to ks4 applies to the next request on it.
+    let config = g.dir.path().join("policy.toml");
+    let text = std::fs::read_to_string(&config).expect("policy");
+    let remapped = text.replacen(
+        "directory = \"cn=Staff,ou=groups,dc=school,dc=test\"\ngroup = \"staff\"",
+        "directory = \"cn=Staff,ou=groups,dc=school,dc=test\"\ngroup = \"ks4\"",
+        1,
+    );
+    assert_ne!(remapped, text);
+    std::fs::write(&config, remapped).expect("write policy");
+    g.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = conn.get("ann:ann-password", &social);
+        if status == 403 && body.contains("ks4") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "policy reload not applied on a kept-alive connection: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // With the directory down, a kept-alive connection's sign-in lasts as long as the
+    // cache's (3 s here), and then the next request is a new sign-in, refused clearly.
+    // (bob: ann is staff now, so social media would not tell the groups apart.)
+    let mut conn = KeptAlive::open(&short);
+    let signed_in = Instant::now();
+    let (status, body) = conn.get("bob:bob-password", &social);
+    assert_eq!(status, 403, "{body}");
+    slapd.stop();
+    let (status, body) = conn.get("bob:bob-password", &social);
+    assert_eq!(status, 403, "{body}");
+    loop {
+        let (status, body) = conn.get("bob:bob-password", &plain);
+        if status == 503 {
+            assert!(body.contains("directory cannot be reached"), "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            signed_in.elapsed() < Duration::from_secs(6),
+            "the sign-in outlived the cache's 3 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        signed_in.elapsed() >= Duration::from_secs(3),
+        "refused before the cache's 3 s: {:?}",
+        signed_in.elapsed()
+    );
+}
+
 /// A policy with a directory, for the validation table (no directory is contacted).
 const VALIDATION_BASE: &str = r#"[school]
 name = "Test School"

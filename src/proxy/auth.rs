@@ -98,8 +98,21 @@ impl AuthCache {
         password: String,
         identity: &Identity,
     ) -> AuthResult {
+        self.check_credentials_until(user, password, identity)
+            .await
+            .0
+    }
+
+    /// As [`AuthCache::check_credentials`]; for a success, also when the cache's memory
+    /// of it runs out, so a caller that keeps the answer keeps it no longer.
+    pub async fn check_credentials_until(
+        &self,
+        user: String,
+        password: String,
+        identity: &Identity,
+    ) -> (AuthResult, Option<Instant>) {
         let Some(hash) = identity.user(&user).and_then(|u| u.password_hash.clone()) else {
-            return AuthResult::Failed;
+            return (AuthResult::Failed, None);
         };
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
@@ -111,16 +124,18 @@ impl AuthCache {
             .into();
         if let Ok(cache) = self.ok.lock() {
             if let Some((name, at)) = cache.get(&key) {
-                if at.elapsed() < CACHE_FOR {
-                    return AuthResult::User(name.clone());
+                let until = *at + CACHE_FOR;
+                if Instant::now() < until {
+                    return (AuthResult::User(name.clone()), Some(until));
                 }
             }
         }
+        let checked_at = Instant::now();
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
         if !ok {
-            return AuthResult::Failed;
+            return (AuthResult::Failed, None);
         }
         if let Ok(mut cache) = self.ok.lock() {
             if cache.len() >= CACHE_MAX {
@@ -129,9 +144,9 @@ impl AuthCache {
                     cache.clear();
                 }
             }
-            cache.insert(key, (user.clone(), Instant::now()));
+            cache.insert(key, (user.clone(), checked_at));
         }
-        AuthResult::User(user)
+        (AuthResult::User(user), Some(checked_at + CACHE_FOR))
     }
 }
 

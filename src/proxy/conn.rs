@@ -32,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::sign_in::LastSignIn;
+
 /// Limits applied to each client connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -64,6 +66,9 @@ pub struct ConnSignal {
     /// Kerberos sign-in is per connection (RFC 4559 §4): who signed in on it, or the
     /// half-made context of a multi-leg exchange.
     negotiated: std::sync::Mutex<Negotiated>,
+    /// The last `Basic` sign-in on this connection, so the same header on the next
+    /// request is answered without reading it again (see [`LastSignIn`]).
+    last_sign_in: std::sync::Mutex<Option<LastSignIn>>,
 }
 
 /// A connection's Kerberos sign-in.
@@ -83,7 +88,13 @@ impl ConnSignal {
             idle_since_ms: AtomicU64::new(0),
             close: AtomicBool::new(false),
             negotiated: std::sync::Mutex::new(Negotiated::default()),
+            last_sign_in: std::sync::Mutex::new(None),
         }
+    }
+
+    /// This connection's last `Basic` sign-in.
+    pub(super) fn last_sign_in(&self) -> &std::sync::Mutex<Option<LastSignIn>> {
+        &self.last_sign_in
     }
 
     /// This connection's Kerberos sign-in.

@@ -201,7 +201,7 @@ impl Proxy {
         // The device's name is looked up while the credentials are checked: a lookup
         // not answered within its short wait leaves this request's record without it.
         let (signed_in, device) = tokio::join!(
-            self.sign_in(auth_header, &snapshot, &signal),
+            self.sign_in(auth_header, &snapshot, &signal, started),
             self.devices
                 .name(identity, snapshot.settings.reverse_dns.as_ref(), client)
         );

@@ -10,10 +10,19 @@
 //! user with the subnet's or default group. The sign-in holds for the connection
 //! (RFC 4559): later requests on it need no token.
 //!
+//! A browser repeats its `Basic` header on every request of a connection. The last
+//! sign-in on a connection is kept beside it ([`LastSignIn`]): the same header again,
+//! under the same policy and with the directory's accounts unchanged, is that user
+//! again without decoding, hashing and looking up the credentials once more. It is
+//! kept no longer than the sign-in cache behind it would keep it.
+//!
 //! The directory unreachable is not a wrong password: those sign-ins get a `503` page
 //! saying so ([`Proxy::directory_unavailable`]), not a `407`, because browsers hide a
 //! `407`'s page behind a new password prompt, which would have a pupil retype a right
 //! password and learn nothing.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -23,10 +32,57 @@ use super::conn::ConnSignal;
 use super::{pages, Body, Proxy};
 use crate::core::directory::{normalise_username, GroupMapping, Mapped};
 use crate::core::group::GroupId;
+use crate::core::policy::Policy;
 use crate::directory::{Account, SignIn};
 use crate::kerberos::Accepted;
-use crate::settings::KerberosSettings;
+use crate::settings::{KerberosSettings, Settings};
 use crate::snapshot::Snapshot;
+
+/// A connection's last `Basic` sign-in: the header it came from, what it gave, and
+/// what it held under. Weak references pin the policy and settings it was made under
+/// (their allocations, so the addresses cannot be reused) without keeping them alive.
+pub(crate) struct LastSignIn {
+    header: Box<[u8]>,
+    policy: Weak<Policy>,
+    settings: Weak<Settings>,
+    /// [`crate::directory::Directory::generation`] when the directory answered; `None`
+    /// for a users-file account.
+    directory_generation: Option<u64>,
+    /// When the cache behind it would stop answering for it.
+    until: Instant,
+    name: String,
+    group: Option<GroupId>,
+}
+
+// Not derived: the header holds the password.
+impl std::fmt::Debug for LastSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LastSignIn")
+            .field("name", &self.name)
+            .field("group", &self.group)
+            .field("until", &self.until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LastSignIn {
+    /// The user again, if `header` is the same and nothing it depends on has moved.
+    fn answers(
+        &self,
+        header: &str,
+        snap: &Snapshot,
+        now: Instant,
+        directory_generation: u64,
+    ) -> bool {
+        *self.header == *header.as_bytes()
+            && now < self.until
+            && std::ptr::eq(self.policy.as_ptr(), Arc::as_ptr(&snap.policy))
+            && std::ptr::eq(self.settings.as_ptr(), Arc::as_ptr(&snap.settings))
+            && self
+                .directory_generation
+                .is_none_or(|g| g == directory_generation)
+    }
+}
 
 /// The outcome of reading a request's credentials.
 pub(super) enum SignedIn {
@@ -80,12 +136,14 @@ fn mapped(account: &Account, mapping: &GroupMapping) -> SignedIn {
 
 impl Proxy {
     /// Reads `header` against the users file, then the directory; with Kerberos, a
-    /// `Negotiate` token, or the sign-in already made on this connection.
+    /// `Negotiate` token, or the sign-in already made on this connection. `now` is when
+    /// the request came.
     pub(super) async fn sign_in(
         &self,
         header: Option<&str>,
         snap: &Snapshot,
         conn: &ConnSignal,
+        now: Instant,
     ) -> SignedIn {
         if let Some(settings) = snap.settings.kerberos.as_ref() {
             if let Some(token) = header.and_then(negotiate_token) {
@@ -98,19 +156,58 @@ impl Proxy {
                 }
             }
         }
-        let identity = &snap.policy.identity;
-        let failed = || SignedIn::Failed("proxy authentication failed".to_string());
         let Some(header) = header else {
             return SignedIn::Missing;
         };
-        // Read once: a directory user's every request carries the header.
+        let directory_generation = self.directory.generation();
+        if let Ok(last) = conn.last_sign_in().lock() {
+            if let Some(last) = last
+                .as_ref()
+                .filter(|l| l.answers(header, snap, now, directory_generation))
+            {
+                if last.directory_generation.is_some() {
+                    self.metrics.directory_cache_hits.inc();
+                }
+                return SignedIn::User {
+                    name: last.name.clone(),
+                    group: last.group,
+                };
+            }
+        }
+        let (signed_in, until, from_directory) = self.basic(header, snap).await;
+        if let (SignedIn::User { name, group }, Some(until)) = (&signed_in, until) {
+            if let Ok(mut last) = conn.last_sign_in().lock() {
+                *last = Some(LastSignIn {
+                    header: header.as_bytes().into(),
+                    policy: Arc::downgrade(&snap.policy),
+                    settings: Arc::downgrade(&snap.settings),
+                    directory_generation: from_directory.then_some(directory_generation),
+                    until,
+                    name: name.clone(),
+                    group: *group,
+                });
+            }
+        }
+        signed_in
+    }
+
+    /// A `Basic` header read against the users file, then the directory: the outcome,
+    /// for a success when the cache behind it stops answering for it, and whether the
+    /// directory answered.
+    async fn basic(&self, header: &str, snap: &Snapshot) -> (SignedIn, Option<Instant>, bool) {
+        let identity = &snap.policy.identity;
+        let failed = || SignedIn::Failed("proxy authentication failed".to_string());
         let Some((user, password)) = parse_basic(header) else {
-            return failed();
+            return (failed(), None, false);
         };
         // A users-file account signs in with its own password only, never against the
         // directory.
         if identity.user(&user).is_some() {
-            return match self.auth.check_credentials(user, password, identity).await {
+            let (result, until) = self
+                .auth
+                .check_credentials_until(user, password, identity)
+                .await;
+            let signed_in = match result {
                 AuthResult::User(name) => match identity.user(&name) {
                     Some(u) => SignedIn::User {
                         group: Some(u.group),
@@ -120,13 +217,18 @@ impl Proxy {
                 },
                 AuthResult::Missing | AuthResult::Failed => failed(),
             };
+            return (signed_in, until, false);
         }
         let (Some(settings), Some(mapping)) =
             (snap.settings.directory.as_ref(), identity.directory())
         else {
-            return failed();
+            return (failed(), None, false);
         };
-        match self.directory.sign_in(settings, &user, &password).await {
+        let (result, until) = self
+            .directory
+            .sign_in_until(settings, &user, &password)
+            .await;
+        let signed_in = match result {
             SignIn::Ok(account) => mapped(&account, mapping),
             SignIn::Refused(e) => {
                 tracing::info!(target: "gatehouse::auth", error = %e, "directory sign-in refused");
@@ -136,7 +238,8 @@ impl Proxy {
                 tracing::warn!(target: "gatehouse::auth", error = %e, "directory unavailable: new sign-in refused");
                 SignedIn::DirectoryDown
             }
-        }
+        };
+        (signed_in, until, true)
     }
 
     /// One `Negotiate` token: a sign-in for this connection, another leg, or a refusal.
