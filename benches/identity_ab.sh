@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # What directory sign-in costs the proxy once a user is signed in: throughput with every
-# request carrying Proxy-Authorization: Basic for a directory account (answered from the
-# sign-in cache: a SHA-256 of the credentials and two map look-ups) against the same
+# request carrying Proxy-Authorization: Basic for a directory account (the first on a
+# connection answered from the sign-in cache, the rest from the connection's last
+# sign-in) against the same
 # proxy with subnet identity (no header), in the shared harness's style
 # (../shared/bench/ab.sh): an nginx origin and a real slapd on CPU 1, both Gatehouse
 # instances started at once and pinned to CPU 0, then ROUNDS rounds of short wrk runs in
-# turn (direct, subnet allowed, directory allowed, subnet blocked, directory blocked), so
-# the ratio is taken from runs seconds apart on a machine whose speed drifts.
+# turn (direct, subnet allowed, directory allowed, subnet blocked, directory blocked, each
+# pair's order swapped every other round), so the ratio is taken from runs seconds apart
+# on a machine whose speed drifts.
 #   usage: benches/identity_ab.sh [N_DOMAINS] [SECONDS_PER_RUN] [ROUNDS]
 #   needs: cargo build --release; apt-get install -y nginx wrk slapd python3 curl
 # Prints one RESULT line per run, then medians and the directory / subnet ratios.
@@ -155,10 +157,18 @@ one() { # label port target auth pid
 LOG="$W/identity-ab-results.txt"; : >"$LOG"
 for r in $(seq 1 "$ROUNDS"); do
   echo "direct $(TARGET="http://$ORIGIN/small" taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -s "$W/id.lua" "http://$ORIGIN/small" 2>&1 | grep RESULT)" | tee -a "$LOG"
-  one subnet-allowed $SUBNET_PORT "http://$ORIGIN/small" "" $SUBNET_PID | tee -a "$LOG"
-  one directory-allowed $DIR_PORT "http://$ORIGIN/small" "$AUTH" $DIR_PID | tee -a "$LOG"
-  one subnet-blocked $SUBNET_PORT "http://$BLOCKED/" "" $SUBNET_PID | tee -a "$LOG"
-  one directory-blocked $DIR_PORT "http://$BLOCKED/" "$AUTH" $DIR_PID | tee -a "$LOG"
+  # Which of a pair runs first alternates by round (ABBA), so a run's place after
+  # another cannot favour one instance.
+  for kind in allowed blocked; do
+    target="http://$ORIGIN/small"; [ $kind = blocked ] && target="http://$BLOCKED/"
+    if [ $((r % 2)) = 1 ]; then
+      one subnet-$kind $SUBNET_PORT "$target" "" $SUBNET_PID | tee -a "$LOG"
+      one directory-$kind $DIR_PORT "$target" "$AUTH" $DIR_PID | tee -a "$LOG"
+    else
+      one directory-$kind $DIR_PORT "$target" "$AUTH" $DIR_PID | tee -a "$LOG"
+      one subnet-$kind $SUBNET_PORT "$target" "" $SUBNET_PID | tee -a "$LOG"
+    fi
+  done
 done
 python3 - "$LOG" <<'PY'
 import re, statistics, sys
