@@ -82,6 +82,10 @@ pub struct ListReport {
     pub cache_error: Option<String>,
     /// How long loading took.
     pub elapsed: Duration,
+    /// Per category, in policy order: when its newest list file was last changed (Unix
+    /// seconds; `None` with no file). A feed's update or an edit both move it, so it is
+    /// how old each category's lists are.
+    pub modified: Vec<Option<i64>>,
 }
 
 /// Warnings kept in a [`ListReport`]; the rest are only counted.
@@ -310,6 +314,10 @@ pub fn load(
     if !errors.is_empty() {
         return Err(errors);
     }
+    report.modified = categories
+        .iter()
+        .map(|(_, dir)| newest_change(dir))
+        .collect();
     report.elapsed = started.elapsed();
     Ok((
         CompiledLists {
@@ -391,6 +399,32 @@ pub fn list_files(dir: &Path, base: &str) -> Vec<PathBuf> {
         files.extend(extra);
     }
     files
+}
+
+/// The list files a category's directory holds: `domains` and `urls` with each import's
+/// own (`domains.ut1`, …), `urls.sha256`, `expressions` and `search_terms`; only those
+/// that exist.
+pub fn category_files(dir: &Path) -> Vec<PathBuf> {
+    ["domains", "urls"]
+        .into_iter()
+        .flat_map(|k| list_files(dir, k))
+        .chain(
+            ["urls.sha256", "expressions", "search_terms"]
+                .into_iter()
+                .map(|k| dir.join(k)),
+        )
+        .filter(|f| f.is_file())
+        .collect()
+}
+
+/// When the newest of a category's list files was last changed (Unix seconds).
+fn newest_change(dir: &Path) -> Option<i64> {
+    category_files(dir)
+        .iter()
+        .filter_map(|f| fs::metadata(f).ok()?.modified().ok())
+        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .max()
 }
 
 /// A name an import may give its files: lowercase letters, digits, `-` and `_`.

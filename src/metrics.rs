@@ -47,6 +47,9 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// When the lists in force were loaded (Unix seconds).
     pub lists_loaded: IntGauge,
+    /// When each category's newest list file was last changed (Unix seconds), by
+    /// category and severity.
+    pub list_modified: IntGaugeVec,
     /// Grants in force (ticketed grants and lesson overrides).
     pub grants_active: IntGauge,
     /// Teachers' lesson overrides in force, by effect (`allow`, `block`).
@@ -365,6 +368,20 @@ impl Metrics {
                 "List feed updates, by source and result",
                 &["source", "result"],
             ),
+            list_modified: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "gatehouse_list_category_modified_timestamp_seconds",
+                        "When each category's newest list file in force was last changed (0: no list file)",
+                    ),
+                    &["category", "severity"],
+                )
+                .expect("metric definitions are valid");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("each metric is registered once");
+                g
+            },
             list_source_last_success: {
                 let g = IntGaugeVec::new(
                     Opts::new(

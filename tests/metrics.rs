@@ -120,6 +120,21 @@ fn counters_move_by_exactly_the_mix_and_promtool_accepts_them() {
         assert_eq!(value(&text, series), *want, "{series}\n{text}");
     }
     assert!(value(&text, "gatehouse_log_records_total") >= 6.0, "{text}");
+    // Each category's lists' age: the list file's own modification time.
+    let mtime = std::fs::metadata(g.dir.path().join("lists/gambling/domains"))
+        .and_then(|m| m.modified())
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as f64;
+    assert_eq!(
+        value(
+            &text,
+            r#"gatehouse_list_category_modified_timestamp_seconds{category="gambling",severity="inappropriate"}"#
+        ),
+        mtime,
+        "{text}"
+    );
     assert!(
         value(&text, r#"gatehouse_bytes_total{direction="down"}"#) >= 3.0 * 17.0,
         "{text}"

@@ -1303,6 +1303,19 @@ fn sighup_with_a_broken_policy_keeps_the_old_one() {
         403,
         "old policy still in force"
     );
+    // The refusal is in the decision log too, with the problem.
+    let log = g.dir.path().join("log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tail = common::log_tail(&log);
+        if tail.lines().any(|l| {
+            l.contains("reload policy: REFUSED") && l.contains("unknown category \"sociall\"")
+        }) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tail}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A good change applies.
     std::fs::write(
         &path,

@@ -225,33 +225,18 @@ fn stats(args: &ConfigArg) -> Result<ExitCode> {
     );
     for (id, def) in policy.categories() {
         let c = &snap.report.counts[id.index()];
-        let dir = &def.list_dir;
-        let mut files = Vec::new();
-        let mut newest: Option<std::time::SystemTime> = None;
-        let kinds = ["domains", "urls"]
-            .into_iter()
-            .flat_map(|k| gatehouse::lists::list_files(dir, k))
-            .chain(
-                ["urls.sha256", "expressions", "search_terms"]
-                    .into_iter()
-                    .map(|k| dir.join(k)),
-            );
-        for file in kinds {
-            if let Ok(meta) = std::fs::metadata(&file) {
-                if let Some(name) = file.file_name().and_then(|n| n.to_str()) {
-                    files.push(name.to_string());
-                }
-                if let Ok(m) = meta.modified() {
-                    newest = Some(newest.map_or(m, |n| n.max(m)));
-                }
-            }
-        }
-        let changed = newest
-            .map(|t| {
-                chrono::DateTime::<chrono::Utc>::from(t)
-                    .format("%Y-%m-%d %H:%M")
-                    .to_string()
-            })
+        let files: Vec<String> = gatehouse::lists::category_files(&def.list_dir)
+            .iter()
+            .filter_map(|f| f.file_name()?.to_str().map(str::to_string))
+            .collect();
+        let changed = snap
+            .report
+            .modified
+            .get(id.index())
+            .copied()
+            .flatten()
+            .and_then(|secs| chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0))
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| "no files".into());
         println!(
             "{:<20} {:<14} {:>10} {:>8} {:>7} {:>6} {:>6}  {:<17} {}",

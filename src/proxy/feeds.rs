@@ -56,9 +56,6 @@ impl Proxy {
             // The files are written and have loaded once already (feeds::apply); the
             // reload takes the start-up path again and swaps the snapshot in one store.
             self.reload().await;
-            self.metrics
-                .lists_loaded
-                .set(chrono::Utc::now().timestamp());
         }
         Ok(outcomes)
     }

@@ -193,6 +193,17 @@ impl Proxy {
                 .list_entries
                 .with_label_values(&[def.category.name.as_str()])
                 .set(entries as i64);
+            let modified = snap
+                .report
+                .modified
+                .get(id.index())
+                .copied()
+                .flatten()
+                .unwrap_or(0);
+            self.metrics
+                .list_modified
+                .with_label_values(&[def.category.name.as_str(), def.category.severity.as_str()])
+                .set(modified);
         }
         // Each engine's series exists from the start, at zero, so that its rate works.
         for engine in snap.policy.safe_search.engines() {
@@ -425,6 +436,8 @@ impl Proxy {
                     self.by_hand(),
                 );
                 self.live.replace(snap);
+                self.metrics.lists_loaded.set(Utc::now().timestamp());
+                self.set_snapshot_gauges();
                 // A source added by this reload has its series (at zero) from now.
                 self.set_feed_gauges();
                 tracing::info!(illegal = %illegal, "illegal lists in force");
@@ -458,6 +471,14 @@ impl Proxy {
                     result = "error",
                     "reload refused; the previous policy stays in force"
                 );
+                // The audit trail has the refusal too, with every problem it named.
+                self.log
+                    .handle
+                    .append_nowait(crate::decision_log::Body::Reload {
+                        what: ReloadKind::Policy,
+                        ok: false,
+                        detail: errors.to_string(),
+                    });
                 let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
                 format!(
                     "serving the previous policy: reload at {} refused ({} problem(s); first: {first})",
