@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
 use sha2::{Digest, Sha256};
 
 use crate::core::directory::{
@@ -236,6 +236,28 @@ pub fn conn_settings(settings: &DirectorySettings) -> Result<LdapConnSettings, D
     Ok(conn)
 }
 
+/// A TCP connection to the directory at `url` (`ldap://` or `ldaps://`, the port given
+/// or the scheme's), with Nagle's algorithm off. An LDAP exchange is a few small
+/// messages each way, and with Nagle on, a message sent while the last is unacknowledged
+/// waits for the peer's delayed ACK (40 ms on Linux) on every sign-in.
+async fn dial(url: &str) -> Result<std::net::TcpStream, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    let port = parsed.port().unwrap_or(match parsed.scheme() {
+        "ldaps" => 636,
+        _ => 389,
+    });
+    let host = match parsed.host() {
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => return Err(format!("{url:?} names no host")),
+    };
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream.into_std().map_err(|e| e.to_string())
+}
+
 impl<'a> Session<'a> {
     /// Connects and binds as the service account.
     async fn open(settings: &'a DirectorySettings) -> Result<Session<'a>, DirectoryError> {
@@ -252,10 +274,12 @@ impl<'a> Session<'a> {
             });
         }
         let conn = conn_settings(settings)?;
-        let (conn, ldap) = tokio::time::timeout(
-            settings.connect_timeout,
-            LdapConnAsync::with_settings(conn, &settings.url),
-        )
+        let (conn, ldap) = tokio::time::timeout(settings.connect_timeout, async {
+            let stream = dial(&settings.url).await?;
+            LdapConnAsync::with_settings(conn.set_std_stream(StdStream::Tcp(stream)), &settings.url)
+                .await
+                .map_err(|e| e.to_string())
+        })
         .await
         .map_err(|_| unreachable(settings, "timed out connecting"))?
         .map_err(|e| unreachable(settings, e))?;
@@ -915,6 +939,22 @@ mod tests {
                 Err(e @ DirectoryError::CaFile { .. }) => assert!(e.is_unavailable()),
                 other => panic!("{}: {other:?}", path.display()),
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_directory_is_dialled_with_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let stream = dial(&format!("ldap://127.0.0.1:{port}"))
+            .await
+            .expect("dials");
+        assert!(stream.nodelay().expect("reads the option"));
+        assert_eq!(stream.peer_addr().expect("peer").port(), port);
+        for bad in ["ldap://", "not a url"] {
+            assert!(dial(bad).await.is_err(), "{bad}");
         }
     }
 
