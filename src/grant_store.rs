@@ -48,6 +48,18 @@ pub enum StoreError {
     /// nothing was changed.
     #[error(transparent)]
     Etcd(#[from] crate::etcd_grants::EtcdError),
+    /// `grant import` with the grants in the file store: there is nowhere to move them.
+    #[error("the policy keeps grants in the file {0}; set [grants] store = \"etcd\" to move them into etcd")]
+    NotEtcd(PathBuf),
+    /// A grant in the file has the id of a different grant already in the store;
+    /// nothing was changed.
+    #[error("refused: {id} is already in the store as another grant (the store's: {stored:?}); nothing was changed")]
+    IdTaken {
+        /// The id.
+        id: String,
+        /// The store's grant, as its own grants file.
+        stored: String,
+    },
 }
 
 /// What went wrong with the grants file or its lock file, and which file.
@@ -433,6 +445,86 @@ fn per_key(
         }
     }
     Ok(out)
+}
+
+/// What [`import`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Grants and archived grants written to the store, by id.
+    pub added: Vec<String>,
+    /// Ids the store already held exactly so (an import run again).
+    pub already: Vec<String>,
+}
+
+/// Moves the grants and the archive of the grants file `file` into the etcd store, in
+/// one transaction and keeping their ids, so a school going from one node to several
+/// keeps its grants and their history. The file is checked against the policy first
+/// (errors name its lines) and left as it is. A grant already in the store exactly so
+/// is skipped, so an import can be run again; an id the store holds as another grant is
+/// refused, and then nothing is written.
+pub fn import(
+    snap: &Snapshot,
+    file: &std::path::Path,
+    now: DateTime<Utc>,
+) -> Result<Imported, StoreError> {
+    let crate::settings::GrantsStore::Etcd(_) = &snap.settings.grants_store else {
+        return Err(StoreError::NotEtcd(snap.policy.grant_rules.file.clone()));
+    };
+    let text = read(file)?;
+    let source = Source::new(file, &text);
+    crate::core::grants::compile_file(&text, &source, &snap.policy, &snap.lists, now)
+        .map_err(StoreError::Invalid)?;
+    let from: toml_edit::DocumentMut = text.parse().map_err(|error| FileError::Syntax {
+        path: file.to_path_buf(),
+        error: Box::new(error),
+    })?;
+    edit(snap, now, |doc| {
+        let mut done = Imported::default();
+        for kind in ["grant", "archived"] {
+            let Some(item) = from.get(kind) else { continue };
+            let incoming = item.as_array_of_tables().ok_or(StoreError::Shape(kind))?;
+            for t in incoming.iter() {
+                let id = t
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .ok_or(StoreError::Shape(kind))?
+                    .to_string();
+                let mut table = t.clone();
+                table.decor_mut().clear();
+                match stored_as(doc, &id) {
+                    Some((stored_kind, stored)) => {
+                        if stored_kind == kind && stored.to_string() == table.to_string() {
+                            done.already.push(id);
+                        } else {
+                            return Err(StoreError::IdTaken {
+                                id,
+                                stored: format!("[[{stored_kind}]]\n{stored}"),
+                            });
+                        }
+                    }
+                    None => {
+                        tables(doc, kind)?.push(table);
+                        done.added.push(id);
+                    }
+                }
+            }
+        }
+        Ok(done)
+    })
+}
+
+/// The `[[grant]]` or `[[archived]]` table of `doc` with this id, and which it is.
+fn stored_as(doc: &toml_edit::DocumentMut, id: &str) -> Option<(&'static str, toml_edit::Table)> {
+    ["grant", "archived"].into_iter().find_map(|kind| {
+        let t = doc
+            .get(kind)?
+            .as_array_of_tables()?
+            .iter()
+            .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))?;
+        let mut t = t.clone();
+        t.decor_mut().clear();
+        Some((kind, t))
+    })
 }
 
 /// Adds a grant; its id.

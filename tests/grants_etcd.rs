@@ -571,3 +571,181 @@ fn etcd_over_tls_with_a_client_certificate() {
     );
     assert_eq!(status, 503, "{body}");
 }
+
+/// Runs `gatehouse ARGS` and returns (success, stdout, stderr).
+fn cli(args: &[&str], config: &std::path::Path) -> (bool, String, String) {
+    let out = common::gatehouse()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("gatehouse runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A school going from one node to several: the single node's grants file (made by the
+/// CLI with the file store) moves into etcd with its ids and its archive; the grant
+/// applies on a node of the trust; an import run again changes nothing; an id the store
+/// holds as another grant is refused whole; a policy still on the file store is told
+/// there is nowhere to move them.
+#[test]
+fn a_single_nodes_grants_file_moves_into_etcd() {
+    if !common::etcd::available() {
+        eprintln!(
+            "SKIPPED: {} is not installed (Debian package etcd-server)",
+            common::etcd::ETCD
+        );
+        return;
+    }
+    let etcd = Etcd::start();
+    let origin = Origin::http();
+    let node = node(&etcd.endpoint());
+    let bet = format!("http://bet.test:{}/", origin.port);
+    assert_eq!(status_through(&node, &bet), 403);
+
+    // The single node: the same policy with the file store.
+    let text = policy(&etcd.endpoint());
+    let (head, rest) = text.split_once("[grants]\n").expect("grants section");
+    let (_, tail) = rest.split_once("[log]\n").expect("log section");
+    let single = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        single.path().join("policy.toml"),
+        format!("{head}[log]\n{tail}"),
+    )
+    .expect("policy");
+    for (category, host) in [("gambling", "bet.test"), ("games", "game.test")] {
+        let dir = single.path().join("lists").join(category);
+        std::fs::create_dir_all(&dir).expect("lists");
+        std::fs::write(dir.join("domains"), format!("{host}\n")).expect("list");
+    }
+    let single_policy = single.path().join("policy.toml");
+    for (ticket, site) in [("HD-7001", "bet.test"), ("HD-7002", "game.test")] {
+        let (ok, _, err) = cli(
+            &[
+                "grant",
+                "add",
+                "--ticket",
+                ticket,
+                "--by",
+                "a.tech",
+                "--reason",
+                "probability unit",
+                "--group",
+                "ks4",
+                "--site",
+                site,
+                "--for",
+                "2d",
+            ],
+            &single_policy,
+        );
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = cli(
+        &[
+            "grant",
+            "revoke",
+            "g-2",
+            "--by",
+            "a.tech",
+            "--reason",
+            "unit over",
+        ],
+        &single_policy,
+    );
+    assert!(ok, "{err}");
+    let file = single.path().join("grants.toml");
+    let file_arg = file.to_str().expect("utf-8 path");
+
+    // The file store itself has nowhere to move them.
+    let (ok, _, err) = cli(&["grant", "import", file_arg], &single_policy);
+    assert!(!ok);
+    assert!(err.contains("set [grants] store = \"etcd\""), "{err}");
+
+    // Into etcd: both ids, the grant in force applies on the trust's node.
+    let trust_policy = node.dir.path().join("policy.toml");
+    let (ok, out, err) = cli(&["grant", "import", file_arg], &trust_policy);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("2 moved into the grants store (g-1, g-2); 0 already there"),
+        "{out}"
+    );
+    assert!(
+        until(Duration::from_secs(2), || status_through(&node, &bet)
+            == 200)
+        .is_some(),
+        "the moved grant applies"
+    );
+    let (_, listed, _) = cli(&["grant", "list", "--all", "--json"], &trust_policy);
+    let rows: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    let states: Vec<(String, String)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or("").to_string(),
+                r["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("g-1".into(), "active".into())),
+        "{listed}"
+    );
+    assert!(
+        states.contains(&("g-2".into(), "revoked".into())),
+        "{listed}"
+    );
+
+    // Again: nothing changes. A new grant takes the next id.
+    let (ok, out, err) = cli(&["grant", "import", file_arg], &trust_policy);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("0 moved into the grants store; 2 already there"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(
+        &[
+            "grant",
+            "add",
+            "--ticket",
+            "HD-7003",
+            "--by",
+            "b.tech",
+            "--reason",
+            "odds",
+            "--group",
+            "ks4",
+            "--site",
+            "game.test",
+            "--for",
+            "1d",
+        ],
+        &trust_policy,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "g-3");
+
+    // A file whose g-1 is another grant: refused, and nothing of it is written.
+    let other = file.with_file_name("other.toml");
+    let changed = std::fs::read_to_string(&file)
+        .expect("grants file")
+        .replace("HD-7001", "HD-7999");
+    std::fs::write(&other, changed).expect("write");
+    let (ok, _, err) = cli(
+        &["grant", "import", other.to_str().expect("utf-8 path")],
+        &trust_policy,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("g-1 is already in the store as another grant"),
+        "{err}"
+    );
+    let (_, listed, _) = cli(&["grant", "list", "--all", "--json"], &trust_policy);
+    assert!(!listed.contains("HD-7999"), "{listed}");
+}

@@ -32,6 +32,15 @@ pub enum GrantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move a grants file's grants and archive into the etcd store (`[grants] store =
+    /// "etcd"`), keeping their ids, in one transaction; safe to run again. The file is
+    /// left as it is.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The grants file to move (the single-node store's `grants.toml`).
+        file: std::path::PathBuf,
+    },
     /// Revoke a grant (it moves to the archive, for the record).
     Revoke {
         #[command(flatten)]
@@ -161,7 +170,7 @@ fn store_error(e: StoreError) -> anyhow::Error {
     }
 }
 
-/// `gatehouse grant add|list|revoke`.
+/// `gatehouse grant add|lesson|import|list|revoke`.
 pub fn run(command: GrantCommand) -> Result<ExitCode> {
     match command {
         GrantCommand::Add(args) => {
@@ -234,6 +243,21 @@ pub fn run(command: GrantCommand) -> Result<ExitCode> {
                 grant_store::add_lesson(&snap, &lesson, &token.name, &token.teacher, Utc::now())
                     .map_err(store_error)?;
             println!("{}  until {}", made.id, made.expires);
+            Ok(ExitCode::SUCCESS)
+        }
+        GrantCommand::Import { config, file } => {
+            let snap = load(&config.config, CacheMode::Use)?;
+            let done = grant_store::import(&snap, &file, Utc::now()).map_err(store_error)?;
+            println!(
+                "{} moved into the grants store{}; {} already there",
+                done.added.len(),
+                if done.added.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", done.added.join(", "))
+                },
+                done.already.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         GrantCommand::Revoke {

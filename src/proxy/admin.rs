@@ -872,7 +872,9 @@ fn refused(audit: &Audit<'_>, what: &str, key: &str, e: StoreError) -> Reply {
         e @ (StoreError::RevocationUnexplained
         | StoreError::NoSuchGrant(_)
         | StoreError::Lesson(_)
-        | StoreError::Unknown(_)) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
+        | StoreError::Unknown(_)
+        | StoreError::NotEtcd(_)) => (StatusCode::BAD_REQUEST, vec![e.to_string()]),
+        e @ StoreError::IdTaken { .. } => (StatusCode::CONFLICT, vec![e.to_string()]),
         e @ StoreError::NotYours(_) => (StatusCode::FORBIDDEN, vec![e.to_string()]),
         e @ StoreError::Shape(_) => (StatusCode::INTERNAL_SERVER_ERROR, vec![e.to_string()]),
         StoreError::Io(m) => (StatusCode::INTERNAL_SERVER_ERROR, vec![m.to_string()]),
