@@ -131,18 +131,9 @@ fn get_from(g: &Gatehouse, from: &str, url: &str) -> CurlResult {
 }
 
 fn gatehouse_out(args: &[&str], config: &Path) -> String {
-    let out = common::gatehouse()
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("gatehouse runs");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, out, err) = common::run_cli(args, config);
+    assert!(ok, "{args:?}: {err}");
+    out
 }
 
 #[test]

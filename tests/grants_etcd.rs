@@ -129,6 +129,18 @@ fn metric(g: &Gatehouse, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Says so when etcd is not installed, for the test to return.
+fn etcd_missing() -> bool {
+    let missing = !common::etcd::available();
+    if missing {
+        eprintln!(
+            "SKIPPED: {} is not installed (Debian package etcd-server)",
+            common::etcd::ETCD
+        );
+    }
+    missing
+}
+
 fn grant(ticket: &str, site: &str, expires: chrono::DateTime<Utc>) -> String {
     format!(
         r#"{{"ticket": "{ticket}", "reason": "statistics lesson on odds", "groups": ["ks4"], "sites": ["{site}"], "expires": "{}"}}"#,
@@ -138,11 +150,7 @@ fn grant(ticket: &str, site: &str, expires: chrono::DateTime<Utc>) -> String {
 
 #[test]
 fn a_grant_on_one_node_applies_on_every_node() {
-    if !common::etcd::available() {
-        eprintln!(
-            "SKIPPED: {} is not installed (Debian package etcd-server)",
-            common::etcd::ETCD
-        );
+    if etcd_missing() {
         return;
     }
     let mut etcd = Etcd::start();
@@ -331,11 +339,7 @@ fn a_grant_on_one_node_applies_on_every_node() {
 /// back.
 #[test]
 fn the_cli_concurrent_adds_reloads_and_a_node_started_without_the_store() {
-    if !common::etcd::available() {
-        eprintln!(
-            "SKIPPED: {} is not installed (Debian package etcd-server)",
-            common::etcd::ETCD
-        );
+    if etcd_missing() {
         return;
     }
     let mut etcd = Etcd::start();
@@ -501,11 +505,7 @@ fn the_cli_concurrent_adds_reloads_and_a_node_started_without_the_store() {
 /// and its writes get a 503).
 #[test]
 fn etcd_over_tls_with_a_client_certificate() {
-    if !common::etcd::available() {
-        eprintln!(
-            "SKIPPED: {} is not installed (Debian package etcd-server)",
-            common::etcd::ETCD
-        );
+    if etcd_missing() {
         return;
     }
     let etcd = Etcd::start_tls();
@@ -572,21 +572,6 @@ fn etcd_over_tls_with_a_client_certificate() {
     assert_eq!(status, 503, "{body}");
 }
 
-/// Runs `gatehouse ARGS` and returns (success, stdout, stderr).
-fn cli(args: &[&str], config: &std::path::Path) -> (bool, String, String) {
-    let out = common::gatehouse()
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("gatehouse runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A school going from one node to several: the single node's grants file (made by the
 /// CLI with the file store) moves into etcd with its ids and its archive; the grant
 /// applies on a node of the trust; an import run again changes nothing; an id the store
@@ -594,11 +579,7 @@ fn cli(args: &[&str], config: &std::path::Path) -> (bool, String, String) {
 /// there is nowhere to move them.
 #[test]
 fn a_single_nodes_grants_file_moves_into_etcd() {
-    if !common::etcd::available() {
-        eprintln!(
-            "SKIPPED: {} is not installed (Debian package etcd-server)",
-            common::etcd::ETCD
-        );
+    if etcd_missing() {
         return;
     }
     let etcd = Etcd::start();
@@ -624,7 +605,7 @@ fn a_single_nodes_grants_file_moves_into_etcd() {
     }
     let single_policy = single.path().join("policy.toml");
     for (ticket, site) in [("HD-7001", "bet.test"), ("HD-7002", "game.test")] {
-        let (ok, _, err) = cli(
+        let (ok, _, err) = common::run_cli(
             &[
                 "grant",
                 "add",
@@ -645,7 +626,7 @@ fn a_single_nodes_grants_file_moves_into_etcd() {
         );
         assert!(ok, "{err}");
     }
-    let (ok, _, err) = cli(
+    let (ok, _, err) = common::run_cli(
         &[
             "grant",
             "revoke",
@@ -662,13 +643,13 @@ fn a_single_nodes_grants_file_moves_into_etcd() {
     let file_arg = file.to_str().expect("utf-8 path");
 
     // The file store itself has nowhere to move them.
-    let (ok, _, err) = cli(&["grant", "import", file_arg], &single_policy);
+    let (ok, _, err) = common::run_cli(&["grant", "import", file_arg], &single_policy);
     assert!(!ok);
     assert!(err.contains("set [grants] store = \"etcd\""), "{err}");
 
     // Into etcd: both ids, the grant in force applies on the trust's node.
     let trust_policy = node.dir.path().join("policy.toml");
-    let (ok, out, err) = cli(&["grant", "import", file_arg], &trust_policy);
+    let (ok, out, err) = common::run_cli(&["grant", "import", file_arg], &trust_policy);
     assert!(ok, "{err}");
     assert!(
         out.contains("2 moved into the grants store (g-1, g-2); 0 already there"),
@@ -680,7 +661,7 @@ fn a_single_nodes_grants_file_moves_into_etcd() {
         .is_some(),
         "the moved grant applies"
     );
-    let (_, listed, _) = cli(&["grant", "list", "--all", "--json"], &trust_policy);
+    let (_, listed, _) = common::run_cli(&["grant", "list", "--all", "--json"], &trust_policy);
     let rows: serde_json::Value = serde_json::from_str(&listed).expect("json");
     let states: Vec<(String, String)> = rows
         .as_array()
@@ -703,13 +684,13 @@ fn a_single_nodes_grants_file_moves_into_etcd() {
     );
 
     // Again: nothing changes. A new grant takes the next id.
-    let (ok, out, err) = cli(&["grant", "import", file_arg], &trust_policy);
+    let (ok, out, err) = common::run_cli(&["grant", "import", file_arg], &trust_policy);
     assert!(ok, "{err}");
     assert!(
         out.contains("0 moved into the grants store; 2 already there"),
         "{out}"
     );
-    let (ok, out, err) = cli(
+    let (ok, out, err) = common::run_cli(
         &[
             "grant",
             "add",
@@ -737,7 +718,7 @@ fn a_single_nodes_grants_file_moves_into_etcd() {
         .expect("grants file")
         .replace("HD-7001", "HD-7999");
     std::fs::write(&other, changed).expect("write");
-    let (ok, _, err) = cli(
+    let (ok, _, err) = common::run_cli(
         &["grant", "import", other.to_str().expect("utf-8 path")],
         &trust_policy,
     );
@@ -746,6 +727,6 @@ fn a_single_nodes_grants_file_moves_into_etcd() {
         err.contains("g-1 is already in the store as another grant"),
         "{err}"
     );
-    let (_, listed, _) = cli(&["grant", "list", "--all", "--json"], &trust_policy);
+    let (_, listed, _) = common::run_cli(&["grant", "list", "--all", "--json"], &trust_policy);
     assert!(!listed.contains("HD-7999"), "{listed}");
 }

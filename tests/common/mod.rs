@@ -23,6 +23,22 @@ pub fn gatehouse() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gatehouse"))
 }
 
+/// Runs `gatehouse ARGS --config CONFIG`: whether it succeeded, its stdout and stderr.
+#[allow(dead_code)] // not every test binary runs the CLI this way
+pub fn run_cli(args: &[&str], config: &Path) -> (bool, String, String) {
+    let out = gatehouse()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("gatehouse runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A UTC instant from RFC 3339 text.
 pub fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
