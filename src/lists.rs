@@ -92,6 +92,12 @@ pub struct ListReport {
 pub const MAX_WARNINGS: usize = 20;
 
 impl ListReport {
+    /// When category `id`'s newest list file was last changed (Unix seconds), if it
+    /// has one.
+    pub fn modified(&self, id: CategoryId) -> Option<i64> {
+        self.modified.get(id.index()).copied().flatten()
+    }
+
     fn warn(&mut self, file: &Path, line: usize, message: String) {
         self.skipped += 1;
         if self.warnings.len() < MAX_WARNINGS {

@@ -231,10 +231,7 @@ fn stats(args: &ConfigArg) -> Result<ExitCode> {
             .collect();
         let changed = snap
             .report
-            .modified
-            .get(id.index())
-            .copied()
-            .flatten()
+            .modified(id)
             .and_then(|secs| chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0))
             .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| "no files".into());

@@ -193,13 +193,7 @@ impl Proxy {
                 .list_entries
                 .with_label_values(&[def.category.name.as_str()])
                 .set(entries as i64);
-            let modified = snap
-                .report
-                .modified
-                .get(id.index())
-                .copied()
-                .flatten()
-                .unwrap_or(0);
+            let modified = snap.report.modified(id).unwrap_or(0);
             self.metrics
                 .list_modified
                 .with_label_values(&[def.category.name.as_str(), def.category.severity.as_str()])
