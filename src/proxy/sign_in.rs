@@ -11,10 +11,11 @@
 //! (RFC 4559): later requests on it need no token.
 //!
 //! A browser repeats its `Basic` header on every request of a connection. The last
-//! sign-in on a connection is kept beside it ([`LastSignIn`]): the same header again,
-//! under the same policy and with the directory's accounts unchanged, is that user
-//! again without decoding, hashing and looking up the credentials once more. It is
-//! kept no longer than the sign-in cache behind it would keep it.
+//! sign-in on a connection is kept beside it ([`LastSignIn`], by a SHA-256 of the
+//! header, never the header itself): the same header again, under the same policy and
+//! with the directory's accounts unchanged, is that user again without decoding it,
+//! normalising the name, looking it up in the caches and mapping its groups once more.
+//! It is kept no longer than the sign-in cache behind it would keep it.
 //!
 //! The directory unreachable is not a wrong password: those sign-ins get a `503` page
 //! saying so ([`Proxy::directory_unavailable`]), not a `407`, because browsers hide a
@@ -26,6 +27,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
+use sha2::{Digest, Sha256};
 
 use super::auth::{parse_basic, AuthResult};
 use super::conn::ConnSignal;
@@ -38,11 +40,12 @@ use crate::kerberos::Accepted;
 use crate::settings::{KerberosSettings, Settings};
 use crate::snapshot::Snapshot;
 
-/// A connection's last `Basic` sign-in: the header it came from, what it gave, and
-/// what it held under. Weak references pin the policy and settings it was made under
+/// A connection's last `Basic` sign-in: a SHA-256 of the header it came from (never
+/// the header: it holds the password, which the sign-in caches keep only hashed too),
+/// what it gave, and what it held under. Weak references pin the policy and settings it was made under
 /// (their allocations, so the addresses cannot be reused) without keeping them alive.
 pub(crate) struct LastSignIn {
-    header: Box<[u8]>,
+    header: [u8; 32],
     policy: Weak<Policy>,
     settings: Weak<Settings>,
     /// [`crate::directory::Directory::generation`] when the directory answered; `None`
@@ -54,7 +57,7 @@ pub(crate) struct LastSignIn {
     group: Option<GroupId>,
 }
 
-// Not derived: the header holds the password.
+// Not derived: the header's hash is nobody's business in a log.
 impl std::fmt::Debug for LastSignIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LastSignIn")
@@ -69,12 +72,12 @@ impl LastSignIn {
     /// The user again, if `header` is the same and nothing it depends on has moved.
     fn answers(
         &self,
-        header: &str,
+        header: &[u8; 32],
         snap: &Snapshot,
         now: Instant,
         directory_generation: u64,
     ) -> bool {
-        *self.header == *header.as_bytes()
+        self.header == *header
             && now < self.until
             && std::ptr::eq(self.policy.as_ptr(), Arc::as_ptr(&snap.policy))
             && std::ptr::eq(self.settings.as_ptr(), Arc::as_ptr(&snap.settings))
@@ -160,10 +163,11 @@ impl Proxy {
             return SignedIn::Missing;
         };
         let directory_generation = self.directory.generation();
+        let hashed: [u8; 32] = Sha256::digest(header.as_bytes()).into();
         if let Ok(last) = conn.last_sign_in().lock() {
             if let Some(last) = last
                 .as_ref()
-                .filter(|l| l.answers(header, snap, now, directory_generation))
+                .filter(|l| l.answers(&hashed, snap, now, directory_generation))
             {
                 if last.directory_generation.is_some() {
                     self.metrics.directory_cache_hits.inc();
@@ -178,7 +182,7 @@ impl Proxy {
         if let (SignedIn::User { name, group }, Some(until)) = (&signed_in, until) {
             if let Ok(mut last) = conn.last_sign_in().lock() {
                 *last = Some(LastSignIn {
-                    header: header.as_bytes().into(),
+                    header: hashed,
                     policy: Arc::downgrade(&snap.policy),
                     settings: Arc::downgrade(&snap.settings),
                     directory_generation: from_directory.then_some(directory_generation),
