@@ -742,8 +742,8 @@ impl Directory {
             .inc();
     }
 
-    /// The remembered account for `key`, if its sign-in is younger than the TTL.
-    /// The account a remembered bind signed in, and when that sign-in runs out.
+    /// The account a remembered bind signed in, if that sign-in is younger than the
+    /// TTL, and when it runs out.
     fn remembered(
         &self,
         settings: &DirectorySettings,

@@ -431,15 +431,10 @@ fn per_key(
         let Some(item) = doc.get(kind) else { continue };
         let tables = item.as_array_of_tables().ok_or(StoreError::Shape(kind))?;
         for t in tables.iter() {
-            let id = t
-                .get("id")
-                .and_then(|v| v.as_str())
-                .ok_or(StoreError::Shape(kind))?;
+            let id = id_of(t, kind)?;
             let mut one = toml_edit::DocumentMut::new();
             let mut array = toml_edit::ArrayOfTables::new();
-            let mut table = t.clone();
-            table.decor_mut().clear();
-            array.push(table);
+            array.push(bare(t));
             one.insert(kind, toml_edit::Item::ArrayOfTables(array));
             out.insert(key_of(etcd, id), one.to_string());
         }
@@ -484,13 +479,8 @@ pub fn import(
             let Some(item) = from.get(kind) else { continue };
             let incoming = item.as_array_of_tables().ok_or(StoreError::Shape(kind))?;
             for t in incoming.iter() {
-                let id = t
-                    .get("id")
-                    .and_then(|v| v.as_str())
-                    .ok_or(StoreError::Shape(kind))?
-                    .to_string();
-                let mut table = t.clone();
-                table.decor_mut().clear();
+                let id = id_of(t, kind)?.to_string();
+                let table = bare(t);
                 match stored_as(doc, &id) {
                     Some((stored_kind, stored)) => {
                         if stored_kind == kind && stored.to_string() == table.to_string() {
@@ -520,11 +510,24 @@ fn stored_as(doc: &toml_edit::DocumentMut, id: &str) -> Option<(&'static str, to
             .get(kind)?
             .as_array_of_tables()?
             .iter()
-            .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(id))?;
-        let mut t = t.clone();
-        t.decor_mut().clear();
-        Some((kind, t))
+            .find(|t| id_of(t, kind).is_ok_and(|i| i == id))?;
+        Some((kind, bare(t)))
     })
+}
+
+/// The id of a `[[grant]]` or `[[archived]]` table (`kind`); one without is the file's
+/// fault.
+fn id_of<'t>(t: &'t toml_edit::Table, kind: &'static str) -> Result<&'t str, StoreError> {
+    t.get("id")
+        .and_then(|v| v.as_str())
+        .ok_or(StoreError::Shape(kind))
+}
+
+/// A table without the comments and blank lines around it, as a key stores it.
+fn bare(t: &toml_edit::Table) -> toml_edit::Table {
+    let mut t = t.clone();
+    t.decor_mut().clear();
+    t
 }
 
 /// Adds a grant; its id.

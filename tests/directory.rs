@@ -79,9 +79,13 @@ allow_internal_destinations = ["127.0.0.1/32"]
 }
 
 fn start(slapd: &Slapd) -> Gatehouse {
-    let policy = policy(slapd, "");
+    start_with(&policy(slapd, ""))
+}
+
+/// A proxy on `policy`, with the lists, users file and service password the tests use.
+fn start_with(policy: &str) -> Gatehouse {
     Gatehouse::start(&[
-        ("policy.toml", policy.as_str()),
+        ("policy.toml", policy),
         ("users.toml", ""),
         ("service.password", &format!("{SERVICE_PASSWORD}\n")),
         ("lists/gambling/domains", "bet.test\n"),
@@ -475,14 +479,8 @@ fn a_kept_alive_connection_keeps_its_sign_in_only_while_it_holds() {
     let origin = Origin::http();
     let g = start(&slapd);
     // The same policy with a 3 s sign-in cache, for the TTL with the directory down.
-    let short = policy(&slapd, "").replace("cache_ttl_secs = 120", "cache_ttl_secs = 3");
-    let short = Gatehouse::start(&[
-        ("policy.toml", short.as_str()),
-        ("users.toml", ""),
-        ("service.password", &format!("{SERVICE_PASSWORD}\n")),
-        ("lists/gambling/domains", "bet.test\n"),
-        ("lists/social/domains", "social.test\n"),
-    ]);
+    let short =
+        start_with(&policy(&slapd, "").replace("cache_ttl_secs = 120", "cache_ttl_secs = 3"));
     let social = format!("http://social.test:{}/", origin.port);
     let plain = format!("http://origin.test:{}/", origin.port);
     let ok_binds = |g: &Gatehouse| {
@@ -740,13 +738,7 @@ fn a_teacher_in_a_mapped_directory_group_makes_lesson_overrides_with_their_accou
         "{}\n[teachers]\n[teachers.classrooms.room-1]\nsubnets = [\"127.0.0.2/32\"]\n[teachers.classrooms.room-2]\nsubnets = [\"127.0.0.3/32\"]\n[[teachers.directory]]\ndirectory = \"Staff\"\nclassrooms = [\"room-1\"]\n",
         policy(&slapd, "")
     );
-    let g = Gatehouse::start(&[
-        ("policy.toml", policy.as_str()),
-        ("users.toml", ""),
-        ("service.password", &format!("{SERVICE_PASSWORD}\n")),
-        ("lists/gambling/domains", "bet.test\n"),
-        ("lists/social/domains", "social.test\n"),
-    ]);
+    let g = start_with(&policy);
     let lesson = |user: &str, room: &str| {
         let body = format!(
             r#"{{"effect": "block", "sites": ["origin.test"], "classrooms": ["{room}"], "reason": "Eyes on the board"}}"#

@@ -42,8 +42,9 @@ use crate::snapshot::Snapshot;
 
 /// A connection's last `Basic` sign-in: a SHA-256 of the header it came from (never
 /// the header: it holds the password, which the sign-in caches keep only hashed too),
-/// what it gave, and what it held under. Weak references pin the policy and settings it was made under
-/// (their allocations, so the addresses cannot be reused) without keeping them alive.
+/// what it gave, and what it held under. Weak references pin the policy and settings
+/// it was made under (their allocations, so the addresses cannot be reused) without
+/// keeping them alive.
 pub(crate) struct LastSignIn {
     header: [u8; 32],
     policy: Weak<Policy>,
